@@ -1,0 +1,19 @@
+"""Errors raised by the data layer: each names the file and the column or key at fault."""
+
+from __future__ import annotations
+
+
+class DataError(ValueError):
+    """Input data that cannot be used as it is.
+
+    The message always names the file (when there is one) and the column or config key,
+    and states what was expected.
+    """
+
+
+class ConfigError(ValueError):
+    """One or more invalid configuration values, all reported together."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))

@@ -1,0 +1,136 @@
+"""Past-only features and forward-return targets, computed on the dense (D, S) calendar.
+
+Working on the dense calendar (not row by row) means a return across a missing day is NaN,
+not a multi-day move passed off as a one-day one, and a label is valid only when the
+security trades `horizon` dates later.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+OHLCV_FEATURES = ("ret_1", "ret_5", "ret_20", "hl_range", "oc_ret", "vol_chg", "volat_20")
+
+
+def _log(x: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log(x)
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def _lag(x: np.ndarray, k: int) -> np.ndarray:
+    out = np.full_like(x, np.nan)
+    out[k:] = x[:-k]
+    return out
+
+
+def _rolling_std(x: np.ndarray, w: int, min_count: int) -> np.ndarray:
+    """Std over the last `w` dates (this one included), ignoring NaN; NaN below min_count."""
+    ok = np.isfinite(x)
+    z = np.where(ok, x, 0.0)
+    c = np.cumsum(np.concatenate([np.zeros((1,) + x.shape[1:]), ok]), axis=0)
+    s1 = np.cumsum(np.concatenate([np.zeros((1,) + x.shape[1:]), z]), axis=0)
+    s2 = np.cumsum(np.concatenate([np.zeros((1,) + x.shape[1:]), z * z]), axis=0)
+    lo = np.maximum(np.arange(1, len(x) + 1) - w, 0)
+    hi = np.arange(1, len(x) + 1)
+    n = c[hi] - c[lo]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = (s1[hi] - s1[lo]) / n
+        var = (s2[hi] - s2[lo]) / n - mean * mean
+    out = np.sqrt(np.maximum(var, 0.0))
+    out[n < min_count] = np.nan
+    return out
+
+
+def ohlcv_features(ohlcv: dict[str, np.ndarray]) -> tuple[list[str], list[np.ndarray]]:
+    """Features from dense (D, S) float64 OHLCV arrays (NaN where absent); all past-only.
+
+    Price levels themselves are not features: adjusted prices encode later corporate actions.
+    Non-finite results (log of a zero volume, say) become NaN.
+    """
+    c = ohlcv["close"]
+    lc = _log(c)
+    names: list[str] = []
+    feats: list[np.ndarray] = []
+
+    def add(name: str, x: np.ndarray) -> None:
+        x = np.where(np.isfinite(x), x, np.nan)
+        names.append(name)
+        feats.append(x)
+
+    r1 = lc - _lag(lc, 1)
+    add("ret_1", r1)
+    add("ret_5", lc - _lag(lc, 5))
+    add("ret_20", lc - _lag(lc, 20))
+    if "high" in ohlcv and "low" in ohlcv:
+        add("hl_range", _log(ohlcv["high"]) - _log(ohlcv["low"]))
+    if "open" in ohlcv:
+        add("oc_ret", lc - _log(ohlcv["open"]))
+    if "volume" in ohlcv:
+        lv = _log(ohlcv["volume"])
+        add("vol_chg", lv - _lag(lv, 1))
+    add("volat_20", _rolling_std(r1, 20, 10))
+    return names, feats
+
+
+def forward_return(close: np.ndarray, ok: np.ndarray, horizon: int) -> np.ndarray:
+    """Return from close[d] to close[d + horizon]; NaN unless the security trades at both."""
+    c = np.where(ok & (close > 0), close, np.nan)
+    out = np.full(c.shape, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[:-horizon] = c[horizon:] / c[:-horizon] - 1.0
+    return out
+
+
+def cs_rank(x: np.ndarray) -> np.ndarray:
+    """Per-row rank of a (S,) or (S, F) slice scaled to [-0.5, 0.5], NaN kept (ties by order)."""
+    out = np.full(x.shape, np.nan, dtype=np.float64)
+    ok = np.isfinite(x)
+    order = np.argsort(np.where(ok, x, np.inf), axis=0, kind="stable")
+    n = ok.sum(axis=0)
+    ranks = order.argsort(axis=0, kind="stable")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = np.where(n > 1, ranks / np.maximum(n - 1, 1) - 0.5, 0.0)
+    out[ok] = scaled[ok]
+    return out
+
+
+def transform_target(
+    y: np.ndarray, cs: str, winsor: float, scale: float
+) -> np.ndarray:
+    """Per-date (row) winsorising, cross-sectional transform and scaling of a (D, S) target."""
+    y = y.astype(np.float64, copy=True)
+    if winsor > 0:
+        for d in range(len(y)):
+            row = y[d]
+            ok = np.isfinite(row)
+            if ok.sum() >= 3:
+                lo, hi = np.quantile(row[ok], [winsor, 1 - winsor])
+                row[ok] = np.clip(row[ok], lo, hi)
+    if cs != "none":
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if cs == "demean":
+                y = y - np.nanmean(np.where(np.isfinite(y), y, np.nan), axis=1, keepdims=True)
+            elif cs == "zscore":
+                m = np.nanmean(y, axis=1, keepdims=True)
+                s = np.nanstd(y, axis=1, keepdims=True)
+                y = np.where(s > 0, (y - m) / np.where(s > 0, s, 1.0), 0.0 * y)
+            elif cs == "rank":
+                y = np.stack([cs_rank(row) for row in y])
+    return y * scale
+
+
+def class_target(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Up/down (2) or per-date quantile classes as float codes, NaN where y is NaN."""
+    ok = np.isfinite(y)
+    if n_classes == 2:
+        out = (y > 0).astype(np.float64)
+    else:
+        r = np.stack([cs_rank(row) for row in y]) + 0.5  # [0, 1]
+        out = np.minimum(np.floor(r * n_classes), n_classes - 1)
+    out[~ok] = np.nan
+    return out

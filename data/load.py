@@ -1,0 +1,245 @@
+"""Read a long (date, id, columns...) file with polars and check it before anything uses it."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from data.config import DataConfig
+from data.errors import DataError
+
+SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv"}
+# Columns read per pass when filling the dense panel: bounds the frame held beside the panel.
+CHUNK_COLUMNS = 16
+
+
+def scan(path: Path) -> pl.LazyFrame:
+    """A lazy frame over `path`, or a DataError naming the file."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a Parquet or CSV file")
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(
+            f"{path}: unknown file type {path.suffix!r}, expected one of {sorted(SUFFIXES)}"
+        )
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    try:
+        if kind == "parquet":
+            lf = pl.scan_parquet(path)
+        else:
+            sep = "\t" if path.suffix.lower() == ".tsv" else ","
+            lf = pl.scan_csv(path, separator=sep, infer_schema_length=10_000)
+        lf.collect_schema()
+    except Exception as e:  # polars raises many types for unreadable files
+        raise DataError(f"{path}: cannot be read as {kind}: {_first_line(e)}") from None
+    return lf
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The file's columns, resolved from the config."""
+
+    time: str
+    id: str | None
+    target: str | None
+    ohlcv: dict[str, str]  # role -> column, only those present; derivation on when non-empty
+    features: tuple[str, ...]  # raw feature columns copied into the panel
+    tradable: str | None
+    weight: str | None
+    derive: bool  # derive OHLCV features
+
+
+def resolve_columns(cfg: DataConfig, schema: pl.Schema) -> Columns:
+    path = cfg.file
+    names = list(schema.names())
+
+    def need(col: str | None, key: str) -> str | None:
+        if col is None or col == "":
+            return None
+        if col not in schema:
+            raise DataError(
+                f"{path}: column {col!r} ([data] {key}) not found; columns are {names[:30]}"
+                + (" ..." if len(names) > 30 else "")
+            )
+        return col
+
+    time = need(cfg.order or cfg.date, "order" if cfg.order else "date")
+    assert time is not None
+    ident = need(cfg.id, "id")
+    target = need(cfg.target, "target")
+    tradable = need(cfg.tradable, "tradable")
+    weight = need(cfg.weight, "weight")
+    roles = {r: getattr(cfg, r) for r in ("open", "high", "low", "close", "volume")}
+    derive = cfg.ohlcv_features
+    if derive is None:
+        derive = roles["close"] in schema
+    ohlcv: dict[str, str] = {}
+    if derive or target is None:
+        if roles["close"] not in schema:
+            why = "to derive OHLCV features" if derive else "to derive the forward-return target"
+            raise DataError(
+                f"{path}: column {roles['close']!r} ([data] close) not found, needed {why}; "
+                f"set [data] target (--target) to a target column, or map [data] close"
+            )
+        ohlcv = {r: c for r, c in roles.items() if c in schema}
+        if not derive:
+            ohlcv = {"close": ohlcv["close"]}
+    used = {c for c in (time, ident, target, tradable, weight, cfg.date) if c}
+    levels = set(roles.values())
+    if cfg.features:
+        feats: list[str] = []
+        for pat in cfg.features:
+            hits = [n for n in names if fnmatch.fnmatchcase(n, pat)] if _is_glob(pat) else []
+            if not _is_glob(pat):
+                need(pat, "features")
+                hits = [pat]
+            if not hits:
+                raise DataError(f"{path}: pattern {pat!r} ([data] features) matches no column")
+            feats += [h for h in hits if h not in feats and h not in used]
+    else:
+        feats = [
+            n
+            for n in names
+            if n not in used and n not in levels and schema[n].is_numeric() and n != cfg.order
+        ]
+    for f in feats:
+        if not (schema[f].is_numeric() or schema[f] == pl.Boolean):
+            raise DataError(
+                f"{path}: feature column {f!r} ([data] features) has type {schema[f]}, "
+                "expected a numeric type"
+            )
+    for col, key in ((target, "target"), (weight, "weight"), *((c, r) for r, c in ohlcv.items())):
+        if col and not schema[col].is_numeric():
+            raise DataError(
+                f"{path}: column {col!r} ([data] {key}) has type {schema[col]}, expected numeric"
+            )
+    if tradable and not (schema[tradable] == pl.Boolean or schema[tradable].is_integer()):
+        raise DataError(
+            f"{path}: column {tradable!r} ([data] tradable) has type {schema[tradable]}, "
+            "expected boolean (or 0/1 integers)"
+        )
+    if not feats and not ohlcv:
+        raise DataError(
+            f"{path}: no feature columns: set [data] features (--features) or provide OHLCV columns"
+        )
+    return Columns(time, ident, target, ohlcv, tuple(feats), tradable, weight, bool(derive))
+
+
+def _is_glob(s: str) -> bool:
+    return any(ch in s for ch in "*?[")
+
+
+@dataclass(frozen=True)
+class Index:
+    """Row -> (date index, security index) of the long frame, and the axes."""
+
+    di: np.ndarray  # (N,) int64
+    si: np.ndarray  # (N,) int64
+    dates: np.ndarray  # (D,) datetime64[D], datetime64[us] or int64
+    ids: np.ndarray  # (S,) str
+
+
+def read_index(lf: pl.LazyFrame, cols: Columns, path: Path) -> Index:
+    """Read the time and id columns, parse dates, and check (date, id) pairs are unique."""
+    keys = [cols.time] + ([cols.id] if cols.id else [])
+    frame = lf.select(keys).collect()
+    if frame.height == 0:
+        raise DataError(f"{path}: file has no rows")
+    t = frame.get_column(cols.time)
+    key = "order" if cols.time != "date" and cols.id is None else "date"
+    if t.null_count():
+        raise DataError(
+            f"{path}: column {cols.time!r} ([data] {key}) has {t.null_count()} empty values"
+        )
+    if t.dtype == pl.String:
+        parsed = t.str.to_date(strict=False)
+        if parsed.null_count():
+            parsed_dt = t.str.to_datetime(strict=False)
+            if parsed_dt.null_count() < parsed.null_count():
+                parsed = parsed_dt
+        if parsed.null_count():
+            bad = t.filter(parsed.is_null()).head(3).to_list()
+            raise DataError(
+                f"{path}: column {cols.time!r} ([data] {key}) has {parsed.null_count()} "
+                f"unparseable dates, e.g. {bad}; expected ISO dates like 2024-01-31"
+            )
+        t = parsed
+    elif not (t.dtype.is_temporal() or t.dtype.is_integer()):
+        raise DataError(
+            f"{path}: column {cols.time!r} ([data] {key}) has type {t.dtype}, "
+            "expected dates, datetimes or integers"
+        )
+    dates_s = t.unique().sort()
+    di = (t.rank("dense") - 1).cast(pl.Int64).to_numpy()
+    if cols.id:
+        sid = frame.get_column(cols.id)
+        if sid.null_count():
+            raise DataError(
+                f"{path}: column {cols.id!r} ([data] id) has {sid.null_count()} empty values"
+            )
+        sid = sid.cast(pl.String)
+        ids = sid.unique().sort().to_numpy().astype(str)
+        si = (sid.rank("dense") - 1).cast(pl.Int64).to_numpy()
+    else:
+        ids = np.array(["series"])
+        si = np.zeros(len(di), dtype=np.int64)
+    D, S = len(dates_s), len(ids)
+    counts = np.bincount(di * S + si, minlength=D * S)
+    if counts.max() > 1:
+        flat = int(np.argmax(counts > 1))
+        n_dup = int((counts > 1).sum())
+        what = f"({cols.time}, {cols.id})" if cols.id else f"{cols.time}"
+        raise DataError(
+            f"{path}: {n_dup} duplicate {what} rows, e.g. {dates_s[flat // S]} "
+            f"{ids[flat % S] if cols.id else ''}".rstrip()
+            + "; expected one row per date"
+            + (" and id" if cols.id else " (set [data] id for a panel)")
+        )
+    return Index(di, si, dates_s.to_numpy(), ids)
+
+
+def read_dense(
+    lf: pl.LazyFrame,
+    columns: list[str],
+    index: Index,
+    path: Path,
+    out: np.ndarray | None = None,
+    dtype: type = np.float32,
+) -> np.ndarray:
+    """Scatter `columns` into a dense (D, S, len(columns)) array, NaN where a row is absent.
+
+    Reads CHUNK_COLUMNS columns at a time, so only a slice of the long frame is held beside
+    the dense array. Infinite values are refused (they are not missing values, they are errors).
+    """
+    D, S = len(index.dates), len(index.ids)
+    if out is None:
+        out = np.full((D, S, len(columns)), np.nan, dtype=dtype)
+    for j0 in range(0, len(columns), CHUNK_COLUMNS):
+        chunk = columns[j0 : j0 + CHUNK_COLUMNS]
+        frame = lf.select(pl.col(c).cast(pl.Float64 if dtype == np.float64 else pl.Float32)
+                          for c in chunk).collect()
+        arr = frame.to_numpy()
+        del frame
+        bad = np.isinf(arr).any(axis=0)
+        if bad.any():
+            col = chunk[int(np.argmax(bad))]
+            n = int(np.isinf(arr[:, int(np.argmax(bad))]).sum())
+            raise DataError(
+                f"{path}: column {col!r} has {n} infinite values; expected finite numbers "
+                "(or empty for missing)"
+            )
+        out[index.di, index.si, j0 : j0 + len(chunk)] = arr
+        del arr
+    return out

@@ -1,0 +1,340 @@
+"""One frozen, validated run configuration from built-in defaults < study TOML < CLI flags.
+
+Every problem (unknown key with a "did you mean", bad type, bad range) is collected and
+reported together, naming the TOML key or the flag.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from data import ConfigError, DataConfig
+from search.space import PARAMS, Param, SearchSpace, parse_param
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "studies" / "default.toml"
+
+# The default study's space (studies/default.toml writes the same): a GPU-sized search.
+DEFAULT_SPACE: dict[str, Any] = {
+    "model": "lstm",
+    "time_steps": {"low": 5, "high": 60},
+    "num_layers": {"low": 1, "high": 3},
+    "hidden_dim": {"low": 16, "high": 256, "log": True},
+    "head_dim": {"choices": [0, 16, 32, 64]},
+    "dropout": {"low": 0.0, "high": 0.5},
+    "lr": {"low": 1e-4, "high": 1e-2, "log": True},
+    "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},
+    "batch_size": {"choices": [256, 512, 1024, 2048]},
+    "epochs": {"low": 5, "high": 50},
+    "optimizer": {"choices": ["adam", "adamw", "sgd", "rmsprop"]},
+    "grad_clip": {"low": 0.1, "high": 10.0, "log": True},
+}
+# Limits applied on a CPU device to the params and budget a study's TOML does not set itself
+# (its own [cpu] table applies over everything). Sized so 600 trials of the default study
+# on the bundled data take about an hour on two cores; `[cpu] limits = false` turns them off.
+DEFAULT_CPU_SPACE: dict[str, Any] = {
+    "time_steps": {"low": 5, "high": 30},
+    "num_layers": {"low": 1, "high": 2},
+    "hidden_dim": {"low": 8, "high": 64, "log": True},
+    "head_dim": {"choices": [0, 16, 32]},
+    "batch_size": {"choices": [256, 512, 1024]},
+    "epochs": {"low": 3, "high": 27},
+}
+DEFAULT_CPU_BUDGET: dict[str, Any] = {"max_windows_per_epoch": 4096}
+
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("hyperband", "median", "none")
+OBJECTIVES = ("val_loss",)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "sp500-lstm"
+    """Study name in the storage (`[study] name`, `--study-name`)."""
+    objective: str = "val_loss"
+    """What a trial's value is: its best validation loss (minimised)."""
+
+    @property
+    def direction(self) -> str:
+        return "minimize"
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    max_windows_per_epoch: int = 0
+    """Training windows sampled per epoch (0 = all); validation always uses all its windows."""
+    eval_batch_size: int = 8192
+    """Windows per forward pass when validating."""
+    patience: int = 0
+    """Early stopping: end a trial after this many epochs without improvement (0 = off)."""
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    sampler: str = "tpe"
+    pruner: str = "hyperband"
+    seed: int | None = None
+    n_startup_trials: int = 10
+    """Random trials before TPE models the space."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    heartbeat_interval: int = 20
+    """Seconds between a running trial's heartbeats (RDB storages)."""
+    grace_period: int = 60
+    """Seconds without a heartbeat after which a RUNNING trial counts as dead and is failed."""
+    max_retry: int = 2
+    """A trial failed by a dead worker is re-run with the same params this many times."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    study: StudyConfig
+    data: DataConfig
+    budget: BudgetConfig
+    search: SearchConfig
+    storage: StorageConfig
+    space: SearchSpace
+    config_path: str
+    cpu_limits: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config, JSON-ready (no storage URL, so no password, is in it)."""
+        return {
+            "study": asdict(self.study),
+            "data": {**asdict(self.data), "features": list(self.data.features)},
+            "budget": asdict(self.budget),
+            "search": asdict(self.search),
+            "storage": asdict(self.storage),
+            "space": self.space.as_dict(),
+            "config_path": self.config_path,
+            "cpu_limits": self.cpu_limits,
+        }
+
+
+SECTIONS: dict[str, Any] = {
+    "study": StudyConfig,
+    "data": DataConfig,
+    "budget": BudgetConfig,
+    "search": SearchConfig,
+    "storage": StorageConfig,
+}
+TOP_KEYS = [*SECTIONS, "space", "cpu"]
+
+
+def _did_you_mean(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown(where: str, got: dict[str, Any], known: list[str], problems: list[str]) -> None:
+    for k in got:
+        if k not in known:
+            problems.append(
+                f"{where}: unknown key {k!r}{_did_you_mean(k, known)}; known keys are {known}"
+            )
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError([f"{path}: config file not found (--config)"])
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
+
+
+def _section(
+    cls: Any, name: str, raw: dict[str, Any], flags: dict[str, Any], problems: list[str]
+) -> Any:
+    """Build one section dataclass from TOML values and flags, collecting problems."""
+    known = [f.name for f in fields(cls)]
+    if not isinstance(raw, dict):
+        problems.append(f"[{name}]: expected a table, got {raw!r}")
+        raw = {}
+    _unknown(f"[{name}]", raw, known, problems)
+    kw: dict[str, Any] = {}
+    types = {f.name: f.type for f in fields(cls)}
+    for k, v in {**raw, **{k: v for k, v in flags.items() if v is not None}}.items():
+        if k not in known:
+            continue
+        t = str(types[k])
+        if "float" in t and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if "tuple" in t and isinstance(v, str):
+            v = (v,)
+        if "tuple" in t and isinstance(v, list):
+            v = tuple(v)
+        want = _expected(t)
+        if want and not any(_is(v, w) for w in want):
+            problems.append(f"[{name}] {k}: expected {' or '.join(want)}, got {v!r}")
+            continue
+        kw[k] = v
+    try:
+        return cls(**kw)
+    except ConfigError as e:
+        problems.extend(e.problems)
+    except (TypeError, ValueError) as e:
+        problems.append(f"[{name}]: {e}")
+    return None
+
+
+def _expected(t: str) -> list[str]:
+    out = []
+    for w in ("bool", "int", "float", "str", "tuple", "None"):
+        if w in t.replace("builtins.", ""):
+            out.append(w)
+    return out
+
+
+def _is(v: Any, w: str) -> bool:
+    if w == "None":
+        return v is None
+    if w == "bool":
+        return isinstance(v, bool)
+    if w == "int":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if w == "float":
+        return isinstance(v, float)
+    if w == "str":
+        return isinstance(v, str)
+    if w == "tuple":
+        return isinstance(v, tuple) and all(isinstance(x, str) for x in v)
+    return True
+
+
+def _space(
+    toml_space: dict[str, Any], cpu_space: dict[str, Any], cpu: bool, limits: bool,
+    problems: list[str],
+) -> SearchSpace | None:
+    raw = dict(DEFAULT_SPACE)
+    if cpu and limits:
+        raw.update({k: v for k, v in DEFAULT_CPU_SPACE.items() if k not in toml_space})
+    raw.update(toml_space)
+    if cpu:
+        raw.update(cpu_space)
+    for where, table in (("[space]", toml_space), ("[cpu.space]", cpu_space)):
+        _unknown(where, table, list(PARAMS), problems)
+    params: dict[str, Param] = {}
+    n = len(problems)
+    for name in PARAMS:
+        where = "[cpu.space]" if cpu and name in cpu_space else "[space]"
+        p = parse_param(name, raw[name], where, problems)
+        if p is not None:
+            params[name] = p
+    return SearchSpace(params) if len(problems) == n else None
+
+
+def build_config(
+    config_path: Path | None,
+    *,
+    cpu: bool,
+    flags: dict[str, dict[str, Any]] | None = None,
+) -> RunConfig:
+    """Resolve the run config: built-in defaults < TOML < flags; raise ConfigError once.
+
+    `flags` maps a section name to {key: value} given on the command line (None = absent).
+    `cpu` says whether training runs on a CPU device ([cpu] limits apply).
+    """
+    flags = flags or {}
+    path = (config_path or DEFAULT_CONFIG).resolve()
+    raw = read_toml(path)
+    problems: list[str] = []
+    _unknown(str(path.name), raw, TOP_KEYS, problems)
+    data_raw = dict(raw.get("data", {})) if isinstance(raw.get("data"), dict) else {}
+    if "path" in data_raw and isinstance(data_raw["path"], str):
+        data_raw["path"] = str((path.parent / data_raw["path"]).resolve())
+    data_flags = dict(flags.get("data", {}))
+    if data_flags.get("path"):
+        data_flags["path"] = str(Path(data_flags["path"]).resolve())
+    cpu_raw = raw.get("cpu", {})
+    if not isinstance(cpu_raw, dict):
+        problems.append(f"[cpu]: expected a table, got {cpu_raw!r}")
+        cpu_raw = {}
+    _unknown("[cpu]", cpu_raw, ["limits", "space", "budget"], problems)
+    limits = cpu_raw.get("limits", True)
+    if not isinstance(limits, bool):
+        problems.append(f"[cpu] limits: expected true or false, got {limits!r}")
+        limits = True
+    budget_raw = dict(raw.get("budget", {})) if isinstance(raw.get("budget"), dict) else {}
+    if cpu:
+        if limits:
+            for k, v in DEFAULT_CPU_BUDGET.items():
+                budget_raw.setdefault(k, v)
+        budget_raw.update(cpu_raw.get("budget", {}))
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        table = {"data": data_raw, "budget": budget_raw}.get(name, raw.get(name, {}))
+        sections[name] = _section(
+            cls, name, table, data_flags if name == "data" else flags.get(name, {}), problems
+        )
+    search = sections["search"]
+    if search is not None:
+        if search.sampler not in SAMPLERS:
+            problems.append(
+                f"--sampler / [search] sampler: unknown sampler {search.sampler!r}"
+                f"{_did_you_mean(search.sampler, list(SAMPLERS))}; valid names are {list(SAMPLERS)}"
+            )
+        if search.pruner not in PRUNERS:
+            problems.append(
+                f"--pruner / [search] pruner: unknown pruner {search.pruner!r}"
+                f"{_did_you_mean(search.pruner, list(PRUNERS))}; valid names are {list(PRUNERS)}"
+            )
+        if search.n_startup_trials < 0:
+            problems.append("[search] n_startup_trials: must be >= 0")
+    study = sections["study"]
+    if study is not None:
+        if not study.name.strip():
+            problems.append("--study-name / [study] name: must not be empty")
+        if study.objective not in OBJECTIVES:
+            problems.append(
+                f"[study] objective: must be one of {list(OBJECTIVES)}, got {study.objective!r}"
+            )
+    budget = sections["budget"]
+    if budget is not None:
+        for k in ("max_windows_per_epoch", "patience"):
+            if getattr(budget, k) < 0:
+                problems.append(f"[budget] {k}: must be >= 0, got {getattr(budget, k)}")
+        if budget.eval_batch_size < 1:
+            problems.append(f"[budget] eval_batch_size: must be >= 1, got {budget.eval_batch_size}")
+    storage = sections["storage"]
+    if storage is not None:
+        if storage.heartbeat_interval < 1:
+            problems.append("[storage] heartbeat_interval: must be >= 1 second")
+        if storage.grace_period <= storage.heartbeat_interval:
+            problems.append(
+                "[storage] grace_period: must be longer than heartbeat_interval, got "
+                f"{storage.grace_period} <= {storage.heartbeat_interval}"
+            )
+        if storage.max_retry < 0:
+            problems.append("[storage] max_retry: must be >= 0")
+    toml_space = raw.get("space", {})
+    cpu_space = cpu_raw.get("space", {})
+    if not isinstance(toml_space, dict) or not isinstance(cpu_space, dict):
+        problems.append("[space] / [cpu.space]: expected tables")
+        toml_space, cpu_space = {}, {}
+    space = _space(toml_space, cpu_space, cpu, limits, problems)
+    if problems:
+        raise ConfigError([f"{path}: {p}" if p.startswith("[") else p for p in problems])
+    assert space is not None
+    return RunConfig(
+        study=sections["study"],
+        data=sections["data"],
+        budget=budget,
+        search=search,
+        storage=storage,
+        space=space,
+        config_path=str(path),
+        cpu_limits=bool(cpu and limits),
+    )

@@ -1,0 +1,99 @@
+"""Export a study's best trial as JSON (atomically) and its trials as CSV or Parquet."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+
+class ExportError(ValueError):
+    pass
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("lstm-panel-search", "optuna", "optuna-dashboard", "torch", "numpy", "polars"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def best_record(study: optuna.Study) -> dict[str, Any]:
+    try:
+        best = study.best_trial
+    except ValueError:
+        raise ExportError(
+            f"study {study.study_name!r} has no COMPLETE trial yet: nothing to export"
+        ) from None
+    spec = study.user_attrs.get("spec", {})
+    config = study.user_attrs.get("config", {})
+    fixed = {k: v for k, v in spec.get("space", {}).items() if not isinstance(v, dict)}
+    return {
+        "study_name": study.study_name,
+        "direction": study.direction.name.lower(),
+        "objective": spec.get("objective"),
+        "value": best.value,
+        "trial_number": best.number,
+        "best_epoch": best.user_attrs.get("best_epoch"),
+        "epochs_run": best.user_attrs.get("epochs_run"),
+        "params": {**fixed, **best.params},
+        "searched_params": list(best.params),
+        "metrics": {k: v for k, v in best.user_attrs.items() if k.startswith("val_")},
+        "data_fingerprint": spec.get("data_fingerprint"),
+        "config": config,
+        "versions": versions(),
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def export_best(study: optuna.Study, out: Path) -> dict[str, Any]:
+    record = best_record(study)
+    atomic_write(out, json.dumps(record, indent=2, default=str) + "\n")
+    return record
+
+
+def export_trials(study: optuna.Study, out: Path) -> int:
+    """All trials as a table (CSV or Parquet by suffix); returns the row count."""
+    df = study.trials_dataframe(attrs=(
+        "number", "value", "datetime_start", "datetime_complete", "duration", "params",
+        "user_attrs", "state",
+    ))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    os.close(fd)
+    try:
+        if out.suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        elif out.suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            raise ExportError(f"--trials {out}: expected a .csv or .parquet file name")
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return len(df)

@@ -1,0 +1,187 @@
+"""The search space: the only module that calls `trial.suggest_*`.
+
+Each param is a fixed value, an int/float range (optionally log or stepped) or a list of
+choices. The space is written in the study TOML's [space] table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from models import MODELS, OPTIMIZERS
+
+# name -> (type, check, what the check means)
+PARAMS: dict[str, tuple[type, Any, str]] = {
+    "model": (str, lambda v: v in MODELS, f"one of {sorted(MODELS)}"),
+    "time_steps": (int, lambda v: v >= 1, ">= 1"),
+    "num_layers": (int, lambda v: v >= 1, ">= 1"),
+    "hidden_dim": (int, lambda v: v >= 1, ">= 1"),
+    "head_dim": (int, lambda v: v >= 0, ">= 0 (0 = linear head)"),
+    "dropout": (float, lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "lr": (float, lambda v: v > 0, "> 0"),
+    "weight_decay": (float, lambda v: v >= 0, ">= 0"),
+    "batch_size": (int, lambda v: v >= 1, ">= 1"),
+    "epochs": (int, lambda v: v >= 1, ">= 1"),
+    "optimizer": (str, lambda v: v in OPTIMIZERS, f"one of {sorted(OPTIMIZERS)}"),
+    "grad_clip": (float, lambda v: v > 0, "> 0"),
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    value: Any = None  # fixed value
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    @property
+    def fixed(self) -> bool:
+        return self.low is None and self.choices is None
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        kind = PARAMS[self.name][0]
+        if self.choices is not None:
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.fixed:
+            return self.value
+        assert self.low is not None and self.high is not None
+        if kind is int:
+            return trial.suggest_int(
+                name=self.name, low=int(self.low), high=int(self.high), log=self.log,
+                step=int(self.step or 1),
+            )
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+
+    def values_max(self) -> Any:
+        if self.choices is not None:
+            return max(self.choices)
+        return self.value if self.fixed else self.high
+
+    def as_dict(self) -> Any:
+        if self.fixed:
+            return self.value
+        if self.choices is not None:
+            return {"choices": list(self.choices)}
+        d: dict[str, Any] = {"low": self.low, "high": self.high}
+        if self.log:
+            d["log"] = True
+        if self.step is not None:
+            d["step"] = self.step
+        return d
+
+
+def parse_param(name: str, raw: Any, where: str, problems: list[str]) -> Param | None:
+    """One [space] entry -> Param, appending any problem (naming `where`) to `problems`."""
+    kind, check, means = PARAMS[name]
+    key = f"{where}.{name}"
+
+    def typed(v: Any) -> Any:
+        if kind is float and isinstance(v, int) and not isinstance(v, bool):
+            return float(v)
+        return v
+
+    def ok(v: Any) -> bool:
+        v = typed(v)
+        if isinstance(v, bool) or not isinstance(v, kind):
+            problems.append(f"{key}: expected {kind.__name__} values, got {v!r}")
+            return False
+        if not check(v):
+            problems.append(f"{key}: must be {means}, got {v!r}")
+            return False
+        return True
+
+    if not isinstance(raw, dict):
+        return Param(name, value=typed(raw)) if ok(raw) else None
+    unknown = set(raw) - {"low", "high", "log", "step", "choices"}
+    if unknown:
+        problems.append(
+            f"{key}: unknown key(s) {sorted(unknown)}; a range is {{low, high, log, step}}, "
+            "choices are {choices = [...]}"
+        )
+        return None
+    if "choices" in raw:
+        if set(raw) != {"choices"}:
+            problems.append(f"{key}: `choices` cannot be combined with low/high/log/step")
+            return None
+        ch = raw["choices"]
+        if not isinstance(ch, list) or not ch:
+            problems.append(f"{key}.choices: expected a non-empty list, got {ch!r}")
+            return None
+        if not all(ok(c) for c in ch):
+            return None
+        return Param(name, choices=tuple(typed(c) for c in ch))
+    if "low" not in raw or "high" not in raw:
+        problems.append(f"{key}: a range needs both `low` and `high`, got {raw!r}")
+        return None
+    if kind is str:
+        problems.append(f"{key}: takes a value or {{choices = [...]}}, not a range")
+        return None
+    low, high = raw["low"], raw["high"]
+    if not (ok(low) and ok(high)):
+        return None
+    log, step = raw.get("log", False), raw.get("step")
+    if not isinstance(log, bool):
+        problems.append(f"{key}.log: expected true or false, got {log!r}")
+        return None
+    if low > high:
+        problems.append(f"{key}: `low <= high` must hold, got low={low!r}, high={high!r}")
+        return None
+    if log and low <= 0:
+        problems.append(f"{key}: a log range needs low > 0, got low={low!r}")
+        return None
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int | float)
+                             or step <= 0 or (log and step != 1)):
+        problems.append(f"{key}.step: expected a number > 0 (and no step with log), got {step!r}")
+        return None
+    if kind is int and step is not None and not isinstance(step, int):
+        problems.append(f"{key}.step: expected an integer step, got {step!r}")
+        return None
+    return Param(name, low=typed(low), high=typed(high), log=log,
+                 step=typed(step) if step is not None else None)
+
+
+@dataclass(frozen=True)
+class TrialParams:
+    """One trial's hyperparameters, typed."""
+
+    model: str
+    time_steps: int
+    num_layers: int
+    hidden_dim: int
+    head_dim: int
+    dropout: float
+    lr: float
+    weight_decay: float
+    batch_size: int
+    epochs: int
+    optimizer: str
+    grad_clip: float
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    params: dict[str, Param]
+
+    def suggest(self, trial: optuna.Trial) -> TrialParams:
+        return TrialParams(**{name: self.params[name].suggest(trial) for name in PARAMS})
+
+    def fixed_values(self) -> dict[str, Any]:
+        return {n: p.value for n, p in self.params.items() if p.fixed}
+
+    def max(self, name: str) -> Any:
+        return self.params[name].values_max()
+
+    def min_epochs(self) -> int:
+        p = self.params["epochs"]
+        if p.choices is not None:
+            return int(min(p.choices))
+        return int(p.value if p.fixed else p.low)  # type: ignore[arg-type]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {n: self.params[n].as_dict() for n in PARAMS}

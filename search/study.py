@@ -1,0 +1,87 @@
+"""Create or resume a study, refusing to mix trials of incompatible settings."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import optuna
+
+from search.config import RunConfig
+
+
+class IncompatibleStudy(ValueError):
+    """The existing study was made with another direction, objective, space or data."""
+
+
+def study_spec(cfg: RunConfig, data_fingerprint: str) -> dict[str, Any]:
+    return {
+        "direction": cfg.study.direction,
+        "objective": cfg.study.objective,
+        "space": cfg.space.as_dict(),
+        "data_fingerprint": data_fingerprint,
+    }
+
+
+def _canon(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    out = []
+    for key in ("direction", "objective", "data_fingerprint"):
+        if _canon(old.get(key)) != _canon(new.get(key)):
+            out.append(f"{key}: study has {old.get(key)!r}, this run has {new.get(key)!r}")
+    o_space, n_space = old.get("space", {}), new.get("space", {})
+    for name in sorted(set(o_space) | set(n_space)):
+        if _canon(o_space.get(name)) != _canon(n_space.get(name)):
+            out.append(
+                f"space.{name}: study has {o_space.get(name)!r}, this run has {n_space.get(name)!r}"
+            )
+    return out
+
+
+def open_study(
+    storage: optuna.storages.BaseStorage,
+    cfg: RunConfig,
+    data_fingerprint: str,
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+) -> optuna.Study:
+    """Create the study, or load it if it exists and was made with the same spec."""
+    name = cfg.study.name
+    spec = study_spec(cfg, data_fingerprint)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        direction=cfg.study.direction,
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
+    old = study.user_attrs.get("spec")
+    if old is None:
+        if study.trials:
+            raise IncompatibleStudy(
+                f"study {name!r} exists with {len(study.trials)} trials but was not made by "
+                "optuna-run (no spec recorded); choose another --study-name"
+            )
+        study.set_user_attr("spec", spec)
+        study.set_user_attr("config", cfg.to_dict())
+        _set_objective_names(study)
+        return study
+    diff = spec_differences(old, spec)
+    if diff:
+        raise IncompatibleStudy(
+            f"study {name!r} was made with other settings, so its trials cannot be mixed with "
+            f"this run's: {'; '.join(diff)}. Use another --study-name, or the study's settings"
+        )
+    return study
+
+
+def _set_objective_names(study: optuna.Study) -> None:
+    """Label the objective in the dashboard."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["val_loss"])
