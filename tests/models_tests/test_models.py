@@ -1,0 +1,112 @@
+"""The networks and the training loop: [T, B, F] windows, zero state, last step, clipping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from data import DataConfig, Prepared, load_panel
+from models import TrainParams, build_model, fit, loss_fn, mean_ic
+from models.lstm import RecurrentNet
+from tests.conftest import write_panel
+
+
+def net(**kw: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    args = dict(n_features=3, n_outputs=1, hidden_dim=8, num_layers=2, dropout=0.0,
+                head_dim=4, time_steps=5)
+    args.update(kw)
+    return build_model("lstm", **args).eval()  # type: ignore[arg-type]
+
+
+def test_input_is_time_major_and_output_one_per_window() -> None:
+    m = net()
+    x = torch.randn(5, 7, 3)  # (T, B, F)
+    assert m(x).shape == (7,)
+    # time is dim 0: changing only the last step of window 2 changes only prediction 2
+    y0 = m(x)
+    x2 = x.clone()
+    x2[-1, 2] += 1.0
+    y1 = m(x2)
+    changed = (y0 - y1).abs() > 1e-7
+    assert changed.tolist() == [False, False, True, False, False, False, False]
+
+
+def test_state_restarts_at_zero_for_every_window() -> None:
+    m = net()
+    x = torch.randn(5, 6, 3)
+    batch = m(x)
+    alone = torch.stack([m(x[:, i : i + 1])[0] for i in range(6)])
+    torch.testing.assert_close(batch, alone)  # no state shared across windows or calls
+    torch.testing.assert_close(m(x), batch)
+    lstm = m.rnn  # type: ignore[union-attr]
+    out, _ = lstm(x)
+    h0 = torch.zeros(2, 6, 8)
+    out0, _ = lstm(x, (h0, h0))
+    torch.testing.assert_close(out, out0)
+
+
+def test_head_reads_the_last_step() -> None:
+    m = net()
+    x = torch.randn(5, 4, 3)
+    out, _ = m.rnn(x)  # type: ignore[union-attr]
+    torch.testing.assert_close(m(x), m.head(out[-1]).squeeze(-1))  # type: ignore[operator]
+
+
+def test_gru_and_mlp_share_the_interface() -> None:
+    x = torch.randn(5, 4, 3)
+    for name in ("gru", "mlp"):
+        m = build_model(name, n_features=3, n_outputs=2, hidden_dim=8, num_layers=1,
+                        dropout=0.0, head_dim=0, time_steps=5)
+        assert m(x).shape == (4, 2)
+    with pytest.raises(ValueError, match=r"unknown model 'tcn'; valid names are \['gru', 'lstm', 'mlp'\]"):
+        build_model("tcn", n_features=3, n_outputs=1, hidden_dim=8, num_layers=1, dropout=0.0,
+                    head_dim=0, time_steps=5)
+
+
+def test_losses() -> None:
+    pred, y = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.0])
+    assert loss_fn(pred, y, None, "regression").item() == pytest.approx(2.5)
+    assert loss_fn(pred, y, torch.tensor([1.0, 0.0]), "regression").item() == pytest.approx(1.0)
+    logits = torch.tensor([[10.0, -10.0], [-10.0, 10.0]])
+    assert loss_fn(logits, torch.tensor([0.0, 1.0]), None, "classification").item() < 1e-6
+
+
+def test_mean_ic_by_hand() -> None:
+    date = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    y = torch.tensor([1.0, 2, 3, 4, 5, 1, 2, 3, 4, 5])
+    pred = torch.tensor([1.0, 2, 3, 4, 5, 5, 4, 3, 2, 1])  # +1 on date 0, -1 on date 1
+    assert mean_ic(pred, y, date).item() == pytest.approx(0.0)
+    assert mean_ic(y, y, date).item() == pytest.approx(1.0)
+    assert np.isnan(mean_ic(pred, y, date, min_count=6).item())
+
+
+@pytest.fixture
+def prepared(tmp_path) -> Prepared:  # type: ignore[no-untyped-def]
+    path = write_panel(tmp_path / "p.parquet", n_dates=80, n_ids=6, n_features=3)
+    cfg = DataConfig(path=str(path), id="id", target="target")
+    return Prepared(load_panel(cfg), cfg, torch.device("cpu"))
+
+
+def test_gradient_norm_is_clipped(prepared: Prepared) -> None:
+    m = build_model("mlp", n_features=3, n_outputs=1, hidden_dim=8, num_layers=1, dropout=0.0,
+                    head_dim=0, time_steps=4)
+    before = torch.cat([p.detach().flatten().clone() for p in m.parameters()])
+    p = TrainParams(time_steps=4, epochs=1, batch_size=10_000, lr=1.0, optimizer="sgd",
+                    grad_clip=1e-3, seed=0)
+    fit(m, prepared, p)
+    after = torch.cat([q.detach().flatten() for q in m.parameters()])
+    # one SGD step of lr 1 with the gradient norm clipped to 1e-3 moves the weights by <= 1e-3
+    assert 0 < (after - before).norm().item() <= 1e-3 + 1e-7
+
+
+def test_fit_reports_every_epoch_and_tracks_the_best(prepared: Prepared) -> None:
+    seen = []
+    m = RecurrentNet(3, 1, hidden_dim=4)
+    p = TrainParams(time_steps=4, epochs=3, batch_size=64, lr=1e-2, seed=0)
+    r = fit(m, prepared, p, on_epoch=lambda e: seen.append((e.epoch, e.val_loss)), keep_best=True)
+    assert [e for e, _ in seen] == [1, 2, 3] and r.epochs_run == 3
+    assert r.best_val_loss == min(v for _, v in seen)
+    assert seen[r.best_epoch - 1][1] == r.best_val_loss
+    assert r.best_state is not None and set(r.best_state) == set(m.state_dict())

@@ -1,0 +1,124 @@
+"""Config resolution: defaults < TOML < flags, every key checked, problems reported together."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from data import ConfigError
+from search.cli import main
+from search.config import (
+    DEFAULT_CONFIG,
+    DEFAULT_CPU_BUDGET,
+    DEFAULT_CPU_SPACE,
+    DEFAULT_SPACE,
+    build_config,
+    read_toml,
+)
+from search.space import PARAMS
+from tests.conftest import SAMPLE
+
+
+def toml(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "s.toml"
+    p.write_text(f'[data]\npath = "{SAMPLE}"\n' + text)
+    return p
+
+
+def test_default_study_file_matches_built_in_defaults() -> None:
+    raw = read_toml(DEFAULT_CONFIG)
+    assert raw["space"] == DEFAULT_SPACE
+    assert raw["cpu"]["space"] == DEFAULT_CPU_SPACE
+    assert raw["cpu"]["budget"] == DEFAULT_CPU_BUDGET
+    assert set(DEFAULT_SPACE) == set(PARAMS)
+    assert Path(build_config(None, cpu=False).data.path) == SAMPLE
+
+
+def test_gpu_gets_the_full_space_and_cpu_the_limited_one() -> None:
+    gpu = build_config(None, cpu=False)
+    cpu = build_config(None, cpu=True)
+    assert gpu.space.as_dict()["hidden_dim"] == {"low": 16, "high": 256, "log": True}
+    assert cpu.space.as_dict()["hidden_dim"] == {"low": 8, "high": 64, "log": True}
+    assert gpu.budget.max_windows_per_epoch == 0
+    assert cpu.budget.max_windows_per_epoch == 4096
+
+
+def test_left_out_params_keep_defaults_and_fixed_values_fix(tmp_path: Path) -> None:
+    cfg = build_config(toml(tmp_path, "[space]\nepochs = 3\nlr = { low = 0.001, high = 0.1 }\n"),
+                       cpu=False)
+    space = cfg.space.as_dict()
+    assert space["epochs"] == 3
+    assert space["lr"] == {"low": 0.001, "high": 0.1}
+    assert space["hidden_dim"] == DEFAULT_SPACE["hidden_dim"]
+
+
+def test_cpu_limits_never_override_what_the_toml_sets(tmp_path: Path) -> None:
+    cfg = build_config(toml(tmp_path, "[space]\nhidden_dim = { low = 8, high = 512 }\n"), cpu=True)
+    assert cfg.space.as_dict()["hidden_dim"] == {"low": 8, "high": 512}
+    assert cfg.space.as_dict()["num_layers"] == DEFAULT_CPU_SPACE["num_layers"]
+    off = build_config(toml(tmp_path, "[cpu]\nlimits = false\n"), cpu=True)
+    assert off.space.as_dict() == build_config(toml(tmp_path, ""), cpu=False).space.as_dict()
+
+
+def test_precedence_flag_over_toml_over_default(tmp_path: Path) -> None:
+    p = toml(tmp_path, '[study]\nname = "from-toml"\n[search]\nsampler = "random"\n')
+    cfg = build_config(p, cpu=False, flags={"study": {"name": "from-flag"}})
+    assert cfg.study.name == "from-flag"
+    assert cfg.search.sampler == "random"
+    assert cfg.search.pruner == "hyperband"
+
+
+def test_data_path_resolves_against_the_toml_folder(tmp_path: Path) -> None:
+    sub = tmp_path / "a"
+    sub.mkdir()
+    (sub / "s.toml").write_text('[data]\npath = "../d.parquet"\n')
+    cfg = build_config(sub / "s.toml", cpu=False)
+    assert cfg.data.path == str(tmp_path / "d.parquet")
+
+
+def test_every_problem_is_reported_together_with_did_you_mean(tmp_path: Path) -> None:
+    p = toml(
+        tmp_path,
+        "[budget]\nmax_window_per_epoch = 3\n"
+        "[space]\nhiden_dim = 4\nlr = { low = 0.1, high = 0.01 }\n"
+        "dropout = { low = 0.0, high = 1.5 }\nbatch_size = { choices = [] }\n"
+        "[search]\nsampler = \"tpee\"\n",
+    )
+    with pytest.raises(ConfigError) as e:
+        build_config(p, cpu=False)
+    msg = str(e.value)
+    assert "[budget]: unknown key 'max_window_per_epoch' (did you mean 'max_windows_per_epoch'?)" in msg
+    assert "unknown key 'hiden_dim' (did you mean 'hidden_dim'?)" in msg
+    assert "[space].lr: `low <= high` must hold" in msg
+    assert "[space].dropout: must be in [0, 1), got 1.5" in msg
+    assert "[space].batch_size.choices: expected a non-empty list" in msg
+    assert "unknown sampler 'tpee' (did you mean 'tpe'?)" in msg
+    assert len(e.value.problems) == 6
+
+
+def test_type_errors_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[space\].epochs: expected int values, got 2.5"):
+        build_config(toml(tmp_path, "[space]\nepochs = 2.5\n"), cpu=False)
+    bad = tmp_path / "h.toml"
+    bad.write_text(f'[data]\npath = "{SAMPLE}"\nhorizon = "one"\n')
+    with pytest.raises(ConfigError, match=r"\[data\] horizon: expected int, got 'one'"):
+        build_config(bad, cpu=False)
+
+
+@pytest.mark.parametrize(
+    "flag,value,expected",
+    [
+        ("--sampler", "grid", "unknown sampler 'grid'"),
+        ("--pruner", "hyper", "unknown pruner 'hyper' (did you mean 'hyperband'?)"),
+    ],
+)
+def test_unknown_sampler_or_pruner_stops_before_any_trial(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, expected: str
+) -> None:
+    db = tmp_path / "x.db"
+    assert main([flag, value, "--storage", f"sqlite:///{db}", "--n-trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and flag in err
+    assert len(err.strip().splitlines()) == 1
+    assert not db.exists()

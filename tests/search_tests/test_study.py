@@ -1,0 +1,146 @@
+"""End-to-end studies through the CLI, in process: pruning, resume, refusal, export, seeds."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from pathlib import Path
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import optuna
+import pytest
+
+from search.cli import main
+from tests.search_tests.helpers import load, run_cli, write_study
+
+S = optuna.trial.TrialState
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/s.db"
+
+
+def test_short_study_prunes_and_completes(tmp_path: Path, url: str) -> None:
+    cfg = write_study(tmp_path, "prune")
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "16", "--seed", "3") == 0
+    trials = load(url, "prune").trials
+    states = [t.state for t in trials]
+    assert len(trials) == 16
+    assert S.PRUNED in states and S.COMPLETE in states
+    assert set(states) <= {S.PRUNED, S.COMPLETE}
+    for t in trials:
+        # one report per epoch run, steps 1..epochs_run, value = best validation loss
+        steps = sorted(t.intermediate_values)
+        assert steps == list(range(1, t.user_attrs["epochs_run"] + 1))
+        if t.state == S.COMPLETE:
+            assert t.value == pytest.approx(min(t.intermediate_values.values()))
+            best = t.user_attrs["best_epoch"]
+            assert t.intermediate_values[best] == pytest.approx(t.value)
+            assert t.user_attrs["val_mse"] == pytest.approx(t.value)
+            assert {"train_seconds", "device", "val_ic"} <= set(t.user_attrs)
+        if t.state == S.PRUNED:
+            assert t.user_attrs["epochs_run"] < t.params["epochs"]
+
+
+def test_resume_adds_trials(tmp_path: Path, url: str) -> None:
+    cfg = write_study(tmp_path, "resume")
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "3") == 0
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "2") == 0
+    trials = load(url, "resume").trials
+    assert [t.number for t in trials] == [0, 1, 2, 3, 4]
+
+
+def test_mismatched_resume_is_refused(tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_study(tmp_path, "mm")
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "2") == 0
+    (tmp_path / "x").mkdir()
+    other = write_study(
+        tmp_path / "x", "mm",
+        space="[space]\nhidden_dim = 5\nepochs = 2\ntime_steps = 3\nbatch_size = 256\n",
+    )
+    capsys.readouterr()
+    assert run_cli("--config", str(other), "--storage", url, "--n-trials", "2") == 2
+    err = capsys.readouterr().err
+    assert "space.hidden_dim" in err and "another --study-name" in err
+    # another target setting changes the data fingerprint
+    other2 = write_study(tmp_path / "x", "mm", extra="[search]\nseed = 1")
+    text = other2.read_text().replace('target_cs = "zscore"', 'target_cs = "demean"')
+    other2.write_text(text)
+    assert run_cli("--config", str(other2), "--storage", url, "--n-trials", "1") == 2
+    assert "data_fingerprint" in capsys.readouterr().err
+    assert len(load(url, "mm").trials) == 2  # nothing added, nothing lost
+
+
+def test_export_best(tmp_path: Path, url: str) -> None:
+    cfg = write_study(tmp_path, "exp")
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "4", "--seed", "1") == 0
+    out = tmp_path / "out" / "best.json"
+    trials_csv = tmp_path / "out" / "trials.csv"
+    assert main(["export", "--study-name", "exp", "--storage", url, "--out", str(out),
+                 "--trials", str(trials_csv)]) == 0
+    rec = json.loads(out.read_text())
+    study = load(url, "exp")
+    best = study.best_trial
+    assert rec["value"] == pytest.approx(best.value)
+    assert rec["trial_number"] == best.number
+    assert rec["best_epoch"] == best.user_attrs["best_epoch"]
+    assert rec["study_name"] == "exp" and rec["direction"] == "minimize"
+    # fixed params are part of the params: the JSON alone rebuilds the model
+    assert rec["params"]["num_layers"] == 1 and rec["params"]["optimizer"] == "adam"
+    assert rec["params"]["hidden_dim"] == best.params["hidden_dim"]
+    assert len(rec["data_fingerprint"]) == 24
+    assert rec["config"]["space"]["num_layers"] == 1
+    assert rec["config"]["data"]["target_cs"] == "zscore"
+    assert {"optuna", "torch", "python"} <= set(rec["versions"])
+    # written atomically: no temporary file left beside the outputs
+    assert sorted(p.name for p in out.parent.iterdir()) == ["best.json", "trials.csv"]
+    assert len(trials_csv.read_text().strip().splitlines()) == 1 + 4
+
+
+def test_export_unknown_study(tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_study(tmp_path, "e2")
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
+    assert main(["export", "--study-name", "nope", "--storage", url, "--out",
+                 str(tmp_path / "b.json")]) == 2
+    assert "'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_seed_makes_a_sequential_cpu_study_reproducible(tmp_path: Path) -> None:
+    cfg = write_study(tmp_path, "seed")
+    runs = []
+    for i in range(2):
+        url = f"sqlite:///{tmp_path}/seed{i}.db"
+        assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "5",
+                       "--seed", "7", "--device", "cpu") == 0
+        runs.append([(t.params, t.value, t.state) for t in load(url, "seed").trials])
+    assert runs[0] == runs[1]
+
+
+def test_dashboard_serves_the_study(tmp_path: Path, url: str) -> None:
+    from optuna_dashboard import wsgi
+
+    cfg = write_study(tmp_path, "dash")
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "2") == 0
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = make_server("127.0.0.1", 0, wsgi(url), handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10) as r:
+            studies = json.loads(r.read())["study_summaries"]
+        assert [s["study_name"] for s in studies] == ["dash"]
+        sid = studies[0]["study_id"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{sid}", timeout=10) as r:
+            detail = json.loads(r.read())
+        assert len(detail["trials"]) == 2
+        assert all(t["intermediate_values"] for t in detail["trials"])
+    finally:
+        server.shutdown()
