@@ -9,9 +9,7 @@ import torch
 import torch.nn.functional as F
 
 
-def loss_fn(
-    pred: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, task: str
-) -> torch.Tensor:
+def loss_fn(pred: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, task: str) -> torch.Tensor:
     """Mean (weighted) loss of the last step: MSE for regression, cross-entropy for classes."""
     if task == "classification":
         per = F.cross_entropy(pred, y.long(), reduction="none")
@@ -22,7 +20,9 @@ def loss_fn(
     return (per * w).sum() / w.sum().clamp_min(1e-12)
 
 
-def mean_ic(pred: torch.Tensor, y: torch.Tensor, date: torch.Tensor, min_count: int = 5) -> torch.Tensor:
+def mean_ic(
+    pred: torch.Tensor, y: torch.Tensor, date: torch.Tensor, min_count: int = 5
+) -> torch.Tensor:
     """Mean over dates of the cross-sectional Pearson correlation (information coefficient).
 
     Dates with fewer than `min_count` securities are left out; NaN when none is left.

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from data import ConfigError, DataError
 DEVICES_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
 
 
-def _positive_int(flag: str):  # type: ignore[no-untyped-def]
+def _positive_int(flag: str) -> Callable[[str], int]:
     def conv(s: str) -> int:
         try:
             v = int(s)
@@ -44,23 +45,42 @@ def run_parser() -> argparse.ArgumentParser:
         description="Search LSTM hyperparameters on market panel data with Optuna. "
         "Subcommands: `optuna-run export` (best trial to JSON).",
     )
-    p.add_argument("--n-trials", type=_positive_int("--n-trials"), default=None,
-                   help="trials this invocation runs in all (default: until --timeout, or 100)")
-    p.add_argument("--timeout", type=_positive_float, default=None,
-                   help="stop starting trials after this many seconds")
+    p.add_argument(
+        "--n-trials",
+        type=_positive_int("--n-trials"),
+        default=None,
+        help="trials this invocation runs in all (default: until --timeout, or 100)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=None,
+        help="stop starting trials after this many seconds",
+    )
     p.add_argument("--study-name", default=None, help="study name (default: [study] name)")
-    p.add_argument("--storage", default=None,
-                   help="storage URL (default: $OPTUNA_STORAGE, else sqlite:///studies/optuna.db)")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="storage URL (default: $OPTUNA_STORAGE, else sqlite:///studies/optuna.db)",
+    )
     p.add_argument("--data", default=None, help="Parquet or CSV file (default: the config's)")
     p.add_argument("--config", default=None, help="study TOML (default: studies/default.toml)")
     p.add_argument("--sampler", default=None, help="tpe (default) or random")
     p.add_argument("--pruner", default=None, help="hyperband (default), median or none")
     p.add_argument("--device", default="auto", help=DEVICES_HELP)
     p.add_argument("--seed", type=int, default=None, help="seed for a reproducible study")
-    p.add_argument("--workers", type=_positive_int("--workers"), default=1,
-                   help="worker processes on this machine (default 1)")
-    p.add_argument("--max-trials", type=_positive_int("--max-trials"), default=None,
-                   help="stop starting trials once the study holds this many finished trials")
+    p.add_argument(
+        "--workers",
+        type=_positive_int("--workers"),
+        default=1,
+        help="worker processes on this machine (default 1)",
+    )
+    p.add_argument(
+        "--max-trials",
+        type=_positive_int("--max-trials"),
+        default=None,
+        help="stop starting trials once the study holds this many finished trials",
+    )
     d = p.add_argument_group("data columns (override the config's [data] table)")
     d.add_argument("--date", default=None, help="time-axis column")
     d.add_argument("--id", default=None, help="security column ('' for a single series)")
@@ -73,12 +93,16 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="optuna-run export",
-                                description="Write a study's best trial as JSON.")
+    p = argparse.ArgumentParser(
+        prog="optuna-run export", description="Write a study's best trial as JSON."
+    )
     p.add_argument("--study-name", required=True)
     p.add_argument("--out", required=True, help="JSON file to write")
-    p.add_argument("--storage", default=None,
-                   help="storage URL (default: $OPTUNA_STORAGE, else sqlite:///studies/optuna.db)")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="storage URL (default: $OPTUNA_STORAGE, else sqlite:///studies/optuna.db)",
+    )
     p.add_argument("--trials", default=None, help="also write every trial to this .csv/.parquet")
     return p
 
@@ -99,9 +123,7 @@ def resolve_device(name: str) -> str:
         if not torch.cuda.is_available():
             raise ConfigError([f"--device {name}: CUDA is not available on this machine"])
         if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
-            raise ConfigError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)".split("\0")
-            )
+            raise ConfigError([f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)"])
         return name
     raise ConfigError([f"--device: expected {DEVICES_HELP}, got {name!r}"])
 
@@ -127,16 +149,20 @@ def cmd_run(argv: list[str]) -> int:
             "study": {"name": args.study_name},
             "search": {"sampler": args.sampler, "pruner": args.pruner, "seed": args.seed},
             "data": {
-                "path": args.data, "date": args.date,
+                "path": args.data,
+                "date": args.date,
                 "id": (args.id or None) if args.id is not None else None,
                 "target": args.target,
                 "features": [f.strip() for f in args.features.split(",") if f.strip()]
-                if args.features else None,
-                "horizon": args.horizon, "task": args.task,
+                if args.features
+                else None,
+                "horizon": args.horizon,
+                "task": args.task,
             },
         }
-        cfg = build_config(Path(args.config) if args.config else None,
-                           cpu=device == "cpu", flags=flags)
+        cfg = build_config(
+            Path(args.config) if args.config else None, cpu=device == "cpu", flags=flags
+        )
         if args.id == "":
             from dataclasses import replace
 
@@ -157,12 +183,19 @@ def cmd_run(argv: list[str]) -> int:
         f"{len(data.split.test)} dates, loaded in {time.perf_counter() - t0:.1f}s",
         file=sys.stderr,
     )
-    print(f"device: {device}" + (" ([cpu] limits apply: a CPU-sized space and budget)"
-                                  if cfg.cpu_limits else ""), file=sys.stderr)
+    print(
+        f"device: {device}"
+        + (" ([cpu] limits apply: a CPU-sized space and budget)" if cfg.cpu_limits else ""),
+        file=sys.stderr,
+    )
     try:
         st = cfg.storage
-        storage = make_storage(url, heartbeat_interval=st.heartbeat_interval,
-                               grace_period=st.grace_period, max_retry=st.max_retry)
+        storage = make_storage(
+            url,
+            heartbeat_interval=st.heartbeat_interval,
+            grace_period=st.grace_period,
+            max_retry=st.max_retry,
+        )
         study = open_study(storage, cfg, fp, make_sampler(cfg), make_pruner(cfg))
         fail_stale(study)
     except (StorageError, IncompatibleStudy) as e:
@@ -180,14 +213,24 @@ def cmd_run(argv: list[str]) -> int:
             if hits["n"] > 1:
                 os._exit(130)
             stop.requested = True
-            reporter.write(f"{signal.Signals(signum).name}: ending the running trial (FAIL) "
-                           "and stopping; press Ctrl-C again to exit at once")
+            reporter.write(
+                f"{signal.Signals(signum).name}: ending the running trial (FAIL) "
+                "and stopping; press Ctrl-C again to exit at once"
+            )
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         torch.set_num_threads(max(1, os.cpu_count() or 1))
         try:
-            run_trials(cfg, url, data, n_trials=n_trials, timeout=args.timeout,
-                       max_trials=args.max_trials, on_trial=reporter.trial, stop=stop)
+            run_trials(
+                cfg,
+                url,
+                data,
+                n_trials=n_trials,
+                timeout=args.timeout,
+                max_trials=args.max_trials,
+                on_trial=reporter.trial,
+                stop=stop,
+            )
         except KeyboardInterrupt:
             interrupted = True
         except StorageError as e:
@@ -199,18 +242,26 @@ def cmd_run(argv: list[str]) -> int:
     else:
         del data
         interrupted, errors = run_parallel(
-            cfg, url, panel, workers=args.workers, device=device, n_trials=n_trials,
-            timeout=args.timeout, max_trials=args.max_trials, reporter=reporter,
+            cfg,
+            url,
+            panel,
+            workers=args.workers,
+            device=device,
+            n_trials=n_trials,
+            timeout=args.timeout,
+            max_trials=args.max_trials,
+            reporter=reporter,
             cache_root=Path(tempfile_root()),
         )
     reporter.close()
     study = optuna.load_study(study_name=cfg.study.name, storage=storage)
     print(reporter.summary(study, url, interrupted), file=sys.stderr)
-    for e in errors:
-        print(f"optuna-run: worker error: {e}", file=sys.stderr)
+    for err in errors:
+        print(f"optuna-run: worker error: {err}", file=sys.stderr)
     if interrupted:
-        print("optuna-run: interrupted; rerun the same command to resume the study",
-              file=sys.stderr)
+        print(
+            "optuna-run: interrupted; rerun the same command to resume the study", file=sys.stderr
+        )
         return 130
     return 1 if errors else 0
 
@@ -235,12 +286,16 @@ def cmd_export(argv: list[str]) -> int:
         storage = make_storage(url, heartbeat_interval=None)
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         if args.study_name not in names:
-            return fail(f"--study-name: no study {args.study_name!r} in {describe(url)}; "
-                        f"studies there: {names}")
+            return fail(
+                f"--study-name: no study {args.study_name!r} in {describe(url)}; "
+                f"studies there: {names}"
+            )
         study = optuna.load_study(study_name=args.study_name, storage=storage)
         rec = export_best(study, Path(args.out))
-        print(f"wrote {args.out}: trial {rec['trial_number']} value={rec['value']:.6g}",
-              file=sys.stderr)
+        print(
+            f"wrote {args.out}: trial {rec['trial_number']} value={rec['value']:.6g}",
+            file=sys.stderr,
+        )
         if args.trials:
             n = export_trials(study, Path(args.trials))
             print(f"wrote {args.trials}: {n} trials", file=sys.stderr)

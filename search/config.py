@@ -215,7 +215,10 @@ def _is(v: Any, w: str) -> bool:
 
 
 def _space(
-    toml_space: dict[str, Any], cpu_space: dict[str, Any], cpu: bool, limits: bool,
+    toml_space: dict[str, Any],
+    cpu_space: dict[str, Any],
+    cpu: bool,
+    limits: bool,
     problems: list[str],
 ) -> SearchSpace | None:
     raw = dict(DEFAULT_SPACE)

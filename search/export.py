@@ -79,10 +79,18 @@ def export_best(study: optuna.Study, out: Path) -> dict[str, Any]:
 
 def export_trials(study: optuna.Study, out: Path) -> int:
     """All trials as a table (CSV or Parquet by suffix); returns the row count."""
-    df = study.trials_dataframe(attrs=(
-        "number", "value", "datetime_start", "datetime_complete", "duration", "params",
-        "user_attrs", "state",
-    ))
+    df = study.trials_dataframe(
+        attrs=(
+            "number",
+            "value",
+            "datetime_start",
+            "datetime_complete",
+            "duration",
+            "params",
+            "user_attrs",
+            "state",
+        )
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     os.close(fd)

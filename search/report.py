@@ -47,8 +47,13 @@ class Reporter:
         self.best_number: int | None = None
         self.quiet = quiet
         self.bar = tqdm(
-            total=total, desc="trials", unit="trial", file=sys.stderr, dynamic_ncols=True,
-            disable=quiet, mininterval=0.5,
+            total=total,
+            desc="trials",
+            unit="trial",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            disable=quiet,
+            mininterval=0.5,
         )
         self.sign = 1 if direction == "minimize" else -1
 
@@ -56,8 +61,11 @@ class Reporter:
         state = ev["state"]
         self.counts[state] = self.counts.get(state, 0) + 1
         v = ev.get("value")
-        if state == "COMPLETE" and v is not None and math.isfinite(v) and (
-            self.best is None or self.sign * v < self.sign * self.best
+        if (
+            state == "COMPLETE"
+            and v is not None
+            and math.isfinite(v)
+            and (self.best is None or self.sign * v < self.sign * self.best)
         ):
             self.best, self.best_number = v, ev["number"]
         params = " ".join(f"{k}={_fmt(x)}" for k, x in ev["params"].items())

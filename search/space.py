@@ -53,7 +53,10 @@ class Param:
         assert self.low is not None and self.high is not None
         if kind is int:
             return trial.suggest_int(
-                name=self.name, low=int(self.low), high=int(self.high), log=self.log,
+                name=self.name,
+                low=int(self.low),
+                high=int(self.high),
+                log=self.log,
                 step=int(self.step or 1),
             )
         return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
@@ -135,15 +138,24 @@ def parse_param(name: str, raw: Any, where: str, problems: list[str]) -> Param |
     if log and low <= 0:
         problems.append(f"{key}: a log range needs low > 0, got low={low!r}")
         return None
-    if step is not None and (isinstance(step, bool) or not isinstance(step, int | float)
-                             or step <= 0 or (log and step != 1)):
+    if step is not None and (
+        isinstance(step, bool)
+        or not isinstance(step, int | float)
+        or step <= 0
+        or (log and step != 1)
+    ):
         problems.append(f"{key}.step: expected a number > 0 (and no step with log), got {step!r}")
         return None
     if kind is int and step is not None and not isinstance(step, int):
         problems.append(f"{key}.step: expected an integer step, got {step!r}")
         return None
-    return Param(name, low=typed(low), high=typed(high), log=log,
-                 step=typed(step) if step is not None else None)
+    return Param(
+        name,
+        low=typed(low),
+        high=typed(high),
+        log=log,
+        step=typed(step) if step is not None else None,
+    )
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ def open_study(
     study = optuna.create_study(
         storage=storage,
         study_name=name,
-        direction=cfg.study.direction,
+        direction=optuna.study.StudyDirection[cfg.study.direction.upper()],
         sampler=sampler,
         pruner=pruner,
         load_if_exists=True,

@@ -14,8 +14,9 @@ from tests.conftest import write_panel
 
 def net(**kw: int) -> torch.nn.Module:
     torch.manual_seed(0)
-    args = dict(n_features=3, n_outputs=1, hidden_dim=8, num_layers=2, dropout=0.0,
-                head_dim=4, time_steps=5)
+    args = dict(
+        n_features=3, n_outputs=1, hidden_dim=8, num_layers=2, dropout=0.0, head_dim=4, time_steps=5
+    )
     args.update(kw)
     return build_model("lstm", **args).eval()  # type: ignore[arg-type]
 
@@ -57,12 +58,30 @@ def test_head_reads_the_last_step() -> None:
 def test_gru_and_mlp_share_the_interface() -> None:
     x = torch.randn(5, 4, 3)
     for name in ("gru", "mlp"):
-        m = build_model(name, n_features=3, n_outputs=2, hidden_dim=8, num_layers=1,
-                        dropout=0.0, head_dim=0, time_steps=5)
+        m = build_model(
+            name,
+            n_features=3,
+            n_outputs=2,
+            hidden_dim=8,
+            num_layers=1,
+            dropout=0.0,
+            head_dim=0,
+            time_steps=5,
+        )
         assert m(x).shape == (4, 2)
-    with pytest.raises(ValueError, match=r"unknown model 'tcn'; valid names are \['gru', 'lstm', 'mlp'\]"):
-        build_model("tcn", n_features=3, n_outputs=1, hidden_dim=8, num_layers=1, dropout=0.0,
-                    head_dim=0, time_steps=5)
+    with pytest.raises(
+        ValueError, match=r"unknown model 'tcn'; valid names are \['gru', 'lstm', 'mlp'\]"
+    ):
+        build_model(
+            "tcn",
+            n_features=3,
+            n_outputs=1,
+            hidden_dim=8,
+            num_layers=1,
+            dropout=0.0,
+            head_dim=0,
+            time_steps=5,
+        )
 
 
 def test_losses() -> None:
@@ -90,11 +109,20 @@ def prepared(tmp_path) -> Prepared:  # type: ignore[no-untyped-def]
 
 
 def test_gradient_norm_is_clipped(prepared: Prepared) -> None:
-    m = build_model("mlp", n_features=3, n_outputs=1, hidden_dim=8, num_layers=1, dropout=0.0,
-                    head_dim=0, time_steps=4)
+    m = build_model(
+        "mlp",
+        n_features=3,
+        n_outputs=1,
+        hidden_dim=8,
+        num_layers=1,
+        dropout=0.0,
+        head_dim=0,
+        time_steps=4,
+    )
     before = torch.cat([p.detach().flatten().clone() for p in m.parameters()])
-    p = TrainParams(time_steps=4, epochs=1, batch_size=10_000, lr=1.0, optimizer="sgd",
-                    grad_clip=1e-3, seed=0)
+    p = TrainParams(
+        time_steps=4, epochs=1, batch_size=10_000, lr=1.0, optimizer="sgd", grad_clip=1e-3, seed=0
+    )
     fit(m, prepared, p)
     after = torch.cat([q.detach().flatten() for q in m.parameters()])
     # one SGD step of lr 1 with the gradient norm clipped to 1e-3 moves the weights by <= 1e-3

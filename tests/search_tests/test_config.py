@@ -45,8 +45,9 @@ def test_gpu_gets_the_full_space_and_cpu_the_limited_one() -> None:
 
 
 def test_left_out_params_keep_defaults_and_fixed_values_fix(tmp_path: Path) -> None:
-    cfg = build_config(toml(tmp_path, "[space]\nepochs = 3\nlr = { low = 0.001, high = 0.1 }\n"),
-                       cpu=False)
+    cfg = build_config(
+        toml(tmp_path, "[space]\nepochs = 3\nlr = { low = 0.001, high = 0.1 }\n"), cpu=False
+    )
     space = cfg.space.as_dict()
     assert space["epochs"] == 3
     assert space["lr"] == {"low": 0.001, "high": 0.1}
@@ -83,12 +84,15 @@ def test_every_problem_is_reported_together_with_did_you_mean(tmp_path: Path) ->
         "[budget]\nmax_window_per_epoch = 3\n"
         "[space]\nhiden_dim = 4\nlr = { low = 0.1, high = 0.01 }\n"
         "dropout = { low = 0.0, high = 1.5 }\nbatch_size = { choices = [] }\n"
-        "[search]\nsampler = \"tpee\"\n",
+        '[search]\nsampler = "tpee"\n',
     )
     with pytest.raises(ConfigError) as e:
         build_config(p, cpu=False)
     msg = str(e.value)
-    assert "[budget]: unknown key 'max_window_per_epoch' (did you mean 'max_windows_per_epoch'?)" in msg
+    assert (
+        "[budget]: unknown key 'max_window_per_epoch' (did you mean 'max_windows_per_epoch'?)"
+        in msg
+    )
     assert "unknown key 'hiden_dim' (did you mean 'hidden_dim'?)" in msg
     assert "[space].lr: `low <= high` must hold" in msg
     assert "[space].dropout: must be in [0, 1), got 1.5" in msg

@@ -52,12 +52,15 @@ def test_resume_adds_trials(tmp_path: Path, url: str) -> None:
     assert [t.number for t in trials] == [0, 1, 2, 3, 4]
 
 
-def test_mismatched_resume_is_refused(tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mismatched_resume_is_refused(
+    tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = write_study(tmp_path, "mm")
     assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "2") == 0
     (tmp_path / "x").mkdir()
     other = write_study(
-        tmp_path / "x", "mm",
+        tmp_path / "x",
+        "mm",
         space="[space]\nhidden_dim = 5\nepochs = 2\ntime_steps = 3\nbatch_size = 256\n",
     )
     capsys.readouterr()
@@ -78,8 +81,22 @@ def test_export_best(tmp_path: Path, url: str) -> None:
     assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "4", "--seed", "1") == 0
     out = tmp_path / "out" / "best.json"
     trials_csv = tmp_path / "out" / "trials.csv"
-    assert main(["export", "--study-name", "exp", "--storage", url, "--out", str(out),
-                 "--trials", str(trials_csv)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--study-name",
+                "exp",
+                "--storage",
+                url,
+                "--out",
+                str(out),
+                "--trials",
+                str(trials_csv),
+            ]
+        )
+        == 0
+    )
     rec = json.loads(out.read_text())
     study = load(url, "exp")
     best = study.best_trial
@@ -102,8 +119,12 @@ def test_export_best(tmp_path: Path, url: str) -> None:
 def test_export_unknown_study(tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = write_study(tmp_path, "e2")
     assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
-    assert main(["export", "--study-name", "nope", "--storage", url, "--out",
-                 str(tmp_path / "b.json")]) == 2
+    assert (
+        main(
+            ["export", "--study-name", "nope", "--storage", url, "--out", str(tmp_path / "b.json")]
+        )
+        == 2
+    )
     assert "'nope'" in capsys.readouterr().err
     assert not (tmp_path / "b.json").exists()
 
@@ -113,8 +134,21 @@ def test_seed_makes_a_sequential_cpu_study_reproducible(tmp_path: Path) -> None:
     runs = []
     for i in range(2):
         url = f"sqlite:///{tmp_path}/seed{i}.db"
-        assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "5",
-                       "--seed", "7", "--device", "cpu") == 0
+        assert (
+            run_cli(
+                "--config",
+                str(cfg),
+                "--storage",
+                url,
+                "--n-trials",
+                "5",
+                "--seed",
+                "7",
+                "--device",
+                "cpu",
+            )
+            == 0
+        )
         runs.append([(t.params, t.value, t.state) for t in load(url, "seed").trials])
     assert runs[0] == runs[1]
 
