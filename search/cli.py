@@ -43,7 +43,8 @@ def run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="optuna-run",
         description="Search LSTM hyperparameters on market panel data with Optuna. "
-        "Subcommands: `optuna-run export` (best trial to JSON).",
+        "Subcommands: `optuna-run export` (best trial to JSON), `optuna-run train` (retrain "
+        "the best params, save the model), `optuna-run predict` (predictions from a model).",
     )
     p.add_argument(
         "--n-trials",
@@ -304,10 +305,110 @@ def cmd_export(argv: list[str]) -> int:
     return 0
 
 
+def train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="optuna-run train",
+        description="Retrain the best trial's params of a study and save the model.",
+    )
+    p.add_argument("--study-name", required=True)
+    p.add_argument("--out", default=None, help="checkpoint file (default studies/<study>-model.pt)")
+    p.add_argument("--storage", default=None, help="storage URL (as for a run)")
+    p.add_argument("--data", default=None, help="train on this file instead of the study's")
+    p.add_argument("--device", default="auto", help=DEVICES_HELP)
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="optuna-run predict",
+        description="Predict with a trained model: one row per (date, id) window end.",
+    )
+    p.add_argument("--model", required=True, help="checkpoint from `optuna-run train`")
+    p.add_argument("--data", default=None, help="Parquet/CSV file (default: the training file)")
+    p.add_argument("--out", required=True, help="predictions .csv or .parquet")
+    p.add_argument(
+        "--dates",
+        default="last",
+        choices=["last", "test", "all"],
+        help="last date only (a submission), the test segment, or every date",
+    )
+    p.add_argument("--device", default="auto", help=DEVICES_HELP)
+    return p
+
+
+def cmd_train(argv: list[str]) -> int:
+    args = train_parser().parse_args(argv)
+    import optuna
+    import torch
+
+    from search.export import ExportError
+    from search.retrain import train_best
+    from search.storage import StorageError, describe, make_storage, resolve_url
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = resolve_url(args.storage)
+    out = Path(args.out or f"studies/{args.study_name}-model.pt")
+    try:
+        device = resolve_device(args.device)
+        storage = make_storage(url, heartbeat_interval=None)
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        if args.study_name not in names:
+            return fail(f"--study-name: no study {args.study_name!r} in {describe(url)}")
+        study = optuna.load_study(study_name=args.study_name, storage=storage)
+        t0 = time.perf_counter()
+        ckpt = train_best(study, out, torch.device(device), args.data, args.seed)
+    except (StorageError, ExportError, ConfigError, DataError) as e:
+        return fail(str(e))
+    m = ckpt["metrics"]
+    print(
+        f"trained trial {ckpt['trial_number']}'s params on {device} in "
+        f"{time.perf_counter() - t0:.1f}s (best epoch {ckpt['best_epoch']}): "
+        + "; ".join(
+            f"{seg} " + ", ".join(f"{k}={v:.5g}" for k, v in vals.items() if v is not None)
+            for seg, vals in m.items()
+        ),
+        file=sys.stderr,
+    )
+    if not ckpt["same_data_as_study"]:
+        print("note: the data differ from the study's (fingerprint changed)", file=sys.stderr)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_predict(argv: list[str]) -> int:
+    args = predict_parser().parse_args(argv)
+    import torch
+
+    from search.retrain import load_checkpoint, predict_file
+
+    out = Path(args.out)
+    if out.suffix not in (".csv", ".parquet"):
+        return fail(f"--out {out}: expected a .csv or .parquet file name")
+    try:
+        device = resolve_device(args.device)
+        ckpt = load_checkpoint(Path(args.model))
+        df = predict_file(ckpt, args.data or ckpt["data"]["path"], args.dates, torch.device(device))
+    except (ConfigError, DataError) as e:
+        return fail(str(e))
+    from search.export import atomic_write
+
+    if out.suffix == ".csv":
+        atomic_write(out, df.write_csv())
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        df.write_parquet(tmp)
+        tmp.replace(out)
+    print(f"wrote {out}: {df.height} predictions", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "export":
-        return cmd_export(argv[1:])
+    commands = {"export": cmd_export, "train": cmd_train, "predict": cmd_predict}
+    if argv and argv[0] in commands:
+        return commands[argv[0]](argv[1:])
     if argv and argv[0] == "run":
         argv = argv[1:]
     return cmd_run(argv)
