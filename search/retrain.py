@@ -73,7 +73,7 @@ def train_best(
     )
     if seed is not None:
         torch.manual_seed(seed)
-    arch = {
+    arch: dict[str, Any] = {
         "name": str(params["model"]),
         "n_features": data.n_features,
         "n_outputs": cfg.n_classes if cfg.task == "classification" else 1,
