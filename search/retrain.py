@@ -83,10 +83,7 @@ def train_best(
         "head_dim": int(params["head_dim"]),
         "time_steps": T,
     }
-    model = build_model(
-        arch["name"],
-        **{k: v for k, v in arch.items() if k != "name"},  # type: ignore[arg-type]
-    )
+    model = build_model(arch["name"], **{k: v for k, v in arch.items() if k != "name"})
     result = fit(model, data, tp, keep_best=True)
     assert result.best_state is not None
     model.load_state_dict(result.best_state)
