@@ -44,24 +44,28 @@ class DataConfig:
     task: str = "regression"
     """`regression` (MSE) or `classification` (cross-entropy on up/down or quantile classes)."""
     n_classes: int = 2
-    """Classes for classification: 2 = up/down; more = per-date quantile buckets."""
+    """Classes for classification: 2 = up (target > 0) / down; more = per-date quantile buckets."""
     target_cs: str = "none"
     """Per-date transform of a regression target: none, demean, zscore or rank."""
     target_winsor: float = 0.0
-    """Clip the target per date at this quantile and its mirror (0 = off), e.g. 0.01."""
+    """Clip the regression target per date at this quantile and its mirror (0 = off), e.g. 0.01."""
     target_scale: float = 1.0
     """Multiply the regression target by this (raw daily returns are ~1e-2)."""
     normalize: str = "robust"
-    """Feature scaling: robust (median/IQR from train dates), cs_zscore, cs_rank (per date), none."""
+    """Feature scaling: robust (median/IQR from train dates), cs_zscore, cs_rank (per date), none
+    (raw values, not clipped)."""
     clip: float = 5.0
     """Clip normalised features to [-clip, clip]."""
     max_missing: float = 0.5
-    """A row whose share of missing (NaN) features exceeds this is invalid."""
+    """A row whose share of missing (NaN) features exceeds this is invalid; below it, missing
+    values are filled with 0 (the feature's centre) after normalisation."""
     val_frac: float = 0.15
+    """Share of dates in validation (when `val_start` is not given)."""
     test_frac: float = 0.15
-    val_start: str | None = None
-    """First validation date (overrides val_frac), e.g. "2017-01-03"."""
-    test_start: str | None = None
+    """Share of dates in test (when `test_start` is not given); 0 = no test segment."""
+    val_start: str | int | None = None
+    """First validation date (overrides val_frac), e.g. "2017-01-03", or an integer time value."""
+    test_start: str | int | None = None
     """First test date (overrides test_frac)."""
     embargo: int = 0
     """Extra dates dropped before each later segment, beyond the `horizon` purge."""
@@ -105,7 +109,7 @@ class DataConfig:
                 p.append(f"[data] {key}: must be in [0, 1), got {v!r}")
         if self.val_start is None and not self.val_frac > 0:
             p.append("[data] val_frac: must be > 0 (a study needs a validation segment)")
-        if self.val_frac + self.test_frac >= 0.9:
+        if self.val_start is None and self.val_frac + self.test_frac >= 0.9:
             p.append(
                 f"[data] val_frac + test_frac: must leave training dates, got "
                 f"{self.val_frac} + {self.test_frac}"

@@ -8,6 +8,7 @@ security trades `horizon` dates later.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -45,35 +46,39 @@ def _rolling_std(x: np.ndarray, w: int, min_count: int) -> np.ndarray:
     return out
 
 
-def ohlcv_features(ohlcv: dict[str, np.ndarray]) -> tuple[list[str], list[np.ndarray]]:
+def ohlcv_feature_names(roles: Iterable[str]) -> list[str]:
+    """Names of the features `ohlcv_features` derives from the OHLCV roles present."""
+    have = set(roles)
+    need = {"hl_range": {"high", "low"}, "oc_ret": {"open"}, "vol_chg": {"volume"}}
+    return [n for n in OHLCV_FEATURES if need.get(n, set()) <= have]
+
+
+def ohlcv_features(ohlcv: dict[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
     """Features from dense (D, S) float64 OHLCV arrays (NaN where absent); all past-only.
 
-    Price levels themselves are not features: adjusted prices encode later corporate actions.
-    Non-finite results (log of a zero volume, say) become NaN.
+    Yields (name, (D, S) array) in the order of `ohlcv_feature_names`, one at a time, so the
+    caller can store each before the next is computed. Price levels themselves are not
+    features: adjusted prices encode later corporate actions. Non-finite results (log of a
+    zero volume, say) become NaN.
     """
-    c = ohlcv["close"]
-    lc = _log(c)
-    names: list[str] = []
-    feats: list[np.ndarray] = []
-
-    def add(name: str, x: np.ndarray) -> None:
-        x = np.where(np.isfinite(x), x, np.nan)
-        names.append(name)
-        feats.append(x)
-
-    r1 = lc - _lag(lc, 1)
-    add("ret_1", r1)
-    add("ret_5", lc - _lag(lc, 5))
-    add("ret_20", lc - _lag(lc, 20))
+    lc = _log(ohlcv["close"])
+    r1 = _finite(lc - _lag(lc, 1))
+    yield "ret_1", r1
+    yield "ret_5", _finite(lc - _lag(lc, 5))
+    yield "ret_20", _finite(lc - _lag(lc, 20))
     if "high" in ohlcv and "low" in ohlcv:
-        add("hl_range", _log(ohlcv["high"]) - _log(ohlcv["low"]))
+        yield "hl_range", _finite(_log(ohlcv["high"]) - _log(ohlcv["low"]))
     if "open" in ohlcv:
-        add("oc_ret", lc - _log(ohlcv["open"]))
+        yield "oc_ret", _finite(lc - _log(ohlcv["open"]))
     if "volume" in ohlcv:
         lv = _log(ohlcv["volume"])
-        add("vol_chg", lv - _lag(lv, 1))
-    add("volat_20", _rolling_std(r1, 20, 10))
-    return names, feats
+        yield "vol_chg", _finite(lv - _lag(lv, 1))
+    yield "volat_20", _rolling_std(r1, 20, 10)
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    x[~np.isfinite(x)] = np.nan
+    return x
 
 
 def forward_return(close: np.ndarray, ok: np.ndarray, horizon: int) -> np.ndarray:
@@ -98,9 +103,7 @@ def cs_rank(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def transform_target(
-    y: np.ndarray, cs: str, winsor: float, scale: float
-) -> np.ndarray:
+def transform_target(y: np.ndarray, cs: str, winsor: float, scale: float) -> np.ndarray:
     """Per-date (row) winsorising, cross-sectional transform and scaling of a (D, S) target."""
     y = y.astype(np.float64, copy=True)
     if winsor > 0:

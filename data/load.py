@@ -20,16 +20,19 @@ CHUNK_COLUMNS = 16
 def scan(path: Path) -> pl.LazyFrame:
     """A lazy frame over `path`, or a DataError naming the file."""
     if not path.exists():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found ([data] path / --data)")
     if path.is_dir():
-        raise DataError(f"{path}: is a folder, expected a Parquet or CSV file")
+        raise DataError(
+            f"{path}: is a folder ([data] path / --data), expected a Parquet or CSV file"
+        )
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DataError(
-            f"{path}: unknown file type {path.suffix!r}, expected one of {sorted(SUFFIXES)}"
+            f"{path}: unknown file type {path.suffix!r} ([data] path / --data), "
+            f"expected one of {sorted(SUFFIXES)}"
         )
     if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty")
+        raise DataError(f"{path}: file is empty ([data] path / --data), expected {kind} data")
     try:
         if kind == "parquet":
             lf = pl.scan_parquet(path)
@@ -37,9 +40,20 @@ def scan(path: Path) -> pl.LazyFrame:
             sep = "\t" if path.suffix.lower() == ".tsv" else ","
             lf = pl.scan_csv(path, separator=sep, infer_schema_length=10_000)
         lf.collect_schema()
+        n_rows = lf.select(pl.len()).collect().item()
     except Exception as e:  # polars raises many types for unreadable files
         raise DataError(f"{path}: cannot be read as {kind}: {_first_line(e)}") from None
+    if n_rows == 0:
+        raise DataError(f"{path}: file has no rows ([data] path / --data)")
     return lf
+
+
+def collect(lf: pl.LazyFrame, path: Path, columns: list[str]) -> pl.DataFrame:
+    """Collect a projection of the file, turning a polars failure into a DataError."""
+    try:
+        return lf.collect()
+    except Exception as e:  # e.g. a CSV value that does not fit the inferred type
+        raise DataError(f"{path}: cannot read column(s) {columns}: {_first_line(e)}") from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -52,6 +66,7 @@ class Columns:
     """The file's columns, resolved from the config."""
 
     time: str
+    time_key: str  # the [data] key naming the time column: "date" or "order"
     id: str | None
     target: str | None
     ohlcv: dict[str, str]  # role -> column, only those present; derivation on when non-empty
@@ -65,19 +80,21 @@ def resolve_columns(cfg: DataConfig, schema: pl.Schema) -> Columns:
     path = cfg.file
     names = list(schema.names())
 
-    def need(col: str | None, key: str) -> str | None:
+    def need(col: str | None, key: str, hint: str = "") -> str | None:
         if col is None or col == "":
             return None
         if col not in schema:
             raise DataError(
                 f"{path}: column {col!r} ([data] {key}) not found; columns are {names[:30]}"
                 + (" ..." if len(names) > 30 else "")
+                + hint
             )
         return col
 
-    time = need(cfg.order or cfg.date, "order" if cfg.order else "date")
+    time_key = "order" if cfg.order else "date"
+    time = need(cfg.order or cfg.date, time_key)
     assert time is not None
-    ident = need(cfg.id, "id")
+    ident = need(cfg.id, "id", "; set [data] id = \"\" (--id '') if the file is one series")
     target = need(cfg.target, "target")
     tradable = need(cfg.tradable, "tradable")
     weight = need(cfg.weight, "weight")
@@ -101,13 +118,19 @@ def resolve_columns(cfg: DataConfig, schema: pl.Schema) -> Columns:
     if cfg.features:
         feats: list[str] = []
         for pat in cfg.features:
-            hits = [n for n in names if fnmatch.fnmatchcase(n, pat)] if _is_glob(pat) else []
-            if not _is_glob(pat):
+            if _is_glob(pat):
+                hits = [n for n in names if fnmatch.fnmatchcase(n, pat) and n not in used]
+                if not hits:
+                    raise DataError(f"{path}: pattern {pat!r} ([data] features) matches no column")
+            else:
                 need(pat, "features")
+                if pat in used:
+                    raise DataError(
+                        f"{path}: column {pat!r} ([data] features) is already the time, id, "
+                        "target, tradable or weight column; it cannot also be a feature"
+                    )
                 hits = [pat]
-            if not hits:
-                raise DataError(f"{path}: pattern {pat!r} ([data] features) matches no column")
-            feats += [h for h in hits if h not in feats and h not in used]
+            feats += [h for h in hits if h not in feats]
     else:
         feats = [
             n
@@ -130,11 +153,13 @@ def resolve_columns(cfg: DataConfig, schema: pl.Schema) -> Columns:
             f"{path}: column {tradable!r} ([data] tradable) has type {schema[tradable]}, "
             "expected boolean (or 0/1 integers)"
         )
-    if not feats and not ohlcv:
+    if not feats and not derive:
         raise DataError(
             f"{path}: no feature columns: set [data] features (--features) or provide OHLCV columns"
         )
-    return Columns(time, ident, target, ohlcv, tuple(feats), tradable, weight, bool(derive))
+    return Columns(
+        time, time_key, ident, target, ohlcv, tuple(feats), tradable, weight, bool(derive)
+    )
 
 
 def _is_glob(s: str) -> bool:
@@ -154,11 +179,9 @@ class Index:
 def read_index(lf: pl.LazyFrame, cols: Columns, path: Path) -> Index:
     """Read the time and id columns, parse dates, and check (date, id) pairs are unique."""
     keys = [cols.time] + ([cols.id] if cols.id else [])
-    frame = lf.select(keys).collect()
-    if frame.height == 0:
-        raise DataError(f"{path}: file has no rows")
+    frame = collect(lf.select(keys), path, keys)
     t = frame.get_column(cols.time)
-    key = "order" if cols.time != "date" and cols.id is None else "date"
+    key = cols.time_key
     if t.null_count():
         raise DataError(
             f"{path}: column {cols.time!r} ([data] {key}) has {t.null_count()} empty values"
@@ -183,6 +206,7 @@ def read_index(lf: pl.LazyFrame, cols: Columns, path: Path) -> Index:
         )
     dates_s = t.unique().sort()
     di = (t.rank("dense") - 1).cast(pl.Int64).to_numpy()
+    del t
     if cols.id:
         sid = frame.get_column(cols.id)
         if sid.null_count():
@@ -192,11 +216,13 @@ def read_index(lf: pl.LazyFrame, cols: Columns, path: Path) -> Index:
         sid = sid.cast(pl.String)
         ids = sid.unique().sort().to_numpy().astype(str)
         si = (sid.rank("dense") - 1).cast(pl.Int64).to_numpy()
+        del sid
     else:
         ids = np.array(["series"])
         si = np.zeros(len(di), dtype=np.int64)
+    del frame
     D, S = len(dates_s), len(ids)
-    counts = np.bincount(di * S + si, minlength=D * S)
+    counts = np.bincount(di * S + si, minlength=D * S)  # (D * S,)
     if counts.max() > 1:
         flat = int(np.argmax(counts > 1))
         n_dup = int((counts > 1).sum())
@@ -226,20 +252,18 @@ def read_dense(
     D, S = len(index.dates), len(index.ids)
     if out is None:
         out = np.full((D, S, len(columns)), np.nan, dtype=dtype)
+    cast = pl.Float64 if dtype == np.float64 else pl.Float32
     for j0 in range(0, len(columns), CHUNK_COLUMNS):
         chunk = columns[j0 : j0 + CHUNK_COLUMNS]
-        frame = lf.select(pl.col(c).cast(pl.Float64 if dtype == np.float64 else pl.Float32)
-                          for c in chunk).collect()
-        arr = frame.to_numpy()
+        frame = collect(lf.select(pl.col(c).cast(cast) for c in chunk), path, chunk)
+        for j, c in enumerate(chunk):
+            x = frame.get_column(c).to_numpy()  # (N,) NaN where empty
+            n_inf = int(np.isinf(x).sum())
+            if n_inf:
+                raise DataError(
+                    f"{path}: column {c!r} has {n_inf} infinite values (or values beyond "
+                    f"{np.dtype(dtype).name} range); expected finite numbers, or empty for missing"
+                )
+            out[index.di, index.si, j0 + j] = x
         del frame
-        bad = np.isinf(arr).any(axis=0)
-        if bad.any():
-            col = chunk[int(np.argmax(bad))]
-            n = int(np.isinf(arr[:, int(np.argmax(bad))]).sum())
-            raise DataError(
-                f"{path}: column {col!r} has {n} infinite values; expected finite numbers "
-                "(or empty for missing)"
-            )
-        out[index.di, index.si, j0 : j0 + len(chunk)] = arr
-        del arr
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,34 +24,40 @@ class Scaler:
         )
 
 
-def fit_robust(values: np.ndarray, valid: np.ndarray, dates: range, clip: float) -> Scaler:
+def fit_robust(
+    values: np.ndarray, valid: np.ndarray, dates: range, clip: float, block: int = 16
+) -> Scaler:
     """Per-feature median and IQR / 1.349 over the valid rows of `dates` (training dates).
 
-    Goes one feature at a time so no copy of the training panel is made.
+    Nothing outside `dates` is read. Takes `block` features at a time, so at most a
+    (rows, block) slice of the training panel is copied.
     """
     F = values.shape[2]
-    rows = valid[dates.start : dates.stop]
+    rows = valid[dates.start : dates.stop]  # (Dt, S)
     center = np.zeros(F, dtype=np.float32)
     scale = np.ones(F, dtype=np.float32)
-    for f in range(F):
-        x = values[dates.start : dates.stop, :, f][rows]
-        x = x[np.isfinite(x)]
-        if x.size == 0:
-            continue
-        q25, q50, q75 = np.quantile(x, [0.25, 0.5, 0.75])
-        iqr = (q75 - q25) / 1.349
-        if not iqr > 0:
-            iqr = float(np.std(x))
-        center[f] = q50
-        scale[f] = iqr if iqr > 0 else 1.0
+    for f0 in range(0, F, block):
+        xs = values[dates.start : dates.stop, :, f0 : f0 + block][rows]  # (n, block)
+        for j in range(xs.shape[1]):
+            x = xs[:, j]
+            x = x[np.isfinite(x)]
+            if x.size == 0:
+                continue
+            q25, q50, q75 = np.quantile(x, [0.25, 0.5, 0.75])
+            iqr = (q75 - q25) / 1.349
+            if not iqr > 0:
+                iqr = float(np.std(x))
+            center[f0 + j] = q50
+            scale[f0 + j] = iqr if iqr > 0 else 1.0
     return Scaler(center, scale, clip)
 
 
-def identity(n_features: int, clip: float) -> Scaler:
-    """No centring or scaling (values already normalised per date), still clipped."""
+def identity(n_features: int, clip: float = math.inf) -> Scaler:
+    """No centring or scaling (values raw, or already normalised per date)."""
     return Scaler(np.zeros(n_features, np.float32), np.ones(n_features, np.float32), clip)
 
 
 def apply(x: torch.Tensor, center: torch.Tensor, scale: torch.Tensor, clip: float) -> torch.Tensor:
-    x = ((x - center) / scale).clamp_(-clip, clip)  # (T, B, F)
-    return torch.nan_to_num_(x, nan=0.0)
+    """Normalise a freshly gathered batch IN PLACE (it is a copy of the panel, never a view)."""
+    x = x.sub_(center).div_(scale).clamp_(-clip, clip)  # (T, B, F)
+    return x.nan_to_num_(nan=0.0)

@@ -13,17 +13,29 @@ import numpy as np
 
 from data.config import DataConfig
 from data.errors import DataError
-from data.features import class_target, cs_rank, forward_return, ohlcv_features, transform_target
+from data.features import (
+    class_target,
+    cs_rank,
+    forward_return,
+    ohlcv_feature_names,
+    ohlcv_features,
+    transform_target,
+)
 from data.load import read_dense, read_index, resolve_columns, scan
 
 
 @dataclass
 class Panel:
-    """Raw (not normalised) dense data. Rows absent from the file are NaN and invalid."""
+    """Dense data. Rows absent from the file are NaN and invalid.
 
-    values: np.ndarray  # (D, S, F) float32, raw features
+    `values` are raw, except with a per-date (cross-sectional) normalisation, which is applied
+    in place at load time: it uses only each date's own rows, so it needs no split.
+    """
+
+    values: np.ndarray  # (D, S, F) float32, features (NaN where missing)
     target: np.ndarray  # (D, S) float32, NaN where there is no label (class codes if classes)
-    valid: np.ndarray  # (D, S) bool, usable as a window step: traded, features mostly present
+    valid: np.ndarray  # (D, S) bool, usable as a window step: present, tradable, features
+    # mostly present (share missing <= max_missing), close price known when one is mapped
     dates: np.ndarray  # (D,)
     ids: np.ndarray  # (S,) str
     feature_names: list[str]
@@ -56,60 +68,71 @@ def file_digest(path: Path) -> str:
 def fingerprint(cfg: DataConfig) -> str:
     """Hash of the input file's content and every data setting: same data, same fingerprint."""
     settings = json.dumps(cfg.settings(), sort_keys=True, default=str)
-    return hashlib.blake2b(
-        (file_digest(cfg.file) + settings).encode(), digest_size=12
-    ).hexdigest()
+    return hashlib.blake2b((file_digest(cfg.file) + settings).encode(), digest_size=12).hexdigest()
 
 
 def load_panel(cfg: DataConfig) -> Panel:
-    """Read, check and pivot the file described by `cfg` into a Panel."""
+    """Read, check and pivot the file described by `cfg` into a Panel.
+
+    Peak memory is the dense arrays plus a few (D, S) planes and one chunk of columns of the
+    long file: the long frame is never held whole beside the panel.
+    """
     path = cfg.file
     lf = scan(path)
     cols = resolve_columns(cfg, lf.collect_schema())
     index = read_index(lf, cols, path)
     D, S = len(index.dates), len(index.ids)
-    if S == 1 and (cfg.target_cs != "none" or (cfg.task == "classification" and cfg.n_classes > 2)):
-        raise DataError(
-            f"{path}: a single series has one value per date, so [data] target_cs = "
-            f"{cfg.target_cs!r} / per-date quantile classes cannot apply; use a panel ([data] id)"
-        )
+    if S == 1:
+        per_date = {
+            "target_cs": cfg.target_cs != "none" and cfg.task == "regression",
+            "n_classes": cfg.task == "classification" and cfg.n_classes > 2,
+            "normalize": cfg.normalize in ("cs_zscore", "cs_rank"),
+        }
+        for key, wrong in per_date.items():
+            if wrong:
+                raise DataError(
+                    f"{path}: [data] {key} = {getattr(cfg, key)!r} works across securities per "
+                    "date, but the file is one series (no [data] id); use a per-series setting"
+                )
 
-    present = np.zeros((D, S), dtype=bool)
-    present[index.di, index.si] = True
-    ok = present.copy()
+    def plane(col: str, dtype: type = np.float64) -> np.ndarray:
+        return read_dense(lf, [col], index, path, dtype=dtype)[:, :, 0]  # (D, S)
+
+    ok = np.zeros((D, S), dtype=bool)  # present and tradable
+    ok[index.di, index.si] = True
     if cols.tradable:
-        trad = read_dense(lf, [cols.tradable], index, path)[:, :, 0]
-        ok &= trad == 1  # absent rows are NaN, hence not tradable
-    names: list[str] = []
-    n_feat = len(cols.features)
-    derived: tuple[list[str], list[np.ndarray]] = ([], [])
-    close = None
-    if cols.ohlcv:
-        roles = list(cols.ohlcv)
-        dense = read_dense(lf, [cols.ohlcv[r] for r in roles], index, path, dtype=np.float64)
-        arrays = {r: np.where(ok, dense[:, :, j], np.nan) for j, r in enumerate(roles)}
-        del dense
-        close = arrays["close"]
-        if cols.derive:
-            derived = ohlcv_features(arrays)
-        del arrays
-    names = derived[0] + list(cols.features)
-    values = np.full((D, S, len(names)), np.nan, dtype=np.float32)
-    for j, x in enumerate(derived[1]):
-        values[:, :, j] = x
-    derived = ([], [])
-    if n_feat:
-        read_dense(lf, list(cols.features), index, path, out=values[:, :, len(names) - n_feat :])
+        ok &= plane(cols.tradable, np.float32) == 1  # absent or empty: not tradable
+    ohlcv: dict[str, np.ndarray] = {}
+    for role, col in cols.ohlcv.items():
+        x = plane(col)  # (D, S)
+        x[~ok] = np.nan
+        ohlcv[role] = x
+    close = ohlcv.get("close")
+    if close is not None:
+        ok &= np.isfinite(close)
+
+    derived = ohlcv_feature_names(ohlcv) if cols.derive else []
+    names = derived + list(cols.features)
+    values = np.full((D, S, len(names)), np.nan, dtype=np.float32)  # (D, S, F)
+    if cols.derive:
+        for j, (name, x) in enumerate(ohlcv_features(ohlcv)):
+            assert name == names[j]
+            values[:, :, j] = x
+    for role in [r for r in ohlcv if r != "close"]:
+        del ohlcv[role]
+    if cols.features:
+        read_dense(lf, list(cols.features), index, path, out=values[:, :, len(derived) :])
 
     if cols.target:
-        y = read_dense(lf, [cols.target], index, path, dtype=np.float64)[:, :, 0]
-        y = np.where(ok, y, np.nan)
+        y = plane(cols.target)  # (D, S)
+        y[~ok] = np.nan
     else:
         assert close is not None
-        y = forward_return(close, ok & np.isfinite(close), cfg.horizon)
+        y = forward_return(close, ok, cfg.horizon)  # (D, S)
+    del close, ohlcv
     if not np.isfinite(y).any():
         what = f"column {cols.target!r} ([data] target)" if cols.target else "derived target"
-        raise DataError(f"{path}: {what} has no finite value; expected numbers")
+        raise DataError(f"{path}: {what} has no finite value on a tradable row; expected numbers")
     if cfg.task == "classification":
         y = class_target(y, cfg.n_classes)
     else:
@@ -117,18 +140,15 @@ def load_panel(cfg: DataConfig) -> Panel:
 
     weight = None
     if cols.weight:
-        weight = read_dense(lf, [cols.weight], index, path)[:, :, 0]
+        weight = plane(cols.weight, np.float32)
         bad = ok & ~(weight >= 0)
         if bad.any():
             raise DataError(
                 f"{path}: column {cols.weight!r} ([data] weight) has {int(bad.sum())} negative or "
-                "empty values on valid rows; expected weights >= 0"
+                "empty values on tradable rows; expected weights >= 0"
             )
 
-    if close is not None:
-        ok &= np.isfinite(close)
-    missing = np.isnan(values).mean(axis=2) if len(names) else np.zeros((D, S))
-    valid = ok & (missing <= cfg.max_missing)
+    valid = ok & (missing_share(values) <= cfg.max_missing)
     if cfg.normalize in ("cs_zscore", "cs_rank"):
         cross_sectional(values, valid, cfg.normalize)
     return Panel(
@@ -141,6 +161,17 @@ def load_panel(cfg: DataConfig) -> Panel:
         weight=weight,
         source=str(path),
     )
+
+
+def missing_share(values: np.ndarray, block: int = 16) -> np.ndarray:
+    """(D, S) share of NaN features per row, `block` dates at a time (no (D, S, F) temporary)."""
+    D, S, F = values.shape
+    out = np.zeros((D, S), dtype=np.float32)
+    if F == 0:
+        return out
+    for d0 in range(0, D, block):
+        out[d0 : d0 + block] = np.isnan(values[d0 : d0 + block]).sum(axis=2) / F
+    return out
 
 
 def cross_sectional(values: np.ndarray, valid: np.ndarray, how: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from data.config import DataConfig
@@ -33,10 +32,13 @@ class Prepared:
         self.device = device
         self.split: Split = make_split(panel.dates, cfg)
         self.windows = WindowIndex(panel.valid, panel.labelled)
+        F = panel.values.shape[2]
         if cfg.normalize == "robust":
             self.scaler: Scaler = fit_robust(panel.values, panel.valid, self.split.train, cfg.clip)
-        else:
-            self.scaler = identity(panel.values.shape[2], cfg.clip)
+        elif cfg.normalize == "none":
+            self.scaler = identity(F)
+        else:  # per-date normalisation, already applied by load_panel
+            self.scaler = identity(F, cfg.clip)
         self.values = torch.as_tensor(panel.values).to(device)  # (D, S, F)
         self.target = torch.as_tensor(panel.target).to(device)  # (D, S)
         self.weight = None if panel.weight is None else torch.as_tensor(panel.weight).to(device)
@@ -79,8 +81,8 @@ class Prepared:
                 )
 
     def batch(self, ends: torch.Tensor, time_steps: int) -> Batch:
-        x = gather(self.values, ends, time_steps)  # (T, B, F)
-        x = apply(x, self.center, self.scale, self.scaler.clip)
+        x = gather(self.values, ends, time_steps)  # (T, B, F), a copy
+        x = apply(x, self.center, self.scale, self.scaler.clip)  # (T, B, F), in place
         S = self.values.shape[1]
         d, s = ends // S, ends % S
         y = self.target[d, s]  # (B,)

@@ -16,7 +16,8 @@ class Split:
 
     A label at end date d uses information up to d + horizon, so each segment stops
     `horizon + embargo` dates before the next one starts: no training label comes from a
-    validation or test date, no validation label from a test date.
+    validation or test date, no validation label from a test date. Validation and test
+    start where they are cut (v0, t0); only the segment before each cut is shortened.
     """
 
     train: range
@@ -24,49 +25,56 @@ class Split:
     test: range
 
     def as_dict(self) -> dict[str, list[int]]:
-        return {k: [r.start, r.stop] for k, r in (("train", self.train), ("val", self.val),
-                                                   ("test", self.test))}
+        segments = (("train", self.train), ("val", self.val), ("test", self.test))
+        return {k: [r.start, r.stop] for k, r in segments}
 
 
 def make_split(dates: np.ndarray, cfg: DataConfig) -> Split:
+    """Cut the (sorted) time axis `dates` by `val_start`/`test_start` or by fractions."""
     D = len(dates)
     gap = cfg.horizon + cfg.embargo
-    v0 = _start(dates, cfg.val_start, "val_start") if cfg.val_start else D - round(
-        D * (cfg.val_frac + cfg.test_frac)
-    )
-    if cfg.test_start:
-        t0 = _start(dates, cfg.test_start, "test_start")
-    elif cfg.test_frac > 0:
-        t0 = D - round(D * cfg.test_frac)
+    where = f"{cfg.path}: " if cfg.path else ""
+    if cfg.val_start is not None:
+        v0 = _start(dates, cfg.val_start, "val_start", where)
     else:
-        t0 = D
+        v0 = D - round(D * (cfg.val_frac + cfg.test_frac))
+    if cfg.test_start is not None:
+        t0 = _start(dates, cfg.test_start, "test_start", where)
+    else:
+        t0 = D - round(D * cfg.test_frac) if cfg.test_frac > 0 else D
     if not 0 < v0 <= t0 <= D:
         raise DataError(
-            f"[data] val_start/test_start: validation must start after the first date and not "
-            f"after the test start, got validation index {v0}, test index {t0} of {D} dates"
+            f"{where}[data] val_start / test_start / val_frac / test_frac: `0 < validation "
+            f"start <= test start <= n_dates` must hold, but got validation start {v0}, "
+            f"test start {t0}, n_dates {D}"
         )
     train = range(0, max(v0 - gap, 0))
     val = range(v0, max(t0 - gap, v0)) if t0 < D else range(v0, D)
     test = range(t0, D)
     if len(train) == 0:
         raise DataError(
-            f"[data] split: no training dates left after the purge of {gap} dates "
-            f"({D} dates, validation starts at index {v0})"
+            f"{where}[data] val_frac / val_start: no training dates left before validation "
+            f"(index {v0} of {D} dates) after the purge of horizon + embargo = {gap} dates"
         )
     if len(val) == 0:
         raise DataError(
-            f"[data] split: the validation segment is empty after the purge of {gap} dates "
-            f"({D} dates, validation index {v0}..{t0}); use more dates or a larger val_frac"
+            f"{where}[data] val_frac / val_start: the validation segment (dates {v0}..{t0 - 1} "
+            f"of {D}) is empty after the purge of horizon + embargo = {gap} dates before the "
+            "test start; use more dates or a longer validation segment"
         )
     return Split(train, val, test)
 
 
-def _start(dates: np.ndarray, when: str, key: str) -> int:
+def _start(dates: np.ndarray, when: str | int, key: str, where: str) -> int:
+    """Index of the first date >= `when` on the time axis."""
     try:
         if np.issubdtype(dates.dtype, np.integer):
             target = np.array(int(when), dtype=dates.dtype)
         else:
-            target = np.array(np.datetime64(when)).astype(dates.dtype)
+            target = np.array(np.datetime64(str(when))).astype(dates.dtype)
     except (ValueError, TypeError):
-        raise DataError(f"[data] {key}: cannot read {when!r} as a date of the time axis") from None
+        raise DataError(
+            f"{where}[data] {key}: cannot read {when!r} as a value of the time axis "
+            f"({dates.dtype}); expected e.g. {str(dates[0])[:10]!r}"
+        ) from None
     return int(np.searchsorted(dates, target, side="left"))

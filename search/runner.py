@@ -2,35 +2,48 @@
 
 Signals: the first SIGINT/SIGTERM asks every worker to end its running trial (it is told to
 the storage as FAIL with the reason) and start no other; a second one exits at once (a trial
-left RUNNING then is failed by the heartbeat, or by the next run's start-up check).
+left RUNNING then is failed by the heartbeat, or by the next run's start-up check). Worker
+processes ignore SIGINT (a terminal's Ctrl-C reaches the whole process group): the parent
+passes the request on through a byte of shared memory that every worker polls with its
+stop flag. A SIGTERM sent to a worker itself (e.g. by a service manager that signals the
+whole group) also ends its trial; a second one exits it at once.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import queue
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 import torch
+from sqlalchemy.exc import SQLAlchemyError
 
 from data import Panel, Prepared
 from models import Interrupted
 from search.config import RunConfig
 from search.objective import Objective
 from search.report import Reporter, trial_event
-from search.storage import make_storage
+from search.storage import (
+    ServiceStorage,
+    StorageError,
+    StudyFull,
+    fail_stale,
+    make_storage,
+    scrub,
+)
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -59,25 +72,18 @@ def make_pruner(cfg: RunConfig) -> optuna.pruners.BasePruner:
 
 
 class Stop:
-    """A stop request, set from a signal handler and polled between batches."""
+    """A stop request, set from a signal handler (or through a byte shared with the parent
+    process) and polled between batches."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared: Any = None) -> None:
         self.requested = False
         self.signal_name = ""
+        self.shared = shared  # a lock-free shared byte (multiprocessing RawValue) or None
 
     def __call__(self) -> bool:
+        if not self.requested and self.shared is not None and self.shared.value:
+            self.requested = True
         return self.requested
-
-
-def study_full(study: optuna.Study, max_trials: int | None) -> bool:
-    """True once finished (COMPLETE/PRUNED) plus RUNNING trials reach `max_trials`.
-
-    Running trials count so that concurrent workers, on any machine, do not overshoot.
-    """
-    if not max_trials:
-        return False
-    states = FINISHED + (optuna.trial.TrialState.RUNNING,)
-    return len(study.get_trials(deepcopy=False, states=states)) >= max_trials
 
 
 def run_trials(
@@ -92,34 +98,96 @@ def run_trials(
     stop: Stop,
     worker: int = 0,
 ) -> None:
-    """One worker's optimisation loop on the shared study."""
+    """One worker's optimisation loop on the shared study.
+
+    Returns when `n_trials` ran, `timeout` passed, a stop was requested, or the study holds
+    `max_trials` COMPLETE or PRUNED trials. Raises StorageError (password masked) when the
+    storage fails, and Interrupted (a KeyboardInterrupt) when a stop ended a running trial.
+    """
     st = cfg.storage
     storage = make_storage(
-        url, heartbeat_interval=st.heartbeat_interval, grace_period=st.grace_period,
+        url,
+        heartbeat_interval=st.heartbeat_interval,
+        grace_period=st.grace_period,
         max_retry=st.max_retry,
+        max_trials=max_trials,
     )
-    study = optuna.load_study(
-        study_name=cfg.study.name, storage=storage, sampler=make_sampler(cfg, worker),
-        pruner=make_pruner(cfg),
-    )
-    if study_full(study, max_trials):
-        return
+    objective = Objective(cfg, data, should_stop=stop)
+    here = f"{socket.gethostname()}:{os.getpid()}"
+
+    def run_one(trial: optuna.Trial) -> float:
+        # Which machine and process ran (or died on) the trial, for the dashboard.
+        trial.set_user_attr("worker", here)
+        return objective(trial)
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ran = {"n": 0}
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        ran["n"] += 1
         on_trial(trial_event(trial))
-        if stop() or study_full(study, max_trials):
+        if stop():
             study.stop()
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.optimize(
-            Objective(cfg, data, should_stop=stop),
-            n_trials=n_trials,
-            timeout=timeout,
-            catch=(Exception,),
-            callbacks=[callback],
+    try:
+        study = optuna.load_study(
+            study_name=cfg.study.name,
+            storage=storage,
+            sampler=make_sampler(cfg, worker),
+            pruner=make_pruner(cfg),
         )
+        while not stop():
+            left = None if n_trials is None else n_trials - ran["n"]
+            secs = None if deadline is None else deadline - time.monotonic()
+            if (left is not None and left <= 0) or (secs is not None and secs <= 0):
+                return
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.optimize(
+                        run_one,
+                        n_trials=left,
+                        timeout=secs,
+                        catch=(Exception,),
+                        callbacks=[callback],
+                    )
+                return
+            except StudyFull:
+                if not wait_for_room(study, storage, max_trials or 0, stop, deadline):
+                    return
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+        cause = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
+        raise StorageError(f"storage failed: {scrub(cause[0], url)}") from None
+    finally:
+        storage.engine.dispose()
+
+
+def wait_for_room(
+    study: optuna.Study,
+    storage: ServiceStorage,
+    max_trials: int,
+    stop: Stop,
+    deadline: float | None,
+) -> bool:
+    """The study holds `max_trials` trials, some still RUNNING: wait for them to end.
+
+    Returns True when there is room again (a running trial failed, or a dead worker's trial
+    was failed by its heartbeat and queued for a retry), False once `max_trials` trials are
+    COMPLETE or PRUNED (or on a stop or the timeout). So the study reaches its count even
+    when the worker of one of its last trials dies.
+    """
+    study_id = storage.get_study_id_from_name(study.study_name)
+    interval = storage.heartbeat_interval or 2
+    while True:
+        fail_stale(study)
+        if storage.count(study_id, FINISHED) >= max_trials:
+            return False
+        if storage.count(study_id) < max_trials:
+            return True
+        if stop() or (deadline is not None and time.monotonic() >= deadline):
+            return False
+        time.sleep(min(1.0, interval / 2))
 
 
 # ---------------------------------------------------------------- worker processes
@@ -165,12 +233,17 @@ def load_cached_panel(folder: Path) -> Panel:
     )
 
 
-def _worker_main(spec: WorkerSpec, events: Any) -> None:
-    stop = Stop()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent relays Ctrl-C as SIGTERM
+def _worker_main(spec: WorkerSpec, events: Any, stop_flag: Any) -> None:
+    # SIGINT and SIGTERM arrive ignored (inherited from the parent while it started the
+    # workers): install the handler first, then look at the parent's stop flag, so a stop
+    # requested while this process was starting is not missed. Events go to the parent
+    # through this worker's own pipe: a worker killed mid-write corrupts nothing shared.
+    stop = Stop(stop_flag)
+    hits = {"n": 0}
 
     def on_term(signum: int, _: Any) -> None:
-        if stop.requested:
+        hits["n"] += 1
+        if hits["n"] > 1:
             os._exit(130)
         stop.requested = True
 
@@ -178,19 +251,37 @@ def _worker_main(spec: WorkerSpec, events: Any) -> None:
     torch.set_num_threads(spec.threads)
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     try:
+        if stop():
+            raise Interrupted("stop requested before the first trial")
         panel = load_cached_panel(Path(spec.cache))
         data = Prepared(panel, spec.cfg.data, torch.device(spec.device))
         run_trials(
-            spec.cfg, spec.url, data, n_trials=spec.n_trials, timeout=spec.timeout,
-            max_trials=spec.max_trials, on_trial=events.put, stop=stop, worker=spec.worker,
+            spec.cfg,
+            spec.url,
+            data,
+            n_trials=spec.n_trials,
+            timeout=spec.timeout,
+            max_trials=spec.max_trials,
+            on_trial=events.send,
+            stop=stop,
+            worker=spec.worker,
         )
     except Interrupted:
-        events.put({"worker_exit": spec.worker, "interrupted": True})
+        events.send({"worker_exit": spec.worker, "interrupted": True})
         sys.exit(130)
     except Exception as e:
-        events.put({"worker_exit": spec.worker, "error": f"{type(e).__name__}: {e}"})
+        msg = scrub(f"{type(e).__name__}: {e}", spec.url)
+        events.send({"worker_exit": spec.worker, "error": msg})
         sys.exit(1)
-    events.put({"worker_exit": spec.worker})
+    events.send({"worker_exit": spec.worker, "interrupted": stop.requested})
+
+
+def cpu_count() -> int:
+    """CPU cores this process may run on (its affinity, e.g. a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def devices_for(device: str, n: int) -> list[str]:
@@ -206,6 +297,15 @@ def split_trials(n_trials: int | None, n: int) -> list[int | None]:
     return [n_trials // n + (1 if i < n_trials % n else 0) for i in range(n)]
 
 
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exited with status {exitcode}"
+
+
 def run_parallel(
     cfg: RunConfig,
     url: str,
@@ -219,20 +319,27 @@ def run_parallel(
     reporter: Reporter,
     cache_root: Path,
 ) -> tuple[bool, list[str]]:
-    """Spawn `workers` processes on the study; returns (interrupted, worker errors)."""
+    """Spawn `workers` processes on the study; returns (interrupted, worker errors).
+
+    A worker that dies without saying why (SIGKILL, the kernel's OOM killer) is reported as
+    an error; its running trial stays RUNNING until the heartbeat's grace period passes,
+    then the next trial start (here or on any machine) fails it and queues its params again.
+    """
     cache_root.mkdir(parents=True, exist_ok=True)
     cache = Path(tempfile.mkdtemp(prefix="panel-", dir=cache_root))
     save_panel(panel, cache)
     ctx = mp.get_context("spawn")
-    events = ctx.Queue()
-    threads = max(1, (os.cpu_count() or 1) // workers) if device == "cpu" else 1
+    stop_flag = ctx.RawValue("b", 0)
+    threads = max(1, cpu_count() // workers) if device == "cpu" else 1
     shares = split_trials(n_trials, workers)
-    procs = []
+    procs: dict[int, Any] = {}
+    pipes: dict[int, tuple[Connection, Connection]] = {}
     for i, dev in enumerate(devices_for(device, workers)):
         if shares[i] == 0:
             continue
         spec = WorkerSpec(cfg, url, str(cache), dev, threads, shares[i], timeout, max_trials, i)
-        procs.append(ctx.Process(target=_worker_main, args=(spec, events), daemon=False))
+        pipes[i] = ctx.Pipe(duplex=False)
+        procs[i] = ctx.Process(target=_worker_main, args=(spec, pipes[i][1], stop_flag))
     signals = {"n": 0}
 
     def on_signal(signum: int, _: Any) -> None:
@@ -242,36 +349,48 @@ def run_parallel(
                 f"{signal.Signals(signum).name}: ending the running trials (FAIL) and stopping; "
                 "press Ctrl-C again to exit at once"
             )
-            for p in procs:
-                if p.is_alive() and p.pid:
-                    os.kill(p.pid, signal.SIGTERM)
+            stop_flag.value = 1  # each worker ends its trial at its next batch
         else:
-            for p in procs:
+            for p in procs.values():
                 if p.is_alive() and p.pid:
                     os.kill(p.pid, signal.SIGKILL)
             shutil.rmtree(cache, ignore_errors=True)
             os._exit(130)
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     errors: list[str] = []
     interrupted = False
+    exited: set[int] = set()
+    # The workers inherit SIGINT and SIGTERM ignored; each installs its own SIGTERM handler.
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        for p in procs:
+        for i, p in procs.items():
             p.start()
-        while any(p.is_alive() for p in procs) or not events.empty():
-            try:
-                ev = events.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if "worker_exit" in ev:
-                if ev.get("error"):
-                    errors.append(f"worker {ev['worker_exit']}: {ev['error']}")
-                interrupted |= bool(ev.get("interrupted"))
-            else:
-                reporter.trial(ev)
-        for p in procs:
+            pipes[i][1].close()  # the worker holds the writing end: EOF when it is gone
+        for s in old:
+            signal.signal(s, on_signal)
+        readers = {pipes[i][0]: i for i in procs}
+        while readers:
+            for r in wait(list(readers), timeout=0.5):
+                assert isinstance(r, Connection)
+                try:
+                    ev = r.recv()
+                except (EOFError, OSError):
+                    del readers[r]
+                    continue
+                if "worker_exit" in ev:
+                    exited.add(ev["worker_exit"])
+                    if ev.get("error"):
+                        errors.append(f"worker {ev['worker_exit']}: {ev['error']}")
+                    interrupted |= bool(ev.get("interrupted"))
+                else:
+                    reporter.trial(ev)
+        for i, p in procs.items():
             p.join()
-        time.sleep(0)
+            if i not in exited:
+                errors.append(
+                    f"worker {i} {_death(p.exitcode)}; a trial it was running is failed and "
+                    f"retried once its heartbeat is {cfg.storage.grace_period}s old"
+                )
     finally:
         for s, h in old.items():
             signal.signal(s, h)

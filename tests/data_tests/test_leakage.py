@@ -1,0 +1,83 @@
+"""A leakage harness that can fail: train a real model on a random-walk panel whose target is
+the forward return over `horizon` dates, with one extra feature.
+
+- `lagged`: the return over the last `horizon` dates, i.e. the target of `horizon` dates ago,
+  known at the window's end date. On a random walk it says nothing about the future, so it
+  must not lift validation quality above chance.
+- `leak`: the target itself, planted as a feature (it reveals the future). The same pipeline
+  must reach near perfect validation quality with it; that half proves the harness detects
+  a leak, so the first half means something.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from data import DataConfig, Prepared, load_panel
+from models import TrainParams, build_model, fit, validate
+from tests.data_tests.panels import long_file
+
+H = 3  # horizon
+D, S = 160, 50
+
+
+@pytest.fixture(scope="module")
+def walk(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    close = 10 * np.exp(np.cumsum(rng.normal(0, 0.02, (D, S)), axis=0))  # (D, S)
+    lagged = np.full((D, S), np.nan)
+    lagged[H:] = close[H:] / close[:-H] - 1  # known at d
+    leak = np.full((D, S), np.nan)
+    leak[:-H] = close[H:] / close[:-H] - 1  # known only at d + H
+
+    def cell(x):
+        return lambda d, s: None if np.isnan(x[d, s]) else float(x[d, s])
+
+    cols = {"close": cell(close), "lagged": cell(lagged), "leak": cell(leak)}
+    return long_file(tmp_path_factory.mktemp("leak") / "walk.parquet", D, S, cols)
+
+
+def val_quality(path, feature):
+    """Validation (IC, R^2) of a small LSTM on the 4 features derived from close + `feature`."""
+    cfg = DataConfig(
+        path=str(path),
+        id="id",
+        features=(feature,),
+        horizon=H,
+        target_cs="zscore",
+        val_frac=0.25,
+        test_frac=0.0,
+    )
+    panel = load_panel(cfg)
+    assert panel.feature_names[-1] == feature and len(panel.feature_names) == 5
+    data = Prepared(panel, cfg, torch.device("cpu"))
+    torch.manual_seed(0)
+    model = build_model(
+        "lstm",
+        n_features=data.n_features,
+        n_outputs=1,
+        hidden_dim=16,
+        num_layers=1,
+        dropout=0.0,
+        head_dim=0,
+        time_steps=5,
+    )
+    p = TrainParams(time_steps=5, epochs=8, batch_size=256, lr=1e-2, seed=0)
+    fit(model, data, p)
+    m = validate(model, data, "val", p)
+    ends = data.ends("val", 5)
+    y = data.target[ends // S, ends % S]
+    r2 = 1 - float(m["mse"]) / float(y.var(unbiased=False))
+    return float(m["ic"]), r2
+
+
+def test_a_legitimately_lagged_target_does_not_lift_validation(walk):
+    ic, r2 = val_quality(walk, "lagged")
+    assert abs(ic) < 0.1 and r2 < 0.05, (ic, r2)
+
+
+def test_a_planted_future_target_lifts_validation_to_near_perfect(walk):
+    ic, r2 = val_quality(walk, "leak")
+    assert ic > 0.9 and r2 > 0.8, (ic, r2)

@@ -1,0 +1,217 @@
+"""Loading: masks, missing values, single series, feature selection, derived targets."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from data import DataError
+from tests.data_tests.panels import f0, load, long_file
+
+NAN = math.nan
+
+
+def test_missing_rows_and_tradable_false_are_invalid(tmp_path):
+    # 5 dates x 3 ids; (2, 1) is absent, (3, 2) is not tradable, (4, 0) has no tradable value
+    path = long_file(
+        tmp_path / "p.parquet",
+        5,
+        3,
+        {
+            "f0": f0,
+            "target": lambda d, s: d + s / 10,
+            "tradable": lambda d, s: None if (d, s) == (4, 0) else (d, s) != (3, 2),
+        },
+        drop={(2, 1)},
+    )
+    panel, _ = load(path, tradable="tradable")
+    expected = np.ones((5, 3), dtype=bool)
+    expected[2, 1] = expected[3, 2] = expected[4, 0] = False
+    np.testing.assert_array_equal(panel.valid, expected)
+    np.testing.assert_array_equal(np.isnan(panel.target), ~expected)
+    assert panel.values[2, 1, 0] != panel.values[2, 1, 0]  # absent row: NaN
+    assert panel.values[1, 2, 0] == 102.0
+    assert panel.target[4, 2] == pytest.approx(4.2)
+    assert list(panel.ids) == ["S0", "S1", "S2"] and panel.feature_names == ["f0"]
+
+
+def test_nan_features_invalidate_a_row_only_above_max_missing(tmp_path):
+    # 2 features; at (1, 0) one of 2 is missing (share 0.5), at (2, 0) both are
+    def f1(d, s):
+        return None if (d, s) in ((1, 0), (2, 0)) else 1.0
+
+    path = long_file(
+        tmp_path / "p.parquet",
+        4,
+        2,
+        {"f0": lambda d, s: None if (d, s) == (2, 0) else f0(d, s), "f1": f1, "target": f0},
+    )
+    panel, _ = load(path, max_missing=0.5)
+    assert panel.valid[:, 0].tolist() == [True, True, False, True]
+    panel, _ = load(path, max_missing=0.4)
+    assert panel.valid[:, 0].tolist() == [True, False, False, True]
+    assert panel.valid[:, 1].all()
+
+
+def test_nan_target_is_not_a_label_but_the_row_stays_a_window_step(tmp_path):
+    path = long_file(
+        tmp_path / "p.parquet",
+        4,
+        1,
+        {"f0": f0, "target": lambda d, s: NAN if d == 1 else float(d)},
+    )
+    panel, _ = load(path)
+    assert panel.valid[:, 0].all()
+    assert panel.labelled[:, 0].tolist() == [True, False, True, True]
+
+
+def test_single_series_ordered_by_an_order_column(tmp_path):
+    # a Kaggle-style file: one series, rows shuffled, ordered by ts_id (with gaps in ts_id)
+    ts = np.array([7, 3, 5, 1, 9, 2])
+    df = pl.DataFrame({"ts_id": ts, "x1": ts * 10.0, "x2": -ts * 1.0, "resp": ts / 100})
+    path = tmp_path / "train.csv"
+    df.write_csv(path)
+    panel, cfg = load(path, id="", order="ts_id", target="resp")
+    assert panel.values.shape == (6, 1, 2)
+    assert panel.dates.tolist() == [1, 2, 3, 5, 7, 9]
+    assert panel.values[:, 0, 0].tolist() == [10, 20, 30, 50, 70, 90]
+    assert panel.feature_names == ["x1", "x2"]  # ts_id is the time axis, resp the target
+    assert panel.target[:, 0] == pytest.approx([0.01, 0.02, 0.03, 0.05, 0.07, 0.09])
+    assert panel.valid.all() and list(panel.ids) == ["series"]
+
+
+def test_single_series_without_id_column_needs_id_unset(tmp_path):
+    df = pl.DataFrame({"date": ["2020-01-02", "2020-01-03"], "x": [1.0, 2.0], "y": [0.1, 0.2]})
+    path = tmp_path / "one.csv"
+    df.write_csv(path)
+    with pytest.raises(DataError, match=r"'symbol' \(\[data\] id\) not found.*id = \"\""):
+        load(path, id="symbol", target="y")
+    panel, _ = load(path, id="", target="y")
+    assert panel.values[:, 0, 0].tolist() == [1.0, 2.0]
+    assert str(panel.dates[0]) == "2020-01-02"
+    with pytest.raises(DataError, match=r"\[data\] normalize = 'cs_zscore'.*one series"):
+        load(path, id="", target="y", normalize="cs_zscore")
+
+
+def test_duplicate_order_values_in_a_single_series_are_refused(tmp_path):
+    path = tmp_path / "dup.csv"
+    pl.DataFrame({"ts_id": [1, 2, 2], "x": [1.0, 2.0, 3.0], "y": [0.0] * 3}).write_csv(path)
+    with pytest.raises(DataError, match=r"dup\.csv: 1 duplicate ts_id rows.*set \[data\] id"):
+        load(path, id="", order="ts_id", target="y")
+
+
+def test_glob_feature_selection(tmp_path):
+    cols = {n: f0 for n in ("feature_0", "other", "feature_1", "feature_10", "target")}
+    path = long_file(tmp_path / "p.parquet", 3, 2, cols)
+    panel, _ = load(path, features=("feature_*",))
+    assert panel.feature_names == ["feature_0", "feature_1", "feature_10"]
+    panel, _ = load(path, features=("feature_1*", "other", "feature_1"))
+    assert panel.feature_names == ["feature_1", "feature_10", "other"]
+    panel, _ = load(path)  # default: every numeric column not otherwise used
+    assert panel.feature_names == ["feature_0", "other", "feature_1", "feature_10"]
+    with pytest.raises(DataError, match=r"pattern 'factor_\*' \(\[data\] features\) matches no"):
+        load(path, features=("factor_*",))
+    with pytest.raises(DataError, match=r"'target' \(\[data\] features\) is already"):
+        load(path, features=("feature_0", "target"))
+
+
+def test_default_features_skip_price_levels_and_derive_past_only_ohlcv(tmp_path):
+    # close doubles every day, volume 0 at d = 2: log(0) gives NaN features, not an error
+    cols = {
+        "open": lambda d, s: 2.0**d,
+        "high": lambda d, s: 2.0**d * 1.5,
+        "low": lambda d, s: 2.0**d,
+        "close": lambda d, s: 2.0**d,
+        "volume": lambda d, s: 0.0 if d == 2 else 1000.0,
+        "factor": f0,
+    }
+    path = long_file(tmp_path / "bars.parquet", 6, 1, cols)
+    panel, _ = load(path, target=None, horizon=1, max_missing=1.0)
+    names = panel.feature_names
+    assert names == ["ret_1", "ret_5", "ret_20", "hl_range", "oc_ret", "vol_chg", "volat_20"] + [
+        "factor"
+    ]
+    col = {n: panel.values[:, 0, j] for j, n in enumerate(names)}
+    ln2 = math.log(2)
+    assert np.isnan(col["ret_1"][0]) and col["ret_1"][1:] == pytest.approx([ln2] * 5)
+    assert np.isnan(col["ret_5"][:5]).all() and col["ret_5"][5] == pytest.approx(5 * ln2)
+    assert col["hl_range"] == pytest.approx([math.log(1.5)] * 6)
+    assert col["oc_ret"] == pytest.approx([0.0] * 6)
+    assert np.isnan(col["vol_chg"]).tolist() == [True, False, True, True, False, False]
+    assert col["factor"].tolist() == [0, 100, 200, 300, 400, 500]
+    # target: forward return close[d + 1] / close[d] - 1 = 1, none at the last date
+    assert panel.target[:5, 0] == pytest.approx([1.0] * 5) and np.isnan(panel.target[5, 0])
+
+
+def test_forward_return_is_invalid_when_not_tradable_horizon_dates_later(tmp_path):
+    # security 0: close = d + 1, absent at d = 3, not tradable at d = 6 (S1 keeps the dates)
+    path = long_file(
+        tmp_path / "p.parquet",
+        8,
+        2,
+        {"close": lambda d, s: d + 1.0, "ok": lambda d, s: (d, s) != (6, 0), "x": f0},
+        drop={(3, 0)},
+    )
+    panel, _ = load(path, target=None, horizon=2, tradable="ok", ohlcv_features=False)
+    got = panel.target[:, 0]
+    # d -> d + 2: 0->2 ok, 1->3 absent, 2->4 ok, 3 absent, 4->6 not tradable, 5->7 ok, 6, 7 none
+    ok = [True, False, True, False, False, True, False, False]
+    assert (~np.isnan(got)).tolist() == ok
+    assert got[[0, 2, 5]] == pytest.approx([3 / 1 - 1, 5 / 3 - 1, 8 / 6 - 1])
+
+
+def test_classification_targets(tmp_path):
+    # 6 securities, target = s - 2.5 + d: up/down and per-date tercile classes
+    path = long_file(
+        tmp_path / "p.parquet",
+        3,
+        6,
+        {"f0": f0, "target": lambda d, s: NAN if (d, s) == (2, 5) else s - 2.5 + d},
+    )
+    panel, _ = load(path, task="classification", n_classes=2)
+    assert panel.target[0].tolist() == [0, 0, 0, 1, 1, 1]
+    assert panel.target[1].tolist() == [0, 0, 1, 1, 1, 1]
+    assert np.isnan(panel.target[2, 5]) and not panel.labelled[2, 5]
+    panel, _ = load(path, task="classification", n_classes=3)
+    assert panel.target[0].tolist() == [0, 0, 1, 1, 2, 2]  # the same per date, whatever d
+    assert panel.target[1].tolist() == [0, 0, 1, 1, 2, 2]
+    assert panel.target[2, :5].tolist() == [0, 0, 1, 2, 2]  # 5 ranked: 0, .25, .5, .75, 1
+
+
+def test_classification_trains_with_cross_entropy(tmp_path):
+    import torch
+
+    from data import Prepared
+    from models import TrainParams, build_model, fit
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(40, 8))
+    path = long_file(tmp_path / "p.parquet", 40, 8, {"f0": lambda d, s: noise[d, s], "target": f0})
+    panel, cfg = load(path, task="classification", n_classes=3, val_frac=0.3, test_frac=0.0)
+    data = Prepared(panel, cfg, torch.device("cpu"))
+    model = build_model(
+        "lstm",
+        n_features=1,
+        n_outputs=3,
+        hidden_dim=4,
+        num_layers=1,
+        dropout=0.0,
+        head_dim=0,
+        time_steps=3,
+    )
+    r = fit(model, data, TrainParams(time_steps=3, epochs=1, batch_size=64, lr=1e-2, seed=0))
+    assert math.isfinite(r.best_val_loss) and "accuracy" in r.history[0].val
+
+
+def test_cross_sectional_target_transforms(tmp_path):
+    path = long_file(tmp_path / "p.parquet", 2, 4, {"f0": f0, "target": lambda d, s: s * (d + 1.0)})
+    panel, _ = load(path, target_cs="demean")
+    assert panel.target[1].tolist() == pytest.approx([-3, -1, 1, 3])
+    panel, _ = load(path, target_cs="rank")
+    assert panel.target[0].tolist() == pytest.approx([-0.5, -1 / 6, 1 / 6, 0.5])
+    panel, _ = load(path, target_cs="zscore", target_scale=2.0)
+    z = (np.arange(4) - 1.5) / np.arange(4).std()
+    assert panel.target[0] == pytest.approx(2 * z) and panel.target[1] == pytest.approx(2 * z)

@@ -1,0 +1,122 @@
+"""Chronological splits: purge and embargo index sets on a tiny calendar, no label leakage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from data import DataConfig, DataError, Prepared, make_split
+from tests.data_tests.panels import DAY0, load, long_file
+
+DATES = DAY0 + np.arange(20)  # 2020-01-01 .. 2020-01-20, datetime64[D]
+
+
+def split(dates=DATES, **kw):
+    return make_split(dates, DataConfig(path="x.parquet", **kw))
+
+
+def test_purge_of_horizon_before_each_later_segment():
+    # 20 dates, val 25% and test 25%: validation starts at 10, test at 15
+    s = split(val_frac=0.25, test_frac=0.25, horizon=1)
+    assert (s.train, s.val, s.test) == (range(0, 9), range(10, 14), range(15, 20))
+    s = split(val_frac=0.25, test_frac=0.25, horizon=3)
+    assert (s.train, s.val, s.test) == (range(0, 7), range(10, 12), range(15, 20))
+
+
+def test_embargo_adds_dates_to_the_purge():
+    s = split(val_frac=0.25, test_frac=0.25, horizon=2, embargo=1)
+    assert (s.train, s.val, s.test) == (range(0, 7), range(10, 12), range(15, 20))
+    s = split(val_frac=0.25, test_frac=0.25, horizon=1, embargo=2)
+    assert (s.train, s.val, s.test) == (range(0, 7), range(10, 12), range(15, 20))
+
+
+def test_no_test_segment_leaves_validation_to_the_end():
+    s = split(val_frac=0.25, test_frac=0.0, horizon=2)
+    assert (s.train, s.val, s.test) == (range(0, 13), range(15, 20), range(20, 20))
+
+
+def test_split_by_dates():
+    s = split(val_start="2020-01-11", test_start="2020-01-16", horizon=2)
+    assert (s.train, s.val, s.test) == (range(0, 8), range(10, 13), range(15, 20))
+    # a date that is not a trading day starts the segment at the next one
+    gappy = np.delete(DATES, [10, 11])  # 2020-01-11 and -12 are not in the calendar
+    s = split(gappy, val_start="2020-01-11", test_start="2020-01-16", horizon=1)
+    assert (s.train, s.val, s.test) == (range(0, 9), range(10, 12), range(13, 18))
+    # an integer time axis (a single series ordered by ts_id) takes integers
+    s = split(np.arange(100, 120), val_start=110, test_start="115", horizon=1)
+    assert (s.train, s.val, s.test) == (range(0, 9), range(10, 14), range(15, 20))
+
+
+def test_every_label_stays_inside_its_segment():
+    for horizon, embargo in [(1, 0), (3, 0), (2, 2), (4, 1)]:
+        s = split(val_frac=0.3, test_frac=0.2, horizon=horizon, embargo=embargo)
+        # a label at end date d is known at d + horizon; it must come before the next start
+        assert max(s.train) + horizon < s.val.start - embargo
+        assert max(s.val) + horizon < s.test.start - embargo
+        assert max(s.test) < 20
+
+
+def test_bad_splits_name_the_key():
+    with pytest.raises(DataError, match=r"x\.parquet: \[data\] val_frac / val_start: the valid"):
+        split(val_start="2020-01-11", test_start="2020-01-11")
+    with pytest.raises(DataError, match=r"no training dates"):
+        split(val_start="2020-01-02")
+    with pytest.raises(DataError, match=r"\[data\] val_start: cannot read 'soon'"):
+        split(val_start="soon")
+    with pytest.raises(DataError, match=r"must hold"):
+        split(val_start="2020-01-15", test_start="2020-01-12")
+
+
+def bars(path, close, drop=frozenset()):
+    """A file of close prices close[d, s] and a constant feature."""
+    D, S = close.shape
+    cols = {"close": lambda d, s: float(close[d, s]), "x": lambda d, s: 1.0}
+    return long_file(path, D, S, cols, drop=drop)
+
+
+def test_no_training_label_comes_from_a_validation_or_test_date(tmp_path):
+    # 30 dates: validation from 15, test from 24; horizon 3 -> train ends < 12, val ends < 21
+    rng = np.random.default_rng(0)
+    close = np.exp(np.cumsum(rng.normal(0, 0.02, (30, 4)), axis=0))
+    kw = dict(
+        target=None,
+        horizon=3,
+        val_frac=0.3,
+        test_frac=0.2,
+        target_cs="zscore",
+        ohlcv_features=True,
+        max_missing=1.0,
+    )
+    base, cfg = load(bars(tmp_path / "a.parquet", close), **kw)
+    s = make_split(base.dates, cfg)
+    assert (s.train, s.val, s.test) == (range(0, 12), range(15, 21), range(24, 30))
+
+    later = close.copy()
+    later[15:] *= rng.uniform(0.5, 2.0, later[15:].shape)  # rewrite validation and test
+    changed, _ = load(bars(tmp_path / "b.parquet", later, drop={(16, 0), (20, 3)}), **kw)
+    tr = slice(s.train.start, s.train.stop)
+    np.testing.assert_array_equal(changed.target[tr], base.target[tr])
+    np.testing.assert_array_equal(changed.labelled[tr], base.labelled[tr])
+    np.testing.assert_array_equal(changed.values[tr], base.values[tr])
+    assert not np.allclose(changed.target[12:15], base.target[12:15], equal_nan=True)
+
+    later = close.copy()
+    later[24:] *= 3.0  # rewrite test only: no validation label moves
+    changed, _ = load(bars(tmp_path / "c.parquet", later), **kw)
+    va = slice(0, s.val.stop)
+    np.testing.assert_array_equal(changed.target[va], base.target[va])
+
+
+def test_stride_thins_training_windows_only(tmp_path):
+    path = long_file(
+        tmp_path / "p.parquet", 20, 2, {"f0": lambda d, s: d, "target": lambda d, s: 1.0}
+    )
+    panel, cfg = load(path, val_frac=0.25, test_frac=0.25, stride=3)
+    data = Prepared(panel, cfg, torch.device("cpu"))
+    assert data.split.train == range(0, 9)
+    train_dates = sorted({int(e) // 2 for e in data.ends("train", 2)})
+    assert train_dates == [3, 6]  # d = 1..8 have windows of 2; stride 3 from the start keeps 3, 6
+    val_dates = sorted({int(e) // 2 for e in data.ends("val", 2)})
+    assert val_dates == [10, 11, 12, 13]
+    assert sorted({int(e) // 2 for e in data.ends("test", 2)}) == [15, 16, 17, 18, 19]

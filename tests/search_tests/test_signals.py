@@ -1,0 +1,159 @@
+"""Crash safety: SIGINT / Ctrl-C ends the running trials as FAIL and leaves nothing RUNNING;
+a worker killed with SIGKILL has its trial failed by the heartbeat and re-run with the same
+params, by a live worker or by the next run's start-up check."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import optuna
+import pytest
+
+from search.cli import main as cli_main
+from tests.search_tests.studyrun import (
+    assert_numbers_unique,
+    finish,
+    load,
+    start_cli,
+    states,
+    study_toml,
+    tiny_panel,
+    training,
+    unique_name,
+    wait_for,
+)
+
+INTERRUPTED = "optuna-run: interrupted; rerun the same command to resume the study"
+REASON = "interrupted (SIGINT/SIGTERM)"
+FAIL = optuna.trial.TrialState.FAIL
+COMPLETE = optuna.trial.TrialState.COMPLETE
+RUNNING = optuna.trial.TrialState.RUNNING
+
+
+def _assert_clean_interrupt(
+    rc: int, err: str, url: str, name: str
+) -> list[optuna.trial.FrozenTrial]:
+    assert rc == 130, err
+    assert "Traceback" not in err, err
+    assert err.rstrip().splitlines()[-1] == INTERRUPTED
+    study = load(url, name)
+    assert RUNNING not in {t.state for t in study.trials}
+    failed = [t for t in study.trials if t.state == FAIL]
+    assert failed and all(t.user_attrs["fail_reason"] == REASON for t in failed)
+    assert all(t.intermediate_values for t in failed)  # each was stopped mid-training
+    return failed
+
+
+def test_sigint_mid_trial_then_rerun_resumes(tmp_path, monkeypatch):
+    name = unique_name("int1")
+    panel = tiny_panel(tmp_path, n_ids=200)
+    # every training window each epoch: 43 batches
+    slow = study_toml(tmp_path, name, data=panel, epochs=4, windows=0, file="slow")
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    proc = start_cli(["--config", str(slow), "--storage", url, "--n-trials", "20"], tmp_path)
+    wait_for(lambda: training(url, name), 120, "a trial past its first epoch")
+    proc.send_signal(signal.SIGINT)
+    rc, _, err = finish(proc, 60)
+    failed = _assert_clean_interrupt(rc, err, url, name)
+    assert len(failed) == 1
+    before = len(load(url, name).trials)
+    # Rerunning resumes the study (here with a smaller per-epoch budget, which is not part
+    # of the study's spec, to keep the test short).
+    fast = study_toml(tmp_path, name, data=panel, epochs=4, windows=256, file="fast")
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["--config", str(fast), "--storage", url, "--n-trials", "2", "-q"]) == 0
+    study = load(url, name)
+    assert [t.state for t in study.trials[before:]] == [COMPLETE, COMPLETE]
+    assert study.trials[failed[0].number].state == FAIL
+    assert_numbers_unique(study)
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_two_workers(tmp_path):
+    """Ctrl-C reaches the whole process group: the parent relays it once, the workers end
+    their trials as FAIL and exit; the invocation exits 130 with one line."""
+    name = unique_name("int2")
+    slow = study_toml(tmp_path, name, data=tiny_panel(tmp_path, n_ids=200), epochs=4, windows=0)
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    args = ["--config", str(slow), "--storage", url, "--n-trials", "20", "--workers", "2"]
+    proc = start_cli(args, tmp_path, start_new_session=True)
+    wait_for(lambda: training(url, name, at_least=2), 180, "both workers mid-training")
+    os.killpg(proc.pid, signal.SIGINT)
+    rc, _, err = finish(proc, 60)
+    failed = _assert_clean_interrupt(rc, err, url, name)
+    assert len(failed) == 2
+    assert "SIGINT: ending the running trials (FAIL)" in err
+
+
+def _victim(url: str, name: str, epochs: int) -> optuna.trial.FrozenTrial:
+    """Wait for a RUNNING trial past its first epoch with at least two still to train."""
+    found: list[optuna.trial.FrozenTrial] = []
+
+    def look() -> bool:
+        if training(url, name):
+            for t in load(url, name).get_trials(deepcopy=False, states=(RUNNING,)):
+                if 1 <= len(t.intermediate_values) <= epochs - 3 and "worker" in t.user_attrs:
+                    found.append(t)
+        return bool(found)
+
+    wait_for(look, 120, "a trial mid-training")
+    return found[0]
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_trial_is_failed_and_rerun_by_a_live_worker(tmp_path):
+    """Two workers; one is killed mid-trial. The other, once the dead trial's heartbeat is
+    older than the grace period, fails it, runs its params again as a new trial, and the
+    study still reaches --max-trials."""
+    name = unique_name("kill")
+    epochs = 6
+    config = study_toml(tmp_path, name, epochs=epochs, heartbeat=(1, 2))
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    args = ["--config", str(config), "--storage", url, "--workers", "2"]
+    proc = start_cli([*args, "--n-trials", "100", "--max-trials", "8"], tmp_path)
+    target = _victim(url, name, epochs)
+    pid = int(target.user_attrs["worker"].rsplit(":", 1)[1])
+    os.kill(pid, signal.SIGKILL)
+    rc, _, err = finish(proc, 120)
+    assert rc == 1, err
+    assert "killed by SIGKILL" in err
+    study = load(url, name)
+    assert states(url, name) == {"COMPLETE": 8, "FAIL": 1}
+    dead = study.trials[target.number]
+    assert dead.state == FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert len(retries) == 1
+    assert retries[0].state == COMPLETE
+    assert retries[0].params == dead.params
+    assert retries[0].user_attrs["worker"] != dead.user_attrs["worker"]
+    assert_numbers_unique(study)
+
+
+def test_sigkilled_run_is_recovered_by_the_next_run(tmp_path, monkeypatch):
+    """`optuna-run` killed with SIGKILL mid-trial leaves that trial RUNNING with a silent
+    heartbeat. The next run fails it when it starts and re-runs its params first."""
+    name = unique_name("kill1")
+    epochs = 6
+    config = study_toml(tmp_path, name, epochs=epochs, heartbeat=(1, 2))
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    args = ["--config", str(config), "--storage", url]
+    proc = start_cli([*args, "--n-trials", "50"], tmp_path)
+    target = _victim(url, name, epochs)
+    assert target.user_attrs["worker"].endswith(f":{proc.pid}")
+    proc.kill()
+    finish(proc, 30)
+    assert load(url, name).trials[target.number].state == RUNNING
+    time.sleep(3.5)  # past the grace period (SQLite's clock counts whole seconds)
+    monkeypatch.chdir(tmp_path)
+    assert cli_main([*args, "--n-trials", "1", "-q"]) == 0
+    study = load(url, name)
+    dead = study.trials[target.number]
+    assert dead.state == FAIL
+    retry = study.trials[-1]
+    assert retry.state == COMPLETE
+    assert retry.system_attrs["failed_trial"] == dead.number
+    assert retry.params == dead.params and retry.params
+    assert RUNNING not in {t.state for t in study.trials}
+    assert_numbers_unique(study)

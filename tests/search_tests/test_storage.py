@@ -1,0 +1,222 @@
+"""Storage URLs, password masking, concurrent set-up of a fresh database, and the trial cap
+(--max-trials) made atomic in the storage, on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from sqlalchemy.engine import make_url
+
+from search.cli import main as cli_main
+from search.storage import (
+    DEFAULT_STORAGE,
+    StorageError,
+    describe,
+    make_storage,
+    mask,
+    resolve_url,
+    scrub,
+)
+from tests.search_tests.studyrun import (
+    assert_numbers_unique,
+    fresh_database,
+    study_toml,
+    tiny_panel,
+    unique_name,
+)
+
+SECRET = "Zq7-s3cret-pw"
+
+# ------------------------------------------------------------------ URL resolution, masking
+
+
+def test_flag_wins_over_env_which_wins_over_default(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPTUNA_STORAGE", "sqlite:///from-env.db")
+    assert resolve_url("sqlite:///from-flag.db") == f"sqlite:///{tmp_path / 'from-flag.db'}"
+    assert resolve_url(None) == f"sqlite:///{tmp_path / 'from-env.db'}"
+    monkeypatch.delenv("OPTUNA_STORAGE")
+    assert DEFAULT_STORAGE == "sqlite:///studies/optuna.db"
+    assert resolve_url(None) == f"sqlite:///{tmp_path / 'studies' / 'optuna.db'}"
+    monkeypatch.setenv("OPTUNA_STORAGE", "")
+    assert resolve_url(None) == f"sqlite:///{tmp_path / 'studies' / 'optuna.db'}"
+
+
+def test_absolute_sqlite_and_postgres_urls():
+    assert resolve_url("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert resolve_url("sqlite:///:memory:") == "sqlite:///:memory:"
+    assert resolve_url("postgresql://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
+    assert resolve_url("postgres://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
+    assert resolve_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+
+
+@pytest.mark.parametrize(
+    ("url", "secrets"),
+    [
+        (f"postgresql+psycopg://alice:{SECRET}@db.example:5432/optuna", [SECRET]),
+        (
+            "postgresql+psycopg://alice:p%40ss%3Aw%2Frd@db.example/optuna",
+            ["p@ss:w/rd", "p%40ss%3Aw%2Frd"],
+        ),
+        (
+            f"postgresql+psycopg://alice@db.example/optuna?password={SECRET}&sslmode=require",
+            [SECRET],
+        ),
+    ],
+)
+def test_mask_and_scrub_hide_the_password(url, secrets):
+    masked = mask(url)
+    assert "***" in masked and "alice" in masked and "db.example" in masked
+    assert all(s not in masked for s in secrets)
+    assert describe(url) == masked
+    out = scrub(f"cannot connect to {url}: password {' or '.join(secrets)} rejected", url)
+    assert all(s not in out for s in secrets), out
+    assert "db.example" in out
+
+
+def test_describe_sqlite_is_the_file():
+    assert describe("sqlite:////tmp/x/optuna.db") == "/tmp/x/optuna.db"
+
+
+def test_unsupported_url_names_what_is_offered():
+    with pytest.raises(StorageError, match="journal files are not offered"):
+        make_storage("journal.log")
+    with pytest.raises(StorageError, match=r"\*\*\*") as e:
+        make_storage(f"redis://u:{SECRET}@localhost/0")
+    assert SECRET not in str(e.value)
+
+
+def test_unreachable_postgres_error_is_masked():
+    url = f"postgresql+psycopg://alice:{SECRET}@127.0.0.1:9/optuna?connect_timeout=2"
+    with pytest.raises(StorageError) as e:
+        make_storage(url, heartbeat_interval=None)
+    assert SECRET not in str(e.value)
+    assert "alice:***@127.0.0.1:9" in str(e.value)
+
+
+# ------------------------------------------------------------ concurrent fresh-database set-up
+
+
+def _open_and_run(url: str, name: str, barrier: Any, n: int, max_trials: int | None, q: Any):
+    """One process: open the storage at the same instant as the others, create-or-load the
+    study, then run `n` toy trials as fast as the storage lets it."""
+    try:
+        barrier.wait()
+        storage = make_storage(url, heartbeat_interval=1, grace_period=2, max_trials=max_trials)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optuna.logging.set_verbosity(optuna.logging.ERROR)
+            study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True)
+            try:
+                study.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=n)
+            except Exception as e:
+                if type(e).__name__ != "StudyFull":
+                    raise
+        q.put("ok")
+    except BaseException as e:
+        q.put(f"{type(e).__name__}: {e}")
+
+
+def _race(url: str, name: str, procs: int, n: int, max_trials: int | None = None) -> list[str]:
+    # fork: the children need nothing of torch, so they start in milliseconds and collide.
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(procs)
+    q = ctx.Queue()
+    ps = [
+        ctx.Process(target=_open_and_run, args=(url, name, barrier, n, max_trials, q))
+        for _ in range(procs)
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for p in ps:
+            p.start()
+    results = [q.get(timeout=120) for _ in ps]
+    for p in ps:
+        p.join(timeout=30)
+    return results
+
+
+@pytest.fixture
+def fresh_pg(pg_url: str) -> Iterator[str]:
+    yield from fresh_database(pg_url)
+
+
+def test_fresh_sqlite_file_opened_by_many_processes_at_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    results = _race(url, "race", procs=5, n=6)
+    assert results == ["ok"] * 5
+    study = optuna.load_study(study_name="race", storage=url)
+    assert len(study.trials) == 30
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert_numbers_unique(study)
+
+
+@pytest.mark.postgres
+def test_fresh_postgres_database_opened_by_many_processes_at_once(fresh_pg):
+    results = _race(fresh_pg, "race", procs=5, n=6)
+    assert results == ["ok"] * 5
+    study = optuna.load_study(study_name="race", storage=fresh_pg)
+    assert len(study.trials) == 30
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert_numbers_unique(study)
+
+
+def test_trial_cap_is_exact_under_contention_sqlite(tmp_path):
+    url = f"sqlite:///{tmp_path / 'cap.db'}"
+    results = _race(url, "cap", procs=4, n=100, max_trials=37)
+    assert results == ["ok"] * 4
+    study = optuna.load_study(study_name="cap", storage=url)
+    assert len(study.trials) == 37
+    assert_numbers_unique(study)
+
+
+@pytest.mark.postgres
+def test_trial_cap_is_exact_under_contention_postgres(fresh_pg):
+    results = _race(fresh_pg, "cap", procs=4, n=100, max_trials=37)
+    assert results == ["ok"] * 4
+    study = optuna.load_study(study_name="cap", storage=fresh_pg)
+    assert len(study.trials) == 37
+    assert_numbers_unique(study)
+
+
+# ------------------------------------------------------------------ the password is never written
+
+
+@pytest.mark.postgres
+def test_password_never_written(pg_url, tmp_path, monkeypatch, capfd):
+    """A URL with a password (the trust-auth test server accepts any): nothing optuna-run
+    prints or writes holds it: stdout, stderr, export JSON, trials CSV, study attrs."""
+    url = make_url(pg_url).set(password=SECRET).render_as_string(hide_password=False)
+    assert SECRET in url
+    name = unique_name("pw")
+    config = study_toml(tmp_path, name, data=tiny_panel(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPTUNA_STORAGE", url)
+    try:
+        assert cli_main(["--config", str(config), "--n-trials", "3", "-q"]) == 0
+        best, trials = tmp_path / "best.json", tmp_path / "trials.csv"
+        argv = ["export", "--study-name", name, "--out", str(best), "--trials", str(trials)]
+        assert cli_main(argv) == 0
+        assert cli_main(["export", "--study-name", "no-such-study", "--out", "x.json"]) == 2
+        assert cli_main(["--storage", url.replace("/test", "/nodb_x"), "--config", str(config)])
+        out, err = capfd.readouterr()
+        assert "postgres:***@127.0.0.1" in err
+        assert SECRET not in out and SECRET not in err
+        assert SECRET not in best.read_text() and SECRET not in trials.read_text()
+        study = optuna.load_study(study_name=name, storage=url)
+        assert SECRET not in json.dumps(study.user_attrs, default=str)
+        system = study._storage.get_study_system_attrs(study._study_id)
+        assert SECRET not in json.dumps(system, default=str)
+        for t in study.trials:
+            assert SECRET not in json.dumps([t.user_attrs, t.system_attrs], default=str)
+        written = [p for p in Path(tmp_path).rglob("*") if p.is_file()]
+        assert all(SECRET.encode() not in p.read_bytes() for p in written)
+    finally:
+        optuna.delete_study(study_name=name, storage=url)
