@@ -215,3 +215,22 @@ def test_cross_sectional_target_transforms(tmp_path):
     panel, _ = load(path, target_cs="zscore", target_scale=2.0)
     z = (np.arange(4) - 1.5) / np.arange(4).std()
     assert panel.target[0] == pytest.approx(2 * z) and panel.target[1] == pytest.approx(2 * z)
+
+
+def test_target_winsorised_per_date(tmp_path):
+    values = [0.0, 1.0, 2.0, 3.0, 100.0]
+    path = long_file(tmp_path / "p.parquet", 2, 5, {"f0": f0, "target": lambda d, s: values[s]})
+    panel, _ = load(path, target_winsor=0.25)  # quantiles 0.25 and 0.75 of the date: 1 and 3
+    assert panel.target[0].tolist() == [1, 1, 2, 3, 3]
+
+
+def test_weight_column(tmp_path):
+    path = long_file(
+        tmp_path / "p.parquet", 3, 2, {"f0": f0, "target": f0, "w": lambda d, s: d + 1.0}
+    )
+    panel, _ = load(path, weight="w")
+    assert panel.weight is not None and panel.weight[:, 1].tolist() == [1, 2, 3]
+    assert panel.feature_names == ["f0"]  # the weight is not a feature
+    path = long_file(tmp_path / "n.parquet", 3, 2, {"f0": f0, "target": f0, "w": lambda d, s: -1.0})
+    with pytest.raises(DataError, match=r"'w' \(\[data\] weight\) has 6 negative"):
+        load(path, weight="w")
