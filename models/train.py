@@ -74,16 +74,24 @@ def make_optimizer(name: str, params: object, lr: float, wd: float) -> torch.opt
     return OPTIMIZERS[name](params, lr, wd)
 
 
+# Elements (T x B x F) of one validation batch: bounds its memory on wide panels.
+EVAL_BATCH_ELEMENTS = 1 << 24
+
+
 @torch.inference_mode()
 def predict(
     model: nn.Module, data: Prepared, ends: torch.Tensor, time_steps: int, batch_size: int
 ) -> torch.Tensor:
+    """Predictions for the windows ending at `ends`, in batches of at most `batch_size`
+    windows and EVAL_BATCH_ELEMENTS input values, written into one preallocated tensor."""
     model.eval()
-    outs = [
-        model(data.batch(ends[i : i + batch_size], time_steps).x)
-        for i in range(0, len(ends), batch_size)
-    ]
-    return torch.cat(outs) if outs else torch.zeros(0, device=data.device)
+    bs = max(1, min(batch_size, EVAL_BATCH_ELEMENTS // (time_steps * data.n_features)))
+    n_out = getattr(model, "n_outputs", 1)
+    shape = (len(ends),) if n_out == 1 else (len(ends), n_out)
+    out = torch.empty(shape, device=data.device)
+    for i in range(0, len(ends), bs):
+        out[i : i + bs] = model(data.batch(ends[i : i + bs], time_steps).x)
+    return out
 
 
 def validate(
