@@ -138,7 +138,14 @@ def cmd_run(argv: list[str]) -> int:
     from data.panel import describe as describe_panel
     from search.config import build_config
     from search.report import Reporter
-    from search.runner import Stop, make_pruner, make_sampler, run_parallel, run_trials
+    from search.runner import (
+        Stop,
+        make_pruner,
+        make_sampler,
+        run_parallel,
+        run_trials,
+        torch_threads,
+    )
     from search.storage import StorageError, describe, fail_stale, make_storage, resolve_url
     from search.study import IncompatibleStudy, open_study
 
@@ -220,7 +227,7 @@ def cmd_run(argv: list[str]) -> int:
             )
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(torch_threads())
         try:
             run_trials(
                 cfg,

@@ -284,6 +284,16 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def torch_threads(workers: int = 1) -> int:
+    """Torch CPU threads for each of `workers` local processes: $OMP_NUM_THREADS when set
+    (e.g. several worker containers on one host), else this process's cores divided among
+    them. More threads than cores makes small models many times slower, not faster."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, cpu_count() // workers)
+
+
 def devices_for(device: str, n: int) -> list[str]:
     if device == "cuda":
         count = max(torch.cuda.device_count(), 1)
@@ -330,7 +340,7 @@ def run_parallel(
     save_panel(panel, cache)
     ctx = mp.get_context("spawn")
     stop_flag = ctx.RawValue("b", 0)
-    threads = max(1, cpu_count() // workers) if device == "cpu" else 1
+    threads = torch_threads(workers) if device == "cpu" else 1
     shares = split_trials(n_trials, workers)
     procs: dict[int, Any] = {}
     pipes: dict[int, tuple[Connection, Connection]] = {}

@@ -85,8 +85,10 @@ def cli_command() -> list[str]:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of an `optuna-run` subprocess: no $OPTUNA_STORAGE of the caller, one
+    torch thread (several processes share two cores in these tests)."""
     env = {k: v for k, v in os.environ.items() if k != "OPTUNA_STORAGE"}
-    env.update(PYTHONUNBUFFERED="1", **extra)
+    env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **extra)
     return env
 
 

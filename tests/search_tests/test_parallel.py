@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from search.cli import main as cli_main
+from search.runner import cpu_count, torch_threads
 from tests.search_tests.studyrun import (
     assert_numbers_unique,
     cli_env,
@@ -35,18 +36,14 @@ def fresh_pg(pg_url: str) -> Iterator[str]:
 @pytest.mark.postgres
 def test_three_invocations_share_one_postgres_study(fresh_pg, tmp_path):
     """Three `optuna-run` started together on a fresh database (they race to create its
-    schema and the study), 10 trials each, one of them with two worker processes. The URL
-    holds a password (the trust-auth test server accepts any): no output shows it."""
+    schema and the study), 10 trials each. The URL holds a password (the trust-auth test
+    server accepts any): no output shows it."""
     name = unique_name("pg3")
     config = study_toml(tmp_path, name, data=tiny_panel(tmp_path))
     url = make_url(fresh_pg).set(password=SECRET).render_as_string(hide_password=False)
     env = cli_env(OPTUNA_STORAGE=url)
     args = ["--config", str(config), "--n-trials", "10"]
-    procs = [
-        start_cli(args, tmp_path, env=env),
-        start_cli(args, tmp_path, env=env),
-        start_cli([*args, "--workers", "2"], tmp_path, env=env),
-    ]
+    procs = [start_cli(args, tmp_path, env=env) for _ in range(3)]
     results = [finish(p) for p in procs]
     for rc, out, err in results:
         assert rc == 0, err
@@ -98,8 +95,10 @@ def _max_trials(url: str, tmp_path: Path, workers: str) -> None:
     args = ["--config", str(config), "--storage", url, "--n-trials", "40", "--max-trials", "14"]
     procs = [start_cli(args, tmp_path), start_cli([*args, "--workers", workers], tmp_path)]
     results = [finish(p) for p in procs]
-    for rc, _, err in results:
+    password = make_url(url).password
+    for rc, out, err in results:
         assert rc == 0, err
+        assert not password or str(password) not in out + err
     assert states(url, name) == {"COMPLETE": 14}
     ran = [int(err.split("this run finished ")[1].split()[0]) for _, _, err in results]
     assert sum(ran) == 14
@@ -113,6 +112,7 @@ def test_max_trials_stops_two_invocations_at_the_study_total_sqlite(tmp_path, mo
     """Two invocations asking for 40 trials each on a fresh SQLite file stop together at
     exactly 14 in the study."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     _max_trials(f"sqlite:///{tmp_path / 'cap.db'}", tmp_path, "1")
 
 
@@ -121,6 +121,18 @@ def test_max_trials_stops_two_invocations_at_the_study_total_sqlite(tmp_path, mo
 def test_max_trials_stops_two_invocations_at_the_study_total_postgres(
     fresh_pg, tmp_path, monkeypatch
 ):
-    """The same on PostgreSQL, one invocation with two worker processes."""
+    """The same on PostgreSQL, one invocation with two worker processes, and a password in
+    the URL that no output shows."""
     monkeypatch.chdir(tmp_path)
-    _max_trials(fresh_pg, tmp_path, "2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    url = make_url(fresh_pg).set(password=SECRET).render_as_string(hide_password=False)
+    _max_trials(url, tmp_path, "2")
+
+
+def test_torch_threads_divide_the_cores_unless_set(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    n = cpu_count()
+    assert torch_threads() == n
+    assert torch_threads(n) == 1 and torch_threads(4 * n) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert torch_threads(4) == 3

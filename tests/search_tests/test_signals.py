@@ -63,6 +63,7 @@ def test_sigint_mid_trial_then_rerun_resumes(tmp_path, monkeypatch):
     # of the study's spec, to keep the test short).
     fast = study_toml(tmp_path, name, data=panel, epochs=4, windows=256, file="fast")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert cli_main(["--config", str(fast), "--storage", url, "--n-trials", "2", "-q"]) == 0
     study = load(url, name)
     assert [t.state for t in study.trials[before:]] == [COMPLETE, COMPLETE]
@@ -108,8 +109,9 @@ def test_sigkilled_worker_trial_is_failed_and_rerun_by_a_live_worker(tmp_path):
     older than the grace period, fails it, runs its params again as a new trial, and the
     study still reaches --max-trials."""
     name = unique_name("kill")
-    epochs = 6
-    config = study_toml(tmp_path, name, epochs=epochs, heartbeat=(1, 2))
+    epochs = 40
+    panel = tiny_panel(tmp_path, n_ids=200)
+    config = study_toml(tmp_path, name, data=panel, epochs=epochs, heartbeat=(1, 2))
     url = f"sqlite:///{tmp_path / 'x.db'}"
     args = ["--config", str(config), "--storage", url, "--workers", "2"]
     proc = start_cli([*args, "--n-trials", "100", "--max-trials", "8"], tmp_path)
@@ -135,8 +137,9 @@ def test_sigkilled_run_is_recovered_by_the_next_run(tmp_path, monkeypatch):
     """`optuna-run` killed with SIGKILL mid-trial leaves that trial RUNNING with a silent
     heartbeat. The next run fails it when it starts and re-runs its params first."""
     name = unique_name("kill1")
-    epochs = 6
-    config = study_toml(tmp_path, name, epochs=epochs, heartbeat=(1, 2))
+    epochs = 40
+    panel = tiny_panel(tmp_path, n_ids=200)
+    config = study_toml(tmp_path, name, data=panel, epochs=epochs, heartbeat=(1, 2))
     url = f"sqlite:///{tmp_path / 'x.db'}"
     args = ["--config", str(config), "--storage", url]
     proc = start_cli([*args, "--n-trials", "50"], tmp_path)
@@ -147,6 +150,7 @@ def test_sigkilled_run_is_recovered_by_the_next_run(tmp_path, monkeypatch):
     assert load(url, name).trials[target.number].state == RUNNING
     time.sleep(3.5)  # past the grace period (SQLite's clock counts whole seconds)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert cli_main([*args, "--n-trials", "1", "-q"]) == 0
     study = load(url, name)
     dead = study.trials[target.number]
