@@ -414,11 +414,15 @@ def cmd_predict(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"export": cmd_export, "train": cmd_train, "predict": cmd_predict}
-    if argv and argv[0] in commands:
-        return commands[argv[0]](argv[1:])
-    if argv and argv[0] == "run":
-        argv = argv[1:]
-    return cmd_run(argv)
+    try:
+        if argv and argv[0] in commands:
+            return commands[argv[0]](argv[1:])
+        if argv and argv[0] == "run":
+            argv = argv[1:]
+        return cmd_run(argv)
+    except KeyboardInterrupt:  # before any trial started (loading data, opening storage)
+        print("optuna-run: interrupted before any trial started", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -251,7 +251,12 @@ def build_config(
     `cpu` says whether training runs on a CPU device ([cpu] limits apply).
     """
     flags = flags or {}
-    path = (config_path or DEFAULT_CONFIG).resolve()
+    if config_path is None:
+        # a source checkout or editable install ships studies/ beside the packages; a plain
+        # install finds it in the working directory (the Docker image's /app)
+        local = Path("studies") / "default.toml"
+        config_path = DEFAULT_CONFIG if DEFAULT_CONFIG.exists() or not local.exists() else local
+    path = config_path.resolve()
     raw = read_toml(path)
     problems: list[str] = []
     _unknown(str(path.name), raw, TOP_KEYS, problems)
