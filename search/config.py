@@ -42,14 +42,14 @@ DEFAULT_SPACE: dict[str, Any] = {
 # (its own [cpu] table applies over everything). Sized so 600 trials of the default study
 # on the bundled data take about an hour on two cores; `[cpu] limits = false` turns them off.
 DEFAULT_CPU_SPACE: dict[str, Any] = {
-    "time_steps": {"low": 5, "high": 30},
+    "time_steps": {"low": 5, "high": 20},
     "num_layers": {"low": 1, "high": 2},
-    "hidden_dim": {"low": 8, "high": 64, "log": True},
+    "hidden_dim": {"low": 8, "high": 48, "log": True},
     "head_dim": {"choices": [0, 16, 32]},
     "batch_size": {"choices": [256, 512, 1024]},
     "epochs": {"low": 3, "high": 27},
 }
-DEFAULT_CPU_BUDGET: dict[str, Any] = {"max_windows_per_epoch": 4096}
+DEFAULT_CPU_BUDGET: dict[str, Any] = {"max_windows_per_epoch": 2048}
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("hyperband", "median", "none")
