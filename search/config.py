@@ -40,7 +40,7 @@ DEFAULT_SPACE: dict[str, Any] = {
 }
 # Limits applied on a CPU device to the params and budget a study's TOML does not set itself
 # (its own [cpu] table applies over everything). Sized so 600 trials of the default study
-# on the bundled data take about an hour on two cores; `[cpu] limits = false` turns them off.
+# on the bundled data fit well inside an hour on two cores; `[cpu] limits = false` turns them off.
 DEFAULT_CPU_SPACE: dict[str, Any] = {
     "time_steps": {"low": 5, "high": 20},
     "num_layers": {"low": 1, "high": 2},
