@@ -12,13 +12,13 @@ from models.lstm import RecurrentNet
 from tests.conftest import write_panel
 
 
-def net(**kw: int) -> torch.nn.Module:
+def net(name: str = "lstm", **kw: int) -> torch.nn.Module:
     torch.manual_seed(0)
     args = dict(
         n_features=3, n_outputs=1, hidden_dim=8, num_layers=2, dropout=0.0, head_dim=4, time_steps=5
     )
     args.update(kw)
-    return build_model("lstm", **args).eval()  # type: ignore[arg-type]
+    return build_model(name, **args).eval()  # type: ignore[arg-type]
 
 
 def test_input_is_time_major_and_output_one_per_window() -> None:
@@ -58,30 +58,12 @@ def test_head_reads_the_last_step() -> None:
 def test_gru_and_mlp_share_the_interface() -> None:
     x = torch.randn(5, 4, 3)
     for name in ("gru", "mlp"):
-        m = build_model(
-            name,
-            n_features=3,
-            n_outputs=2,
-            hidden_dim=8,
-            num_layers=1,
-            dropout=0.0,
-            head_dim=0,
-            time_steps=5,
-        )
+        m = net(name, n_outputs=2, num_layers=1, head_dim=0)
         assert m(x).shape == (4, 2)
     with pytest.raises(
         ValueError, match=r"unknown model 'tcn'; valid names are \['gru', 'lstm', 'mlp'\]"
     ):
-        build_model(
-            "tcn",
-            n_features=3,
-            n_outputs=1,
-            hidden_dim=8,
-            num_layers=1,
-            dropout=0.0,
-            head_dim=0,
-            time_steps=5,
-        )
+        net("tcn")
 
 
 def test_losses() -> None:
@@ -109,16 +91,7 @@ def prepared(tmp_path) -> Prepared:  # type: ignore[no-untyped-def]
 
 
 def test_gradient_norm_is_clipped(prepared: Prepared) -> None:
-    m = build_model(
-        "mlp",
-        n_features=3,
-        n_outputs=1,
-        hidden_dim=8,
-        num_layers=1,
-        dropout=0.0,
-        head_dim=0,
-        time_steps=4,
-    )
+    m = net("mlp", num_layers=1, head_dim=0, time_steps=4)
     before = torch.cat([p.detach().flatten().clone() for p in m.parameters()])
     p = TrainParams(
         time_steps=4, epochs=1, batch_size=10_000, lr=1.0, optimizer="sgd", grad_clip=1e-3, seed=0
