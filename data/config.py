@@ -11,6 +11,7 @@ from data.errors import ConfigError
 NORMALIZATIONS = ("robust", "cs_zscore", "cs_rank", "none")
 TARGET_CS = ("none", "demean", "zscore", "rank")
 TASKS = ("regression", "classification")
+FOLD_MODES = ("expanding", "sliding")
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,12 @@ class DataConfig:
     """Extra dates dropped before each later segment, beyond the `horizon` purge."""
     stride: int = 1
     """Stride between training window end dates (validation and test always use stride 1)."""
+    folds: int = 1
+    """Walk-forward folds: K validation blocks of the validation segment's length, the last one
+    the validation segment itself, each trained on the dates before it (purged); 1 = one split."""
+    fold_mode: str = "expanding"
+    """`expanding` (each fold trains on every date before its purge) or `sliding` (each fold
+    trains on as many dates as the first fold has)."""
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -118,6 +125,10 @@ class DataConfig:
             p.append(f"[data] embargo: must be an integer >= 0, got {self.embargo!r}")
         if not isinstance(self.stride, int) or self.stride < 1:
             p.append(f"[data] stride: must be an integer >= 1, got {self.stride!r}")
+        if not isinstance(self.folds, int) or self.folds < 1:
+            p.append(f"[data] folds: must be an integer >= 1, got {self.folds!r}")
+        if self.fold_mode not in FOLD_MODES:
+            p.append(f"[data] fold_mode: must be one of {list(FOLD_MODES)}, got {self.fold_mode!r}")
         return p
 
     @property

@@ -10,7 +10,7 @@ from data.config import DataConfig
 from data.errors import DataError
 from data.normalize import Scaler, apply, fit_robust, identity
 from data.panel import Panel
-from data.split import Split, make_split
+from data.split import Split, make_folds, make_split
 from data.windows import WindowIndex, gather
 
 
@@ -22,28 +22,34 @@ class Batch:
     date: torch.Tensor  # (B,) date index of each window's end
 
 
-class Prepared:
-    """One panel serving every trial of a worker: device tensors built once, window end
-    points cached per time_steps. A trial allocates only its model and one batch at a time."""
+def _fit_scaler(panel: Panel, cfg: DataConfig, train: range) -> Scaler:
+    F = panel.values.shape[2]
+    if cfg.normalize == "robust":
+        return fit_robust(panel.values, panel.valid, train, cfg.clip)
+    if cfg.normalize == "none":
+        return identity(F)
+    return identity(F, cfg.clip)  # per-date normalisation, applied by load_panel
 
-    def __init__(self, panel: Panel, cfg: DataConfig, device: torch.device) -> None:
+
+class PanelTensors:
+    """The panel on the device, and batches gathered from it and normalised with fitted
+    scalers (one per fold; the last is the plain split's): enough to predict."""
+
+    def __init__(
+        self, panel: Panel, cfg: DataConfig, device: torch.device, scalers: list[Scaler]
+    ) -> None:
         self.panel = panel
         self.cfg = cfg
         self.device = device
-        self.split: Split = make_split(panel.dates, cfg)
-        self.windows = WindowIndex(panel.valid, panel.labelled)
-        F = panel.values.shape[2]
-        if cfg.normalize == "robust":
-            self.scaler: Scaler = fit_robust(panel.values, panel.valid, self.split.train, cfg.clip)
-        elif cfg.normalize == "none":
-            self.scaler = identity(F)
-        else:  # per-date normalisation, already applied by load_panel
-            self.scaler = identity(F, cfg.clip)
+        self.scalers = scalers
+        self.scaler: Scaler = scalers[-1]
         self.values = torch.as_tensor(panel.values).to(device)  # (D, S, F)
         self.target = torch.as_tensor(panel.target).to(device)  # (D, S)
         self.weight = None if panel.weight is None else torch.as_tensor(panel.weight).to(device)
-        self.center, self.scale = self.scaler.to(device)
-        self._ends: dict[tuple[str, int], torch.Tensor] = {}
+        centers, scales = zip(*(s.to(device) for s in scalers), strict=True)
+        self.centers = torch.stack(centers)  # (K, F)
+        self.scales = torch.stack(scales)  # (K, F)
+        self.center, self.scale = self.centers[-1], self.scales[-1]
 
     @property
     def n_features(self) -> int:
@@ -53,38 +59,84 @@ class Prepared:
     def n_securities(self) -> int:
         return int(self.values.shape[1])
 
-    def ends(self, segment: str, time_steps: int) -> torch.Tensor:
-        """End points of `segment` ('train', 'val', 'test') on the device, cached."""
-        key = (segment, time_steps)
+    def batch(
+        self, ends: torch.Tensor, time_steps: int, folds: torch.Tensor | None = None
+    ) -> Batch:
+        """Windows ending at `ends`: (B,) -> x (T, B, F), y (B,); or, for members, (M, B)
+        end points with each member's fold (M,) -> x (T, M, B, F) normalised with that
+        fold's scaler, y (M, B)."""
+        x = gather(self.values, ends.reshape(-1), time_steps)  # (T, M*B or B, F), a copy
+        if ends.dim() == 2:
+            M, B = ends.shape
+            x = x.view(time_steps, M, B, -1)  # (T, M, B, F)
+            idx = folds if folds is not None else torch.full((M,), -1, device=ends.device)
+            center = self.centers[idx][:, None]  # (M, 1, F)
+            scale = self.scales[idx][:, None]
+        else:
+            center, scale = self.center, self.scale
+        x = apply(x, center, scale, self.scaler.clip)  # in place
+        S = self.values.shape[1]
+        d, s = ends // S, ends % S
+        y = self.target[d, s]
+        w = None if self.weight is None else self.weight[d, s]
+        return Batch(x, y, w, d)
+
+
+class Prepared(PanelTensors):
+    """One panel serving every trial of a worker: device tensors built once, window end
+    points cached per time_steps. A trial allocates only its model and one batch at a time.
+
+    `eval_time_steps` fixes the population scored on validation and test: a window ending
+    there is scored only when `eval_time_steps` (the longest time_steps the search may try)
+    consecutive dates are valid, so every trial, whatever its own time_steps, is scored on
+    the same rows. Folds (`[data] folds`) share the test segment; each has its own
+    training-date scaler; fold -1 (the last) is the plain train / validation split.
+    """
+
+    def __init__(
+        self, panel: Panel, cfg: DataConfig, device: torch.device, eval_time_steps: int = 1
+    ) -> None:
+        self.eval_time_steps = eval_time_steps
+        self.split: Split = make_split(panel.dates, cfg)
+        self.folds: list[Split] = make_folds(self.split, cfg, len(panel.dates))
+        self.windows = WindowIndex(panel.valid, panel.labelled)
+        scalers = [_fit_scaler(panel, cfg, f.train) for f in self.folds]
+        super().__init__(panel, cfg, device, scalers)
+        self._ends: dict[tuple[str, int, int], torch.Tensor] = {}
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.folds)
+
+    def _where(self, segment: str, time_steps: int, fold: int) -> tuple[int, range, int]:
+        """(time_steps, dates, stride) of the window index query for `segment`."""
+        dates = getattr(self.folds[fold], segment)
+        if segment == "train":
+            return time_steps, dates, self.cfg.stride
+        return max(time_steps, self.eval_time_steps), dates, 1
+
+    def ends(self, segment: str, time_steps: int, fold: int = -1) -> torch.Tensor:
+        """End points of `segment` ('train', 'val', 'test') of `fold` on the device, cached."""
+        fold %= self.n_folds
+        key = (segment, time_steps, fold)
         if key not in self._ends:
-            dates = getattr(self.split, segment)
-            stride = self.cfg.stride if segment == "train" else 1
-            e = self.windows.ends(time_steps, dates, stride)
+            e = self.windows.ends(*self._where(segment, time_steps, fold))
             self._ends[key] = torch.as_tensor(e).to(self.device)
         return self._ends[key]
 
-    def count(self, segment: str, time_steps: int) -> int:
-        dates = getattr(self.split, segment)
-        stride = self.cfg.stride if segment == "train" else 1
-        return int(len(self.windows.ends(time_steps, dates, stride)))
+    def count(self, segment: str, time_steps: int, fold: int = -1) -> int:
+        return int(len(self.windows.ends(*self._where(segment, time_steps, fold % self.n_folds))))
 
     def check_time_steps(self, max_time_steps: int) -> None:
         """Refuse a panel too short for the longest window the search may ask for."""
-        for seg in ("train", "val"):
-            if self.count(seg, max_time_steps) == 0:
-                dates = getattr(self.split, seg)
-                raise DataError(
-                    f"{self.panel.source}: no {seg} window of time_steps={max_time_steps}: the "
-                    f"{seg} segment has {len(dates)} dates and no security has {max_time_steps} "
-                    f"consecutive valid dates ending in it; lower [space] time_steps or use "
-                    "more dates"
-                )
-
-    def batch(self, ends: torch.Tensor, time_steps: int) -> Batch:
-        x = gather(self.values, ends, time_steps)  # (T, B, F), a copy
-        x = apply(x, self.center, self.scale, self.scaler.clip)  # (T, B, F), in place
-        S = self.values.shape[1]
-        d, s = ends // S, ends % S
-        y = self.target[d, s]  # (B,)
-        w = None if self.weight is None else self.weight[d, s]
-        return Batch(x, y, w, d)
+        for k in range(self.n_folds):
+            for seg in ("train", "val"):
+                if self.count(seg, max_time_steps, k) == 0:
+                    dates = getattr(self.folds[k], seg)
+                    which = f"fold {k + 1}'s {seg}" if self.n_folds > 1 else seg
+                    raise DataError(
+                        f"{self.panel.source}: no {which} window of time_steps={max_time_steps}: "
+                        f"the {which} segment has {len(dates)} dates and no security has "
+                        f"{max_time_steps} consecutive valid dates ending in it; lower [space] "
+                        "time_steps or use more dates"
+                    )

@@ -78,3 +78,38 @@ def _start(dates: np.ndarray, when: str | int, key: str, where: str) -> int:
             f"({dates.dtype}); expected e.g. {str(dates[0])[:10]!r}"
         ) from None
     return int(np.searchsorted(dates, target, side="left"))
+
+
+def make_folds(split: Split, cfg: DataConfig, n_dates: int) -> list[Split]:
+    """Walk-forward folds ending with `split` itself (the last fold).
+
+    Fold k validates on the block of len(split.val) dates that ends where fold k+1's block
+    starts, and trains on the dates before that block less the `horizon + embargo` purge:
+    all of them (`expanding`) or as many as the first fold has (`sliding`). Test is shared.
+    """
+    K = cfg.folds
+    if K == 1:
+        return [split]
+    gap = cfg.horizon + cfg.embargo
+    L = len(split.val)
+    where = f"{cfg.path}: " if cfg.path else ""
+    first_val = split.val.start - (K - 1) * L
+    if first_val - gap < 2:
+        raise DataError(
+            f"{where}[data] folds = {K}: {K} validation blocks of {L} dates each (the validation "
+            f"segment's length) leave no training dates before the first one "
+            f"({split.val.start} dates precede validation, {n_dates} in all); use fewer folds "
+            "or a shorter validation segment"
+        )
+    first_train = first_val - gap
+    folds = []
+    for k in range(K - 1):
+        v0 = first_val + k * L
+        lo = 0 if cfg.fold_mode == "expanding" else max(v0 - gap - first_train, 0)
+        folds.append(Split(range(lo, v0 - gap), range(v0, v0 + L), split.test))
+    if cfg.fold_mode == "sliding":
+        lo = max(split.val.start - gap - first_train, 0)
+        folds.append(Split(range(lo, split.train.stop), split.val, split.test))
+    else:
+        folds.append(split)
+    return folds

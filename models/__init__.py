@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+from models.ensemble import GroupedRecurrent, Members, average_prediction, group
 from models.lstm import MLPNet, RecurrentNet
-from models.metrics import evaluate, loss_fn, mean_ic
+from models.metrics import OBJECTIVES, evaluate, loss_fn, mean_ic
 from models.registry import MODELS, build_model
 from models.train import (
     OPTIMIZERS,
     EpochResult,
     FitResult,
     Interrupted,
+    Member,
     NonFiniteLoss,
     TrainParams,
     fit,
     predict,
+    predict_members,
+    to_floats,
     validate,
 )
 
 __all__ = [
+    "OBJECTIVES",
+    "GroupedRecurrent",
+    "Member",
+    "Members",
+    "average_prediction",
+    "group",
+    "predict_members",
+    "to_floats",
     "MODELS",
     "OPTIMIZERS",
     "EpochResult",

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from data.prepared import Prepared
+from data.prepared import PanelTensors, Prepared
+from models.ensemble import Members
 from models.metrics import evaluate, loss_fn
 
 
@@ -38,11 +39,20 @@ class TrainParams:
     seed: int | None = None
 
 
+@dataclass(frozen=True)
+class Member:
+    """One model of a configuration: trained on fold `fold` with seed `seed`."""
+
+    fold: int
+    seed: int
+
+
 @dataclass
 class EpochResult:
     epoch: int  # 1-based: epochs trained so far
     train_loss: float
-    val: dict[str, float]
+    val: dict[str, float]  # mean over members
+    members: list[dict[str, float]] = field(default_factory=list)  # one dict per member
 
     @property
     def val_loss(self) -> float:
@@ -58,6 +68,11 @@ class FitResult:
     history: list[EpochResult] = field(default_factory=list)
     best_state: dict[str, torch.Tensor] | None = None
     stopped_early: bool = False
+    best_score: float = math.inf  # the minimised selection score at the best epoch
+
+    @property
+    def best(self) -> EpochResult:
+        return self.history[self.best_epoch - 1]
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -74,36 +89,101 @@ def make_optimizer(name: str, params: object, lr: float, wd: float) -> torch.opt
     return OPTIMIZERS[name](params, lr, wd)
 
 
-# Elements (T x B x F) of one validation batch: bounds its memory on wide panels.
+# Elements (T x M x B x F) of one validation batch: bounds its memory on wide panels.
 EVAL_BATCH_ELEMENTS = 1 << 24
 
 
+def as_members(model: nn.Module) -> nn.Module:
+    """An ensemble module (forward on (T, M, B, F)); a plain network becomes one member."""
+    return model if hasattr(model, "to_nets") else Members([model])
+
+
+def _padded(
+    data: Prepared, segment: str, time_steps: int, members: list[Member]
+) -> tuple[torch.Tensor, list[int]]:
+    """(M, N) end points: each member's fold's windows, padded by repeating the first."""
+    ends = [data.ends(segment, time_steps, m.fold) for m in members]
+    n = max(len(e) for e in ends)
+    rows = [torch.cat([e, e[:1].expand(n - len(e))]) if len(e) else e for e in ends]
+    if any(len(e) == 0 for e in ends):
+        raise ValueError(f"a member's {segment} segment has no window of {time_steps} dates")
+    return torch.stack(rows), [len(e) for e in ends]
+
+
 @torch.inference_mode()
-def predict(
-    model: nn.Module, data: Prepared, ends: torch.Tensor, time_steps: int, batch_size: int
+def predict_members(
+    model: nn.Module,
+    data: PanelTensors,
+    ends: torch.Tensor,
+    folds: torch.Tensor,
+    time_steps: int,
+    batch_size: int,
 ) -> torch.Tensor:
-    """Predictions for the windows ending at `ends`, in batches of at most `batch_size`
-    windows and EVAL_BATCH_ELEMENTS input values, written into one preallocated tensor."""
+    """(M, N[, C]) member outputs for the (M, N) end points, in bounded batches."""
     model.eval()
-    bs = max(1, min(batch_size, EVAL_BATCH_ELEMENTS // (time_steps * data.n_features)))
-    n_out = getattr(model, "n_outputs", 1)
-    shape = (len(ends),) if n_out == 1 else (len(ends), n_out)
-    out = torch.empty(shape, device=data.device)
-    for i in range(0, len(ends), bs):
-        out[i : i + bs] = model(data.batch(ends[i : i + bs], time_steps).x)
+    M, N = ends.shape
+    bs = max(1, min(batch_size, EVAL_BATCH_ELEMENTS // (time_steps * data.n_features * M)))
+    n_out = int(getattr(model, "n_outputs", 1))
+    out = torch.empty((M, N) if n_out == 1 else (M, N, n_out), device=data.device)
+    for i in range(0, N, bs):
+        out[:, i : i + bs] = model(data.batch(ends[:, i : i + bs], time_steps, folds).x)
     return out
 
 
+def predict(
+    model: nn.Module, data: Prepared, ends: torch.Tensor, time_steps: int, batch_size: int
+) -> torch.Tensor:
+    """One network's predictions for the windows ending at `ends` (fold -1's scaler)."""
+    folds = torch.full((1,), -1, device=data.device)
+    return predict_members(as_members(model), data, ends[None], folds, time_steps, batch_size)[0]
+
+
 def validate(
-    model: nn.Module, data: Prepared, segment: str, p: TrainParams
-) -> dict[str, torch.Tensor]:
-    ends = data.ends(segment, p.time_steps)
-    pred = predict(model, data, ends, p.time_steps, p.eval_batch_size)
+    model: nn.Module,
+    data: Prepared,
+    segment: str,
+    p: TrainParams,
+    members: list[Member] | None = None,
+) -> list[dict[str, torch.Tensor]]:
+    """Every metric of each member on its fold's `segment` windows (device tensors)."""
+    model = as_members(model)
+    members = members or [Member(-1, 0)]
+    ends, counts = _padded(data, segment, p.time_steps, members)
+    folds = torch.tensor([m.fold for m in members], device=data.device)
+    pred = predict_members(model, data, ends, folds, p.time_steps, p.eval_batch_size)
     S = data.n_securities
-    d, s = ends // S, ends % S
-    y = data.target[d, s]
-    w = None if data.weight is None else data.weight[d, s]
-    return evaluate(pred, y, d, w, data.cfg.task, panel=S > 1)
+    out = []
+    for m, n in enumerate(counts):
+        e = ends[m, :n]
+        d, s = e // S, e % S
+        w = None if data.weight is None else data.weight[d, s]
+        out.append(
+            evaluate(
+                pred[m, :n],
+                data.target[d, s],
+                d,
+                w,
+                data.cfg.task,
+                panel=S > 1,
+                periods_per_year=252 / data.cfg.horizon,
+            )
+        )
+    return out
+
+
+def to_floats(metrics: list[dict[str, torch.Tensor]]) -> list[dict[str, float]]:
+    """Device metrics -> Python floats with one host sync."""
+    keys = list(metrics[0])
+    flat = torch.stack([m[k].double() for m in metrics for k in keys]).tolist()
+    return [
+        dict(zip(keys, flat[i * len(keys) : (i + 1) * len(keys)], strict=True))
+        for i in range(len(metrics))
+    ]
+
+
+def mean_metrics(members: list[dict[str, float]]) -> dict[str, float]:
+    """Mean over members of each metric (NaN when any member's is NaN)."""
+    return {k: sum(m[k] for m in members) / len(members) for k in members[0]}
 
 
 def fit(
@@ -113,41 +193,66 @@ def fit(
     on_epoch: Callable[[EpochResult], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     keep_best: bool = False,
+    members: list[Member] | None = None,
+    score: Callable[[dict[str, float]], float] | None = None,
 ) -> FitResult:
-    """Train `model` on the training windows of `data`; validate after every epoch.
+    """Train `model` (one network, or an ensemble of `members`) and validate every epoch.
 
-    `on_epoch` may raise (a pruner's TrialPruned) to end training. `should_stop` is polled
-    after every batch (a plain Python flag, no device sync) and raises Interrupted.
+    Each member m trains on the training windows of its fold in its own seeded order; an
+    epoch is the same number of windows for every member (the budget cap, or the smallest
+    fold's count). The members' losses are summed and their gradient norms clipped one by
+    one, so each trains as it would alone. The best epoch minimises `score` (default: the
+    validation loss) of the members' mean metrics. `on_epoch` may raise (a pruner's
+    TrialPruned) to end training; `should_stop` is polled after every batch (a plain
+    Python flag, no device sync) and raises Interrupted.
     """
     device = data.device
-    model.to(device)
+    net = model
+    model = as_members(model).to(device)
+    seed = p.seed if p.seed is not None else torch.seed() % (2**31)
+    members = members or [Member(-1, seed)]
+    if len(members) != getattr(model, "n_members", 1):
+        raise ValueError(f"{len(members)} members for a model of {model.n_members} members")
+    score = score or (lambda v: v["loss"])
+    torch.manual_seed(members[0].seed)  # dropout masks
     opt = make_optimizer(p.optimizer, model.parameters(), p.lr, p.weight_decay)
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(p.seed if p.seed is not None else torch.seed() % (2**63))
-    train_ends = data.ends("train", p.time_steps)
-    n = len(train_ends)
+    gens = [torch.Generator(device="cpu").manual_seed(m.seed) for m in members]
+    train_ends = [data.ends("train", p.time_steps, m.fold) for m in members]
+    n = min(len(e) for e in train_ends)
     per_epoch = min(n, p.max_windows_per_epoch) if p.max_windows_per_epoch > 0 else n
+    folds = torch.tensor([m.fold for m in members], device=device)
     task = data.cfg.task
     result = FitResult(math.inf, 0, 0, 0.0)
     start = time.perf_counter()
     bad_epochs = 0
     for epoch in range(1, p.epochs + 1):
         model.train()
-        order = torch.randperm(n, generator=gen)[:per_epoch].to(device)
+        order = torch.stack(
+            [
+                e[torch.randperm(len(e), generator=g)[:per_epoch].to(device)]
+                for e, g in zip(train_ends, gens, strict=True)
+            ]
+        )  # (M, per_epoch) end points
         total = torch.zeros((), device=device)
         for i in range(0, per_epoch, p.batch_size):
-            b = data.batch(train_ends[order[i : i + p.batch_size]], p.time_steps)
-            loss = loss_fn(model(b.x), b.y, b.w, task)
+            b = data.batch(order[:, i : i + p.batch_size], p.time_steps, folds)
+            out = model(b.x)  # (M, B[, C])
+            loss = torch.stack(
+                [
+                    loss_fn(out[m], b.y[m], None if b.w is None else b.w[m], task)
+                    for m in range(len(members))
+                ]
+            ).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), p.grad_clip)
+            model.clip_grad_norm_(p.grad_clip)  # type: ignore[operator]
             opt.step()
-            total += loss.detach() * b.y.shape[0]
+            total += loss.detach() * b.y.shape[1]
             if should_stop():
                 raise Interrupted("stop requested")
-        val = {k: float(v) for k, v in validate(model, data, "val", p).items()}
-        train_loss = float(total) / max(per_epoch, 1)
-        r = EpochResult(epoch, train_loss, val)
+        per_member = to_floats(validate(model, data, "val", p, members))
+        train_loss = float(total) / max(per_epoch, 1) / len(members)
+        r = EpochResult(epoch, train_loss, mean_metrics(per_member), per_member)
         result.history.append(r)
         result.epochs_run = epoch
         result.seconds = time.perf_counter() - start
@@ -155,10 +260,12 @@ def fit(
             raise NonFiniteLoss(
                 f"non-finite loss at epoch {epoch}: train {train_loss}, validation {r.val_loss}"
             )
-        if r.val_loss < result.best_val_loss:
-            result.best_val_loss, result.best_epoch, bad_epochs = r.val_loss, epoch, 0
+        s = score(r.val)
+        if s < result.best_score or result.best_epoch == 0:
+            result.best_score, result.best_epoch, bad_epochs = s, epoch, 0
+            result.best_val_loss = r.val_loss
             if keep_best:
-                result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                result.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         else:
             bad_epochs += 1
         if on_epoch is not None:

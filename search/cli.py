@@ -71,6 +71,24 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help=DEVICES_HELP)
     p.add_argument("--seed", type=int, default=None, help="seed for a reproducible study")
     p.add_argument(
+        "--objective",
+        default=None,
+        help="trial value: val_loss, rank_ic, ic, icir, rank_icir, sharpe, mse_skill, "
+        "r2_weighted, utility, accuracy, log_loss, auc, ...; comma-separated for several",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_positive_int("--seeds"),
+        default=None,
+        help="models per trial with consecutive seeds; the value is their mean",
+    )
+    p.add_argument(
+        "--folds",
+        type=_positive_int("--folds"),
+        default=None,
+        help="walk-forward folds trained in lockstep (default: [data] folds, 1)",
+    )
+    p.add_argument(
         "--workers",
         type=_positive_int("--workers"),
         default=1,
@@ -154,8 +172,13 @@ def cmd_run(argv: list[str]) -> int:
     try:
         device = resolve_device(args.device)
         flags: dict[str, dict[str, Any]] = {
-            "study": {"name": args.study_name},
-            "search": {"sampler": args.sampler, "pruner": args.pruner, "seed": args.seed},
+            "study": {"name": args.study_name, "objective": args.objective},
+            "search": {
+                "sampler": args.sampler,
+                "pruner": args.pruner,
+                "seed": args.seed,
+                "seeds": args.seeds,
+            },
             "data": {
                 "path": args.data,
                 "date": args.date,
@@ -166,6 +189,7 @@ def cmd_run(argv: list[str]) -> int:
                 else None,
                 "horizon": args.horizon,
                 "task": args.task,
+                "folds": args.folds,
             },
         }
         cfg = build_config(
@@ -177,7 +201,12 @@ def cmd_run(argv: list[str]) -> int:
             cfg = replace(cfg, data=replace(cfg.data, id=None))
         t0 = time.perf_counter()
         panel = load_panel(cfg.data)
-        data = Prepared(panel, cfg.data, torch.device(device if device != "cuda" else "cuda:0"))
+        data = Prepared(
+            panel,
+            cfg.data,
+            torch.device(device if device != "cuda" else "cuda:0"),
+            eval_time_steps=int(cfg.space.max("time_steps")),
+        )
         data.check_time_steps(int(cfg.space.max("time_steps")))
         fp = fingerprint(cfg.data)
     except (ConfigError, DataError) as e:
@@ -194,6 +223,13 @@ def cmd_run(argv: list[str]) -> int:
     print(
         f"device: {device}"
         + (" ([cpu] limits apply: a CPU-sized space and budget)" if cfg.cpu_limits else ""),
+        file=sys.stderr,
+    )
+    print(
+        f"objective: {cfg.study.objective} ({', '.join(cfg.study.directions)}); "
+        f"{cfg.search.seeds} seed(s) x {data.n_folds} fold(s) per trial; validation rows: "
+        f"windows of {data.eval_time_steps} valid dates, the same for every trial"
+        + ("; several objectives: no pruning" if cfg.study.multi else ""),
         file=sys.stderr,
     )
     try:
@@ -300,10 +336,11 @@ def cmd_export(argv: list[str]) -> int:
             )
         study = optuna.load_study(study_name=args.study_name, storage=storage)
         rec = export_best(study, Path(args.out))
-        print(
-            f"wrote {args.out}: trial {rec['trial_number']} value={rec['value']:.6g}",
-            file=sys.stderr,
-        )
+        if "pareto_front" in rec:
+            what = f"the Pareto front ({len(rec['pareto_front'])} trials)"
+        else:
+            what = f"trial {rec['trial_number']} value={rec['value']:.6g} ({rec['selected_by']})"
+        print(f"wrote {args.out}: {what}", file=sys.stderr)
         if args.trials:
             n = export_trials(study, Path(args.trials))
             print(f"wrote {args.trials}: {n} trials", file=sys.stderr)
@@ -322,7 +359,40 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None, help="storage URL (as for a run)")
     p.add_argument("--data", default=None, help="train on this file instead of the study's")
     p.add_argument("--device", default="auto", help=DEVICES_HELP)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--trial",
+        type=int,
+        default=None,
+        help="trial number (default: the confirmed winner, else the best trial)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="train with this seed instead of the trial's own (no longer a reproduction)",
+    )
+    p.add_argument(
+        "--ensemble",
+        type=_positive_int("--ensemble"),
+        default=1,
+        help="average the K best (confirmed) configurations x their seeds",
+    )
+    p.add_argument("--no-tree", action="store_true", help="leave the LightGBM baseline out")
+    return p
+
+
+def confirm_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="optuna-run confirm",
+        description="Re-train the K best trials with fresh seeds; name the winner by the mean.",
+    )
+    p.add_argument("--study-name", required=True)
+    p.add_argument("--storage", default=None, help="storage URL (as for a run)")
+    p.add_argument("--top", type=_positive_int("--top"), default=5, help="trials (default 5)")
+    p.add_argument("--seeds", type=_positive_int("--seeds"), default=5, help="seeds (default 5)")
+    p.add_argument("--seed", type=int, default=None, help="first fresh seed")
+    p.add_argument("--device", default="auto", help=DEVICES_HELP)
+    p.add_argument("--no-tree", action="store_true", help="leave the LightGBM baseline out")
     return p
 
 
@@ -344,42 +414,117 @@ def predict_parser() -> argparse.ArgumentParser:
     return p
 
 
+def load_existing(storage_flag: str | None, name: str) -> Any:
+    """The named study of the storage (flag, $OPTUNA_STORAGE, default file), or an error
+    naming the studies that are there. Raises StorageError / ConfigError."""
+    import optuna
+
+    from search.storage import describe, make_storage, resolve_url
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = resolve_url(storage_flag)
+    storage = make_storage(url, heartbeat_interval=None)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if name not in names:
+        raise ConfigError(
+            [f"--study-name: no study {name!r} in {describe(url)}; studies there: {names}"]
+        )
+    return optuna.load_study(study_name=name, storage=storage)
+
+
 def cmd_train(argv: list[str]) -> int:
     args = train_parser().parse_args(argv)
-    import optuna
     import torch
 
     from search.export import ExportError
     from search.retrain import train_best
-    from search.storage import StorageError, describe, make_storage, resolve_url
+    from search.storage import StorageError
+    from search.verdict import format_verdict
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = resolve_url(args.storage)
     out = Path(args.out or f"studies/{args.study_name}-model.pt")
     try:
         device = resolve_device(args.device)
-        storage = make_storage(url, heartbeat_interval=None)
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        if args.study_name not in names:
-            return fail(f"--study-name: no study {args.study_name!r} in {describe(url)}")
-        study = optuna.load_study(study_name=args.study_name, storage=storage)
+        study = load_existing(args.storage, args.study_name)
         t0 = time.perf_counter()
-        ckpt = train_best(study, out, torch.device(device), args.data, args.seed)
+        ckpt = train_best(
+            study,
+            out,
+            torch.device(device),
+            args.data,
+            seed=args.seed,
+            trial_number=args.trial,
+            ensemble=args.ensemble,
+            tree=not args.no_tree,
+        )
     except (StorageError, ExportError, ConfigError, DataError) as e:
         return fail(str(e))
-    m = ckpt["metrics"]
+    rep = ckpt["reproduced"]
+    which = (
+        f"trials {ckpt['trial_numbers']} (ensemble)"
+        if len(ckpt["trial_numbers"]) > 1
+        else f"trial {ckpt['trial_number']}"
+    )
     print(
-        f"trained trial {ckpt['trial_number']}'s params on {device} in "
-        f"{time.perf_counter() - t0:.1f}s (best epoch {ckpt['best_epoch']}): "
-        + "; ".join(
-            f"{seg} " + ", ".join(f"{k}={v:.5g}" for k, v in vals.items() if v is not None)
-            for seg, vals in m.items()
-        ),
+        f"trained {which} on {device} in {time.perf_counter() - t0:.1f}s "
+        f"(best epoch {ckpt['best_epoch']}, seed {rep['seed']})",
         file=sys.stderr,
     )
+    vals = ", ".join(f"{v:.6g}" for v in rep["retrained_value"])
+    stored = ", ".join(f"{v:.6g}" for v in rep["trial_value"])
+    if args.seed is not None and not rep["same_seed"]:
+        print(
+            f"--seed {args.seed}: another seed than the trial's, so not a reproduction: "
+            f"value {vals} (the trial had {stored})",
+            file=sys.stderr,
+        )
+    elif rep["match"]:
+        print(f"reproduced the trial's value: {vals} (study: {stored})", file=sys.stderr)
+    else:
+        print(
+            f"value {vals} differs from the trial's {stored} (other data, device or threads)",
+            file=sys.stderr,
+        )
+    print(format_verdict(ckpt["verdict"]), file=sys.stderr)
     if not ckpt["same_data_as_study"]:
         print("note: the data differ from the study's (fingerprint changed)", file=sys.stderr)
     print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_confirm(argv: list[str]) -> int:
+    args = confirm_parser().parse_args(argv)
+    import torch
+
+    from search.confirm import DEFAULT_SEED, confirm
+    from search.export import ExportError
+    from search.storage import StorageError
+    from search.verdict import format_verdict
+
+    try:
+        device = resolve_device(args.device)
+        study = load_existing(args.storage, args.study_name)
+        t0 = time.perf_counter()
+        rec = confirm(
+            study,
+            torch.device(device),
+            top=args.top,
+            seeds=args.seeds,
+            seed=DEFAULT_SEED if args.seed is None else args.seed,
+            tree=not args.no_tree,
+            log=lambda line: print(line, file=sys.stderr),
+        )
+    except (StorageError, ExportError, ConfigError, DataError) as e:
+        return fail(str(e))
+    w = rec["trials"][str(rec["winner"])]
+    print(
+        f"confirmed {len(rec['trials'])} trials x {rec['seeds']} seeds in "
+        f"{time.perf_counter() - t0:.1f}s; winner: trial {rec['winner']} "
+        f"({rec['objective']} {w['mean']:.5g} +- {w['std']:.2g})",
+        file=sys.stderr,
+    )
+    if rec["flag"]:
+        print(f"warning: {rec['flag']}", file=sys.stderr)
+    print(format_verdict(rec["verdict"]), file=sys.stderr)
     return 0
 
 
@@ -413,7 +558,12 @@ def cmd_predict(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"export": cmd_export, "train": cmd_train, "predict": cmd_predict}
+    commands = {
+        "export": cmd_export,
+        "train": cmd_train,
+        "predict": cmd_predict,
+        "confirm": cmd_confirm,
+    }
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from data import ConfigError, DataConfig
+from models.metrics import CLASSIFICATION_ONLY, OBJECTIVES, REGRESSION_ONLY
 from search.space import PARAMS, Param, SearchSpace, parse_param
 
 if sys.version_info >= (3, 11):
@@ -53,7 +54,6 @@ DEFAULT_CPU_BUDGET: dict[str, Any] = {"max_windows_per_epoch": 2048}
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("hyperband", "median", "none")
-OBJECTIVES = ("val_loss",)
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,31 @@ class StudyConfig:
     name: str = "sp500-lstm"
     """Study name in the storage (`[study] name`, `--study-name`)."""
     objective: str = "val_loss"
-    """What a trial's value is: its best validation loss (minimised)."""
+    """What a trial's value is (`--objective`): a validation metric (val_loss, rank_ic, icir,
+    sharpe, ...; see models.metrics.OBJECTIVES), its direction implied. Several, comma-separated
+    (`rank_ic,val_loss`), make a multi-objective study: no pruning, a Pareto front."""
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        return tuple(o.strip() for o in self.objective.split(",") if o.strip())
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metric keys behind the objectives."""
+        return tuple(OBJECTIVES[o][0] for o in self.objectives)
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o][1] for o in self.objectives]
 
     @property
     def direction(self) -> str:
-        return "minimize"
+        """The first objective's direction (the one that picks the best epoch)."""
+        return self.directions[0]
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,9 @@ class SearchConfig:
     seed: int | None = None
     n_startup_trials: int = 10
     """Random trials before TPE models the space."""
+    seeds: int = 1
+    """Models per trial with seeds seed, seed+1, ...: the value is their mean, the spread is
+    stored beside it. With folds, every fold trains `seeds` models."""
 
 
 @dataclass(frozen=True)
@@ -301,14 +324,31 @@ def build_config(
             )
         if search.n_startup_trials < 0:
             problems.append("[search] n_startup_trials: must be >= 0")
+        if search.seeds < 1:
+            problems.append(f"--seeds / [search] seeds: must be >= 1, got {search.seeds}")
     study = sections["study"]
     if study is not None:
         if not study.name.strip():
             problems.append("--study-name / [study] name: must not be empty")
-        if study.objective not in OBJECTIVES:
-            problems.append(
-                f"[study] objective: must be one of {list(OBJECTIVES)}, got {study.objective!r}"
-            )
+        objs = study.objectives
+        for o in objs:
+            if o not in OBJECTIVES:
+                problems.append(
+                    f"--objective / [study] objective: unknown objective {o!r}"
+                    f"{_did_you_mean(o, list(OBJECTIVES))}; valid names are {list(OBJECTIVES)}"
+                )
+        if not objs:
+            problems.append("--objective / [study] objective: must name at least one objective")
+        if len(set(objs)) != len(objs):
+            problems.append(f"--objective / [study] objective: {study.objective!r} repeats a name")
+        task = sections["data"].task if sections["data"] is not None else "regression"
+        wrong = CLASSIFICATION_ONLY if task == "regression" else REGRESSION_ONLY
+        for o in objs:
+            if o in wrong:
+                problems.append(
+                    f"--objective / [study] objective: {o!r} does not apply to [data] task = "
+                    f"{task!r}"
+                )
     budget = sections["budget"]
     if budget is not None:
         for k in ("max_windows_per_epoch", "patience"):

@@ -43,27 +43,55 @@ def atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def _trial_record(
+    trial: optuna.trial.FrozenTrial, fixed: dict[str, Any], multi: bool
+) -> dict[str, Any]:
+    a = trial.user_attrs
+    return {
+        ("values" if multi else "value"): trial.values if multi else trial.value,
+        "trial_number": trial.number,
+        "seed": a.get("seed"),
+        "seed_std": a.get("seed_std"),
+        "best_epoch": a.get("best_epoch"),
+        "epochs_run": a.get("epochs_run"),
+        "params": {**fixed, **trial.params},
+        "searched_params": list(trial.params),
+        "metrics": {k: v for k, v in a.items() if k.startswith("val_")},
+    }
+
+
 def best_record(study: optuna.Study) -> dict[str, Any]:
-    try:
-        best = study.best_trial
-    except ValueError:
+    """The selected trial: the confirmed winner when `confirm` ran, else the best trial; a
+    study of several objectives exports its Pareto front."""
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
         raise ExportError(
             f"study {study.study_name!r} has no COMPLETE trial yet: nothing to export"
-        ) from None
+        )
     spec = study.user_attrs.get("spec", {})
     config = study.user_attrs.get("config", {})
+    confirmed = study.user_attrs.get("confirm")
     fixed = {k: v for k, v in spec.get("space", {}).items() if not isinstance(v, dict)}
-    return {
+    multi = len(study.directions) > 1
+    head: dict[str, Any] = {
         "study_name": study.study_name,
-        "direction": study.direction.name.lower(),
+        "direction": ",".join(d.name.lower() for d in study.directions),
         "objective": spec.get("objective"),
-        "value": best.value,
-        "trial_number": best.number,
-        "best_epoch": best.user_attrs.get("best_epoch"),
-        "epochs_run": best.user_attrs.get("epochs_run"),
-        "params": {**fixed, **best.params},
-        "searched_params": list(best.params),
-        "metrics": {k: v for k, v in best.user_attrs.items() if k.startswith("val_")},
+    }
+    if multi:
+        head["pareto_front"] = [_trial_record(t, fixed, True) for t in study.best_trials]
+    else:
+        winner = study.best_trial
+        if confirmed:
+            winner = next(t for t in done if t.number == int(confirmed["winner"]))
+        head.update(_trial_record(winner, fixed, False))
+        head["selected_by"] = "confirm" if confirmed else "best value"
+    if confirmed:
+        head["confirm"] = {k: v for k, v in confirmed.items() if k != "verdict"}
+    if study.user_attrs.get("verdict"):
+        head["verdict"] = study.user_attrs["verdict"]
+    return {
+        **head,
         "data_fingerprint": spec.get("data_fingerprint"),
         "config": config,
         "versions": versions(),

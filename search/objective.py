@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import math
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,13 +14,22 @@ import optuna
 import torch
 
 from data import Prepared
-from models import EpochResult, Interrupted, NonFiniteLoss, TrainParams, build_model, fit
-from search.config import RunConfig
+from models import (
+    EpochResult,
+    Interrupted,
+    Member,
+    NonFiniteLoss,
+    TrainParams,
+    build_model,
+    fit,
+)
+from models.ensemble import group
+from models.metrics import OBJECTIVES
+from search.config import BudgetConfig, RunConfig
 from search.space import TrialParams
 
 
-def train_params(p: TrialParams, cfg: RunConfig, seed: int | None) -> TrainParams:
-    b = cfg.budget
+def train_params(p: TrialParams, b: BudgetConfig, seed: int | None) -> TrainParams:
     return TrainParams(
         time_steps=p.time_steps,
         epochs=p.epochs,
@@ -49,6 +59,47 @@ def make_model(p: TrialParams, data: Prepared) -> torch.nn.Module:
     )
 
 
+def trial_members(seed: int, n_seeds: int, n_folds: int) -> list[Member]:
+    """Every (fold, seed) model of a trial: seeds seed .. seed + n_seeds - 1 on each fold."""
+    return [Member(f, seed + j) for f in range(n_folds) for j in range(n_seeds)]
+
+
+def make_members(p: TrialParams, data: Prepared, members: list[Member]) -> torch.nn.Module:
+    """One network per member, each initialised under its own seed, as one module; on CUDA
+    the recurrent members are stacked into one grouped network (bench/seeds.py)."""
+    nets = []
+    for m in members:
+        torch.manual_seed(m.seed)
+        nets.append(make_model(p, data))
+    return group(nets, grouped=data.device.type == "cuda")
+
+
+def selection_score(objective: str) -> Callable[[dict[str, float]], float]:
+    """The minimised score that picks a trial's best epoch: its first objective."""
+    key, direction = OBJECTIVES[objective.split(",")[0].strip()]
+    sign = 1.0 if direction == "minimize" else -1.0
+
+    def score(v: dict[str, float]) -> float:
+        x = v.get(key, math.nan)
+        return sign * x if math.isfinite(x) else math.inf
+
+    return score
+
+
+def objective_values(objective: str, v: dict[str, float]) -> list[float]:
+    """The values of the objectives named in `objective` ("rank_ic" or "rank_ic,val_loss")."""
+    return [v.get(OBJECTIVES[o.strip()][0], math.nan) for o in objective.split(",")]
+
+
+def spread(values: list[float]) -> float:
+    """Sample standard deviation (0 for one value)."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mu = sum(values) / n
+    return math.sqrt(sum((x - mu) ** 2 for x in values) / (n - 1))
+
+
 OOM_MARKERS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
 
 
@@ -61,7 +112,13 @@ def is_out_of_memory(e: BaseException) -> bool:
 
 
 class Objective:
-    """Callable for `study.optimize`. Shares one Prepared panel across all its trials."""
+    """Callable for `study.optimize`. Shares one Prepared panel across all its trials.
+
+    A trial trains `[search] seeds` models on each of the `[data] folds` folds, together;
+    after every epoch it reports the members' mean of the first objective to the pruner
+    (never pruning at the last epoch), and its value is that mean at its best epoch. Its
+    seed is stored (user attr `seed`), so `optuna-run train` reproduces it.
+    """
 
     def __init__(
         self,
@@ -74,34 +131,54 @@ class Objective:
         self.should_stop = should_stop
         self._frozen = False
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         if self.should_stop():
             trial.set_user_attr("fail_reason", "interrupted before training")
             raise Interrupted("stop requested")
-        p = self.cfg.space.suggest(trial)
-        seed = (
-            None if self.cfg.search.seed is None else self.cfg.search.seed * 100_003 + trial.number
-        )
-        if seed is not None:
-            torch.manual_seed(seed)
-        tp = train_params(p, self.cfg, seed)
-        progress: dict[str, Any] = {"epochs_run": 0, "best": math.inf, "best_epoch": 0, "val": {}}
+        cfg = self.cfg
+        p = cfg.space.suggest(trial)
+        base = cfg.search.seed
+        seed = secrets.randbelow(2**31) if base is None else base * 100_003 + trial.number
+        trial.set_user_attr("seed", seed)
+        members = trial_members(seed, cfg.search.seeds, self.data.n_folds)
+        tp = train_params(p, cfg.budget, seed)
+        progress: dict[str, Any] = {"epochs_run": 0, "best": None}
         start = time.perf_counter()
+        score = selection_score(cfg.study.objective)
+        key = cfg.study.metrics[0]
 
         def on_epoch(r: EpochResult) -> None:
             progress["epochs_run"] = r.epoch
-            if r.val_loss < progress["best"]:
-                progress.update(best=r.val_loss, best_epoch=r.epoch, val=r.val)
-            trial.report(r.val_loss, r.epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {r.epoch} (val loss {r.val_loss:.6g})")
+            if progress["best"] is None or score(r.val) < score(progress["best"].val):
+                progress["best"] = r
+            if cfg.study.multi:
+                return
+            v = r.val.get(key, math.nan)
+            if not math.isfinite(v):
+                raise optuna.TrialPruned(f"{key} is not finite at epoch {r.epoch}")
+            trial.report(v, r.epoch)
+            # never at the last epoch: a trial that trained its whole budget is complete
+            if r.epoch < tp.epochs and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({key} {v:.6g})")
 
         model = None
         oom: str | None = None
         try:
-            model = make_model(p, self.data)
-            result = fit(model, self.data, tp, on_epoch=on_epoch, should_stop=self.should_stop)
-            return result.best_val_loss
+            model = make_members(p, self.data, members)
+            fit(
+                model,
+                self.data,
+                tp,
+                on_epoch=on_epoch,
+                should_stop=self.should_stop,
+                members=members,
+                score=score,
+            )
+            best = progress["best"]
+            values = objective_values(cfg.study.objective, best.val)
+            if not all(math.isfinite(v) for v in values):
+                raise optuna.TrialPruned(f"objective not finite: {values}")
+            return values if cfg.study.multi else values[0]
         except NonFiniteLoss as e:
             trial.set_user_attr("prune_reason", str(e))
             raise optuna.TrialPruned(str(e)) from None
@@ -121,7 +198,7 @@ class Objective:
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
             raise
         finally:
-            self._record(trial, progress, time.perf_counter() - start, p)
+            self._record(trial, progress, time.perf_counter() - start, p, members)
             del model
             self._release()
         trial.set_user_attr("fail_reason", oom)
@@ -143,13 +220,75 @@ class Objective:
             torch.cuda.empty_cache()
 
     def _record(
-        self, trial: optuna.Trial, progress: dict[str, Any], seconds: float, p: TrialParams
+        self,
+        trial: optuna.Trial,
+        progress: dict[str, Any],
+        seconds: float,
+        p: TrialParams,
+        members: list[Member],
     ) -> None:
-        trial.set_user_attr("epochs_run", progress["epochs_run"])
-        trial.set_user_attr("best_epoch", progress["best_epoch"])
-        trial.set_user_attr("train_seconds", round(seconds, 3))
-        trial.set_user_attr("device", str(self.data.device))
-        for k, v in progress["val"].items():
-            trial.set_user_attr(f"val_{k}", v if math.isfinite(v) else None)
-        trial.set_user_attr("train_windows", self.data.count("train", p.time_steps))
-        trial.set_user_attr("val_windows", self.data.count("val", p.time_steps))
+        record_trial(trial, self.cfg, self.data, progress, seconds, p, members)
+
+
+# validation metrics kept in a trial's user attrs (val_<name>)
+KEPT_METRICS = (
+    "loss",
+    "mse",
+    "mse_skill",
+    "ic",
+    "ic_se",
+    "rank_ic",
+    "rank_ic_se",
+    "icir",
+    "rank_icir",
+    "spread",
+    "sharpe",
+    "hit_rate",
+    "r2_weighted",
+    "utility",
+    "accuracy",
+    "log_loss",
+    "auc",
+    "dates",
+    "dates_skipped",
+)
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def record_trial(
+    trial: optuna.Trial,
+    cfg: RunConfig,
+    data: Prepared,
+    progress: dict[str, Any],
+    seconds: float,
+    p: TrialParams,
+    members: list[Member],
+) -> None:
+    """The trial's user attrs: metrics at its best epoch (members' mean), the objective per
+    member, per fold and its spread over seeds, epochs, seconds, device, window counts."""
+    trial.set_user_attr("epochs_run", progress["epochs_run"])
+    trial.set_user_attr("train_seconds", round(seconds, 3))
+    trial.set_user_attr("device", str(data.device))
+    trial.set_user_attr("seeds", cfg.search.seeds)
+    trial.set_user_attr("folds", data.n_folds)
+    trial.set_user_attr("train_windows", data.count("train", p.time_steps))
+    trial.set_user_attr("val_windows", data.count("val", p.time_steps))
+    best: EpochResult | None = progress["best"]
+    if best is None:
+        return
+    trial.set_user_attr("best_epoch", best.epoch)
+    for k in KEPT_METRICS:
+        if k in best.val:
+            trial.set_user_attr(f"val_{k}", _finite(best.val[k]))
+    key = cfg.study.metrics[0]
+    per = [m.get(key, math.nan) for m in best.members]
+    trial.set_user_attr("member_values", [_finite(v) for v in per])
+    n_seeds = cfg.search.seeds
+    folds = [per[f * n_seeds : (f + 1) * n_seeds] for f in range(data.n_folds)]
+    if data.n_folds > 1:
+        trial.set_user_attr("fold_values", [_finite(sum(f) / len(f)) for f in folds])
+    # spread over seeds: the standard deviation within each fold, averaged over folds
+    trial.set_user_attr("seed_std", _finite(sum(spread(f) for f in folds) / len(folds)))

@@ -23,13 +23,46 @@ def trial_event(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     return {
         "number": trial.number,
         "state": trial.state.name,
-        "value": trial.value,
+        "value": trial.values[0] if trial.values else None,
         "epochs": attrs.get("epochs_run"),
         "best_epoch": attrs.get("best_epoch"),
         "seconds": secs,
         "params": trial.params,
         "reason": attrs.get("fail_reason") or attrs.get("prune_reason"),
     }
+
+
+def best_lines(study: optuna.Study) -> list[str]:
+    """The best trial (or the Pareto front), and the confirmed winner when there is one."""
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not done:
+        return ["best: no complete trial yet"]
+    out = []
+    if len(study.directions) > 1:
+        front = study.best_trials
+        out.append(f"Pareto front: {len(front)} trials {[t.number for t in front]}")
+    else:
+        best = study.best_trial
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
+        spread = best.user_attrs.get("seed_std")
+        out.append(
+            f"best: trial {best.number} value={best.value:.6g}"
+            + (f" (seed spread {spread:.3g})" if spread else "")
+            + f" (epoch {best.user_attrs.get('best_epoch')}) {params}"
+        )
+    confirmed = study.user_attrs.get("confirm")
+    if confirmed:
+        w = confirmed["trials"][str(confirmed["winner"])]
+        out.append(
+            f"confirmed winner: trial {confirmed['winner']} mean {w['mean']:.6g} +- "
+            f"{w['std']:.2g} over {confirmed['seeds']} seeds"
+        )
+    else:
+        out.append(
+            f"next: optuna-run confirm --study-name {study.study_name} (re-trains the best "
+            "trials with fresh seeds) and optuna-run train"
+        )
+    return out
 
 
 def _fmt(v: Any) -> str:
@@ -101,15 +134,7 @@ class Reporter:
             f"in the study: {len(states)} trials ({n['COMPLETE']} complete, {n['PRUNED']} pruned, "
             f"{n['FAIL']} failed, {n['RUNNING']} running)",
         ]
-        try:
-            best = study.best_trial
-            params = ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
-            lines.append(
-                f"best: trial {best.number} value={best.value:.6g} "
-                f"(epoch {best.user_attrs.get('best_epoch')}) {params}"
-            )
-        except ValueError:
-            lines.append("best: no complete trial yet")
+        lines.extend(best_lines(study))
         lines.append(f"storage: {describe(url)}")
         dash_url = url if not url.startswith("sqlite:///") else "sqlite:///" + describe(url)
         from search.storage import mask

@@ -1,4 +1,10 @@
-"""Retrain a study's best params, save a checkpoint, and predict with it.
+"""Retrain a study's trial exactly, save a checkpoint, predict with it.
+
+`train` reruns the trial's protocol: its params, its stored seed (so the same members,
+initial weights and batch order), its folds, its budget and the study's validation rows;
+on a CPU it reproduces the trial's value. The checkpoint keeps the members of the final
+fold (the plain train / validation split), one per seed, at their best epoch; `predict`
+averages them. With `--ensemble K` it holds K configurations x their seeds.
 
 A checkpoint holds only tensors and plain containers of strings and numbers, so it loads
 with `torch.load(..., weights_only=True)`.
@@ -7,6 +13,7 @@ with `torch.load(..., weights_only=True)`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +21,26 @@ import numpy as np
 import optuna
 import polars as pl
 import torch
+from torch import nn
 
-from data import DataConfig, DataError, Prepared, fingerprint, load_panel
-from data.normalize import apply
-from data.windows import gather, run_lengths, window_ends
-from models import TrainParams, build_model, fit, validate
-from search.export import ExportError, best_record, versions
+from data import DataConfig, DataError, Panel, Prepared, fingerprint, load_panel
+from data.normalize import Scaler
+from data.prepared import PanelTensors
+from data.split import make_split
+from data.windows import run_lengths, window_ends
+from models import Member, build_model, fit, group, predict_members, to_floats, validate
+from search.config import BudgetConfig
+from search.export import ExportError, versions
+from search.objective import (
+    make_members,
+    objective_values,
+    selection_score,
+    train_params,
+    trial_members,
+)
+from search.space import TrialParams
 
-FORMAT = "lstm-panel-search/1"
+FORMAT = "lstm-panel-search/2"
 
 
 def data_config(settings: dict[str, Any], path: str) -> DataConfig:
@@ -31,49 +50,147 @@ def data_config(settings: dict[str, Any], path: str) -> DataConfig:
     return DataConfig(path=path, **s)
 
 
-def _finite(d: dict[str, torch.Tensor]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for k, v in d.items():
-        f = float(v)
-        out[k] = f if math.isfinite(f) else None
-    return out
+def space_max(space: dict[str, Any], name: str) -> int:
+    """The largest value a stored space entry (fixed, range or choices) allows."""
+    v = space[name]
+    if not isinstance(v, dict):
+        return int(v)
+    return int(max(v["choices"]) if "choices" in v else v["high"])
 
 
-def train_best(
-    study: optuna.Study,
-    out: Path,
-    device: torch.device,
-    data_path: str | None = None,
-    seed: int | None = 0,
-) -> dict[str, Any]:
-    """Retrain the best trial's params on the study's data; save the best-epoch weights."""
-    rec = best_record(study)
-    config = rec["config"]
-    if not config:
-        raise ExportError(f"study {study.study_name!r} holds no config: not made by optuna-run")
-    cfg = data_config(config["data"], data_path or config["data"]["path"])
-    params = rec["params"]
-    panel = load_panel(cfg)
-    same_data = fingerprint(cfg) == rec["data_fingerprint"]
-    data = Prepared(panel, cfg, device)
-    T = int(params["time_steps"])
-    budget = config["budget"]
-    tp = TrainParams(
-        time_steps=T,
-        epochs=int(params["epochs"]),
-        batch_size=int(params["batch_size"]),
-        lr=float(params["lr"]),
-        weight_decay=float(params["weight_decay"]),
-        optimizer=str(params["optimizer"]),
-        grad_clip=float(params["grad_clip"]),
-        max_windows_per_epoch=int(budget["max_windows_per_epoch"]),
-        eval_batch_size=int(budget["eval_batch_size"]),
-        patience=int(budget["patience"]),
-        seed=seed,
+@dataclass
+class StudyContext:
+    """What a study stored about itself, to rebuild its data and protocol."""
+
+    study: optuna.Study
+    config: dict[str, Any]
+    spec: dict[str, Any]
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> StudyContext:
+        config = study.user_attrs.get("config")
+        spec = study.user_attrs.get("spec")
+        if not config or not spec:
+            raise ExportError(f"study {study.study_name!r} holds no config: not made by optuna-run")
+        return cls(study, config, spec)
+
+    @property
+    def objective(self) -> str:
+        return str(self.spec.get("objective", "val_loss"))
+
+    @property
+    def multi(self) -> bool:
+        return "," in self.objective
+
+    def data_config(self, path: str | None = None) -> DataConfig:
+        return data_config(self.config["data"], path or self.config["data"]["path"])
+
+    def prepare(self, cfg: DataConfig, device: torch.device) -> tuple[Panel, Prepared]:
+        panel = load_panel(cfg)
+        eval_steps = space_max(self.spec["space"], "time_steps")
+        return panel, Prepared(panel, cfg, device, eval_time_steps=eval_steps)
+
+    def trial(self, number: int | None) -> optuna.trial.FrozenTrial:
+        """Trial `number`; else the confirmed winner; else the best trial."""
+        done = [t for t in self.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if number is not None:
+            for t in done:
+                if t.number == number:
+                    return t
+            raise ExportError(
+                f"--trial {number}: no COMPLETE trial {number} in study {self.study.study_name!r}"
+            )
+        winner = (self.study.user_attrs.get("confirm") or {}).get("winner")
+        if winner is not None:
+            return self.trial(int(winner))
+        if not done:
+            raise ExportError(f"study {self.study.study_name!r} has no COMPLETE trial yet")
+        if self.multi:
+            front = [t.number for t in self.study.best_trials]
+            raise ExportError(
+                f"study {self.study.study_name!r} has several objectives ({self.objective}): "
+                f"choose a trial of its Pareto front with --trial N, one of {front}"
+            )
+        return self.study.best_trial
+
+    def ranked(self, k: int) -> list[optuna.trial.FrozenTrial]:
+        """The K best trials: confirmed ones by their confirmed mean, else by value."""
+        confirmed = (self.study.user_attrs.get("confirm") or {}).get("trials") or {}
+        if confirmed:
+            order = sorted(confirmed, key=lambda n: confirmed[n]["rank"])
+            return [self.trial(int(n)) for n in order[:k]]
+        if self.multi:
+            raise ExportError("--ensemble needs a single-objective study or a confirmed one")
+        done = [t for t in self.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        rev = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+        return sorted(done, key=lambda t: t.value or 0.0, reverse=rev)[:k]
+
+
+@dataclass
+class Trained:
+    """One configuration retrained: its final-fold networks and what the run measured."""
+
+    trial: optuna.trial.FrozenTrial
+    params: dict[str, Any]
+    seed: int
+    nets: list[nn.Module]  # final fold's members, one per seed, at the best epoch
+    value: list[float]  # the objective(s) at the best epoch, members' mean
+    best_epoch: int
+    member_values: list[float]  # first objective per member at the best epoch
+
+
+def full_params(ctx: StudyContext, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    fixed = {k: v for k, v in ctx.spec["space"].items() if not isinstance(v, dict)}
+    return {**fixed, **trial.params}
+
+
+def retrain(
+    ctx: StudyContext,
+    trial: optuna.trial.FrozenTrial,
+    data: Prepared,
+    seed: int | None = None,
+    n_seeds: int | None = None,
+) -> Trained:
+    """Train `trial`'s configuration under the study's protocol (its own seed by default)."""
+    params = full_params(ctx, trial)
+    p = TrialParams(**params)
+    if seed is None:
+        if "seed" not in trial.user_attrs:
+            raise ExportError(f"trial {trial.number} stored no seed: pass --seed")
+        seed = int(trial.user_attrs["seed"])
+    seeds = n_seeds or int(ctx.spec.get("seeds", 1))
+    members = trial_members(seed, seeds, data.n_folds)
+    budget = BudgetConfig(**ctx.config["budget"])
+    tp = train_params(p, budget, seed)
+    model = make_members(p, data, members)
+    result = fit(
+        model,
+        data,
+        tp,
+        keep_best=True,
+        members=members,
+        score=selection_score(ctx.objective),
     )
-    if seed is not None:
-        torch.manual_seed(seed)
-    arch: dict[str, Any] = {
+    assert result.best_state is not None
+    model.load_state_dict(result.best_state)
+    best = result.best
+    first = ctx.objective.split(",")[0].strip()
+    per_member = [objective_values(first, m)[0] for m in best.members]
+    nets = model.to_nets()[-seeds:]  # type: ignore[operator]
+    return Trained(
+        trial=trial,
+        params=params,
+        seed=seed,
+        nets=nets,
+        value=objective_values(ctx.objective, best.val),
+        best_epoch=best.epoch,
+        member_values=per_member,
+    )
+
+
+def _arch(params: dict[str, Any], data: Prepared) -> dict[str, Any]:
+    cfg = data.cfg
+    return {
         "name": str(params["model"]),
         "n_features": data.n_features,
         "n_outputs": cfg.n_classes if cfg.task == "classification" else 1,
@@ -81,41 +198,141 @@ def train_best(
         "num_layers": int(params["num_layers"]),
         "dropout": float(params["dropout"]),
         "head_dim": int(params["head_dim"]),
-        "time_steps": T,
+        "time_steps": int(params["time_steps"]),
     }
-    model = build_model(arch["name"], **{k: v for k, v in arch.items() if k != "name"})
-    result = fit(model, data, tp, keep_best=True)
-    assert result.best_state is not None
-    model.load_state_dict(result.best_state)
-    metrics = {"val": _finite(validate(model, data, "val", tp))}
-    if data.count("test", T):
-        metrics["test"] = _finite(validate(model, data, "test", tp))
+
+
+class EnsemblePredictor:
+    """Average of several configurations' members: each gathers its own time_steps."""
+
+    def __init__(self, data: PanelTensors, groups: list[tuple[int, list[nn.Module]]]) -> None:
+        self.data = data
+        self.groups = [(T, group(nets, grouped=False).to(data.device)) for T, nets in groups]
+        self.n_outputs = int(getattr(groups[0][1][0], "n_outputs", 1))
+
+    def member_outputs(self, ends: torch.Tensor) -> list[torch.Tensor]:
+        """(M_g, N[, C]) outputs of every group's members (the final fold's scaler)."""
+        outs = []
+        for T, model in self.groups:
+            M = int(getattr(model, "n_members", 1))
+            folds = torch.full((M,), -1, device=self.data.device)
+            e = ends[None].expand(M, -1)
+            outs.append(predict_members(model, self.data, e, folds, T, 8192))
+        return outs
+
+    def __call__(self, ends: torch.Tensor) -> torch.Tensor:
+        out = torch.cat(self.member_outputs(ends))  # (M, N[, C])
+        if self.n_outputs == 1:
+            return out.mean(0)
+        return torch.log(out.softmax(-1).mean(0).clamp_min(1e-12))  # averaged probabilities
+
+
+def _finite(d: dict[str, float]) -> dict[str, float | None]:
+    return {k: (v if math.isfinite(v) else None) for k, v in d.items()}
+
+
+def train_best(
+    study: optuna.Study,
+    out: Path,
+    device: torch.device,
+    data_path: str | None = None,
+    seed: int | None = None,
+    trial_number: int | None = None,
+    ensemble: int = 1,
+    tree: bool = True,
+) -> dict[str, Any]:
+    """Retrain the chosen trial (or the K best), save the checkpoint, judge it."""
+    ctx = StudyContext.of(study)
+    cfg = ctx.data_config(data_path)
+    panel, data = ctx.prepare(cfg, device)
+    same_data = fingerprint(cfg) == ctx.spec.get("data_fingerprint")
+    trials = ctx.ranked(ensemble) if ensemble > 1 else [ctx.trial(trial_number)]
+    trained = [retrain(ctx, t, data, seed=seed) for t in trials]
+    verdict = judge(ctx, data, trained, tree)
+    rep = trained[0]
+    stored = list(rep.trial.values)
+    reproduced = {
+        "trial_value": stored,
+        "retrained_value": rep.value,
+        "seed": rep.seed,
+        "same_seed": rep.seed == rep.trial.user_attrs.get("seed"),
+        "match": same_data
+        and all(
+            math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
+            for a, b in zip(stored, rep.value, strict=True)
+        ),
+    }
     ckpt = {
         "format": FORMAT,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "model": arch,
-        "params": params,
+        "models": [
+            {
+                "arch": _arch(t.params, data),
+                "params": t.params,
+                "trial_number": t.trial.number,
+                "seed": t.seed,
+                "best_epoch": t.best_epoch,
+                "states": [
+                    {k: v.detach().cpu() for k, v in n.state_dict().items()} for n in t.nets
+                ],
+            }
+            for t in trained
+        ],
         "data": {**cfg.settings(), "path": cfg.path},
+        "eval_time_steps": data.eval_time_steps,
         "feature_names": list(panel.feature_names),
         "scaler": {
             "center": torch.as_tensor(data.scaler.center),
             "scale": torch.as_tensor(data.scaler.scale),
             "clip": float(data.scaler.clip),
         },
-        "metrics": metrics,
-        "best_epoch": result.best_epoch,
+        "metrics": {seg: verdict[seg]["model"] for seg in ("val", "test") if seg in verdict},
+        "verdict": verdict,
+        "reproduced": reproduced,
+        "objective": ctx.objective,
         "study_name": study.study_name,
-        "trial_number": rec["trial_number"],
-        "study_value": rec["value"],
+        "trial_number": rep.trial.number,
+        "trial_numbers": [t.trial.number for t in trained],
+        "best_epoch": rep.best_epoch,
         "data_fingerprint": fingerprint(cfg),
         "same_data_as_study": same_data,
         "versions": versions(),
     }
+    if same_data:
+        study.set_user_attr(
+            "verdict", {**verdict, "trials": ckpt["trial_numbers"], "source": "train"}
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     torch.save(ckpt, tmp)
     tmp.replace(out)
     return ckpt
+
+
+def judge(
+    ctx: StudyContext, data: Prepared, trained: list[Trained], tree: bool = True
+) -> dict[str, Any]:
+    """The verdict of the retrained configuration(s), averaged over their seeds, against the
+    baselines; the seed spread comes from each seed's own test value (one configuration)."""
+    from models.metrics import OBJECTIVES
+    from search.verdict import build_verdict
+
+    predictor = EnsemblePredictor(data, [(int(t.params["time_steps"]), t.nets) for t in trained])
+    metric = _verdict_metric(OBJECTIVES[ctx.objective.split(",")[0].strip()][0])
+    member_test: list[float] = []
+    if len(trained) == 1 and len(trained[0].nets) > 1 and data.count("test", 1):
+        t = trained[0]
+        tp = train_params(TrialParams(**t.params), BudgetConfig(**ctx.config["budget"]), t.seed)
+        members = [Member(-1, t.seed + j) for j in range(len(t.nets))]
+        per = to_floats(validate(group(t.nets, False), data, "test", tp, members))
+        member_test = [v for m in per if math.isfinite(v := m.get(metric, math.nan))]
+    return build_verdict(data, predictor, member_test, select=metric, tree=tree)
+
+
+def _verdict_metric(metric: str) -> str:
+    """The verdict compares on the study's metric when it is one of its columns."""
+    from search.verdict import COLUMNS
+
+    return metric if metric in COLUMNS else "rank_ic"
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -126,14 +343,29 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as e:
         raise DataError(f"{path}: not a model checkpoint: {str(e).splitlines()[0]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise DataError(f"{path}: not a checkpoint written by `optuna-run train`")
+        raise DataError(f"{path}: not a checkpoint written by this version of `optuna-run train`")
     return ckpt
+
+
+def checkpoint_nets(ckpt: dict[str, Any]) -> list[tuple[int, list[nn.Module]]]:
+    groups = []
+    for m in ckpt["models"]:
+        arch = dict(m["arch"])
+        name = arch.pop("name")
+        nets = []
+        for state in m["states"]:
+            net = build_model(name, **arch)
+            net.load_state_dict(state)
+            nets.append(net)
+        groups.append((int(arch["time_steps"]), nets))
+    return groups
 
 
 def predict_file(
     ckpt: dict[str, Any], data_path: str, dates: str, device: torch.device
 ) -> pl.DataFrame:
-    """Predictions for every window of `time_steps` valid dates ending on the chosen dates.
+    """Predictions for every window of the model's time_steps valid dates ending on the
+    chosen dates (the longest time_steps of an ensemble).
 
     `dates`: "last" (the file's last date, a submission for the next horizon), "test" (the
     test segment of the study's split, with targets to score) or "all".
@@ -145,39 +377,31 @@ def predict_file(
             f"{data_path}: features {panel.feature_names} differ from the model's "
             f"{ckpt['feature_names']}"
         )
-    arch = dict(ckpt["model"])
-    model = build_model(arch.pop("name"), **arch)
-    model.load_state_dict(ckpt["state_dict"])
-    model.to(device).eval()
-    T = int(ckpt["model"]["time_steps"])
+    groups = checkpoint_nets(ckpt)
+    sc = ckpt["scaler"]
+    scaler = Scaler(sc["center"].numpy(), sc["scale"].numpy(), float(sc["clip"]))
+    data = PanelTensors(panel, cfg, device, [scaler])
+    T = max(t for t, _ in groups)
     D, S, _ = panel.values.shape
     if dates == "last":
         segment = range(D - 1, D)
     elif dates == "test":
-        segment = Prepared(panel, cfg, torch.device("cpu")).split.test
+        segment = make_split(panel.dates, cfg).test
     else:
         segment = range(0, D)
     ends = window_ends(run_lengths(panel.valid), panel.valid, T, segment)
-    values = torch.as_tensor(panel.values).to(device)  # (D, S, F)
-    center = ckpt["scaler"]["center"].to(device)
-    scale = ckpt["scaler"]["scale"].to(device)
+    predictor = EnsemblePredictor(data, groups)
     e_t = torch.as_tensor(ends).to(device)
-    preds = []
     with torch.inference_mode():
-        for i in range(0, len(e_t), 8192):
-            e = e_t[i : i + 8192]
-            x = apply(gather(values, e, T), center, scale, ckpt["scaler"]["clip"])  # (T, B, F)
-            preds.append(model(x))
-    pred = torch.cat(preds).cpu().numpy() if preds else np.zeros(0)
+        pred = predictor(e_t).cpu().numpy() if len(ends) else np.zeros(0)
     d, s = ends // S, ends % S
-    cols: dict[str, Any] = {
-        cfg.date if not cfg.order else cfg.order: panel.dates[d],
-    }
+    cols: dict[str, Any] = {cfg.date if not cfg.order else cfg.order: panel.dates[d]}
     if cfg.id:
         cols[cfg.id] = panel.ids[s]
     if pred.ndim == 2:
+        prob = np.exp(pred)
         for k in range(pred.shape[1]):
-            cols[f"prob_{k}"] = torch.as_tensor(pred).softmax(-1)[:, k].numpy()
+            cols[f"prob_{k}"] = prob[:, k]
         cols["prediction"] = pred.argmax(-1)
     else:
         cols["prediction"] = pred

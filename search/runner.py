@@ -115,7 +115,7 @@ def run_trials(
     objective = Objective(cfg, data, should_stop=stop)
     here = f"{socket.gethostname()}:{os.getpid()}"
 
-    def run_one(trial: optuna.Trial) -> float:
+    def run_one(trial: optuna.Trial) -> float | list[float]:
         # Which machine and process ran (or died on) the trial, for the dashboard.
         trial.set_user_attr("worker", here)
         return objective(trial)
@@ -254,7 +254,12 @@ def _worker_main(spec: WorkerSpec, events: Any, stop_flag: Any) -> None:
         if stop():
             raise Interrupted("stop requested before the first trial")
         panel = load_cached_panel(Path(spec.cache))
-        data = Prepared(panel, spec.cfg.data, torch.device(spec.device))
+        data = Prepared(
+            panel,
+            spec.cfg.data,
+            torch.device(spec.device),
+            eval_time_steps=int(spec.cfg.space.max("time_steps")),
+        )
         run_trials(
             spec.cfg,
             spec.url,

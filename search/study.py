@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import asdict
 from typing import Any
 
 import optuna
@@ -16,11 +17,14 @@ class IncompatibleStudy(ValueError):
 
 
 def study_spec(cfg: RunConfig, data_fingerprint: str) -> dict[str, Any]:
+    """What makes two trials comparable: trials of different specs never share a study."""
     return {
-        "direction": cfg.study.direction,
+        "direction": ",".join(cfg.study.directions),
         "objective": cfg.study.objective,
         "space": cfg.space.as_dict(),
         "data_fingerprint": data_fingerprint,
+        "budget": asdict(cfg.budget),
+        "seeds": cfg.search.seeds,
     }
 
 
@@ -30,7 +34,7 @@ def _canon(v: Any) -> str:
 
 def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     out = []
-    for key in ("direction", "objective", "data_fingerprint"):
+    for key in ("direction", "objective", "data_fingerprint", "budget", "seeds"):
         if _canon(old.get(key)) != _canon(new.get(key)):
             out.append(f"{key}: study has {old.get(key)!r}, this run has {new.get(key)!r}")
     o_space, n_space = old.get("space", {}), new.get("space", {})
@@ -55,7 +59,7 @@ def open_study(
     study = optuna.create_study(
         storage=storage,
         study_name=name,
-        direction=optuna.study.StudyDirection[cfg.study.direction.upper()],
+        directions=[optuna.study.StudyDirection[d.upper()] for d in cfg.study.directions],
         sampler=sampler,
         pruner=pruner,
         load_if_exists=True,
@@ -69,7 +73,7 @@ def open_study(
             )
         study.set_user_attr("spec", spec)
         study.set_user_attr("config", cfg.to_dict())
-        _set_objective_names(study)
+        _set_objective_names(study, list(cfg.study.objectives))
         return study
     diff = spec_differences(old, spec)
     if diff:
@@ -80,8 +84,8 @@ def open_study(
     return study
 
 
-def _set_objective_names(study: optuna.Study) -> None:
-    """Label the objective in the dashboard."""
+def _set_objective_names(study: optuna.Study, names: list[str]) -> None:
+    """Label the objectives in the dashboard."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(["val_loss"])
+        study.set_metric_names(names)

@@ -69,7 +69,7 @@ def val_quality(path, feature):
     p = TrainParams(time_steps=5, epochs=6, batch_size=256, lr=1e-2, seed=0)
     try:
         fit(model, data, p)
-        m = validate(model, data, "val", p)
+        m = validate(model, data, "val", p)[0]
     finally:
         torch.set_num_threads(threads)
     ends = data.ends("val", 5)

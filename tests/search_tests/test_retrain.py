@@ -23,7 +23,7 @@ def test_train_then_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     ckpt = torch.load(model, weights_only=True)  # plain containers and tensors only
     assert ckpt["format"] == FORMAT and ckpt["same_data_as_study"] is True
     assert set(ckpt["metrics"]) == {"val", "test"}
-    T = ckpt["model"]["time_steps"]
+    T = ckpt["models"][0]["arch"]["time_steps"]
 
     sub = tmp_path / "sub.csv"
     assert main(["predict", "--model", str(model), "--out", str(sub)]) == 0

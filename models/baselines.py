@@ -1,0 +1,179 @@
+"""What a quant already has, as predictions on the model's own windows.
+
+- zero: predicts 0 (the MSE reference; it ranks nothing, so its IC and Sharpe count as 0);
+- reversal_1, momentum_5, momentum_20: past returns over 1, 5 and 20 dates, each with the
+  sign that scored the better rank IC on the training dates. They come from the features
+  `ret_1`, `ret_5`, `ret_20` when the panel derives them from a close price, else from the
+  target itself lagged by `horizon` (a realised label is known `horizon` dates later);
+- ridge: a ridge regression on the last step's normalised features, fitted on the training
+  dates, its penalty picked on validation from a small grid;
+- lgbm: a gradient-boosted tree (LightGBM, 63 leaves) on the same features and rows, fitted
+  on the training dates and early-stopped on validation; only when lightgbm is installed.
+
+Every baseline is a (D, S) signal or a function of the end points, so it is scored by the
+same metrics on exactly the same windows as the model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from data.prepared import Prepared
+
+# rows drawn from the training windows to fit ridge / the tree
+FIT_ROWS = 300_000
+
+
+def _lagged_sum(y: torch.Tensor, start: int, length: int) -> torch.Tensor:
+    """(D, S): sum of y[d - start - k] for k in 0..length-1 (missing values count 0)."""
+    z = torch.nan_to_num(y.double(), nan=0.0)
+    c = torch.cat([torch.zeros_like(z[:1]), z.cumsum(0)])  # c[i] = sum of z[:i]
+    D = y.shape[0]
+    d = torch.arange(D, device=y.device)
+    hi = (d - start + 1).clamp(0, D)
+    lo = (d - start - length + 1).clamp(0, D)
+    return (c[hi] - c[lo]).float()
+
+
+def past_returns(data: Prepared) -> dict[str, torch.Tensor]:
+    """(D, S) past-return signals known at each date: 1, 5 and 20 dates."""
+    names = list(data.panel.feature_names)
+    own = {"ret_1": 1, "ret_5": 5, "ret_20": 20}
+    if all(n in names for n in own):
+        return {f"r{k}": data.values[:, :, names.index(n)] for n, k in own.items()}
+    h = data.cfg.horizon
+    return {f"r{k}": _lagged_sum(data.target, h, k) for k in own.values()}
+
+
+def _rank_ic(score: torch.Tensor, y: torch.Tensor, date: torch.Tensor) -> float:
+    from models.metrics import panel_metrics, series_metrics
+
+    if date.unique().numel() == date.numel():  # one series
+        return float(series_metrics(score, y.double())["rank_ic"])
+    return float(panel_metrics(score, y.double(), date)["rank_ic"])
+
+
+def signal_baselines(
+    data: Prepared, train_ends: torch.Tensor
+) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """Zero, reversal and momentum, signed on the training windows `train_ends`."""
+    S = data.n_securities
+    r = past_returns(data)
+    d, s = train_ends // S, train_ends % S
+    y = data.target[d, s]
+    out: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "zero": lambda e: torch.zeros(len(e), device=e.device)
+    }
+    for name, key in (("reversal_1", "r1"), ("momentum_5", "r5"), ("momentum_20", "r20")):
+        sig = torch.nan_to_num(r[key], nan=0.0)
+        sign = -1.0 if name.startswith("reversal") else 1.0
+        if _rank_ic(sign * sig[d, s], y, d) < 0:
+            sign = -sign
+            name += " (sign flipped)"
+        out[name] = _signal(sig, sign, S)
+    return out
+
+
+def _signal(sig: torch.Tensor, sign: float, S: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def predict(e: torch.Tensor) -> torch.Tensor:
+        return sign * sig[e // S, e % S]
+
+    return predict
+
+
+def last_step(data: Prepared, ends: torch.Tensor) -> torch.Tensor:
+    """(B, F) normalised features at each end point (the model's last step)."""
+    return data.batch(ends, 1).x[0]
+
+
+def _subsample(ends: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    if len(ends) <= n:
+        return ends
+    g = torch.Generator().manual_seed(seed)
+    return ends[torch.randperm(len(ends), generator=g)[:n].to(ends.device)]
+
+
+def ridge_baseline(
+    data: Prepared, train_ends: torch.Tensor, val_ends: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Ridge on the last step's features; the penalty (x rows) picked by validation rank IC."""
+    S = data.n_securities
+    e = _subsample(train_ends, FIT_ROWS)
+    X = last_step(data, e).double()
+    y = data.target[e // S, e % S].double()
+    mx, my = X.mean(0), y.mean()
+    Xc, yc = X - mx, y - my
+    xtx, xty = Xc.T @ Xc, Xc.T @ yc
+    Xv = last_step(data, val_ends).double()
+    dv = val_ends // S
+    yv = data.target[dv, val_ends % S]
+    best: tuple[float, torch.Tensor] | None = None
+    eye = torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
+    for lam in (1e-3, 1e-1, 1e1, 1e3):
+        beta = torch.linalg.solve(xtx + lam * len(e) * eye, xty)
+        ric = _rank_ic(((Xv - mx) @ beta).float(), yv, dv)
+        if best is None or ric > best[0]:
+            best = (ric, beta)
+    assert best is not None
+    beta = best[1]
+    return lambda ends: ((last_step(data, ends).double() - mx) @ beta + my).float()
+
+
+def lgbm_available() -> bool:
+    return importlib.util.find_spec("lightgbm") is not None
+
+
+def lgbm_baseline(
+    data: Prepared, train_ends: torch.Tensor, val_ends: torch.Tensor, threads: int = 0
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """LightGBM regression on the last step's features, early-stopped on validation."""
+    import lightgbm as lgb
+
+    S = data.n_securities
+    e = _subsample(train_ends, FIT_ROWS)
+    X = last_step(data, e).cpu().numpy()
+    y = data.target[e // S, e % S].cpu().numpy()
+    Xv = last_step(data, val_ends).cpu().numpy()
+    yv = data.target[val_ends // S, val_ends % S].cpu().numpy()
+    params = {
+        "objective": "regression",
+        "num_leaves": 63,
+        "learning_rate": 0.05,
+        "min_data_in_leaf": 200,
+        "feature_fraction": 0.8,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "seed": 0,
+        "deterministic": True,
+        "verbosity": -1,
+        "num_threads": threads,
+    }
+    booster = lgb.train(
+        params,
+        lgb.Dataset(X, y),
+        num_boost_round=1000,
+        valid_sets=[lgb.Dataset(Xv, yv)],
+        callbacks=[lgb.early_stopping(50, verbose=False)],
+    )
+
+    def predict(ends: torch.Tensor) -> torch.Tensor:
+        x = last_step(data, ends).cpu().numpy()
+        p = booster.predict(x, num_iteration=booster.best_iteration)
+        return torch.as_tensor(np.asarray(p, dtype=np.float32), device=ends.device)
+
+    return predict
+
+
+def baselines(
+    data: Prepared, train_ends: torch.Tensor, val_ends: torch.Tensor, tree: bool = True
+) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """Every baseline, fitted or signed on `train_ends` (and tuned on `val_ends`)."""
+    out = signal_baselines(data, train_ends)
+    out["ridge"] = ridge_baseline(data, train_ends, val_ends)
+    if tree and lgbm_available():
+        out["lgbm"] = lgbm_baseline(data, train_ends, val_ends)
+    return out

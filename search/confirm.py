@@ -1,0 +1,104 @@
+"""`optuna-run confirm`: re-train the K best trials with fresh seeds, pick by the mean.
+
+A search ranks trials on one seed (or a few) of noisy validation metrics. Confirming
+re-trains each of the K best configurations under the same protocol with N new seeds
+(seed, seed + 1, ... for every trial alike, so the comparison is paired by seed), records
+the mean and spread of its value in the study (user attr `confirm`), and names the winner
+by the mean, flagging a winner whose margin over the runner-up is inside their spread.
+`export`, `train` and the run summary then use the confirmed winner.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+import torch
+
+from search.export import ExportError
+from search.objective import spread
+from search.retrain import StudyContext, Trained, judge, retrain
+
+DEFAULT_SEED = 20_240_601
+
+
+def top_trials(ctx: StudyContext, k: int) -> list[optuna.trial.FrozenTrial]:
+    """The K best COMPLETE trials by their (first) objective value."""
+    done = [t for t in ctx.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise ExportError(f"study {ctx.study.study_name!r} has no COMPLETE trial to confirm")
+    maximize = ctx.study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(done, key=lambda t: t.values[0], reverse=maximize)[:k]
+
+
+def confirm(
+    study: optuna.Study,
+    device: torch.device,
+    top: int,
+    seeds: int,
+    seed: int = DEFAULT_SEED,
+    tree: bool = True,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Re-train the `top` best trials with `seeds` fresh seeds each; store and return the
+    record (trials with mean, std and values; winner; flag) and the winner's verdict."""
+    ctx = StudyContext.of(study)
+    cfg = ctx.data_config()
+    _, data = ctx.prepare(cfg, device)
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    trained: dict[int, Trained] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    for t in top_trials(ctx, top):
+        r = retrain(ctx, t, data, seed=seed, n_seeds=seeds)
+        trained[t.number] = r
+        per_seed = _per_seed(r.member_values, seeds)
+        mean = sum(per_seed) / len(per_seed)
+        rows[str(t.number)] = {
+            "search_value": t.values[0],
+            "mean": mean,
+            "std": spread(per_seed),
+            "values": per_seed,
+        }
+        if log:
+            log(
+                f"trial {t.number}: search {t.values[0]:.5g} -> confirmed {mean:.5g} "
+                f"+- {spread(per_seed):.2g} over {seeds} seeds"
+            )
+    order = sorted(rows, key=lambda n: rows[n]["mean"], reverse=maximize)
+    for rank, n in enumerate(order):
+        rows[n]["rank"] = rank
+    winner = int(order[0])
+    flag = ""
+    if len(order) > 1:
+        a, b = rows[order[0]], rows[order[1]]
+        margin = abs(a["mean"] - b["mean"])
+        noise = max(a["std"], b["std"])
+        if margin <= noise:
+            flag = (
+                f"trial {winner}'s margin over trial {order[1]} ({margin:.3g}) is inside their "
+                f"seed spread ({noise:.3g}): the two are not distinguishable"
+            )
+    record = {
+        "trials": rows,
+        "winner": winner,
+        "flag": flag,
+        "seeds": seeds,
+        "seed": seed,
+        "objective": ctx.objective.split(",")[0],
+    }
+    study.set_user_attr("confirm", record)
+    verdict = judge(ctx, data, [trained[winner]], tree)
+    study.set_user_attr("verdict", {**verdict, "trials": [winner], "source": "confirm"})
+    record["verdict"] = verdict
+    return record
+
+
+def _per_seed(member_values: list[float], seeds: int) -> list[float]:
+    """Each seed's value, averaged over the folds (members are fold-major)."""
+    folds = len(member_values) // seeds
+    out = []
+    for j in range(seeds):
+        v = [member_values[f * seeds + j] for f in range(folds)]
+        out.append(sum(v) / len(v) if all(math.isfinite(x) for x in v) else math.nan)
+    return out
