@@ -102,7 +102,7 @@ class Prepared(PanelTensors):
         self.windows = WindowIndex(panel.valid, panel.labelled)
         scalers = [_fit_scaler(panel, cfg, f.train) for f in self.folds]
         super().__init__(panel, cfg, device, scalers)
-        self._ends: dict[tuple[str, int, int], torch.Tensor] = {}
+        self._ends: dict[tuple[str, int, int, int], torch.Tensor] = {}
 
     @property
     def n_folds(self) -> int:
@@ -115,12 +115,22 @@ class Prepared(PanelTensors):
             return time_steps, dates, self.cfg.stride
         return max(time_steps, self.eval_time_steps), dates, 1
 
-    def ends(self, segment: str, time_steps: int, fold: int = -1) -> torch.Tensor:
-        """End points of `segment` ('train', 'val', 'test') of `fold` on the device, cached."""
+    def ends(
+        self, segment: str, time_steps: int, fold: int = -1, max_dates: int = 0
+    ) -> torch.Tensor:
+        """End points of `segment` ('train', 'val', 'test') of `fold` on the device, cached.
+
+        `max_dates` > 0 keeps only a fixed, evenly spaced subset of at most that many of the
+        segment's dates (every k-th date from its start)."""
         fold %= self.n_folds
-        key = (segment, time_steps, fold)
+        key = (segment, time_steps, fold, max_dates)
         if key not in self._ends:
-            e = self.windows.ends(*self._where(segment, time_steps, fold))
+            T, dates, stride = self._where(segment, time_steps, fold)
+            e = self.windows.ends(T, dates, stride)
+            if max_dates and len(dates) > max_dates:
+                k = -(-len(dates) // max_dates)  # ceil
+                S = self.n_securities
+                e = e[(e // S - dates.start) % k == 0]
             self._ends[key] = torch.as_tensor(e).to(self.device)
         return self._ends[key]
 

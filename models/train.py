@@ -37,6 +37,7 @@ class TrainParams:
     eval_batch_size: int = 8192
     patience: int = 0  # 0 = no early stopping
     seed: int | None = None
+    val_dates: int = 0  # validation dates scored per epoch (0 = all); the final score uses all
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,12 @@ class FitResult:
     best_state: dict[str, torch.Tensor] | None = None
     stopped_early: bool = False
     best_score: float = math.inf  # the minimised selection score at the best epoch
+    final: EpochResult | None = None  # every validation date scored at the best epoch
 
     @property
     def best(self) -> EpochResult:
-        return self.history[self.best_epoch - 1]
+        """The best epoch, scored on every validation date."""
+        return self.final if self.final is not None else self.history[self.best_epoch - 1]
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -99,10 +102,10 @@ def as_members(model: nn.Module) -> nn.Module:
 
 
 def _padded(
-    data: Prepared, segment: str, time_steps: int, members: list[Member]
+    data: Prepared, segment: str, time_steps: int, members: list[Member], max_dates: int = 0
 ) -> tuple[torch.Tensor, list[int]]:
     """(M, N) end points: each member's fold's windows, padded by repeating the first."""
-    ends = [data.ends(segment, time_steps, m.fold) for m in members]
+    ends = [data.ends(segment, time_steps, m.fold, max_dates) for m in members]
     n = max(len(e) for e in ends)
     rows = [torch.cat([e, e[:1].expand(n - len(e))]) if len(e) else e for e in ends]
     if any(len(e) == 0 for e in ends):
@@ -144,11 +147,13 @@ def validate(
     segment: str,
     p: TrainParams,
     members: list[Member] | None = None,
+    max_dates: int = 0,
 ) -> list[dict[str, torch.Tensor]]:
-    """Every metric of each member on its fold's `segment` windows (device tensors)."""
+    """Every metric of each member on its fold's `segment` windows (device tensors), on at
+    most `max_dates` evenly spaced dates of the segment (0 = all)."""
     model = as_members(model)
     members = members or [Member(-1, 0)]
-    ends, counts = _padded(data, segment, p.time_steps, members)
+    ends, counts = _padded(data, segment, p.time_steps, members, max_dates)
     folds = torch.tensor([m.fold for m in members], device=data.device)
     pred = predict_members(model, data, ends, folds, p.time_steps, p.eval_batch_size)
     S = data.n_securities
@@ -221,6 +226,7 @@ def fit(
     n = min(len(e) for e in train_ends)
     per_epoch = min(n, p.max_windows_per_epoch) if p.max_windows_per_epoch > 0 else n
     folds = torch.tensor([m.fold for m in members], device=device)
+    subset = 0 < p.val_dates < max(len(f.val) for f in data.folds)
     task = data.cfg.task
     result = FitResult(math.inf, 0, 0, 0.0)
     start = time.perf_counter()
@@ -250,7 +256,7 @@ def fit(
             total += loss.detach() * b.y.shape[1]
             if should_stop():
                 raise Interrupted("stop requested")
-        per_member = to_floats(validate(model, data, "val", p, members))
+        per_member = to_floats(validate(model, data, "val", p, members, p.val_dates))
         train_loss = float(total) / max(per_epoch, 1) / len(members)
         r = EpochResult(epoch, train_loss, mean_metrics(per_member), per_member)
         result.history.append(r)
@@ -264,7 +270,7 @@ def fit(
         if s < result.best_score or result.best_epoch == 0:
             result.best_score, result.best_epoch, bad_epochs = s, epoch, 0
             result.best_val_loss = r.val_loss
-            if keep_best:
+            if keep_best or subset:
                 result.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         else:
             bad_epochs += 1
@@ -273,5 +279,18 @@ def fit(
         if p.patience and bad_epochs >= p.patience:
             result.stopped_early = True
             break
+    if subset and result.best_state is not None:
+        # the best epoch's weights, scored on every validation date
+        last = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        net.load_state_dict(result.best_state)
+        per_member = to_floats(validate(model, data, "val", p, members))
+        best = result.history[result.best_epoch - 1]
+        result.final = EpochResult(
+            best.epoch, best.train_loss, mean_metrics(per_member), per_member
+        )
+        result.best_val_loss = result.final.val_loss
+        net.load_state_dict(last)
+        if not keep_best:
+            result.best_state = None
     result.seconds = time.perf_counter() - start
     return result

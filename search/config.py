@@ -35,7 +35,7 @@ DEFAULT_SPACE: dict[str, Any] = {
     "lr": {"low": 1e-4, "high": 1e-2, "log": True},
     "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},
     "batch_size": {"choices": [256, 512, 1024, 2048]},
-    "epochs": {"low": 5, "high": 50},
+    "epochs": 10,
     "optimizer": {"choices": ["adam", "adamw", "sgd", "rmsprop"]},
     "grad_clip": {"low": 0.1, "high": 10.0, "log": True},
 }
@@ -48,9 +48,9 @@ DEFAULT_CPU_SPACE: dict[str, Any] = {
     "hidden_dim": {"low": 8, "high": 48, "log": True},
     "head_dim": {"choices": [0, 16, 32]},
     "batch_size": {"choices": [256, 512, 1024]},
-    "epochs": {"low": 3, "high": 27},
+    "epochs": 6,
 }
-DEFAULT_CPU_BUDGET: dict[str, Any] = {"max_windows_per_epoch": 2048}
+DEFAULT_CPU_BUDGET: dict[str, Any] = {"max_windows_per_epoch": 16384, "val_dates": 48}
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("hyperband", "median", "none")
@@ -60,7 +60,7 @@ PRUNERS = ("hyperband", "median", "none")
 class StudyConfig:
     name: str = "sp500-lstm"
     """Study name in the storage (`[study] name`, `--study-name`)."""
-    objective: str = "val_loss"
+    objective: str = "rank_ic"
     """What a trial's value is (`--objective`): a validation metric (val_loss, rank_ic, icir,
     sharpe, ...; see models.metrics.OBJECTIVES), its direction implied. Several, comma-separated
     (`rank_ic,val_loss`), make a multi-objective study: no pruning, a Pareto front."""
@@ -94,6 +94,10 @@ class BudgetConfig:
     """Training windows sampled per epoch (0 = all); validation always uses all its windows."""
     eval_batch_size: int = 8192
     """Windows per forward pass when validating."""
+    val_dates: int = 0
+    """Validation dates scored after each epoch for the pruner and the choice of the best
+    epoch: a fixed, evenly spaced subset of the validation segment (0 = every date). The
+    trial's value is always scored on every validation date, at its best epoch."""
     patience: int = 0
     """Early stopping: end a trial after this many epochs without improvement (0 = off)."""
 
@@ -351,7 +355,7 @@ def build_config(
                 )
     budget = sections["budget"]
     if budget is not None:
-        for k in ("max_windows_per_epoch", "patience"):
+        for k in ("max_windows_per_epoch", "patience", "val_dates"):
             if getattr(budget, k) < 0:
                 problems.append(f"[budget] {k}: must be >= 0, got {getattr(budget, k)}")
         if budget.eval_batch_size < 1:

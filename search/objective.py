@@ -41,6 +41,7 @@ def train_params(p: TrialParams, b: BudgetConfig, seed: int | None) -> TrainPara
         max_windows_per_epoch=b.max_windows_per_epoch,
         eval_batch_size=b.eval_batch_size,
         patience=b.patience,
+        val_dates=b.val_dates,
         seed=seed,
     )
 
@@ -165,7 +166,7 @@ class Objective:
         oom: str | None = None
         try:
             model = make_members(p, self.data, members)
-            fit(
+            result = fit(
                 model,
                 self.data,
                 tp,
@@ -174,7 +175,7 @@ class Objective:
                 members=members,
                 score=score,
             )
-            best = progress["best"]
+            best = progress["best"] = result.best  # every validation date scored
             values = objective_values(cfg.study.objective, best.val)
             if not all(math.isfinite(v) for v in values):
                 raise optuna.TrialPruned(f"objective not finite: {values}")
