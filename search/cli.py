@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from data import ConfigError, DataError
-
-DEVICES_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
+from search.cliutil import DEVICES_HELP, fail, resolve_device
 
 
 def _positive_int(flag: str) -> Callable[[str], int]:
@@ -106,27 +105,6 @@ def export_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--trials", default=None, help="also write every trial to this .csv/.parquet")
     return p
-
-
-def fail(msg: str, code: int = 2) -> int:
-    print(f"optuna-run: error: {msg}", file=sys.stderr)
-    return code
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return "cpu"
-    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise ConfigError([f"--device {name}: CUDA is not available on this machine"])
-        if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
-            raise ConfigError([f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)"])
-        return name
-    raise ConfigError([f"--device: expected {DEVICES_HELP}, got {name!r}"])
 
 
 def cmd_run(argv: list[str]) -> int:
@@ -281,37 +259,6 @@ def tempfile_root() -> str:
     return str(shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir()))
 
 
-def cmd_export(argv: list[str]) -> int:
-    args = export_parser().parse_args(argv)
-    import optuna
-
-    from search.export import ExportError, export_best, export_trials
-    from search.storage import StorageError, describe, make_storage, resolve_url
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = resolve_url(args.storage)
-    try:
-        storage = make_storage(url, heartbeat_interval=None)
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        if args.study_name not in names:
-            return fail(
-                f"--study-name: no study {args.study_name!r} in {describe(url)}; "
-                f"studies there: {names}"
-            )
-        study = optuna.load_study(study_name=args.study_name, storage=storage)
-        rec = export_best(study, Path(args.out))
-        print(
-            f"wrote {args.out}: trial {rec['trial_number']} value={rec['value']:.6g}",
-            file=sys.stderr,
-        )
-        if args.trials:
-            n = export_trials(study, Path(args.trials))
-            print(f"wrote {args.trials}: {n} trials", file=sys.stderr)
-    except (StorageError, ExportError) as e:
-        return fail(str(e))
-    return 0
-
-
 def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="optuna-run train",
@@ -344,71 +291,22 @@ def predict_parser() -> argparse.ArgumentParser:
     return p
 
 
+def cmd_export(argv: list[str]) -> int:
+    from search.export import run_export
+
+    return run_export(export_parser().parse_args(argv))
+
+
 def cmd_train(argv: list[str]) -> int:
-    args = train_parser().parse_args(argv)
-    import optuna
-    import torch
+    from search.train_predict import run_train
 
-    from search.export import ExportError
-    from search.retrain import train_best
-    from search.storage import StorageError, describe, make_storage, resolve_url
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = resolve_url(args.storage)
-    out = Path(args.out or f"studies/{args.study_name}-model.pt")
-    try:
-        device = resolve_device(args.device)
-        storage = make_storage(url, heartbeat_interval=None)
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        if args.study_name not in names:
-            return fail(f"--study-name: no study {args.study_name!r} in {describe(url)}")
-        study = optuna.load_study(study_name=args.study_name, storage=storage)
-        t0 = time.perf_counter()
-        ckpt = train_best(study, out, torch.device(device), args.data, args.seed)
-    except (StorageError, ExportError, ConfigError, DataError) as e:
-        return fail(str(e))
-    m = ckpt["metrics"]
-    print(
-        f"trained trial {ckpt['trial_number']}'s params on {device} in "
-        f"{time.perf_counter() - t0:.1f}s (best epoch {ckpt['best_epoch']}): "
-        + "; ".join(
-            f"{seg} " + ", ".join(f"{k}={v:.5g}" for k, v in vals.items() if v is not None)
-            for seg, vals in m.items()
-        ),
-        file=sys.stderr,
-    )
-    if not ckpt["same_data_as_study"]:
-        print("note: the data differ from the study's (fingerprint changed)", file=sys.stderr)
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
+    return run_train(train_parser().parse_args(argv))
 
 
 def cmd_predict(argv: list[str]) -> int:
-    args = predict_parser().parse_args(argv)
-    import torch
+    from search.train_predict import run_predict
 
-    from search.retrain import load_checkpoint, predict_file
-
-    out = Path(args.out)
-    if out.suffix not in (".csv", ".parquet"):
-        return fail(f"--out {out}: expected a .csv or .parquet file name")
-    try:
-        device = resolve_device(args.device)
-        ckpt = load_checkpoint(Path(args.model))
-        df = predict_file(ckpt, args.data or ckpt["data"]["path"], args.dates, torch.device(device))
-    except (ConfigError, DataError) as e:
-        return fail(str(e))
-    from search.export import atomic_write
-
-    if out.suffix == ".csv":
-        atomic_write(out, df.write_csv())
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        df.write_parquet(tmp)
-        tmp.replace(out)
-    print(f"wrote {out}: {df.height} predictions", file=sys.stderr)
-    return 0
+    return run_predict(predict_parser().parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:

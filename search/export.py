@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
@@ -105,3 +107,33 @@ def export_trials(study: optuna.Study, out: Path) -> int:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return len(df)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import optuna
+
+    from search.cliutil import fail
+    from search.storage import StorageError, describe, make_storage, resolve_url
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = resolve_url(args.storage)
+    try:
+        storage = make_storage(url, heartbeat_interval=None)
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        if args.study_name not in names:
+            return fail(
+                f"--study-name: no study {args.study_name!r} in {describe(url)}; "
+                f"studies there: {names}"
+            )
+        study = optuna.load_study(study_name=args.study_name, storage=storage)
+        rec = export_best(study, Path(args.out))
+        print(
+            f"wrote {args.out}: trial {rec['trial_number']} value={rec['value']:.6g}",
+            file=sys.stderr,
+        )
+        if args.trials:
+            n = export_trials(study, Path(args.trials))
+            print(f"wrote {args.trials}: {n} trials", file=sys.stderr)
+    except (StorageError, ExportError) as e:
+        return fail(str(e))
+    return 0

@@ -1,0 +1,77 @@
+"""`optuna-run train` (retrain a study's best params, save the model) and `optuna-run
+predict` (predictions from a saved model)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from data import ConfigError, DataError
+from search.cliutil import fail, resolve_device
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import optuna
+    import torch
+
+    from search.export import ExportError
+    from search.retrain import train_best
+    from search.storage import StorageError, describe, make_storage, resolve_url
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = resolve_url(args.storage)
+    out = Path(args.out or f"studies/{args.study_name}-model.pt")
+    try:
+        device = resolve_device(args.device)
+        storage = make_storage(url, heartbeat_interval=None)
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        if args.study_name not in names:
+            return fail(f"--study-name: no study {args.study_name!r} in {describe(url)}")
+        study = optuna.load_study(study_name=args.study_name, storage=storage)
+        t0 = time.perf_counter()
+        ckpt = train_best(study, out, torch.device(device), args.data, args.seed)
+    except (StorageError, ExportError, ConfigError, DataError) as e:
+        return fail(str(e))
+    m = ckpt["metrics"]
+    print(
+        f"trained trial {ckpt['trial_number']}'s params on {device} in "
+        f"{time.perf_counter() - t0:.1f}s (best epoch {ckpt['best_epoch']}): "
+        + "; ".join(
+            f"{seg} " + ", ".join(f"{k}={v:.5g}" for k, v in vals.items() if v is not None)
+            for seg, vals in m.items()
+        ),
+        file=sys.stderr,
+    )
+    if not ckpt["same_data_as_study"]:
+        print("note: the data differ from the study's (fingerprint changed)", file=sys.stderr)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from search.retrain import load_checkpoint, predict_file
+
+    out = Path(args.out)
+    if out.suffix not in (".csv", ".parquet"):
+        return fail(f"--out {out}: expected a .csv or .parquet file name")
+    try:
+        device = resolve_device(args.device)
+        ckpt = load_checkpoint(Path(args.model))
+        df = predict_file(ckpt, args.data or ckpt["data"]["path"], args.dates, torch.device(device))
+    except (ConfigError, DataError) as e:
+        return fail(str(e))
+    from search.export import atomic_write
+
+    if out.suffix == ".csv":
+        atomic_write(out, df.write_csv())
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        df.write_parquet(tmp)
+        tmp.replace(out)
+    print(f"wrote {out}: {df.height} predictions", file=sys.stderr)
+    return 0
