@@ -30,10 +30,18 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _follow_umask(fd: int) -> None:
+    """mkstemp makes 0600 files; an export is an ordinary file: 0666 less the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    _follow_umask(fd)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -95,6 +103,7 @@ def export_trials(study: optuna.Study, out: Path) -> int:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    _follow_umask(fd)
     os.close(fd)
     try:
         if out.suffix == ".parquet":
