@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,31 @@ def run_parser() -> argparse.ArgumentParser:
     d.add_argument("--features", default=None, help="comma-separated names or globs")
     d.add_argument("--horizon", type=_positive_int("--horizon"), default=None)
     d.add_argument("--task", default=None, help="regression or classification")
+    p.add_argument(
+        "--dashboard",
+        type=int,
+        nargs="?",
+        const=8080,
+        default=None,
+        metavar="PORT",
+        help="serve optuna-dashboard on 127.0.0.1:PORT (default 8080) while the search runs",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def dashboard_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="optuna-run dashboard",
+        description="Serve optuna-dashboard on the study storage (Ctrl-C stops it).",
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="storage URL (default: $OPTUNA_STORAGE, else sqlite:///studies/optuna.db)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = a free one)")
     return p
 
 
@@ -113,9 +138,12 @@ def cmd_run(argv: list[str]) -> int:
     import torch
 
     from data import Prepared, fingerprint, load_panel
+    from data.load import DataWarning
     from data.panel import describe as describe_panel
     from search.config import build_config
-    from search.report import Reporter
+    from search.dashboard import Background, DashboardError, make_dashboard
+    from search.notes import annotate_study, start_lines
+    from search.report import Reporter, log_path
     from search.runner import (
         Stop,
         make_pruner,
@@ -154,7 +182,11 @@ def cmd_run(argv: list[str]) -> int:
 
             cfg = replace(cfg, data=replace(cfg.data, id=None))
         t0 = time.perf_counter()
-        panel = load_panel(cfg.data)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataWarning)
+            panel = load_panel(cfg.data)
+        for w in caught:
+            print(f"optuna-run: warning: {w.message}", file=sys.stderr)
         data = Prepared(panel, cfg.data, torch.device(device if device != "cuda" else "cuda:0"))
         data.check_time_steps(int(cfg.space.max("time_steps")))
         fp = fingerprint(cfg.data)
@@ -169,6 +201,8 @@ def cmd_run(argv: list[str]) -> int:
         f"{len(data.split.test)} dates, loaded in {time.perf_counter() - t0:.1f}s",
         file=sys.stderr,
     )
+    for line in start_lines(cfg, data):
+        print(line, file=sys.stderr)
     print(
         f"device: {device}"
         + (" ([cpu] limits apply: a CPU-sized space and budget)" if cfg.cpu_limits else ""),
@@ -183,11 +217,19 @@ def cmd_run(argv: list[str]) -> int:
             max_retry=st.max_retry,
         )
         study = open_study(storage, cfg, fp, make_sampler(cfg), make_pruner(cfg))
+        annotate_study(study, cfg, data, fp, device)
         fail_stale(study)
-    except (StorageError, IncompatibleStudy) as e:
+        dashboard = (
+            None if args.dashboard is None else Background(make_dashboard(url, port=args.dashboard))
+        )
+    except (StorageError, IncompatibleStudy, DashboardError) as e:
         return fail(str(e))
+    if dashboard is not None:
+        print(f"dashboard: {dashboard.url} (stops with the search)", file=sys.stderr)
     n_trials = args.n_trials if args.n_trials or args.timeout else 100
-    reporter = Reporter(n_trials, cfg.study.direction, quiet=args.quiet)
+    log = log_path(url, cfg.study.name)
+    print(f"log: {log}", file=sys.stderr)
+    reporter = Reporter(n_trials, cfg.study.direction, quiet=args.quiet, log=log)
     interrupted = False
     errors: list[str] = []
     if args.workers == 1:
@@ -240,6 +282,8 @@ def cmd_run(argv: list[str]) -> int:
             cache_root=Path(tempfile_root()),
         )
     reporter.close()
+    if dashboard is not None:
+        dashboard.stop()
     study = optuna.load_study(study_name=cfg.study.name, storage=storage)
     print(reporter.summary(study, url, interrupted), file=sys.stderr)
     for err in errors:
@@ -291,6 +335,12 @@ def predict_parser() -> argparse.ArgumentParser:
     return p
 
 
+def cmd_dashboard(argv: list[str]) -> int:
+    from search.dashboard import run_dashboard
+
+    return run_dashboard(dashboard_parser().parse_args(argv))
+
+
 def cmd_export(argv: list[str]) -> int:
     from search.export import run_export
 
@@ -311,7 +361,12 @@ def cmd_predict(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"export": cmd_export, "train": cmd_train, "predict": cmd_predict}
+    commands = {
+        "export": cmd_export,
+        "train": cmd_train,
+        "predict": cmd_predict,
+        "dashboard": cmd_dashboard,
+    }
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])
