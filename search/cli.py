@@ -44,7 +44,9 @@ def run_parser() -> argparse.ArgumentParser:
         prog="optuna-run",
         description="Search LSTM hyperparameters on market panel data with Optuna. "
         "Subcommands: `optuna-run export` (best trial to JSON), `optuna-run train` (retrain "
-        "the best params, save the model), `optuna-run predict` (predictions from a model).",
+        "the best params, save the model), `optuna-run predict` (predictions from a model), "
+        "`optuna-run dashboard` (optuna-dashboard on the storage), `optuna-run report` "
+        "(HTML and PNG figures of a study).",
     )
     p.add_argument(
         "--n-trials",
@@ -114,6 +116,21 @@ def dashboard_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = a free one)")
+    return p
+
+
+def report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="optuna-run report",
+        description="Write a study's figures: one self-contained HTML file and PNGs.",
+    )
+    p.add_argument("--study-name", default=None, help="(default: the storage's only study)")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="storage URL (default: $OPTUNA_STORAGE, else sqlite:///studies/optuna.db)",
+    )
+    p.add_argument("--out", default=None, help="folder to write (default studies/<study>-report)")
     return p
 
 
@@ -341,6 +358,12 @@ def cmd_dashboard(argv: list[str]) -> int:
     return run_dashboard(dashboard_parser().parse_args(argv))
 
 
+def cmd_report(argv: list[str]) -> int:
+    from search.report_html import run_report
+
+    return run_report(report_parser().parse_args(argv))
+
+
 def cmd_export(argv: list[str]) -> int:
     from search.export import run_export
 
@@ -366,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": cmd_train,
         "predict": cmd_predict,
         "dashboard": cmd_dashboard,
+        "report": cmd_report,
     }
     try:
         if argv and argv[0] in commands:
