@@ -348,6 +348,8 @@ def predict_parser() -> argparse.ArgumentParser:
         choices=["last", "test", "all"],
         help="last date only (a submission), the test segment, or every date",
     )
+    p.add_argument("--date", default=None, help="time-axis column of --data (default: the model's)")
+    p.add_argument("--id", default=None, help="security column of --data ('' for one series)")
     p.add_argument("--device", default="auto", help=DEVICES_HELP)
     return p
 
