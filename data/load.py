@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,9 @@ from data.config import DataConfig
 from data.errors import DataError
 
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv"}
+# Read as missing in a CSV file (as an empty field is): a numeric column holding one of these
+# stays numeric instead of turning into a string column.
+MISSING_MARKERS = ["", "NA", "N/A", "n/a", "na", "NaN", "nan", "null", "NULL", "None", "-"]
 # Columns read per pass when filling the dense panel: bounds the frame held beside the panel.
 CHUNK_COLUMNS = 16
 
@@ -38,7 +43,9 @@ def scan(path: Path) -> pl.LazyFrame:
             lf = pl.scan_parquet(path)
         else:
             sep = "\t" if path.suffix.lower() == ".tsv" else ","
-            lf = pl.scan_csv(path, separator=sep, infer_schema_length=10_000)
+            lf = pl.scan_csv(
+                path, separator=sep, infer_schema_length=10_000, null_values=MISSING_MARKERS
+            )
         lf.collect_schema()
         n_rows = lf.select(pl.len()).collect().item()
     except Exception as e:  # polars raises many types for unreadable files
@@ -61,6 +68,10 @@ def _first_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
+class DataWarning(UserWarning):
+    """Something in the data was left out or changed without being an error."""
+
+
 @dataclass(frozen=True)
 class Columns:
     """The file's columns, resolved from the config."""
@@ -80,24 +91,36 @@ def resolve_columns(cfg: DataConfig, schema: pl.Schema) -> Columns:
     path = cfg.file
     names = list(schema.names())
 
+    missing: list[str] = []
+
     def need(col: str | None, key: str, hint: str = "") -> str | None:
         if col is None or col == "":
             return None
         if col not in schema:
-            raise DataError(
-                f"{path}: column {col!r} ([data] {key}) not found; columns are {names[:30]}"
-                + (" ..." if len(names) > 30 else "")
-                + hint
-            )
+            close = difflib.get_close_matches(col, names, n=1, cutoff=0.6)
+            mean = f" (did you mean {close[0]!r}?)" if close else ""
+            missing.append(f"column {col!r} ([data] {key}) not found{mean}{hint}")
+            return None
         return col
+
+    def check_missing() -> None:
+        if missing:
+            raise DataError(
+                f"{path}: {'; '.join(missing)}; columns are {names[:30]}"
+                + (" ..." if len(names) > 30 else "")
+            )
 
     time_key = "order" if cfg.order else "date"
     time = need(cfg.order or cfg.date, time_key)
-    assert time is not None
     ident = need(cfg.id, "id", "; set [data] id = \"\" (--id '') if the file is one series")
     target = need(cfg.target, "target")
     tradable = need(cfg.tradable, "tradable")
     weight = need(cfg.weight, "weight")
+    for pat in cfg.features:
+        if not _is_glob(pat):
+            need(pat, "features")
+    check_missing()
+    assert time is not None
     roles = {r: getattr(cfg, r) for r in ("open", "high", "low", "close", "volume")}
     derive = cfg.ohlcv_features
     if derive is None:
@@ -123,7 +146,6 @@ def resolve_columns(cfg: DataConfig, schema: pl.Schema) -> Columns:
                 if not hits:
                     raise DataError(f"{path}: pattern {pat!r} ([data] features) matches no column")
             else:
-                need(pat, "features")
                 if pat in used:
                     raise DataError(
                         f"{path}: column {pat!r} ([data] features) is already the time, id, "
@@ -132,11 +154,16 @@ def resolve_columns(cfg: DataConfig, schema: pl.Schema) -> Columns:
                 hits = [pat]
             feats += [h for h in hits if h not in feats]
     else:
-        feats = [
-            n
-            for n in names
-            if n not in used and n not in levels and schema[n].is_numeric() and n != cfg.order
-        ]
+        candidates = [n for n in names if n not in used and n not in levels and n != cfg.order]
+        feats = [n for n in candidates if schema[n].is_numeric()]
+        left_out = [f"{n} ({schema[n]})" for n in candidates if not schema[n].is_numeric()]
+        if left_out:
+            warnings.warn(
+                f"{path}: column(s) left out of the features for their non-numeric type: "
+                f"{', '.join(left_out)}; list them in [data] features (--features) to be told why",
+                DataWarning,
+                stacklevel=2,
+            )
     for f in feats:
         if not (schema[f].is_numeric() or schema[f] == pl.Boolean):
             raise DataError(

@@ -137,6 +137,22 @@ class Prepared(PanelTensors):
     def count(self, segment: str, time_steps: int, fold: int = -1) -> int:
         return int(len(self.windows.ends(*self._where(segment, time_steps, fold % self.n_folds))))
 
+    def check_objective(self, metrics: tuple[str, ...], min_count: int = 5) -> None:
+        """Refuse a cross-sectional objective on a panel whose validation dates never have
+        `min_count` securities (the per-date correlation would be undefined)."""
+        per_date = {"ic", "rank_ic", "icir", "rank_icir", "spread", "sharpe"}
+        if self.n_securities == 1 or not per_date & set(metrics):
+            return
+        e = self.ends("val", self.eval_time_steps)
+        counts = torch.bincount(e // self.n_securities)
+        if not bool((counts >= min_count).any()):
+            raise DataError(
+                f"{self.panel.source}: --objective / [study] objective "
+                f"{sorted(per_date & set(metrics))} is computed per date across securities, "
+                f"but no validation date has {min_count} securities with a window; use "
+                "--objective val_loss (or mse) on so few securities"
+            )
+
     def check_time_steps(self, max_time_steps: int) -> None:
         """Refuse a panel too short for the longest window the search may ask for."""
         for k in range(self.n_folds):

@@ -7,13 +7,13 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from data import ConfigError, DataError
-
-DEVICES_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
+from search.cliutil import DEVICES_HELP, fail, resolve_device
 
 
 def _positive_int(flag: str) -> Callable[[str], int]:
@@ -44,7 +44,9 @@ def run_parser() -> argparse.ArgumentParser:
         prog="optuna-run",
         description="Search LSTM hyperparameters on market panel data with Optuna. "
         "Subcommands: `optuna-run export` (best trial to JSON), `optuna-run train` (retrain "
-        "the best params, save the model), `optuna-run predict` (predictions from a model).",
+        "the best params, save the model), `optuna-run predict` (predictions from a model), "
+        "`optuna-run dashboard` (optuna-dashboard on the storage), `optuna-run report` "
+        "(HTML and PNG figures of a study).",
     )
     p.add_argument(
         "--n-trials",
@@ -107,7 +109,46 @@ def run_parser() -> argparse.ArgumentParser:
     d.add_argument("--features", default=None, help="comma-separated names or globs")
     d.add_argument("--horizon", type=_positive_int("--horizon"), default=None)
     d.add_argument("--task", default=None, help="regression or classification")
+    p.add_argument(
+        "--dashboard",
+        type=int,
+        nargs="?",
+        const=8080,
+        default=None,
+        metavar="PORT",
+        help="serve optuna-dashboard on 127.0.0.1:PORT (default 8080) while the search runs",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def dashboard_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="optuna-run dashboard",
+        description="Serve optuna-dashboard on the study storage (Ctrl-C stops it).",
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="storage URL (default: $OPTUNA_STORAGE, else sqlite:///studies/optuna.db)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = a free one)")
+    return p
+
+
+def report_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="optuna-run report",
+        description="Write a study's figures: one self-contained HTML file and PNGs.",
+    )
+    p.add_argument("--study-name", default=None, help="(default: the storage's only study)")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="storage URL (default: $OPTUNA_STORAGE, else sqlite:///studies/optuna.db)",
+    )
+    p.add_argument("--out", default=None, help="folder to write (default studies/<study>-report)")
     return p
 
 
@@ -126,36 +167,18 @@ def export_parser() -> argparse.ArgumentParser:
     return p
 
 
-def fail(msg: str, code: int = 2) -> int:
-    print(f"optuna-run: error: {msg}", file=sys.stderr)
-    return code
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return "cpu"
-    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise ConfigError([f"--device {name}: CUDA is not available on this machine"])
-        if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
-            raise ConfigError([f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)"])
-        return name
-    raise ConfigError([f"--device: expected {DEVICES_HELP}, got {name!r}"])
-
-
 def cmd_run(argv: list[str]) -> int:
     args = run_parser().parse_args(argv)
     import optuna
     import torch
 
     from data import Prepared, fingerprint, load_panel
+    from data.load import DataWarning
     from data.panel import describe as describe_panel
     from search.config import build_config
-    from search.report import Reporter
+    from search.dashboard import Background, DashboardError, make_dashboard
+    from search.notes import annotate_study, start_lines
+    from search.report import Reporter, log_path
     from search.runner import (
         Stop,
         make_pruner,
@@ -200,7 +223,11 @@ def cmd_run(argv: list[str]) -> int:
 
             cfg = replace(cfg, data=replace(cfg.data, id=None))
         t0 = time.perf_counter()
-        panel = load_panel(cfg.data)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataWarning)
+            panel = load_panel(cfg.data)
+        for w in caught:
+            print(f"optuna-run: warning: {w.message}", file=sys.stderr)
         data = Prepared(
             panel,
             cfg.data,
@@ -208,6 +235,7 @@ def cmd_run(argv: list[str]) -> int:
             eval_time_steps=int(cfg.space.max("time_steps")),
         )
         data.check_time_steps(int(cfg.space.max("time_steps")))
+        data.check_objective(cfg.study.metrics)
         fp = fingerprint(cfg.data)
     except (ConfigError, DataError) as e:
         return fail(str(e))
@@ -220,6 +248,8 @@ def cmd_run(argv: list[str]) -> int:
         f"{len(data.split.test)} dates, loaded in {time.perf_counter() - t0:.1f}s",
         file=sys.stderr,
     )
+    for line in start_lines(cfg, data):
+        print(line, file=sys.stderr)
     print(
         f"device: {device}"
         + (" ([cpu] limits apply: a CPU-sized space and budget)" if cfg.cpu_limits else ""),
@@ -241,11 +271,19 @@ def cmd_run(argv: list[str]) -> int:
             max_retry=st.max_retry,
         )
         study = open_study(storage, cfg, fp, make_sampler(cfg), make_pruner(cfg))
+        annotate_study(study, cfg, data, fp, device)
         fail_stale(study)
-    except (StorageError, IncompatibleStudy) as e:
+        dashboard = (
+            None if args.dashboard is None else Background(make_dashboard(url, port=args.dashboard))
+        )
+    except (StorageError, IncompatibleStudy, DashboardError) as e:
         return fail(str(e))
+    if dashboard is not None:
+        print(f"dashboard: {dashboard.url} (stops with the search)", file=sys.stderr)
     n_trials = args.n_trials if args.n_trials or args.timeout else 100
-    reporter = Reporter(n_trials, cfg.study.direction, quiet=args.quiet)
+    log = log_path(url, cfg.study.name)
+    print(f"log: {log}", file=sys.stderr)
+    reporter = Reporter(n_trials, cfg.study.direction, quiet=args.quiet, log=log)
     interrupted = False
     errors: list[str] = []
     if args.workers == 1:
@@ -298,6 +336,8 @@ def cmd_run(argv: list[str]) -> int:
             cache_root=Path(tempfile_root()),
         )
     reporter.close()
+    if dashboard is not None:
+        dashboard.stop()
     study = optuna.load_study(study_name=cfg.study.name, storage=storage)
     print(reporter.summary(study, url, interrupted), file=sys.stderr)
     for err in errors:
@@ -315,38 +355,6 @@ def tempfile_root() -> str:
 
     shm = Path("/dev/shm")
     return str(shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir()))
-
-
-def cmd_export(argv: list[str]) -> int:
-    args = export_parser().parse_args(argv)
-    import optuna
-
-    from search.export import ExportError, export_best, export_trials
-    from search.storage import StorageError, describe, make_storage, resolve_url
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = resolve_url(args.storage)
-    try:
-        storage = make_storage(url, heartbeat_interval=None)
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        if args.study_name not in names:
-            return fail(
-                f"--study-name: no study {args.study_name!r} in {describe(url)}; "
-                f"studies there: {names}"
-            )
-        study = optuna.load_study(study_name=args.study_name, storage=storage)
-        rec = export_best(study, Path(args.out))
-        if "pareto_front" in rec:
-            what = f"the Pareto front ({len(rec['pareto_front'])} trials)"
-        else:
-            what = f"trial {rec['trial_number']} value={rec['value']:.6g} ({rec['selected_by']})"
-        print(f"wrote {args.out}: {what}", file=sys.stderr)
-        if args.trials:
-            n = export_trials(study, Path(args.trials))
-            print(f"wrote {args.trials}: {n} trials", file=sys.stderr)
-    except (StorageError, ExportError) as e:
-        return fail(str(e))
-    return 0
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -410,150 +418,46 @@ def predict_parser() -> argparse.ArgumentParser:
         choices=["last", "test", "all"],
         help="last date only (a submission), the test segment, or every date",
     )
+    p.add_argument("--date", default=None, help="time-axis column of --data (default: the model's)")
+    p.add_argument("--id", default=None, help="security column of --data ('' for one series)")
     p.add_argument("--device", default="auto", help=DEVICES_HELP)
     return p
 
 
-def load_existing(storage_flag: str | None, name: str) -> Any:
-    """The named study of the storage (flag, $OPTUNA_STORAGE, default file), or an error
-    naming the studies that are there. Raises StorageError / ConfigError."""
-    import optuna
+def cmd_dashboard(argv: list[str]) -> int:
+    from search.dashboard import run_dashboard
 
-    from search.storage import describe, make_storage, resolve_url
+    return run_dashboard(dashboard_parser().parse_args(argv))
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = resolve_url(storage_flag)
-    storage = make_storage(url, heartbeat_interval=None)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-    if name not in names:
-        raise ConfigError(
-            [f"--study-name: no study {name!r} in {describe(url)}; studies there: {names}"]
-        )
-    return optuna.load_study(study_name=name, storage=storage)
+
+def cmd_report(argv: list[str]) -> int:
+    from search.report_html import run_report
+
+    return run_report(report_parser().parse_args(argv))
+
+
+def cmd_export(argv: list[str]) -> int:
+    from search.export import run_export
+
+    return run_export(export_parser().parse_args(argv))
 
 
 def cmd_train(argv: list[str]) -> int:
-    args = train_parser().parse_args(argv)
-    import torch
+    from search.train_predict import run_train
 
-    from search.export import ExportError
-    from search.retrain import train_best
-    from search.storage import StorageError
-    from search.verdict import format_verdict
-
-    out = Path(args.out or f"studies/{args.study_name}-model.pt")
-    try:
-        device = resolve_device(args.device)
-        study = load_existing(args.storage, args.study_name)
-        t0 = time.perf_counter()
-        ckpt = train_best(
-            study,
-            out,
-            torch.device(device),
-            args.data,
-            seed=args.seed,
-            trial_number=args.trial,
-            ensemble=args.ensemble,
-            tree=not args.no_tree,
-        )
-    except (StorageError, ExportError, ConfigError, DataError) as e:
-        return fail(str(e))
-    rep = ckpt["reproduced"]
-    which = (
-        f"trials {ckpt['trial_numbers']} (ensemble)"
-        if len(ckpt["trial_numbers"]) > 1
-        else f"trial {ckpt['trial_number']}"
-    )
-    print(
-        f"trained {which} on {device} in {time.perf_counter() - t0:.1f}s "
-        f"(best epoch {ckpt['best_epoch']}, seed {rep['seed']})",
-        file=sys.stderr,
-    )
-    vals = ", ".join(f"{v:.6g}" for v in rep["retrained_value"])
-    stored = ", ".join(f"{v:.6g}" for v in rep["trial_value"])
-    if args.seed is not None and not rep["same_seed"]:
-        print(
-            f"--seed {args.seed}: another seed than the trial's, so not a reproduction: "
-            f"value {vals} (the trial had {stored})",
-            file=sys.stderr,
-        )
-    elif rep["match"]:
-        print(f"reproduced the trial's value: {vals} (study: {stored})", file=sys.stderr)
-    else:
-        print(
-            f"value {vals} differs from the trial's {stored} (other data, device or threads)",
-            file=sys.stderr,
-        )
-    print(format_verdict(ckpt["verdict"]), file=sys.stderr)
-    if not ckpt["same_data_as_study"]:
-        print("note: the data differ from the study's (fingerprint changed)", file=sys.stderr)
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
+    return run_train(train_parser().parse_args(argv))
 
 
 def cmd_confirm(argv: list[str]) -> int:
-    args = confirm_parser().parse_args(argv)
-    import torch
+    from search.confirm import run_confirm
 
-    from search.confirm import DEFAULT_SEED, confirm
-    from search.export import ExportError
-    from search.storage import StorageError
-    from search.verdict import format_verdict
-
-    try:
-        device = resolve_device(args.device)
-        study = load_existing(args.storage, args.study_name)
-        t0 = time.perf_counter()
-        rec = confirm(
-            study,
-            torch.device(device),
-            top=args.top,
-            seeds=args.seeds,
-            seed=DEFAULT_SEED if args.seed is None else args.seed,
-            tree=not args.no_tree,
-            log=lambda line: print(line, file=sys.stderr),
-        )
-    except (StorageError, ExportError, ConfigError, DataError) as e:
-        return fail(str(e))
-    w = rec["trials"][str(rec["winner"])]
-    print(
-        f"confirmed {len(rec['trials'])} trials x {rec['seeds']} seeds in "
-        f"{time.perf_counter() - t0:.1f}s; winner: trial {rec['winner']} "
-        f"({rec['objective']} {w['mean']:.5g} +- {w['std']:.2g})",
-        file=sys.stderr,
-    )
-    if rec["flag"]:
-        print(f"warning: {rec['flag']}", file=sys.stderr)
-    print(format_verdict(rec["verdict"]), file=sys.stderr)
-    return 0
+    return run_confirm(confirm_parser().parse_args(argv))
 
 
 def cmd_predict(argv: list[str]) -> int:
-    args = predict_parser().parse_args(argv)
-    import torch
+    from search.train_predict import run_predict
 
-    from search.retrain import load_checkpoint, predict_file
-
-    out = Path(args.out)
-    if out.suffix not in (".csv", ".parquet"):
-        return fail(f"--out {out}: expected a .csv or .parquet file name")
-    try:
-        device = resolve_device(args.device)
-        ckpt = load_checkpoint(Path(args.model))
-        df = predict_file(ckpt, args.data or ckpt["data"]["path"], args.dates, torch.device(device))
-    except (ConfigError, DataError) as e:
-        return fail(str(e))
-    from search.export import atomic_write
-
-    if out.suffix == ".csv":
-        atomic_write(out, df.write_csv())
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        df.write_parquet(tmp)
-        tmp.replace(out)
-    print(f"wrote {out}: {df.height} predictions", file=sys.stderr)
-    return 0
+    return run_predict(predict_parser().parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -563,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         "train": cmd_train,
         "predict": cmd_predict,
         "confirm": cmd_confirm,
+        "dashboard": cmd_dashboard,
+        "report": cmd_report,
     }
     try:
         if argv and argv[0] in commands:

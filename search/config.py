@@ -134,6 +134,8 @@ class RunConfig:
     space: SearchSpace
     config_path: str
     cpu_limits: bool
+    notes: tuple[str, ...] = ()
+    """What was filled in for the user (inherited data, a derived study name): said at start."""
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config, JSON-ready (no storage URL, so no password, is in it)."""
@@ -211,10 +213,54 @@ def _section(
     try:
         return cls(**kw)
     except ConfigError as e:
-        problems.extend(e.problems)
+        problems.extend(_blame_flags(e.problems, name, flags))
     except (TypeError, ValueError) as e:
         problems.append(f"[{name}]: {e}")
     return None
+
+
+def _blame_flags(problems: list[str], section: str, flags: dict[str, Any]) -> list[str]:
+    """A bad value given on the command line is named by its flag, not by the TOML key."""
+    names = {"path": "--data", "name": "--study-name"}
+    out = []
+    for p in problems:
+        for k, v in flags.items():
+            prefix = f"[{section}] {k}"
+            rest = p[len(prefix) :]
+            if v is not None and p.startswith(prefix) and rest[:1] in (":", " "):
+                if rest.startswith(" (--"):
+                    rest = rest[rest.index(")") + 1 :]
+                p = names.get(k, f"--{k.replace('_', '-')}") + rest
+                break
+        out.append(p)
+    return out
+
+
+def default_config_path() -> Path:
+    """The default study TOML: beside the packages (a source checkout or editable install),
+    else ./studies/default.toml (a plain install run from the Docker image's /app)."""
+    local = Path("studies") / "default.toml"
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() or not local.exists() else local
+
+
+def inherit_data(
+    data_raw: dict[str, Any], config_path: Path, flag_path: str | None
+) -> tuple[dict[str, Any], list[str]]:
+    """[data] settings a study TOML leaves out come from the default study's [data] table,
+    its file (the bundled sample) included when neither the TOML nor --data names one."""
+    default = default_config_path().resolve()
+    if config_path == default or not default.exists():
+        return data_raw, []
+    base = read_toml(default).get("data", {})
+    if isinstance(base.get("path"), str):
+        base["path"] = str((default.parent / base["path"]).resolve())
+    notes = []
+    if "path" not in data_raw and not flag_path and "path" in base:
+        notes.append(
+            f"{config_path.name} names no data file ([data] path, --data): using the default "
+            f"study's, {base['path']}"
+        )
+    return {**base, **data_raw}, notes
 
 
 def _expected(t: str) -> list[str]:
@@ -279,10 +325,7 @@ def build_config(
     """
     flags = flags or {}
     if config_path is None:
-        # a source checkout or editable install ships studies/ beside the packages; a plain
-        # install finds it in the working directory (the Docker image's /app)
-        local = Path("studies") / "default.toml"
-        config_path = DEFAULT_CONFIG if DEFAULT_CONFIG.exists() or not local.exists() else local
+        config_path = default_config_path()
     path = config_path.resolve()
     raw = read_toml(path)
     problems: list[str] = []
@@ -293,6 +336,14 @@ def build_config(
     data_flags = dict(flags.get("data", {}))
     if data_flags.get("path"):
         data_flags["path"] = str(Path(data_flags["path"]).resolve())
+    data_raw, notes = inherit_data(data_raw, path, data_flags.get("path"))
+    study_flags = dict(flags.get("study", {}))
+    study_raw = raw.get("study", {})
+    if not study_flags.get("name") and not (isinstance(study_raw, dict) and "name" in study_raw):
+        data_file = data_flags.get("path") or data_raw.get("path")
+        if isinstance(data_file, str) and data_file:
+            study_flags["name"] = Path(data_file).stem
+            notes.append(f"study name {study_flags['name']!r}: the data file's stem ([study] name)")
     cpu_raw = raw.get("cpu", {})
     if not isinstance(cpu_raw, dict):
         problems.append(f"[cpu]: expected a table, got {cpu_raw!r}")
@@ -311,9 +362,8 @@ def build_config(
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         table = {"data": data_raw, "budget": budget_raw}.get(name, raw.get(name, {}))
-        sections[name] = _section(
-            cls, name, table, data_flags if name == "data" else flags.get(name, {}), problems
-        )
+        given = {"data": data_flags, "study": study_flags}.get(name, flags.get(name, {}))
+        sections[name] = _section(cls, name, table, given, problems)
     search = sections["search"]
     if search is not None:
         if search.sampler not in SAMPLERS:
@@ -389,4 +439,5 @@ def build_config(
         space=space,
         config_path=str(path),
         cpu_limits=bool(cpu and limits),
+        notes=tuple(notes),
     )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
@@ -28,10 +30,18 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _follow_umask(fd: int) -> None:
+    """mkstemp makes 0600 files; an export is an ordinary file: 0666 less the umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    _follow_umask(fd)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -121,6 +131,7 @@ def export_trials(study: optuna.Study, out: Path) -> int:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    _follow_umask(fd)
     os.close(fd)
     try:
         if out.suffix == ".parquet":
@@ -133,3 +144,34 @@ def export_trials(study: optuna.Study, out: Path) -> int:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return len(df)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import optuna
+
+    from search.cliutil import fail
+    from search.storage import StorageError, describe, make_storage, resolve_url
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = resolve_url(args.storage)
+    try:
+        storage = make_storage(url, heartbeat_interval=None)
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        if args.study_name not in names:
+            return fail(
+                f"--study-name: no study {args.study_name!r} in {describe(url)}; "
+                f"studies there: {names}"
+            )
+        study = optuna.load_study(study_name=args.study_name, storage=storage)
+        rec = export_best(study, Path(args.out))
+        if "pareto_front" in rec:
+            what = f"the Pareto front ({len(rec['pareto_front'])} trials)"
+        else:
+            what = f"trial {rec['trial_number']} value={rec['value']:.6g} ({rec['selected_by']})"
+        print(f"wrote {args.out}: {what}", file=sys.stderr)
+        if args.trials:
+            n = export_trials(study, Path(args.trials))
+            print(f"wrote {args.trials}: {n} trials", file=sys.stderr)
+    except (StorageError, ExportError) as e:
+        return fail(str(e))
+    return 0

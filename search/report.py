@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
 
 import optuna
 from tqdm import tqdm
@@ -71,10 +73,36 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-class Reporter:
-    """Progress bar (trials done / requested, best so far, ETA) and one line per trial."""
+def log_path(url: str, study_name: str) -> Path:
+    """The study's log file: beside a SQLite file, else studies/NAME.log here."""
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        return Path(url[len("sqlite:///") :]).parent / f"{study_name}.log"
+    return Path("studies") / f"{study_name}.log"
 
-    def __init__(self, total: int | None, direction: str = "minimize", quiet: bool = False):
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+class Reporter:
+    """Progress bar (trials done / requested, best so far, ETA) and one line per trial.
+
+    The ETA is the mean time per trial over the trials this run finished so far (pruned
+    trials are cheap, so a recent run of them must not make the rest look short). Every line
+    is also appended, time-stamped, to `log` when given, so a detached study can be followed.
+    """
+
+    def __init__(
+        self,
+        total: int | None,
+        direction: str = "minimize",
+        quiet: bool = False,
+        log: Path | None = None,
+    ):
+        self.log: TextIO | None = None
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            self.log = open(log, "a", buffering=1)  # noqa: SIM115 - closed in close()
         self.counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
         self.best: float | None = None
         self.best_number: int | None = None
@@ -87,6 +115,7 @@ class Reporter:
             dynamic_ncols=True,
             disable=quiet,
             mininterval=0.5,
+            smoothing=0,  # rate = trials finished / time elapsed, not a recent average
         )
         self.sign = 1 if direction == "minimize" else -1
 
@@ -115,6 +144,8 @@ class Reporter:
         self.bar.update(1)
 
     def write(self, line: str) -> None:
+        if self.log is not None:
+            self.log.write(f"{datetime.now().isoformat(timespec='seconds')} {line}\n")
         if self.quiet:
             print(line, file=sys.stderr)
         else:
@@ -122,24 +153,35 @@ class Reporter:
 
     def close(self) -> None:
         self.bar.close()
+        if self.log is not None:
+            self.log.close()
+            self.log = None
 
     def summary(self, study: optuna.Study, url: str, interrupted: bool = False) -> str:
         states = [t.state for t in study.get_trials(deepcopy=False)]
         n = {s.name: states.count(s) for s in optuna.trial.TrialState}
         lines = [
             "",
-            f"study {study.study_name!r}: this run finished {sum(self.counts.values())} trials "
+            f"study {study.study_name!r}: this run finished "
+            f"{_plural(sum(self.counts.values()), 'trial')} "
             f"({self.counts['COMPLETE']} complete, {self.counts['PRUNED']} pruned, "
             f"{self.counts['FAIL']} failed)" + ("; interrupted" if interrupted else ""),
-            f"in the study: {len(states)} trials ({n['COMPLETE']} complete, {n['PRUNED']} pruned, "
+            f"in the study: {_plural(len(states), 'trial')} "
+            f"({n['COMPLETE']} complete, {n['PRUNED']} pruned, "
             f"{n['FAIL']} failed, {n['RUNNING']} running)",
         ]
         lines.extend(best_lines(study))
         lines.append(f"storage: {describe(url)}")
-        dash_url = url if not url.startswith("sqlite:///") else "sqlite:///" + describe(url)
-        from search.storage import mask
-
-        lines.append(f"view it: optuna-dashboard {mask(dash_url)}")
+        if url.startswith("sqlite:///"):
+            lines.append(f"view it: optuna-run dashboard --storage sqlite:///{describe(url)}")
+        else:  # the URL may hold a password: the command resolves it as this run did
+            lines.append(
+                "view it: optuna-run dashboard   (with this run's --storage or $OPTUNA_STORAGE)"
+            )
+        lines.append(
+            f"report:  optuna-run report --study-name {study.study_name} "
+            f"--out studies/{study.study_name}-report"
+        )
         lines.append(
             f"export:  optuna-run export --study-name {study.study_name} "
             f"--out studies/{study.study_name}-best.json"

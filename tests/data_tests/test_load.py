@@ -234,3 +234,49 @@ def test_weight_column(tmp_path):
     path = long_file(tmp_path / "n.parquet", 3, 2, {"f0": f0, "target": f0, "w": lambda d, s: -1.0})
     with pytest.raises(DataError, match=r"'w' \(\[data\] weight\) has 6 negative"):
         load(path, weight="w")
+
+
+def test_csv_missing_markers_read_as_missing_in_numeric_columns(tmp_path):
+    # one "n/a" (or NA, null, -, empty) in a factor column must not make it a string column
+    markers = ["n/a", "NA", "null", "-", ""]
+    path = tmp_path / "p.csv"
+    lines = ["date,id,f0,f1,target"]
+    for d in range(6):
+        for s in range(2):
+            f1 = (
+                markers[d % len(markers)]
+                if (d, s) in {(0, 0), (1, 1), (2, 0), (3, 1), (4, 0)}
+                else "1.5"
+            )
+            lines.append(f"2020-01-0{d + 1},S{s},{d * 100 + s},{f1},0.1")
+    path.write_text("\n".join(lines) + "\n")
+    panel, _ = load(path)
+    assert panel.feature_names == ["f0", "f1"]
+    f1 = panel.values[:, :, 1]
+    assert np.isnan(f1).sum() == 5
+    assert f1[5, 0] == 1.5
+
+
+def test_a_column_left_out_for_its_type_is_named_in_a_warning(tmp_path):
+    path = long_file(
+        tmp_path / "p.parquet",
+        4,
+        2,
+        {"f0": f0, "sector": lambda d, s: "tech", "target": lambda d, s: 0.1},
+    )
+    from data.load import DataWarning
+
+    with pytest.warns(DataWarning, match=r"sector \(String\)"):
+        panel, _ = load(path)
+    assert panel.feature_names == ["f0"]
+
+
+def test_every_missing_column_is_named_at_once_with_did_you_mean(tmp_path):
+    path = long_file(tmp_path / "p.parquet", 4, 2, {"f0": f0, "target": lambda d, s: 0.1})
+    with pytest.raises(DataError) as e:
+        load(path, target="targte", weight="wieght", features=("f0", "f9"))
+    msg = str(e.value)
+    assert "'targte' ([data] target) not found (did you mean 'target'?)" in msg
+    assert "'wieght' ([data] weight) not found" in msg
+    assert "'f9' ([data] features) not found" in msg
+    assert "\n" not in msg

@@ -50,6 +50,7 @@ def study_toml(
     path.write_text(
         f"""[study]
 name = "{name}"
+objective = "val_loss"
 
 [data]
 {table}

@@ -41,7 +41,7 @@ def test_gpu_gets_the_full_space_and_cpu_the_limited_one() -> None:
     assert gpu.space.as_dict()["hidden_dim"] == {"low": 16, "high": 256, "log": True}
     assert cpu.space.as_dict()["hidden_dim"] == {"low": 8, "high": 48, "log": True}
     assert gpu.budget.max_windows_per_epoch == 0
-    assert cpu.budget.max_windows_per_epoch == 2048
+    assert cpu.budget.max_windows_per_epoch == 16384 and cpu.budget.val_dates == 48
 
 
 def test_left_out_params_keep_defaults_and_fixed_values_fix(tmp_path: Path) -> None:
@@ -126,3 +126,66 @@ def test_unknown_sampler_or_pruner_stops_before_any_trial(
     assert expected in err and flag in err
     assert len(err.strip().splitlines()) == 1
     assert not db.exists()
+
+
+SPACE_ONLY = "[space]\nepochs = 2\n"
+
+
+def test_a_toml_without_data_uses_the_default_studys_data(tmp_path: Path) -> None:
+    p = tmp_path / "s.toml"
+    default = build_config(None, cpu=False).data
+    for text in (SPACE_ONLY, "[data]\nhorizon = 2\n" + SPACE_ONLY):
+        p.write_text(text)
+        cfg = build_config(p, cpu=False)
+        assert Path(cfg.data.path) == SAMPLE
+        # every data setting the TOML leaves out is the default study's, not a bare default
+        assert cfg.data.target_cs == default.target_cs == "rank"
+        assert cfg.data.normalize == default.normalize == "cs_rank"
+        assert any("names no data file" in n for n in cfg.notes)
+        assert cfg.study.name == "sp500_sample"  # not the default study's name
+    assert cfg.data.horizon == 2
+
+
+def test_data_flag_overrides_the_inherited_file_and_names_the_study(tmp_path: Path) -> None:
+    own = tmp_path / "factors.csv"
+    for text in (SPACE_ONLY, '[data]\nid = "id"\n' + SPACE_ONLY):
+        p = tmp_path / "s.toml"
+        p.write_text(text)
+        cfg = build_config(p, cpu=False, flags={"data": {"path": str(own)}})
+        assert cfg.data.path == str(own)
+        assert cfg.study.name == "factors"
+        assert cfg.data.target_cs == "rank"
+        assert not any("names no data file" in n for n in cfg.notes)
+    named = build_config(
+        toml(tmp_path, '[study]\nname = "mine"\n'), cpu=False, flags={"data": {"path": str(own)}}
+    )
+    assert named.study.name == "mine"
+
+
+def test_a_bad_flag_value_is_blamed_on_the_flag_not_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        build_config(None, cpu=False, flags={"data": {"task": "regresion"}})
+    assert str(e.value).startswith("--task: must be one of")
+    assert "default.toml" not in str(e.value)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[data]\ntask = "regresion"\n')
+    with pytest.raises(ConfigError) as e:
+        build_config(bad, cpu=False)
+    assert str(e.value).startswith(f"{bad}: [data] task: must be one of")
+
+
+def test_cli_on_a_toml_without_data_runs_on_the_sample_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = tmp_path / "s.toml"
+    p.write_text(
+        "[budget]\nmax_windows_per_epoch = 256\n[space]\ntime_steps = 3\nnum_layers = 1\n"
+        "hidden_dim = 4\nhead_dim = 0\nbatch_size = 256\nepochs = 1\n"
+    )
+    url = f"sqlite:///{tmp_path}/s.db"
+    assert main(["--config", str(p), "--storage", url, "--n-trials", "1", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "names no data file" in err and str(SAMPLE) in err
+    assert "features (7): ret_1, ret_5" in err
+    assert "target: forward return of 'close' over 1 date(s)" in err
+    assert "study 'sp500_sample': this run finished 1 trial (" in err

@@ -1,0 +1,108 @@
+"""`optuna-run dashboard`: optuna-dashboard on the study storage, bound to 127.0.0.1 unless
+asked otherwise; also started beside a running search (`optuna-run --dashboard`).
+
+The server is optuna-dashboard's WSGI app under the standard library's wsgiref server (what
+`optuna_dashboard.run_server` uses), made here so that the bound port is known (port 0 picks
+a free one) and a busy port is a one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+import threading
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+class DashboardError(RuntimeError):
+    """The dashboard cannot start: the message names the flag at fault."""
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+def make_dashboard(url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> WSGIServer:
+    """A bound (not yet serving) server of optuna-dashboard on the storage at `url`."""
+    from optuna_dashboard import wsgi
+
+    from search.storage import make_storage
+
+    storage = make_storage(url, heartbeat_interval=None)
+    try:
+        return make_server(host, port, wsgi(storage), handler_class=_QuietHandler)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise DashboardError(
+                f"--port {port}: {host}:{port} is already in use; choose another --port "
+                "(0 picks a free one)"
+            ) from None
+        reason = e.strerror if isinstance(e.strerror, str) else str(e)
+        raise DashboardError(f"--host {host} --port {port}: cannot listen: {reason}") from None
+
+
+def server_url(server: WSGIServer) -> str:
+    host, port = server.server_address[:2]
+    return f"http://{host!s}:{port}/dashboard/"
+
+
+class Background:
+    """The dashboard served from a daemon thread while a search runs in this process."""
+
+    def __init__(self, server: WSGIServer) -> None:
+        self.server = server
+        self.thread = threading.Thread(target=server.serve_forever, name="dashboard", daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return server_url(self.server)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def run_dashboard(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C / SIGTERM; the URL is the first line on stdout."""
+    import signal
+
+    import optuna
+
+    from search.cliutil import fail
+    from search.storage import StorageError, describe, resolve_url
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = resolve_url(args.storage)
+    try:
+        server = make_dashboard(url, args.host, args.port)
+    except (DashboardError, StorageError) as e:
+        return fail(str(e))
+
+    def on_signal(signum: int, _: Any) -> None:
+        # serve_forever's loop ends after the request in hand; shutdown() waits for that,
+        # so it is called from another thread (a KeyboardInterrupt raised inside a request
+        # would be caught and logged by wsgiref, and the server would go on)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    print(server_url(server), flush=True)
+    print(
+        f"optuna-run: dashboard of {describe(url)} at {server_url(server)} (Ctrl-C stops it)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    return 0

@@ -1,0 +1,362 @@
+"""`optuna-run report`: one self-contained HTML file (plotly inline, opens offline) and PNG
+figures of a study.
+
+Figures: optimisation history, intermediate values (pruned trials included), parameter
+importances, parallel coordinates, slices of the top parameters, the best trial's metrics
+and params; when the study holds them, the verdict against the baselines (`verdict` study
+attr) and the confirmed trials' seed spread (`confirm` study attr). The HTML figures are
+optuna.visualization's plotly figures; the PNGs are drawn by optuna.visualization.matplotlib
+(plotly's own PNG export, kaleido, downloads a browser) with the Agg backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import math
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+TOP_PARAMS = 4  # slices are drawn for this many of the most important params
+
+
+class ReportError(ValueError):
+    """The study cannot be reported (no trials): the message says why."""
+
+
+@dataclass
+class Figure:
+    id: str
+    """The plotly div id in the HTML and the PNG file's stem."""
+    title: str
+    plotly: Any = None
+    """A plotly figure, or None when only a table is shown."""
+    png: Callable[[Path], None] | None = None
+    table: str = ""
+    """HTML shown under the title (a table, or why the figure is missing)."""
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "-" if not math.isfinite(v) else f"{v:.6g}"
+    return html.escape(str(v))
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _save_axes(draw: Callable[[], Any]) -> Callable[[Path], None]:
+    """A PNG writer around an optuna.visualization.matplotlib call (returns Axes or array)."""
+
+    def save(path: Path) -> None:
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        ax = draw()
+        first = np.asarray(ax).ravel()[0] if not hasattr(ax, "figure") else ax
+        fig = first.figure
+        w, h = fig.get_size_inches()
+        if w < 9 or h < 5:
+            fig.set_size_inches(max(w, 9), max(h, 5))
+        for a in fig.axes:  # a legend of dozens of trials hides the plot; colours remain
+            legend = a.get_legend()
+            if legend is not None and len(legend.texts) > 12:
+                legend.remove()
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+
+    return save
+
+
+def _table_png(title: str, header: list[str], rows: list[list[Any]]) -> Callable[[Path], None]:
+    def save(path: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(min(2 + 1.6 * len(header), 16), 0.6 + 0.25 * len(rows)))
+        ax.axis("off")
+        cells = [[_fmt(v) for v in r] for r in rows] or [["-"] * len(header)]
+        t = ax.table(cellText=cells, colLabels=header, loc="center", cellLoc="left")
+        t.auto_set_font_size(False)
+        t.set_fontsize(9)
+        ax.set_title(title)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+
+    return save
+
+
+def best_trial_rows(study: optuna.Study) -> tuple[list[list[Any]], list[list[Any]]]:
+    best = study.best_trial
+    skip = {"fail_reason", "prune_reason"}
+    metrics: list[list[Any]] = [["value", best.value], ["trial", best.number]]
+    metrics += [[k, v] for k, v in sorted(best.user_attrs.items()) if k not in skip]
+    fixed = {
+        k: v
+        for k, v in study.user_attrs.get("spec", {}).get("space", {}).items()
+        if not isinstance(v, dict)
+    }
+    params = [[k, v, "searched"] for k, v in best.params.items()]
+    params += [[k, v, "fixed"] for k, v in fixed.items() if k not in best.params]
+    return metrics, params
+
+
+def verdict_table(verdict: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Rows: predictors (the model and the baselines); columns: segment / metric."""
+    segments = [s for s in ("val", "test") if isinstance(verdict.get(s), dict)]
+    cols: list[tuple[str, str]] = []
+    predictors: list[str] = []
+    for seg in segments:
+        for pred, metrics in verdict[seg].items():
+            if pred not in predictors:
+                predictors.append(pred)
+            for m in metrics:
+                if (seg, m) not in cols:
+                    cols.append((seg, m))
+    rows = [
+        [pred] + [verdict[seg].get(pred, {}).get(m, float("nan")) for seg, m in cols]
+        for pred in predictors
+    ]
+    return ["predictor"] + [f"{seg} {m}" for seg, m in cols], rows
+
+
+def confirm_rows(confirm: dict[str, Any]) -> list[list[Any]]:
+    winner = confirm.get("winner")
+    rows = []
+    for num, c in sorted(confirm.get("trials", {}).items(), key=lambda kv: int(kv[0])):
+        values = c.get("values", [])
+        mark = "winner" if winner is not None and int(num) == int(winner) else ""
+        rows.append([int(num), c.get("mean"), c.get("std"), len(values), mark])
+    return rows
+
+
+def _confirm_figures(confirm: dict[str, Any]) -> tuple[Any, Callable[[Path], None]]:
+    import plotly.graph_objects as go
+
+    trials = sorted(confirm.get("trials", {}).items(), key=lambda kv: int(kv[0]))
+    fig = go.Figure()
+    for num, c in trials:
+        vals = c.get("values", [])
+        fig.add_trace(go.Box(y=vals, name=f"trial {num}", boxpoints="all", jitter=0.3))
+    fig.update_layout(title="Confirmed trials: objective over fresh seeds", yaxis_title="value")
+
+    def save(path: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        fig_m, ax = plt.subplots(figsize=(9, 5))
+        for i, (_, c) in enumerate(trials):
+            vals = c.get("values", [])
+            ax.scatter([i] * len(vals), vals, alpha=0.6, color="tab:blue")
+            ax.errorbar(
+                [i], [c.get("mean")], yerr=[c.get("std") or 0.0], fmt="o", color="black", capsize=6
+            )
+        ax.set_xticks(range(len(trials)), [f"trial {n}" for n, _ in trials])
+        ax.set_ylabel("value")
+        ax.set_title("Confirmed trials: objective over fresh seeds (mean +- std)")
+        fig_m.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig_m)
+
+    return fig, save
+
+
+def build_figures(study: optuna.Study) -> list[Figure]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import optuna.visualization as pv
+    import optuna.visualization.matplotlib as pm
+
+    S = optuna.trial.TrialState
+    complete = study.get_trials(deepcopy=False, states=(S.COMPLETE,))
+    figs = [
+        Figure(
+            "optimization-history",
+            "Optimisation history",
+            pv.plot_optimization_history(study),
+            _save_axes(lambda: pm.plot_optimization_history(study)),
+        ),
+        Figure(
+            "intermediate-values",
+            "Intermediate values (validation loss per epoch; pruned trials stop early)",
+            pv.plot_intermediate_values(study),
+            _save_axes(lambda: pm.plot_intermediate_values(study)),
+        ),
+    ]
+    searched = sorted({p for t in complete for p in t.params})
+    top: list[str] = searched[:TOP_PARAMS]
+    if len(complete) >= 2 and searched:
+        try:
+            importances = optuna.importance.get_param_importances(study)
+            top = list(importances)[:TOP_PARAMS]
+            figs.append(
+                Figure(
+                    "param-importances",
+                    "Parameter importances",
+                    pv.plot_param_importances(study),
+                    _save_axes(lambda: pm.plot_param_importances(study)),
+                )
+            )
+        except (RuntimeError, ValueError) as e:
+            figs.append(
+                Figure(
+                    "param-importances",
+                    "Parameter importances",
+                    table=f"<p>not drawn: {html.escape(str(e))}</p>",
+                )
+            )
+        figs.append(
+            Figure(
+                "parallel-coordinate",
+                "Parallel coordinates",
+                pv.plot_parallel_coordinate(study),
+                _save_axes(lambda: pm.plot_parallel_coordinate(study)),
+            )
+        )
+        figs.append(
+            Figure(
+                "slice",
+                f"Slices of the top parameters ({', '.join(top)})",
+                pv.plot_slice(study, params=top),
+                _save_axes(lambda: pm.plot_slice(study, params=top)),
+            )
+        )
+    else:
+        why = f"<p>needs 2 complete trials, the study has {len(complete)}</p>"
+        for fid, title in (
+            ("param-importances", "Parameter importances"),
+            ("parallel-coordinate", "Parallel coordinates"),
+            ("slice", "Slices of the top parameters"),
+        ):
+            figs.append(Figure(fid, title, table=why))
+    if complete:
+        metrics, params = best_trial_rows(study)
+        figs.append(
+            Figure(
+                "best-trial",
+                f"Best trial {study.best_trial.number}: metrics and params",
+                table=_table(["metric", "value"], metrics) + _table(["param", "value", ""], params),
+                png=_table_png(
+                    f"Best trial {study.best_trial.number}",
+                    ["name", "value"],
+                    metrics + [[k, v] for k, v, _ in params],
+                ),
+            )
+        )
+    verdict = study.user_attrs.get("verdict")
+    if isinstance(verdict, dict):
+        header, rows = verdict_table(verdict)
+        summary = verdict.get("summary", "")
+        figs.append(
+            Figure(
+                "verdict",
+                "Verdict: the model against the baselines",
+                table=(f"<p>{html.escape(str(summary))}</p>" if summary else "")
+                + _table(header, rows),
+                png=_table_png("Verdict: the model against the baselines", header, rows),
+            )
+        )
+    confirm = study.user_attrs.get("confirm")
+    if isinstance(confirm, dict) and confirm.get("trials"):
+        fig, save = _confirm_figures(confirm)
+        flag = confirm.get("flag")
+        figs.append(
+            Figure(
+                "confirm-spread",
+                "Confirmed trials: seed spread",
+                fig,
+                save,
+                table=(f"<p>{html.escape(str(flag))}</p>" if flag else "")
+                + _table(["trial", "mean", "std", "seeds", ""], confirm_rows(confirm)),
+            )
+        )
+    return figs
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;
+text-align:left;font-size:90%}th{background:#f3f3f3}h2{margin-top:2em}code{background:#f3f3f3}"""
+
+
+def render_html(study: optuna.Study, figs: list[Figure]) -> str:
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in sorted(set(states)))
+    data = study.user_attrs.get("data", {})
+    head = (
+        f"<h1>Study {html.escape(study.study_name)}</h1><p>{len(states)} trials ({counts})"
+        + (
+            f"; data <code>{html.escape(str(data.get('file')))}</code>, "
+            f"{data.get('securities')} securities x {data.get('dates')} dates"
+            if data
+            else ""
+        )
+        + "</p>"
+    )
+    parts = []
+    inline_js = True  # plotly.js once, inline, in the first plotly figure: opens offline
+    for f in figs:
+        parts.append(f'<section id="section-{f.id}"><h2>{html.escape(f.title)}</h2>')
+        if f.plotly is not None:
+            parts.append(f.plotly.to_html(full_html=False, include_plotlyjs=inline_js, div_id=f.id))
+            inline_js = False
+        parts.append(f.table + "</section>")
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(study.study_name)}: report</title><style>{CSS}</style></head>"
+        f"<body>{head}{''.join(parts)}</body></html>"
+    )
+
+
+def write_report(study: optuna.Study, out: Path) -> tuple[Path, list[Path]]:
+    """Write OUT/report.html and OUT/<figure>.png; returns their paths."""
+    if not study.get_trials(deepcopy=False):
+        raise ReportError(f"study {study.study_name!r} has no trials yet: nothing to report")
+    out.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # optuna's ExperimentalWarning on every matplotlib plot
+        warnings.simplefilter("ignore")
+        figs = build_figures(study)
+        pngs = []
+        for f in figs:
+            if f.png is not None:
+                path = out / f"{f.id}.png"
+                f.png(path)
+                pngs.append(path)
+        page = out / "report.html"
+        page.write_text(render_html(study, figs), encoding="utf-8")
+    return page, pngs
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from search.cliutil import fail
+    from search.storage import StorageError, describe, make_storage, resolve_url
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = resolve_url(args.storage)
+    try:
+        storage = make_storage(url, heartbeat_interval=None)
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        name = args.study_name
+        if name is None:
+            if len(names) != 1:
+                return fail(
+                    f"--study-name: {describe(url)} holds {len(names)} studies, name one: {names}"
+                )
+            name = names[0]
+        if name not in names:
+            return fail(
+                f"--study-name: no study {name!r} in {describe(url)}; studies there: {names}"
+            )
+        study = optuna.load_study(study_name=name, storage=storage)
+        out = Path(args.out or f"studies/{name}-report")
+        page, pngs = write_report(study, out)
+    except (StorageError, ReportError) as e:
+        return fail(str(e))
+    print(f"wrote {page} and {len(pngs)} PNG figures in {out}", file=sys.stderr)
+    return 0

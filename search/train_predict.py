@@ -1,0 +1,135 @@
+"""`optuna-run train` (retrain a study's best params, save the model) and `optuna-run
+predict` (predictions from a saved model)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from data import ConfigError, DataError, load_panel
+from search.cliutil import fail, load_existing, resolve_device
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from search.export import ExportError
+    from search.retrain import train_best
+    from search.storage import StorageError
+    from search.verdict import format_verdict
+
+    out = Path(args.out or f"studies/{args.study_name}-model.pt")
+    try:
+        device = resolve_device(args.device)
+        study = load_existing(args.storage, args.study_name)
+        t0 = time.perf_counter()
+        ckpt = train_best(
+            study,
+            out,
+            torch.device(device),
+            args.data,
+            seed=args.seed,
+            trial_number=args.trial,
+            ensemble=args.ensemble,
+            tree=not args.no_tree,
+        )
+    except (StorageError, ExportError, ConfigError, DataError) as e:
+        return fail(str(e))
+    rep = ckpt["reproduced"]
+    which = (
+        f"trials {ckpt['trial_numbers']} (ensemble)"
+        if len(ckpt["trial_numbers"]) > 1
+        else f"trial {ckpt['trial_number']}"
+    )
+    print(
+        f"trained {which} on {device} in {time.perf_counter() - t0:.1f}s "
+        f"(best epoch {ckpt['best_epoch']}, seed {rep['seed']})",
+        file=sys.stderr,
+    )
+    vals = ", ".join(f"{v:.6g}" for v in rep["retrained_value"])
+    stored = ", ".join(f"{v:.6g}" for v in rep["trial_value"])
+    if args.seed is not None and not rep["same_seed"]:
+        print(
+            f"--seed {args.seed}: another seed than the trial's, so not a reproduction: "
+            f"value {vals} (the trial had {stored})",
+            file=sys.stderr,
+        )
+    elif rep["match"]:
+        print(f"reproduced the trial's value: {vals} (study: {stored})", file=sys.stderr)
+    else:
+        print(
+            f"value {vals} differs from the trial's {stored} (other data, device or threads)",
+            file=sys.stderr,
+        )
+    print(format_verdict(ckpt["verdict"]), file=sys.stderr)
+    if not ckpt["same_data_as_study"]:
+        print("note: the data differ from the study's (fingerprint changed)", file=sys.stderr)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from search.retrain import load_checkpoint, predict_file
+
+    out = Path(args.out)
+    if out.suffix not in (".csv", ".parquet"):
+        return fail(f"--out {out}: expected a .csv or .parquet file name")
+    try:
+        device = resolve_device(args.device)
+        ckpt = load_checkpoint(Path(args.model))
+        ckpt["data"] = with_columns(ckpt["data"], args.date, args.id)
+        path = args.data or ckpt["data"]["path"]
+        df = predict_file(ckpt, path, args.dates, torch.device(device))
+        df = with_raw_target(df, ckpt["data"], path)
+    except (ConfigError, DataError) as e:
+        return fail(str(e))
+    from search.export import atomic_write
+
+    if out.suffix == ".csv":
+        atomic_write(out, df.write_csv())
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        df.write_parquet(tmp)
+        tmp.replace(out)
+    print(f"wrote {out}: {df.height} predictions", file=sys.stderr)
+    return 0
+
+
+def with_columns(settings: dict[str, Any], date: str | None, ident: str | None) -> dict[str, Any]:
+    """The checkpoint's data settings with the --date / --id column names of another file."""
+    s = dict(settings)
+    if date:
+        s["date"] = date
+    if ident is not None:
+        s["id"] = ident or None
+    return s
+
+
+def with_raw_target(df: pl.DataFrame, settings: dict[str, Any], path: str) -> pl.DataFrame:
+    """Add `target_raw`, the target before any transform (the given column, or the forward
+    return); `target` stays what the model was trained to predict, on the model's scale
+    (after the per-date transform, winsorising and scaling; class codes for classes)."""
+    from search.retrain import data_config
+
+    raw = dict(settings, task="regression", target_cs="none", target_winsor=0.0, target_scale=1.0)
+    panel = load_panel(data_config(raw, path))
+    cfg = data_config(settings, path)
+    time_col = cfg.order or cfg.date
+    d = np.searchsorted(panel.dates, df.get_column(time_col).to_numpy())
+    if cfg.id:
+        pos = {v: i for i, v in enumerate(panel.ids)}
+        s = np.array([pos[v] for v in df.get_column(cfg.id).to_list()], dtype=np.int64)
+    else:
+        s = np.zeros(df.height, dtype=np.int64)
+    return df.with_columns(
+        pl.Series("target_raw", panel.target[d, s] if df.height else np.zeros(0))
+    )

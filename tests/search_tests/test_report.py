@@ -1,0 +1,113 @@
+"""`optuna-run report`: one self-contained HTML file holding every figure, and real PNGs."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from search.cli import main
+from tests.search_tests.helpers import load, run_cli, write_study
+
+FIGURES = (
+    "optimization-history",
+    "intermediate-values",
+    "param-importances",
+    "parallel-coordinate",
+    "slice",
+)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.fixture(scope="module")
+def study_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    folder = tmp_path_factory.mktemp("report")
+    url = f"sqlite:///{folder}/s.db"
+    cfg = write_study(folder, "rep")
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "10", "--seed", "5") == 0
+    return url
+
+
+def report(url: str, out: Path) -> str:
+    assert main(["report", "--study-name", "rep", "--storage", url, "--out", str(out)]) == 0
+    return (out / "report.html").read_text()
+
+
+def test_report_holds_every_figure_and_real_pngs(study_url: str, tmp_path: Path) -> None:
+    study = load(study_url, "rep")
+    states = {t.state.name for t in study.trials}
+    assert {"COMPLETE", "PRUNED"} <= states  # pruned trials are part of what is drawn
+    page = report(study_url, tmp_path / "r")
+    for fid in FIGURES:
+        assert f'id="{fid}"' in page, fid  # the plotly div
+        w, h = png_size(tmp_path / "r" / f"{fid}.png")
+        assert w >= 600 and h >= 300
+        assert (tmp_path / "r" / f"{fid}.png").stat().st_size > 10_000
+    # self-contained: plotly.js inline once, no script fetched from elsewhere
+    assert page.count("plotly.js v") == 1  # the library once, inline
+    assert "<script src=" not in page
+    best = study.best_trial
+    assert f"Best trial {best.number}" in page
+    assert "val_mse" in page and "hidden_dim" in page
+    assert png_size(tmp_path / "r" / "best-trial.png")[0] > 300
+    # no verdict or confirmation in this study: those sections are left out
+    assert 'id="section-verdict"' not in page and 'id="section-confirm-spread"' not in page
+
+
+def test_report_shows_verdict_and_seed_spread_when_the_study_has_them(
+    study_url: str, tmp_path: Path
+) -> None:
+    import optuna
+
+    study = load(study_url, "rep")
+    copy = f"sqlite:///{tmp_path}/c.db"
+    optuna.copy_study(from_study_name="rep", from_storage=study_url, to_storage=copy)
+    study = load(copy, "rep")
+    study.set_user_attr(
+        "verdict",
+        {
+            "val": {"lstm": {"ic": 0.031, "mse": 0.98}, "zero": {"ic": 0.0, "mse": 1.0}},
+            "test": {"lstm": {"ic": 0.012, "mse": 0.99}, "momentum": {"ic": -0.004}},
+            "summary": "lstm beats every baseline on validation IC",
+        },
+    )
+    study.set_user_attr(
+        "confirm",
+        {
+            "trials": {
+                "3": {"mean": 0.97, "std": 0.01, "values": [0.96, 0.97, 0.98]},
+                "7": {"mean": 0.99, "std": 0.02, "values": [0.97, 0.99, 1.01]},
+            },
+            "winner": 3,
+            "flag": "winner is within one std of the runner-up",
+        },
+    )
+    page = report(copy, tmp_path / "r")
+    assert 'id="section-verdict"' in page
+    assert "lstm beats every baseline on validation IC" in page
+    for cell in ("val ic", "test mse", "momentum", "0.031", "-0.004"):
+        assert cell in page, cell
+    assert 'id="confirm-spread"' in page and "winner is within one std" in page
+    assert "<td>3</td><td>0.97</td><td>0.01</td><td>3</td><td>winner</td>" in page
+    for name in ("verdict.png", "confirm-spread.png"):
+        assert png_size(tmp_path / "r" / name)[0] > 300
+
+
+def test_report_errors_name_the_flag(
+    study_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", "--study-name", "nope", "--storage", study_url]) == 2
+    assert "--study-name: no study 'nope'" in capsys.readouterr().err
+    empty = f"sqlite:///{tmp_path}/e.db"
+    import optuna
+
+    optuna.create_study(study_name="e", storage=empty)
+    assert main(["report", "--storage", empty, "--out", str(tmp_path / "o")]) == 2
+    assert "has no trials yet" in capsys.readouterr().err
