@@ -120,3 +120,26 @@ def test_stride_thins_training_windows_only(tmp_path):
     val_dates = sorted({int(e) // 2 for e in data.ends("val", 2)})
     assert val_dates == [10, 11, 12, 13]
     assert sorted({int(e) // 2 for e in data.ends("test", 2)}) == [15, 16, 17, 18, 19]
+
+
+def test_walk_forward_folds_by_hand() -> None:
+    from data.split import make_folds
+
+    dates = np.arange(100)
+    for mode, starts in (("expanding", (0, 0, 0)), ("sliding", (0, 14, 28))):
+        cfg = DataConfig(path="x.parquet", folds=3, fold_mode=mode)
+        split = make_split(dates, cfg)
+        assert (split.val, split.test) == (range(70, 84), range(85, 100))
+        folds = make_folds(split, cfg, 100)
+        # validation blocks of the validation segment's length, the last one the segment
+        assert [f.val for f in folds] == [range(42, 56), range(56, 70), range(70, 84)]
+        # each trains on the dates before its block, less the horizon purge
+        assert [f.train for f in folds] == [
+            range(starts[0], 41),
+            range(starts[1], 55),
+            range(starts[2], 69),
+        ]
+        assert all(f.test == split.test for f in folds)
+    too_many = DataConfig(path="x.parquet", folds=6)
+    with pytest.raises(DataError, match=r"folds = 6: .* leave no training dates"):
+        make_folds(make_split(dates, too_many), too_many, 100)
