@@ -105,12 +105,14 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--seconds", type=int, default=240)
     ap.add_argument("--out", default=".")
+    ap.add_argument("--skip-seeds", action="store_true")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to measure")
         return
     print(torch.__version__, torch.cuda.get_device_name(), "cuDNN", torch.backends.cudnn.version())
-    seeds_bench()
+    if not a.skip_seeds:
+        seeds_bench()
     study(a.data, a.seconds, a.out)
 
 

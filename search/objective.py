@@ -66,13 +66,14 @@ def trial_members(seed: int, n_seeds: int, n_folds: int) -> list[Member]:
 
 
 def make_members(p: TrialParams, data: Prepared, members: list[Member]) -> torch.nn.Module:
-    """One network per member, each initialised under its own seed, as one module; on CUDA
-    the recurrent members are stacked into one grouped network (bench/seeds.py)."""
+    """One network per member, each initialised under its own seed, as one module. The
+    members run one after another: cuDNN / oneDNN per member measured faster than the
+    grouped network (models.GroupedRecurrent) on an H100 and on a CPU (bench/gpu.py)."""
     nets = []
     for m in members:
         torch.manual_seed(m.seed)
         nets.append(make_model(p, data))
-    return group(nets, grouped=data.device.type == "cuda")
+    return group(nets, grouped=False)
 
 
 def selection_score(objective: str) -> Callable[[dict[str, float]], float]:
