@@ -156,6 +156,23 @@ def resolve_columns(cfg: DataConfig, schema: pl.Schema) -> Columns:
     else:
         candidates = [n for n in names if n not in used and n not in levels and n != cfg.order]
         feats = [n for n in candidates if schema[n].is_numeric()]
+        if target is not None and feats:
+            # A given target usually sits beside other labels (other horizons, other
+            # responders): never take a column as a feature unless it is named.
+            if not derive:
+                raise DataError(
+                    f"{path}: [data] target = {target!r} is given but [data] features is not; "
+                    "name the feature columns (names or globs, --features), since other "
+                    f"columns may be labels too; numeric candidates: {feats[:30]}"
+                    + (" ..." if len(feats) > 30 else "")
+                )
+            warnings.warn(
+                f"{path}: [data] target is given, so only the features derived from OHLCV are "
+                f"used; name other columns in [data] features to use them: {feats[:30]}",
+                DataWarning,
+                stacklevel=2,
+            )
+            feats = []
         left_out = [f"{n} ({schema[n]})" for n in candidates if not schema[n].is_numeric()]
         if left_out:
             warnings.warn(

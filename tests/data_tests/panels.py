@@ -51,5 +51,7 @@ def load(path: Path, **kw: Any) -> tuple[Panel, DataConfig]:
     """Load with a plain config: id column `id`, given `target`, raw values (no scaling)."""
     settings: dict[str, Any] = {"id": "id", "target": "target", "normalize": "none"}
     settings.update(kw)
+    if settings["target"] is not None and "features" not in kw:
+        settings["features"] = ("f*",)  # a given target takes only named features
     cfg = DataConfig(path=str(path), **settings)
     return load_panel(cfg), cfg

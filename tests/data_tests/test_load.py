@@ -74,7 +74,9 @@ def test_single_series_ordered_by_an_order_column(tmp_path):
     df = pl.DataFrame({"ts_id": ts, "x1": ts * 10.0, "x2": -ts * 1.0, "resp": ts / 100})
     path = tmp_path / "train.csv"
     df.write_csv(path)
-    panel, cfg = load(path, id="", order="ts_id", target="resp")
+    with pytest.raises(DataError, match=r"target = 'resp' is given but .*\['x1', 'x2'\]"):
+        load(path, id="", order="ts_id", target="resp", features=())  # other columns: labels?
+    panel, cfg = load(path, id="", order="ts_id", target="resp", features=("x*",))
     assert panel.values.shape == (6, 1, 2)
     assert panel.dates.tolist() == [1, 2, 3, 5, 7, 9]
     assert panel.values[:, 0, 0].tolist() == [10, 20, 30, 50, 70, 90]
@@ -88,19 +90,19 @@ def test_single_series_without_id_column_needs_id_unset(tmp_path):
     path = tmp_path / "one.csv"
     df.write_csv(path)
     with pytest.raises(DataError, match=r"'symbol' \(\[data\] id\) not found.*id = \"\""):
-        load(path, id="symbol", target="y")
-    panel, _ = load(path, id="", target="y")
+        load(path, id="symbol", target="y", features=("x",))
+    panel, _ = load(path, id="", target="y", features=("x",))
     assert panel.values[:, 0, 0].tolist() == [1.0, 2.0]
     assert str(panel.dates[0]) == "2020-01-02"
     with pytest.raises(DataError, match=r"\[data\] normalize = 'cs_zscore'.*one series"):
-        load(path, id="", target="y", normalize="cs_zscore")
+        load(path, id="", target="y", features=("x",), normalize="cs_zscore")
 
 
 def test_duplicate_order_values_in_a_single_series_are_refused(tmp_path):
     path = tmp_path / "dup.csv"
     pl.DataFrame({"ts_id": [1, 2, 2], "x": [1.0, 2.0, 3.0], "y": [0.0] * 3}).write_csv(path)
     with pytest.raises(DataError, match=r"dup\.csv: 1 duplicate ts_id rows.*set \[data\] id"):
-        load(path, id="", order="ts_id", target="y")
+        load(path, id="", order="ts_id", target="y", features=("x",))
 
 
 def test_glob_feature_selection(tmp_path):
@@ -110,8 +112,9 @@ def test_glob_feature_selection(tmp_path):
     assert panel.feature_names == ["feature_0", "feature_1", "feature_10"]
     panel, _ = load(path, features=("feature_1*", "other", "feature_1"))
     assert panel.feature_names == ["feature_1", "feature_10", "other"]
-    panel, _ = load(path)  # default: every numeric column not otherwise used
-    assert panel.feature_names == ["feature_0", "other", "feature_1", "feature_10"]
+    # a given target never takes unnamed columns: they may be labels too
+    with pytest.raises(DataError, match=r"name the feature columns .*\['feature_0', 'other'"):
+        load(path, features=())
     with pytest.raises(DataError, match=r"pattern 'factor_\*' \(\[data\] features\) matches no"):
         load(path, features=("factor_*",))
     with pytest.raises(DataError, match=r"'target' \(\[data\] features\) is already"):
@@ -262,13 +265,14 @@ def test_a_column_left_out_for_its_type_is_named_in_a_warning(tmp_path):
         tmp_path / "p.parquet",
         4,
         2,
-        {"f0": f0, "sector": lambda d, s: "tech", "target": lambda d, s: 0.1},
+        {"f0": f0, "sector": lambda d, s: "tech", "close": lambda d, s: 10.0 + d},
     )
     from data.load import DataWarning
 
+    # no given target: the forward return of close, and every numeric column a feature
     with pytest.warns(DataWarning, match=r"sector \(String\)"):
-        panel, _ = load(path)
-    assert panel.feature_names == ["f0"]
+        panel, _ = load(path, target=None)
+    assert panel.feature_names[-1] == "f0" and "sector" not in panel.feature_names
 
 
 def test_every_missing_column_is_named_at_once_with_did_you_mean(tmp_path):

@@ -67,7 +67,7 @@ def test_clipping_is_per_member() -> None:
 @pytest.fixture
 def prepared(tmp_path) -> Prepared:  # type: ignore[no-untyped-def]
     path = write_panel(tmp_path / "p.parquet", n_dates=90, n_ids=8, n_features=3)
-    cfg = DataConfig(path=str(path), id="id", target="target", folds=2)
+    cfg = DataConfig(path=str(path), id="id", target="target", features=("f*",), folds=2)
     return Prepared(load_panel(cfg), cfg, torch.device("cpu"), eval_time_steps=4)
 
 

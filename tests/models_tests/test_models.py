@@ -86,7 +86,7 @@ def test_mean_ic_by_hand() -> None:
 @pytest.fixture
 def prepared(tmp_path) -> Prepared:  # type: ignore[no-untyped-def]
     path = write_panel(tmp_path / "p.parquet", n_dates=80, n_ids=6, n_features=3)
-    cfg = DataConfig(path=str(path), id="id", target="target")
+    cfg = DataConfig(path=str(path), id="id", target="target", features=("f*",))
     return Prepared(load_panel(cfg), cfg, torch.device("cpu"))
 
 

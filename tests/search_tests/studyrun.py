@@ -45,7 +45,7 @@ def study_toml(
     if data is None:
         table = f'path = "{SAMPLE}"'
     else:
-        table = f'path = "{data.name}"\nid = "id"\ntarget = "target"'
+        table = f'path = "{data.name}"\nid = "id"\ntarget = "target"\nfeatures = ["f*"]'
     path = folder / f"{file or name}.toml"
     path.write_text(
         f"""[study]

@@ -37,7 +37,7 @@ def study_toml(folder: Path, data: str, extra: str = "", time_steps: int = 3) ->
     """A study TOML in `folder`; `data` is the [data] path (relative to the TOML's folder)."""
     toml = folder / "study.toml"
     toml.write_text(
-        f'[study]\nname = "s"\n\n[data]\npath = "{data}"\nid = "id"\ntarget = "target"\n'
+        f'[study]\nname = "s"\n\n[data]\npath = "{data}"\nid = "id"\ntarget = "target"\nfeatures = ["f*"]\n'
         f"{extra}\n\n[budget]\nmax_windows_per_epoch = 256\n" + SPACE.format(time_steps=time_steps)
     )
     return toml

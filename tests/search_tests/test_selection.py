@@ -233,6 +233,6 @@ def test_bad_objectives_are_refused_before_any_trial(
     assert "'auc' does not apply to [data] task = 'regression'" in capsys.readouterr().err
     small = write_panel(tmp_path / "small.parquet", n_dates=80, n_ids=3)
     argv = ["--config", str(cfg), "--storage", url, "--data", str(small), "--id", "id"]
-    assert run_cli(*argv, "--target", "target") == 2
+    assert run_cli(*argv, "--target", "target", "--features", "f*") == 2
     assert "use --objective val_loss" in capsys.readouterr().err
     assert not Path(url.removeprefix("sqlite:///")).exists() or not optuna.get_all_study_names(url)
