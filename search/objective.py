@@ -200,7 +200,7 @@ class Objective:
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:500])
             raise
         finally:
-            self._record(trial, progress, time.perf_counter() - start, p, members)
+            record_trial(trial, cfg, self.data, progress, time.perf_counter() - start, p, members)
             del model
             self._release()
         trial.set_user_attr("fail_reason", oom)
@@ -220,16 +220,6 @@ class Objective:
             self._frozen = True
         if self.data.device.type == "cuda":
             torch.cuda.empty_cache()
-
-    def _record(
-        self,
-        trial: optuna.Trial,
-        progress: dict[str, Any],
-        seconds: float,
-        p: TrialParams,
-        members: list[Member],
-    ) -> None:
-        record_trial(trial, self.cfg, self.data, progress, seconds, p, members)
 
 
 # validation metrics kept in a trial's user attrs (val_<name>)

@@ -28,7 +28,16 @@ from data.normalize import Scaler
 from data.prepared import PanelTensors
 from data.split import make_split
 from data.windows import run_lengths, window_ends
-from models import Member, build_model, fit, group, predict_members, to_floats, validate
+from models import (
+    Member,
+    average_prediction,
+    build_model,
+    fit,
+    group,
+    predict_members,
+    to_floats,
+    validate,
+)
 from search.config import BudgetConfig
 from search.export import ExportError, versions
 from search.objective import (
@@ -221,14 +230,7 @@ class EnsemblePredictor:
         return outs
 
     def __call__(self, ends: torch.Tensor) -> torch.Tensor:
-        out = torch.cat(self.member_outputs(ends))  # (M, N[, C])
-        if self.n_outputs == 1:
-            return out.mean(0)
-        return torch.log(out.softmax(-1).mean(0).clamp_min(1e-12))  # averaged probabilities
-
-
-def _finite(d: dict[str, float]) -> dict[str, float | None]:
-    return {k: (v if math.isfinite(v) else None) for k, v in d.items()}
+        return average_prediction(torch.cat(self.member_outputs(ends)), self.n_outputs)
 
 
 def train_best(
