@@ -37,6 +37,7 @@ from search.config import RunConfig
 from search.objective import Objective
 from search.report import Reporter, trial_event
 from search.storage import (
+    ProxyStorage,
     ServiceStorage,
     StorageError,
     StudyFull,
@@ -44,6 +45,16 @@ from search.storage import (
     make_storage,
     scrub,
 )
+
+try:
+    from grpc import RpcError
+except ImportError:  # the [grpc] extra is not installed: no proxy client either
+
+    class RpcError(Exception):  # type: ignore[no-redef]
+        pass
+
+
+STORAGE_ERRORS = (SQLAlchemyError, optuna.exceptions.StorageInternalError, RpcError)
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -114,11 +125,19 @@ def run_trials(
     )
     objective = Objective(cfg, data, should_stop=stop)
     here = f"{socket.gethostname()}:{os.getpid()}"
+    lost: list[int] = []
 
     def run_one(trial: optuna.Trial) -> float:
         # Which machine and process ran (or died on) the trial, for the dashboard.
-        trial.set_user_attr("worker", here)
-        return objective(trial)
+        try:
+            trial.set_user_attr("worker", here)
+            return objective(trial)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # The trial was failed under us: its heartbeat went stale while this worker was
+            # cut off from the storage, and a retry of its params was queued. Optuna's tell
+            # then refuses the finished trial (ValueError), caught below.
+            lost.append(trial.number)
+            raise
 
     deadline = None if timeout is None else time.monotonic() + timeout
     ran = {"n": 0}
@@ -153,19 +172,28 @@ def run_trials(
                         callbacks=[callback],
                     )
                 return
-            except StudyFull:
-                if not wait_for_room(study, storage, max_trials or 0, stop, deadline):
+            except StudyFull as e:
+                if not wait_for_room(study, storage, e.limit, stop, deadline):
                     return
-    except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+            except ValueError:
+                if not lost:
+                    raise
+                print(
+                    f"optuna-run: trial {lost.pop()} was failed by its heartbeat while this "
+                    "worker could not reach the storage; a retry runs its params again",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    except STORAGE_ERRORS as e:
         cause = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
         raise StorageError(f"storage failed: {scrub(cause[0], url)}") from None
     finally:
-        storage.engine.dispose()
+        storage.close()
 
 
 def wait_for_room(
     study: optuna.Study,
-    storage: ServiceStorage,
+    storage: ServiceStorage | ProxyStorage,
     max_trials: int,
     stop: Stop,
     deadline: float | None,
