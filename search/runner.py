@@ -38,7 +38,7 @@ from search.objective import Objective
 from search.report import Reporter, trial_event
 from search.storage import (
     ProxyStorage,
-    ServiceStorage,
+    ServiceCache,
     StorageError,
     StudyFull,
     fail_stale,
@@ -69,11 +69,33 @@ def make_sampler(cfg: RunConfig, worker: int = 0) -> optuna.samplers.BaseSampler
     return samplers[s.sampler]()
 
 
+class HyperbandPruner(optuna.pruners.HyperbandPruner):
+    """Optuna's Hyperband, with each trial's bracket computed once.
+
+    The bracket is a hash of the study name and the trial number; Optuna recomputes it for
+    every trial of the study at every `should_prune` (to list the trials of the bracket),
+    which grows with the study. The decisions are the same.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._bracket_of: dict[tuple[str, int], int] = {}
+
+    def _get_bracket_id(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
+        if not self._pruners:  # not sized yet: Optuna answers 0 for now
+            return super()._get_bracket_id(study, trial)
+        key = (study.study_name, trial.number)
+        bracket = self._bracket_of.get(key)
+        if bracket is None:
+            bracket = self._bracket_of[key] = super()._get_bracket_id(study, trial)
+        return bracket
+
+
 def make_pruner(cfg: RunConfig) -> optuna.pruners.BasePruner:
     # The resource is the epoch; its maximum is set from the epochs range, never "auto".
     max_epochs = int(cfg.space.max("epochs"))
     pruners: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(
+        "hyperband": lambda: HyperbandPruner(
             min_resource=1, max_resource=max(max_epochs, 2), reduction_factor=3
         ),
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
@@ -175,12 +197,14 @@ def run_trials(
             except StudyFull as e:
                 if not wait_for_room(study, storage, e.limit, stop, deadline):
                     return
-            except ValueError:
-                if not lost:
+            except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as e:
+                # Telling the trial's end failed because it had been finished elsewhere.
+                if isinstance(e, ValueError) and not lost:
                     raise
+                which = f"trial {lost.pop()}" if lost else "a trial"
                 print(
-                    f"optuna-run: trial {lost.pop()} was failed by its heartbeat while this "
-                    "worker could not reach the storage; a retry runs its params again",
+                    f"optuna-run: {which} was failed by its heartbeat while this worker "
+                    "could not reach the storage; a retry runs its params again",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -193,7 +217,7 @@ def run_trials(
 
 def wait_for_room(
     study: optuna.Study,
-    storage: ServiceStorage | ProxyStorage,
+    storage: ServiceCache | ProxyStorage,
     max_trials: int,
     stop: Stop,
     deadline: float | None,

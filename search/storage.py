@@ -25,6 +25,7 @@ row; the proxy fails stale trials itself, and it enforces the trial cap (`optuna
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import random
 import re
@@ -39,7 +40,9 @@ from typing import Any
 from urllib.parse import unquote
 
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.storages import GrpcStorageProxy, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages._rdb import models as rdb_models
 from optuna.trial import FrozenTrial, TrialState
@@ -421,6 +424,165 @@ class ServiceStorage(RDBStorage):
             return super().set_trial_state_values(trial_id, state, values)
 
 
+class ServiceCache(_CachedStorage):
+    """Optuna's trial cache (what `optuna.load_study` puts around an RDBStorage: finished
+    trials read once, then only new and unfinished ones), plus the trials this process runs.
+
+    What Optuna would read again and again, it reads here once:
+
+    - A trial this process created or started is held in memory and updated as it is
+      written (params, intermediate values, attrs), so `get_trial` of it, which Optuna calls
+      at every report, `should_prune` and suggestion, and the trial lists handed to the
+      sampler and pruner, show it as it is without a query. Every write still goes to the
+      database first and is checked there (a trial failed by another process's heartbeat
+      check refuses the write, as without the cache).
+    - The study's trial list (new and unfinished trials) is read again when this process
+      changed a trial's state since the last read, else at most every `refresh_s` seconds:
+      other workers' progress is seen up to that much later. A worker alone on its study
+      sees exactly what it would see without the cache.
+    - A study's id by name (Hyperband looks it up at every `should_prune`).
+    - Stale trials (dead workers') are looked for once per heartbeat interval, not before
+      every trial.
+
+    Anything else is the backend's: `count`, `close`, `max_trials`, `engine`, ...
+    """
+
+    refresh_s = 1.0
+
+    def __init__(self, backend: ServiceStorage) -> None:
+        super().__init__(backend)
+        self._own: dict[int, FrozenTrial] = {}
+        self._study_ids: dict[str, int] = {}
+        self._read_at: dict[int, float] = {}  # study id -> monotonic time of the last read
+        self._stale_at: dict[int, float] = {}  # study id -> time of the last stale check
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        # Optuna asks before every trial; a trial is stale only after `grace_period` seconds,
+        # so asking once per heartbeat interval finds every stale trial as soon, near enough.
+        every = self._backend.heartbeat_interval or 0
+        now = time.monotonic()
+        if now - self._stale_at.get(study_id, -1e18) < every:
+            return []
+        self._stale_at[study_id] = now
+        return super()._get_stale_trial_ids(study_id)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        sid = self._study_ids.get(study_name)
+        if sid is None:
+            sid = self._study_ids[study_name] = super().get_study_id_from_name(study_name)
+        return sid
+
+    def delete_study(self, study_id: int) -> None:
+        self._study_ids = {k: v for k, v in self._study_ids.items() if v != study_id}
+        self._read_at.pop(study_id, None)
+        super().delete_study(study_id)
+
+    def _changed(self, trial_id: int) -> None:
+        """A trial's state changed here: read the study's trials at the next listing."""
+        key = self._trial_id_to_study_id_and_number.get(trial_id)
+        if key is None:
+            self._read_at.clear()
+        else:
+            self._read_at.pop(key[0], None)
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        last = self._read_at.get(study_id)
+        if last is None or time.monotonic() - last >= self.refresh_s:
+            self._read_trials_from_remote_storage(study_id)
+            self._read_at[study_id] = time.monotonic()
+        with self._lock:
+            study = self._studies[study_id]
+            for trial_id, t in self._own.items():
+                sid, number = self._trial_id_to_study_id_and_number[trial_id]
+                if sid == study_id:
+                    # A snapshot: the held trial changes with the next write (its dicts are
+                    # replaced, never changed in place), a listing handed out must not.
+                    study.trials[number] = copy.copy(t)
+            trials = sorted(
+                (t for t in study.trials.values() if states is None or t.state in states),
+                key=lambda t: t.number,
+            )
+            return copy.deepcopy(trials) if deepcopy else trials
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_backend", "_own"):
+            raise AttributeError(name)
+        return getattr(self._backend, name)
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._own = {}
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        trial_id = super().create_new_trial(study_id, template_trial)
+        with self._lock:
+            number = self._trial_id_to_study_id_and_number[trial_id][1]
+            trial = self._studies[study_id].trials[number]
+            if trial.state == TrialState.RUNNING:
+                self._own[trial_id] = copy.deepcopy(trial)
+        return trial_id
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        try:
+            updated = super().set_trial_state_values(trial_id, state, values)
+        except Exception:
+            self._own.pop(trial_id, None)
+            raise
+        finally:
+            self._changed(trial_id)
+        if state == TrialState.RUNNING and updated:  # a WAITING trial this process took
+            self._own[trial_id] = self._backend.get_trial(trial_id)
+        elif state.is_finished():
+            self._own.pop(trial_id, None)
+        return updated
+
+    def set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: BaseDistribution,
+    ) -> None:
+        super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        t = self._own.get(trial_id)
+        if t is not None:
+            t.params = {**t.params, param_name: distribution.to_external_repr(param_value_internal)}
+            t.distributions = {**t.distributions, param_name: distribution}
+
+    def set_trial_intermediate_value(
+        self, trial_id: int, step: int, intermediate_value: float
+    ) -> None:
+        super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+        t = self._own.get(trial_id)
+        if t is not None:
+            t.intermediate_values = {**t.intermediate_values, step: intermediate_value}
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        super().set_trial_user_attr(trial_id, key, value)
+        t = self._own.get(trial_id)
+        if t is not None:
+            t.user_attrs = {**t.user_attrs, key: value}
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        super().set_trial_system_attr(trial_id, key, value)
+        t = self._own.get(trial_id)
+        if t is not None and key != HEARTBEAT_ATTR:
+            t.system_attrs = {**t.system_attrs, key: value}
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        t = self._own.get(trial_id)
+        if t is not None:
+            return copy.deepcopy(t)
+        return super().get_trial(trial_id)
+
+
 def _grpc_status(e: BaseException) -> str:
     code = getattr(e, "code", None)
     return str(code()).rsplit(".", 1)[-1] if callable(code) else ""
@@ -529,8 +691,8 @@ def make_storage(
     max_trials: int | None = None,
     attempts: int = 8,
     reconnect_s: float = RECONNECT_S,
-) -> ServiceStorage | ProxyStorage:
-    """An RDB storage for `url`, creating the schema if needed; for grpc://HOST:PORT, a
+) -> ServiceCache | ProxyStorage:
+    """An RDB storage for `url` (behind ServiceCache), creating the schema if needed; for grpc://HOST:PORT, a
     client of `optuna-run proxy` (the proxy then owns the trial cap: `max_trials` must be
     None there).
 
@@ -590,7 +752,7 @@ def make_storage(
             if scheme == "sqlite":
                 event.listen(storage.engine, "connect", _on_sqlite_connect)
                 storage.engine.dispose()  # later connections get the pragmas
-            return storage
+            return ServiceCache(storage)
         except ArgumentError as e:
             raise StorageError(
                 f"storage URL {mask(url)!r} is not valid: {scrub(str(e), url)}"
