@@ -1,10 +1,12 @@
 """PostgreSQL restarted in the middle of a study: the REAL local server is stopped for longer
-than the heartbeat's grace period and started again while three workers train.
+than the heartbeat's grace period and started again while three workers train, and a fourth
+worker dies while the server is down (as one on a machine lost with it would).
 
-The workers wait (a bounded retry with a line on stderr, password masked) and reconnect; a
-trial whose heartbeat went stale meanwhile is failed and re-run with the same params; the
-study ends with exactly the requested COMPLETE trials, each number once, nothing RUNNING or
-WAITING. Needs root and `pg_ctlcluster` (Debian's PostgreSQL packaging); PostgreSQL is
+The three workers wait (a bounded retry with a line on stderr, password masked), reconnect
+and go on with their trials; the dead worker's trial, whose heartbeat went stale, is failed
+and re-run with the same params by a live worker (as is any live worker's trial that a
+stale-trial check reached before its heartbeat resumed); the study ends with exactly the
+requested COMPLETE trials, each number once, nothing RUNNING or WAITING. Needs root and `pg_ctlcluster` (Debian's PostgreSQL packaging); PostgreSQL is
 started again in a `finally`, whatever happens.
 """
 
@@ -82,7 +84,8 @@ def test_postgres_restart_mid_study_with_three_workers(cluster, fresh_pg, tmp_pa
     # ~0.3 s per epoch on the bundled sample: a trial trains for a few seconds.
     config = study_toml(tmp_path, name, epochs=6, windows=512, heartbeat=(1, 3), max_retry=3)
     args = ["--storage", url, "--config", str(config), "--n-trials", "100"]
-    workers = [start_cli([*args, "--max-trials", str(TOTAL)], tmp_path) for _ in range(3)]
+    workers = [start_cli([*args, "--max-trials", str(TOTAL)], tmp_path) for _ in range(4)]
+    victim = workers[3]
     outputs: list[tuple[int, str, str]] = []
     try:
 
@@ -97,22 +100,30 @@ def test_postgres_restart_mid_study_with_three_workers(cluster, fresh_pg, tmp_pa
                 for t in trials
                 if t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values
             ]
-            return done >= 2 and len(training) >= 2
+            # The fourth worker early in a trial: it still trains when the server stops.
+            victim_training = [
+                t.number
+                for t in training
+                if str(t.user_attrs.get("worker", "")).endswith(f":{victim.pid}")
+                and len(t.intermediate_values) <= 2
+            ]
+            running.clear()
+            running.extend(t.number for t in training)
+            dead[:] = victim_training
+            return done >= 2 and len(training) >= 2 and bool(victim_training)
 
-        wait_for(mid_study, 240, "two trials training after two completed", poll=0.5)
-        running = [
-            t.number
-            for t in load(fresh_pg, name).get_trials(
-                deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
-            )
-        ]
+        running: list[int] = []
+        dead: list[int] = []
+        wait_for(mid_study, 300, "trials training, one of them the fourth worker's", poll=0.2)
         try:
             _ctl(cluster, "stop", "-m", "fast")
+            victim.kill()  # dies while the server is down: its trial's heartbeat stops
             time.sleep(DOWN_S)
         finally:
             _ctl(cluster, "start")
             wait_for(_ready, 60, "PostgreSQL to accept connections again")
-        outputs = [finish(w, timeout=400) for w in workers]
+        victim.communicate()
+        outputs = [finish(w, timeout=400) for w in workers[:3]]
     finally:
         for w in workers:
             if w.poll() is None:
@@ -149,9 +160,11 @@ def test_postgres_restart_mid_study_with_three_workers(cluster, fresh_pg, tmp_pa
         ]
         assert retries, f"trial {f.number} failed and was not re-run to completion"
         assert all(r.params == f.params for r in retries)
-    # The trials running when the server went down ended COMPLETE, or FAIL with a retry.
+    # The trials running when the server went down ended COMPLETE, or FAIL with a retry;
+    # the dead worker's trial was failed by the heartbeat.
     states = {t.number: t.state.name for t in trials}
     assert all(states[n] in ("COMPLETE", "FAIL") for n in running)
+    assert states[dead[0]] == "FAIL", (dead, states)
     print(
         f"running at the stop: {running}; states after: "
         f"{ {n: states[n] for n in running} }; failed and retried: "
