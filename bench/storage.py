@@ -8,8 +8,9 @@ per trial, taken over the 20 trials ending at trial 100, 300 and 600, is the ove
     python bench/storage.py --trials 100,300 --pg postgresql+psycopg://postgres@127.0.0.1/test
 
 Backends: memory (InMemoryStorage), sqlite (a fresh file), postgresql (a fresh database on
---pg, dropped after), proxy (`optuna-run proxy` in a subprocess over a fresh SQLite file,
-workers through grpc://; needs the [grpc] extra). Modes:
+--pg, dropped after), proxy (a gRPC storage proxy in a subprocess over a fresh SQLite file,
+the trials run through grpc://; needs the [grpc] extra: Optuna's `run_grpc_proxy_server`
+with `GrpcStorageProxy` for stock, `optuna-run proxy` with our client for ours). Modes:
 
 - stock: what Optuna's documentation shows: `create_study(storage=URL,
   sampler=TPESampler(), pruner=HyperbandPruner(min_resource=1, max_resource=10))`.
@@ -145,22 +146,42 @@ def fresh_pg(admin_url: str) -> tuple[str, Any]:
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
 
 
-def start_proxy(backing: str) -> tuple[str, subprocess.Popen[str]]:
+STOCK_PROXY = """
+import socket, sys
+import optuna
+from optuna.storages import get_storage, run_grpc_proxy_server
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+storage = get_storage(sys.argv[1])
+print(f"serving on grpc://127.0.0.1:{port}", flush=True)
+run_grpc_proxy_server(storage, host="127.0.0.1", port=port)
+"""
+
+
+def start_proxy(backing: str, mode: str) -> tuple[str, subprocess.Popen[str]]:
+    """`optuna-run proxy` for ours; Optuna's run_grpc_proxy_server(get_storage(URL)) for
+    stock. Returns the grpc:// URL once it listens."""
     exe = Path(sys.executable).parent / "optuna-run"
     env = {k: v for k, v in os.environ.items() if k != "OPTUNA_STORAGE"}
+    if mode == "stock":
+        cmd = [sys.executable, "-c", STOCK_PROXY, backing]
+    else:
+        cmd = [str(exe), "proxy", "--storage", backing, "--host", "127.0.0.1", "--port", "0"]
     proc = subprocess.Popen(
-        [str(exe), "proxy", "--storage", backing, "--host", "127.0.0.1", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if "grpc://" not in line:
         proc.kill()
         raise RuntimeError(f"the proxy did not start: {line!r}")
-    return line.split()[-1], proc
+    url = line.split()[-1]
+    if mode == "stock":  # it prints before it listens
+        import grpc
+
+        host_port = url[len("grpc://") :]
+        with grpc.insecure_channel(host_port) as ch:
+            grpc.channel_ready_future(ch).result(timeout=30)
+    return url, proc
 
 
 def measure(backend: str, mode: str, n: int, seed: int, pg: str) -> dict[str, Any]:
@@ -175,7 +196,7 @@ def measure(backend: str, mode: str, n: int, seed: int, pg: str) -> dict[str, An
             url, drop = fresh_pg(pg)
             cleanup.append(drop)
         if backend == "proxy":
-            url, proc = start_proxy(url)
+            url, proc = start_proxy(url, mode)
             cleanup.append(lambda: (proc.terminate(), proc.wait(timeout=30)))
         out = subprocess.run(
             [sys.executable, __file__, "--child", backend, mode, url, str(n), str(seed)],

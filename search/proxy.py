@@ -97,7 +97,8 @@ def serve(
         raise StorageError("--storage: the proxy serves a database URL, not another proxy")
     backend = make_storage(
         url,
-        heartbeat_interval=heartbeat_interval,
+        # also how often stale trials are looked for: well within the grace period
+        heartbeat_interval=max(1, min(heartbeat_interval, grace_period // 3)),
         grace_period=grace_period,
         max_retry=max_retry,
         max_trials=max_trials,

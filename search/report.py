@@ -114,7 +114,10 @@ class Reporter:
         dash_url = url if not url.startswith("sqlite:///") else "sqlite:///" + describe(url)
         from search.storage import mask
 
-        lines.append(f"view it: optuna-dashboard {mask(dash_url)}")
+        if url.startswith("grpc://"):  # the dashboard reads the database, not the proxy
+            lines.append("view it: optuna-dashboard DATABASE_URL (the proxy's --storage)")
+        else:
+            lines.append(f"view it: optuna-dashboard {mask(dash_url)}")
         lines.append(
             f"export:  optuna-run export --study-name {study.study_name} "
             f"--out studies/{study.study_name}-best.json"

@@ -424,37 +424,177 @@ class ServiceStorage(RDBStorage):
             return super().set_trial_state_values(trial_id, state, values)
 
 
-class ServiceCache(_CachedStorage):
-    """Optuna's trial cache (what `optuna.load_study` puts around an RDBStorage: finished
-    trials read once, then only new and unfinished ones), plus the trials this process runs.
+class _HeldTrials:
+    """The trials this process runs, held in memory and updated as they are written (params,
+    intermediate values, attrs), so that reading them, which Optuna does at every report,
+    `should_prune` and suggestion, costs no round trip. Every write still goes to the
+    storage first and is checked there: a trial failed by another process's heartbeat check
+    refuses the write, as without this.
 
-    What Optuna would read again and again, it reads here once:
-
-    - A trial this process created or started is held in memory and updated as it is
-      written (params, intermediate values, attrs), so `get_trial` of it, which Optuna calls
-      at every report, `should_prune` and suggestion, and the trial lists handed to the
-      sampler and pruner, show it as it is without a query. Every write still goes to the
-      database first and is checked there (a trial failed by another process's heartbeat
-      check refuses the write, as without the cache).
-    - The study's trial list (new and unfinished trials) is read again when this process
-      changed a trial's state since the last read, else at most every `refresh_s` seconds:
-      other workers' progress is seen up to that much later. A worker alone on its study
-      sees exactly what it would see without the cache.
-    - A study's id by name (Hyperband looks it up at every `should_prune`).
-    - Stale trials (dead workers') are looked for once per heartbeat interval, not before
-      every trial.
-
-    Anything else is the backend's: `count`, `close`, `max_trials`, `engine`, ...
+    Also: a study's trial list is read again when this process changed a trial's state since
+    the last read, else at most every `refresh_s` seconds, so other workers' progress is
+    seen up to that much later; a worker alone on its study sees exactly what it would see
+    without the cache. Mixed in before an Optuna storage class.
     """
 
     refresh_s = 1.0
 
+    def _held_init(self) -> None:
+        self._own: dict[int, FrozenTrial] = {}
+        self._own_study: dict[int, int] = {}
+        self._read_at: dict[int, float] = {}  # study id -> monotonic time of the last read
+
+    def _fetch_new(self, study_id: int, trial_id: int) -> FrozenTrial:
+        raise NotImplementedError
+
+    def _due(self, study_id: int) -> bool:
+        last = self._read_at.get(study_id)
+        return last is None or time.monotonic() - last >= self.refresh_s
+
+    def _listing(
+        self,
+        study_id: int,
+        trials: dict[int, FrozenTrial],
+        states: Container[TrialState] | None,
+        deepcopy: bool,
+    ) -> list[FrozenTrial]:
+        """`trials` (number -> trial) with the held ones put in as they are now."""
+        for trial_id, t in self._own.items():
+            if self._own_study.get(trial_id) == study_id:
+                # A snapshot: the held trial changes with the next write (its dicts are
+                # replaced, never changed in place); a listing handed out must not.
+                trials[t.number] = copy.copy(t)
+        out = sorted(
+            (t for t in trials.values() if states is None or t.state in states),
+            key=lambda t: t.number,
+        )
+        return copy.deepcopy(out) if deepcopy else out
+
+    def _changed(self, trial_id: int) -> None:
+        """A trial's state changed here: read its study's trials at the next listing."""
+        sid = self._own_study.get(trial_id)
+        if sid is None:
+            self._read_at.clear()
+        else:
+            self._read_at.pop(sid, None)
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        trial_id = super().create_new_trial(study_id, template_trial)  # type: ignore[misc]
+        trial = self._fetch_new(study_id, trial_id)
+        if trial.state == TrialState.RUNNING:
+            self._own[trial_id] = trial
+            self._own_study[trial_id] = study_id
+        else:
+            self._read_at.pop(study_id, None)
+        return trial_id
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        try:
+            updated = super().set_trial_state_values(trial_id, state, values)  # type: ignore[misc]
+        except Exception:
+            self._own.pop(trial_id, None)
+            raise
+        finally:
+            self._changed(trial_id)
+        if state == TrialState.RUNNING and updated:  # a WAITING trial this process took
+            trial = super().get_trial(trial_id)  # type: ignore[misc]
+            self._own[trial_id] = copy.deepcopy(trial)
+            self._own_study[trial_id] = self.get_study_id_from_trial(trial)
+        elif state.is_finished():
+            self._own.pop(trial_id, None)
+        return bool(updated)
+
+    def get_study_id_from_trial(self, trial: FrozenTrial) -> int:
+        raise NotImplementedError
+
+    def set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: BaseDistribution,
+    ) -> None:
+        super().set_trial_param(  # type: ignore[misc]
+            trial_id, param_name, param_value_internal, distribution
+        )
+        t = self._own.get(trial_id)
+        if t is not None:
+            t.params = {**t.params, param_name: distribution.to_external_repr(param_value_internal)}
+            t.distributions = {**t.distributions, param_name: distribution}
+
+    def set_trial_intermediate_value(
+        self, trial_id: int, step: int, intermediate_value: float
+    ) -> None:
+        super().set_trial_intermediate_value(trial_id, step, intermediate_value)  # type: ignore[misc]
+        t = self._own.get(trial_id)
+        if t is not None:
+            t.intermediate_values = {**t.intermediate_values, step: intermediate_value}
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        super().set_trial_user_attr(trial_id, key, value)  # type: ignore[misc]
+        t = self._own.get(trial_id)
+        if t is not None:
+            t.user_attrs = {**t.user_attrs, key: value}
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        super().set_trial_system_attr(trial_id, key, value)  # type: ignore[misc]
+        t = self._own.get(trial_id)
+        if t is not None and key != HEARTBEAT_ATTR:
+            t.system_attrs = {**t.system_attrs, key: value}
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        t = self._own.get(trial_id)
+        if t is not None:
+            return copy.deepcopy(t)
+        return super().get_trial(trial_id)  # type: ignore[misc]
+
+
+class ServiceCache(_HeldTrials, _CachedStorage):
+    """Optuna's trial cache (what `optuna.load_study` puts around an RDBStorage: finished
+    trials read once, then only new and unfinished ones), with the trials this process runs
+    held in memory and the trial list re-read on change or every `refresh_s` (see
+    _HeldTrials); also a study's id by name (Hyperband looks it up at every `should_prune`),
+    and stale trials (dead workers') looked for once per heartbeat interval, not before
+    every trial. Anything else is the backend's: `count`, `close`, `max_trials`, `engine`...
+    """
+
     def __init__(self, backend: ServiceStorage) -> None:
         super().__init__(backend)
-        self._own: dict[int, FrozenTrial] = {}
+        self._held_init()
         self._study_ids: dict[str, int] = {}
-        self._read_at: dict[int, float] = {}  # study id -> monotonic time of the last read
         self._stale_at: dict[int, float] = {}  # study id -> time of the last stale check
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_backend", "_own", "_own_study", "_read_at"):
+            raise AttributeError(name)
+        return getattr(self._backend, name)
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._held_init()
+
+    def _fetch_new(self, study_id: int, trial_id: int) -> FrozenTrial:
+        with self._lock:
+            number = self._trial_id_to_study_id_and_number[trial_id][1]
+            return copy.deepcopy(self._studies[study_id].trials[number])
+
+    def get_study_id_from_trial(self, trial: FrozenTrial) -> int:
+        return self._trial_id_to_study_id_and_number[trial._trial_id][0]
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        if self._due(study_id):
+            self._read_trials_from_remote_storage(study_id)
+            self._read_at[study_id] = time.monotonic()
+        with self._lock:
+            trials = self._studies[study_id].trials
+            return self._listing(study_id, trials, states, deepcopy)
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         # Optuna asks before every trial; a trial is stale only after `grace_period` seconds,
@@ -477,111 +617,6 @@ class ServiceCache(_CachedStorage):
         self._read_at.pop(study_id, None)
         super().delete_study(study_id)
 
-    def _changed(self, trial_id: int) -> None:
-        """A trial's state changed here: read the study's trials at the next listing."""
-        key = self._trial_id_to_study_id_and_number.get(trial_id)
-        if key is None:
-            self._read_at.clear()
-        else:
-            self._read_at.pop(key[0], None)
-
-    def get_all_trials(
-        self,
-        study_id: int,
-        deepcopy: bool = True,
-        states: Container[TrialState] | None = None,
-    ) -> list[FrozenTrial]:
-        last = self._read_at.get(study_id)
-        if last is None or time.monotonic() - last >= self.refresh_s:
-            self._read_trials_from_remote_storage(study_id)
-            self._read_at[study_id] = time.monotonic()
-        with self._lock:
-            study = self._studies[study_id]
-            for trial_id, t in self._own.items():
-                sid, number = self._trial_id_to_study_id_and_number[trial_id]
-                if sid == study_id:
-                    # A snapshot: the held trial changes with the next write (its dicts are
-                    # replaced, never changed in place), a listing handed out must not.
-                    study.trials[number] = copy.copy(t)
-            trials = sorted(
-                (t for t in study.trials.values() if states is None or t.state in states),
-                key=lambda t: t.number,
-            )
-            return copy.deepcopy(trials) if deepcopy else trials
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_backend", "_own"):
-            raise AttributeError(name)
-        return getattr(self._backend, name)
-
-    def __setstate__(self, state: dict[Any, Any]) -> None:
-        super().__setstate__(state)
-        self._own = {}
-
-    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        trial_id = super().create_new_trial(study_id, template_trial)
-        with self._lock:
-            number = self._trial_id_to_study_id_and_number[trial_id][1]
-            trial = self._studies[study_id].trials[number]
-            if trial.state == TrialState.RUNNING:
-                self._own[trial_id] = copy.deepcopy(trial)
-        return trial_id
-
-    def set_trial_state_values(
-        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
-    ) -> bool:
-        try:
-            updated = super().set_trial_state_values(trial_id, state, values)
-        except Exception:
-            self._own.pop(trial_id, None)
-            raise
-        finally:
-            self._changed(trial_id)
-        if state == TrialState.RUNNING and updated:  # a WAITING trial this process took
-            self._own[trial_id] = self._backend.get_trial(trial_id)
-        elif state.is_finished():
-            self._own.pop(trial_id, None)
-        return updated
-
-    def set_trial_param(
-        self,
-        trial_id: int,
-        param_name: str,
-        param_value_internal: float,
-        distribution: BaseDistribution,
-    ) -> None:
-        super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
-        t = self._own.get(trial_id)
-        if t is not None:
-            t.params = {**t.params, param_name: distribution.to_external_repr(param_value_internal)}
-            t.distributions = {**t.distributions, param_name: distribution}
-
-    def set_trial_intermediate_value(
-        self, trial_id: int, step: int, intermediate_value: float
-    ) -> None:
-        super().set_trial_intermediate_value(trial_id, step, intermediate_value)
-        t = self._own.get(trial_id)
-        if t is not None:
-            t.intermediate_values = {**t.intermediate_values, step: intermediate_value}
-
-    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        super().set_trial_user_attr(trial_id, key, value)
-        t = self._own.get(trial_id)
-        if t is not None:
-            t.user_attrs = {**t.user_attrs, key: value}
-
-    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        super().set_trial_system_attr(trial_id, key, value)
-        t = self._own.get(trial_id)
-        if t is not None and key != HEARTBEAT_ATTR:
-            t.system_attrs = {**t.system_attrs, key: value}
-
-    def get_trial(self, trial_id: int) -> FrozenTrial:
-        t = self._own.get(trial_id)
-        if t is not None:
-            return copy.deepcopy(t)
-        return super().get_trial(trial_id)
-
 
 def _grpc_status(e: BaseException) -> str:
     code = getattr(e, "code", None)
@@ -599,7 +634,7 @@ def _study_full(e: BaseException) -> StudyFull | None:
 
 
 @_with_retries
-class ProxyStorage(GrpcStorageProxy, BaseHeartbeat):
+class ProxyStorage(_HeldTrials, GrpcStorageProxy, BaseHeartbeat):
     """A worker's storage behind `optuna-run proxy` (grpc://HOST:PORT).
 
     Heartbeats: while a trial runs, Optuna's heartbeat thread calls `record_heartbeat`,
@@ -613,8 +648,42 @@ class ProxyStorage(GrpcStorageProxy, BaseHeartbeat):
 
     def __init__(self, host: str, port: int, heartbeat_interval: int | None) -> None:
         super().__init__(host=host, port=port)
+        self._held_init()
         self.heartbeat_interval = heartbeat_interval
         self.display = self.display_url = f"grpc://{host}:{port}"
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._held_init()
+
+    def _fetch_new(self, study_id: int, trial_id: int) -> FrozenTrial:
+        trial = GrpcStorageProxy.get_trial(self, trial_id)
+        self._own_study[trial_id] = study_id
+        return trial
+
+    def get_study_id_from_trial(self, trial: FrozenTrial) -> int:
+        sid = self._own_study.get(trial._trial_id)
+        if sid is not None:
+            return sid
+        with self._cache.lock:
+            for sid, entry in self._cache.studies.items():
+                t = entry.trials.get(trial.number)
+                if t is not None and t._trial_id == trial._trial_id:
+                    return sid
+        return -1  # not listed yet: not put into listings; the next one reads it
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        if self._due(study_id) or study_id not in self._cache.studies:
+            self._cache.get_all_trials(study_id, None)  # new and unfinished trials, by RPC
+            self._read_at[study_id] = time.monotonic()
+        with self._cache.lock:
+            trials = dict(self._cache.studies[study_id].trials)
+        return self._listing(study_id, trials, states, deepcopy)
 
     def record_heartbeat(self, trial_id: int) -> None:
         self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, True)

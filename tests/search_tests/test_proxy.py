@@ -139,8 +139,12 @@ def test_a_dead_workers_trial_is_failed_and_retried_by_the_proxy(tmp_path, proxy
     os.kill(doomed.pid, signal.SIGKILL)
     doomed.wait(timeout=30)
     # The proxy, not a worker, fails the stale trial (no worker runs now).
-    wait_for(lambda: states(backing, name).get("FAIL") == 1, 60, "the proxy to fail the trial")
-    assert states(backing, name) == {"FAIL": 1, "WAITING": 1}
+    # (Failing it and queueing its retry are two steps: wait for both.)
+    wait_for(
+        lambda: states(backing, name) == {"FAIL": 1, "WAITING": 1},
+        60,
+        "the proxy to fail the trial and queue its retry",
+    )
     rc, _, err = finish(
         start_cli(["--storage", proxy.url, "--config", str(config), "--n-trials", "1"], tmp_path),
         timeout=300,
