@@ -1,6 +1,6 @@
 """PostgreSQL restarted in the middle of a study: the REAL local server is stopped for longer
-than the heartbeat's grace period and started again while three workers train, and a fourth
-worker dies while the server is down (as one on a machine lost with it would).
+than the heartbeat's grace period and started again while three workers train; a fourth
+worker is killed mid-trial just before (as one on a machine lost with it would be).
 
 The three workers wait (a bounded retry with a line on stderr, password masked), reconnect
 and go on with their trials; the dead worker's trial, whose heartbeat went stale, is failed
@@ -82,7 +82,7 @@ def test_postgres_restart_mid_study_with_three_workers(cluster, fresh_pg, tmp_pa
     url = make_url(fresh_pg).set(password=SECRET).render_as_string(hide_password=False)
     name = unique_name("restart")
     # ~0.3 s per epoch on the bundled sample: a trial trains for a few seconds.
-    config = study_toml(tmp_path, name, epochs=6, windows=512, heartbeat=(1, 3), max_retry=3)
+    config = study_toml(tmp_path, name, epochs=10, windows=512, heartbeat=(1, 3), max_retry=3)
     args = ["--storage", url, "--config", str(config), "--n-trials", "100"]
     workers = [start_cli([*args, "--max-trials", str(TOTAL)], tmp_path) for _ in range(4)]
     victim = workers[3]
@@ -100,24 +100,20 @@ def test_postgres_restart_mid_study_with_three_workers(cluster, fresh_pg, tmp_pa
                 for t in trials
                 if t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values
             ]
-            # The fourth worker early in a trial: it still trains when the server stops.
-            victim_training = [
-                t.number
-                for t in training
-                if str(t.user_attrs.get("worker", "")).endswith(f":{victim.pid}")
-                and len(t.intermediate_values) <= 2
-            ]
+            victim_training = any(
+                str(t.user_attrs.get("worker", "")).endswith(f":{victim.pid}") for t in training
+            )
             running.clear()
             running.extend(t.number for t in training)
-            dead[:] = victim_training
-            return done >= 2 and len(training) >= 2 and bool(victim_training)
+            if done >= 1 and len(training) >= 2 and victim_training:
+                victim.kill()  # at once, mid-trial: its trial's heartbeat stops
+                return True
+            return False
 
         running: list[int] = []
-        dead: list[int] = []
-        wait_for(mid_study, 300, "trials training, one of them the fourth worker's", poll=0.2)
+        wait_for(mid_study, 300, "trials training, one of them the fourth worker's", poll=0.1)
         try:
             _ctl(cluster, "stop", "-m", "fast")
-            victim.kill()  # dies while the server is down: its trial's heartbeat stops
             time.sleep(DOWN_S)
         finally:
             _ctl(cluster, "start")
@@ -164,7 +160,8 @@ def test_postgres_restart_mid_study_with_three_workers(cluster, fresh_pg, tmp_pa
     # the dead worker's trial was failed by the heartbeat.
     states = {t.number: t.state.name for t in trials}
     assert all(states[n] in ("COMPLETE", "FAIL") for n in running)
-    assert states[dead[0]] == "FAIL", (dead, states)
+    victims = [t for t in trials if str(t.user_attrs.get("worker", "")).endswith(f":{victim.pid}")]
+    assert victims and victims[-1].state.name == "FAIL", [(t.number, t.state.name) for t in victims]
     print(
         f"running at the stop: {running}; states after: "
         f"{ {n: states[n] for n in running} }; failed and retried: "
