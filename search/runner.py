@@ -147,24 +147,31 @@ def run_trials(
     )
     objective = Objective(cfg, data, should_stop=stop)
     here = f"{socket.gethostname()}:{os.getpid()}"
-    lost: list[int] = []
+    current: dict[str, optuna.Trial] = {}
 
     def run_one(trial: optuna.Trial) -> float:
+        current["trial"] = trial
         # Which machine and process ran (or died on) the trial, for the dashboard.
-        try:
-            trial.set_user_attr("worker", here)
-            return objective(trial)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            # The trial was failed under us: its heartbeat went stale while this worker was
-            # cut off from the storage, and a retry of its params was queued. Optuna's tell
-            # then refuses the finished trial (ValueError), caught below.
-            lost.append(trial.number)
-            raise
+        trial.set_user_attr("worker", here)
+        return objective(trial)
+
+    def taken_away() -> int | None:
+        """The number of the trial this worker was running if it was failed under it: its
+        heartbeat went stale while the worker was cut off from the storage, and a retry of
+        its params was queued. Optuna's tell then fails on the finished trial (ValueError,
+        UpdateFinishedTrialError, or its own "Should not reach" AssertionError)."""
+        trial = current.pop("trial", None)
+        if trial is None:
+            return None
+        state = storage.get_trial(trial._trial_id).state
+        failed = state == optuna.trial.TrialState.FAIL
+        return trial.number if failed and trial.number is not None else None
 
     deadline = None if timeout is None else time.monotonic() + timeout
     ran = {"n": 0}
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        current.pop("trial", None)  # told: no longer this worker's running trial
         ran["n"] += 1
         on_trial(trial_event(trial))
         if stop():
@@ -197,13 +204,13 @@ def run_trials(
             except StudyFull as e:
                 if not wait_for_room(study, storage, e.limit, stop, deadline):
                     return
-            except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as e:
-                # Telling the trial's end failed because it had been finished elsewhere.
-                if isinstance(e, ValueError) and not lost:
+            except (ValueError, AssertionError, optuna.exceptions.UpdateFinishedTrialError):
+                # Telling the trial's end failed: was it finished elsewhere?
+                number = taken_away()
+                if number is None:
                     raise
-                which = f"trial {lost.pop()}" if lost else "a trial"
                 print(
-                    f"optuna-run: {which} was failed by its heartbeat while this worker "
+                    f"optuna-run: trial {number} was failed by its heartbeat while this worker "
                     "could not reach the storage; a retry runs its params again",
                     file=sys.stderr,
                     flush=True,
