@@ -2,7 +2,8 @@
 #   docker build -t lstm-panel-search .
 #   docker run --rm --gpus all -e OPTUNA_STORAGE=postgresql+psycopg://USER:PASSWORD@HOST/DB \
 #       lstm-panel-search --config studies/default.toml --n-trials 100
-# docker-compose.yml runs it as scalable workers beside PostgreSQL and optuna-dashboard.
+# docker-compose.yml runs it as scalable workers beside PostgreSQL and optuna-dashboard
+# (and, with --profile proxy, the gRPC storage proxy: `optuna-run proxy`).
 FROM pytorch/pytorch:2.6.0-cuda12.4-cudnn9-runtime
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -17,7 +18,7 @@ COPY pyproject.toml README.md ./
 COPY data ./data
 COPY models ./models
 COPY search ./search
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir ".[grpc]" \
     && groupadd --gid 10001 search \
     && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin search \
     && mkdir -p /app/studies \

@@ -1,4 +1,5 @@
-"""`optuna-run`: run a study (default), or `optuna-run export` its best trial."""
+"""`optuna-run`: run a study (default), or `optuna-run export` its best trial, `train`,
+`predict`, or `proxy` (the gRPC storage proxy)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def run_parser() -> argparse.ArgumentParser:
         "Subcommands: `optuna-run export` (best trial to JSON), `optuna-run train` (retrain "
         "the best params, save the model), `optuna-run predict` (predictions from a model), "
         "`optuna-run dashboard` (optuna-dashboard on the storage), `optuna-run report` "
-        "(HTML and PNG figures of a study).",
+        "(HTML and PNG figures of a study), `optuna-run proxy` (a gRPC storage proxy that "
+        "workers reach with --storage grpc://HOST:PORT).",
     )
     p.add_argument(
         "--n-trials",
@@ -269,6 +271,7 @@ def cmd_run(argv: list[str]) -> int:
             heartbeat_interval=st.heartbeat_interval,
             grace_period=st.grace_period,
             max_retry=st.max_retry,
+            max_trials=args.max_trials,  # refused here, early, for a grpc:// storage
         )
         study = open_study(storage, cfg, fp, make_sampler(cfg), make_pruner(cfg))
         annotate_study(study, cfg, data, fp, device)
@@ -460,6 +463,56 @@ def cmd_predict(argv: list[str]) -> int:
     return run_predict(predict_parser().parse_args(argv))
 
 
+def proxy_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="optuna-run proxy",
+        description="Serve a storage to many workers through Optuna's gRPC storage proxy; "
+        "workers run `optuna-run --storage grpc://HOST:PORT`. Plain gRPC: listen on a "
+        "private network only.",
+    )
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="database URL (default: $OPTUNA_STORAGE, else sqlite:///studies/optuna.db)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=13000, help="port (default 13000; 0 = any free)")
+    p.add_argument(
+        "--max-trials",
+        type=_positive_int("--max-trials"),
+        default=None,
+        help="start no trial in a study that holds this many finished or running trials",
+    )
+    p.add_argument(
+        "--grace-period",
+        type=_positive_int("--grace-period"),
+        default=60,
+        help="seconds without a heartbeat before a running trial is failed (60)",
+    )
+    p.add_argument(
+        "--max-retry", type=int, default=2, help="re-runs of a trial failed that way (2)"
+    )
+    return p
+
+
+def cmd_proxy(argv: list[str]) -> int:
+    args = proxy_parser().parse_args(argv)
+    from search.proxy import serve
+    from search.storage import StorageError, resolve_url
+
+    try:
+        return serve(
+            resolve_url(args.storage),
+            host=args.host,
+            port=args.port,
+            grace_period=args.grace_period,
+            max_retry=args.max_retry,
+            max_trials=args.max_trials,
+        )
+    except StorageError as e:
+        return fail(str(e))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
@@ -469,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         "confirm": cmd_confirm,
         "dashboard": cmd_dashboard,
         "report": cmd_report,
+        "proxy": cmd_proxy,
     }
     try:
         if argv and argv[0] in commands:

@@ -174,6 +174,8 @@ class Reporter:
         lines.append(f"storage: {describe(url)}")
         if url.startswith("sqlite:///"):
             lines.append(f"view it: optuna-run dashboard --storage sqlite:///{describe(url)}")
+        elif url.startswith("grpc://"):  # the dashboard reads the database, not the proxy
+            lines.append("view it: optuna-run dashboard --storage DATABASE_URL (the proxy's)")
         else:  # the URL may hold a password: the command resolves it as this run did
             lines.append(
                 "view it: optuna-run dashboard   (with this run's --storage or $OPTUNA_STORAGE)"

@@ -37,13 +37,24 @@ from search.config import RunConfig
 from search.objective import Objective
 from search.report import Reporter, trial_event
 from search.storage import (
-    ServiceStorage,
+    ProxyStorage,
+    ServiceCache,
     StorageError,
     StudyFull,
     fail_stale,
     make_storage,
     scrub,
 )
+
+try:
+    from grpc import RpcError
+except ImportError:  # the [grpc] extra is not installed: no proxy client either
+
+    class RpcError(Exception):  # type: ignore[no-redef]
+        pass
+
+
+STORAGE_ERRORS = (SQLAlchemyError, optuna.exceptions.StorageInternalError, RpcError)
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -58,11 +69,33 @@ def make_sampler(cfg: RunConfig, worker: int = 0) -> optuna.samplers.BaseSampler
     return samplers[s.sampler]()
 
 
+class HyperbandPruner(optuna.pruners.HyperbandPruner):
+    """Optuna's Hyperband, with each trial's bracket computed once.
+
+    The bracket is a hash of the study name and the trial number; Optuna recomputes it for
+    every trial of the study at every `should_prune` (to list the trials of the bracket),
+    which grows with the study. The decisions are the same.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._bracket_of: dict[tuple[str, int], int] = {}
+
+    def _get_bracket_id(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
+        if not self._pruners:  # not sized yet: Optuna answers 0 for now
+            return super()._get_bracket_id(study, trial)
+        key = (study.study_name, trial.number)
+        bracket = self._bracket_of.get(key)
+        if bracket is None:
+            bracket = self._bracket_of[key] = super()._get_bracket_id(study, trial)
+        return bracket
+
+
 def make_pruner(cfg: RunConfig) -> optuna.pruners.BasePruner:
     # The resource is the epoch; its maximum is set from the epochs range, never "auto".
     max_epochs = int(cfg.space.max("epochs"))
     pruners: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(
+        "hyperband": lambda: HyperbandPruner(
             min_resource=1, max_resource=max(max_epochs, 2), reduction_factor=3
         ),
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
@@ -114,16 +147,31 @@ def run_trials(
     )
     objective = Objective(cfg, data, should_stop=stop)
     here = f"{socket.gethostname()}:{os.getpid()}"
+    current: dict[str, optuna.Trial] = {}
 
     def run_one(trial: optuna.Trial) -> float | list[float]:
+        current["trial"] = trial
         # Which machine and process ran (or died on) the trial, for the dashboard.
         trial.set_user_attr("worker", here)
         return objective(trial)
+
+    def taken_away() -> int | None:
+        """The number of the trial this worker was running if it was failed under it: its
+        heartbeat went stale while the worker was cut off from the storage, and a retry of
+        its params was queued. Optuna's tell then fails on the finished trial (ValueError,
+        UpdateFinishedTrialError, or its own "Should not reach" AssertionError)."""
+        trial = current.pop("trial", None)
+        if trial is None:
+            return None
+        state = storage.get_trial(trial._trial_id).state
+        failed = state == optuna.trial.TrialState.FAIL
+        return trial.number if failed and trial.number is not None else None
 
     deadline = None if timeout is None else time.monotonic() + timeout
     ran = {"n": 0}
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        current.pop("trial", None)  # told: no longer this worker's running trial
         ran["n"] += 1
         on_trial(trial_event(trial))
         if stop():
@@ -153,19 +201,30 @@ def run_trials(
                         callbacks=[callback],
                     )
                 return
-            except StudyFull:
-                if not wait_for_room(study, storage, max_trials or 0, stop, deadline):
+            except StudyFull as e:
+                if not wait_for_room(study, storage, e.limit, stop, deadline):
                     return
-    except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+            except (ValueError, AssertionError, optuna.exceptions.UpdateFinishedTrialError):
+                # Telling the trial's end failed: was it finished elsewhere?
+                number = taken_away()
+                if number is None:
+                    raise
+                print(
+                    f"optuna-run: trial {number} was failed by its heartbeat while this worker "
+                    "could not reach the storage; a retry runs its params again",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    except STORAGE_ERRORS as e:
         cause = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
         raise StorageError(f"storage failed: {scrub(cause[0], url)}") from None
     finally:
-        storage.engine.dispose()
+        storage.close()
 
 
 def wait_for_room(
     study: optuna.Study,
-    storage: ServiceStorage,
+    storage: ServiceCache | ProxyStorage,
     max_trials: int,
     stop: Stop,
     deadline: float | None,

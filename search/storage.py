@@ -8,24 +8,42 @@ the study have room?" and the start of the trial are one step (a PostgreSQL advi
 or a lock file beside the SQLite file), so concurrent workers on any machine never start
 more trials than asked. Journal storages are not offered: they have no heartbeat, so a dead
 worker's trial would stay RUNNING for ever.
+
+A database that goes away for a while (a PostgreSQL restart, a fail-over) does not end the
+workers: every storage call that fails for want of a connection is retried with back-off
+for up to `reconnect_s` seconds, with a line on stderr (password masked) at each wait. A
+trial whose heartbeat went stale meanwhile is failed and re-run by the heartbeat; its own
+worker notices at its next report and moves on (see search/runner.py).
+
+`grpc://HOST:PORT` is Optuna's gRPC storage proxy (`optuna-run proxy`, search/proxy.py): the
+workers hold no database connection; the proxy does, for all of them. Heartbeats travel
+through it as a reserved trial system attr that the proxy's storage turns into a heartbeat
+row; the proxy fails stale trials itself, and it enforces the trial cap (`optuna-run proxy
+--max-trials`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import random
 import re
 import sqlite3
+import sys
+import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.distributions import BaseDistribution
+from optuna.storages import GrpcStorageProxy, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._cached_storage import _CachedStorage
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages._rdb import models as rdb_models
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import create_engine, event, func, select, text
@@ -41,7 +59,11 @@ except ImportError:  # pragma: no cover - not POSIX
 DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
 ENV_VAR = "OPTUNA_STORAGE"
 SQLITE_TIMEOUT_S = 120
-SCHEMES = ("sqlite", "postgresql", "mysql")
+SCHEMES = ("sqlite", "postgresql", "mysql", "grpc")
+RECONNECT_S = 120.0
+# A worker behind the gRPC proxy records its heartbeat as this trial system attr; the
+# proxy's storage writes a heartbeat row instead of storing it.
+HEARTBEAT_ATTR = "optuna_run:heartbeat"
 # PostgreSQL advisory locks of this service: (LOCK_CLASS, 0) guards schema creation,
 # (LOCK_CLASS, study_id) the start of a trial in a study with a trial cap.
 LOCK_CLASS = 0x4F505452
@@ -65,6 +87,125 @@ class StorageError(RuntimeError):
 
 class StudyFull(RuntimeError):
     """The study holds `max_trials` COMPLETE, PRUNED or RUNNING trials: start no other."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+# ------------------------------------------------------------ waiting out a lost connection
+
+
+def _disconnected(e: BaseException) -> bool:
+    """Whether `e` (or what caused it) says the database or the proxy cannot be reached, as
+    opposed to an error a retry would only repeat."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [e]
+    while todo:
+        x = todo.pop()
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        mod = type(x).__module__
+        if getattr(x, "connection_invalidated", False):
+            return True
+        if mod.startswith("psycopg") and type(x).__name__ in (
+            "OperationalError",
+            "InterfaceError",
+            "AdminShutdown",
+            "CannotConnectNow",
+            "ConnectionFailure",
+            "ConnectionException",
+            "SqlclientUnableToEstablishSqlconnection",
+        ):
+            return True
+        if mod.startswith("grpc") and hasattr(x, "code"):
+            try:
+                return str(x.code()).endswith("UNAVAILABLE")
+            except Exception:  # pragma: no cover - an RpcError without a status
+                return False
+        todo += [x.__cause__, x.__context__, getattr(x, "orig", None)]
+    return False
+
+
+_depth = threading.local()
+
+
+def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
+    """`method` retried while the storage is unreachable, for up to `self.reconnect_s`
+    seconds in all, with a line on stderr at each wait. Only the outermost storage call of
+    a thread retries (a call made inside another one fails through to it)."""
+
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_depth, "n", 0):
+            return method(self, *args, **kwargs)
+        deadline = time.monotonic() + self.reconnect_s
+        attempt = 0
+        while True:
+            _depth.n = 1
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as e:
+                left = deadline - time.monotonic()
+                if not _disconnected(e) or left <= 0:
+                    raise
+                attempt += 1
+                pause = min(2.0 ** (attempt - 1), 10.0, max(left, 0.1))
+                first = (str(e.__cause__ or e).strip().splitlines() or [type(e).__name__])[0]
+                print(
+                    f"optuna-run: storage {self.display} unreachable "
+                    f"({scrub(first, self.display_url)}); retry {attempt} in {pause:.0f}s, "
+                    f"giving up in {left:.0f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                time.sleep(pause)
+            finally:
+                _depth.n = 0
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+# The storage calls that reach the database (or the proxy), retried when it is unreachable.
+STORAGE_CALLS = (
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_all_studies",
+    "create_new_trial",
+    "_create_new_trial",
+    "set_trial_param",
+    "_set_trial_param",
+    "get_trial_id_from_study_id_trial_number",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial",
+    "get_all_trials",
+    "_get_trials",
+    "get_best_trial",
+    "_get_best_trial_id",
+    "get_n_trials",
+    "record_heartbeat",
+    "_get_stale_trial_ids",
+    "count",
+)
+
+
+def _with_retries(cls: type) -> type:
+    for name in STORAGE_CALLS:
+        if hasattr(cls, name):
+            setattr(cls, name, _retrying(getattr(cls, name)))
+    return cls
 
 
 def resolve_url(flag: str | None) -> str:
@@ -204,6 +345,7 @@ def _on_sqlite_connect(dbapi_con: Any, _: Any) -> None:
     dbapi_con.execute(f"PRAGMA busy_timeout={SQLITE_TIMEOUT_S * 1000}")
 
 
+@_with_retries
 class ServiceStorage(RDBStorage):
     """An RDBStorage whose trial starts are atomic across processes.
 
@@ -217,6 +359,12 @@ class ServiceStorage(RDBStorage):
 
     max_trials: int | None = None
     lock_file: str | None = None
+    reconnect_s: float = RECONNECT_S
+    display = ""
+    display_url = ""
+
+    def close(self) -> None:
+        self.engine.dispose()
 
     def _claim(self, study_id: int) -> contextlib.AbstractContextManager[None]:
         if self.lock_file is not None:
@@ -239,7 +387,8 @@ class ServiceStorage(RDBStorage):
             if n >= self.max_trials:
                 raise StudyFull(
                     f"the study holds {n} finished or running trials (--max-trials "
-                    f"{self.max_trials})"
+                    f"{self.max_trials})",
+                    self.max_trials,
                 )
 
     def _study_of(self, trial_id: int) -> int:
@@ -256,6 +405,12 @@ class ServiceStorage(RDBStorage):
             self._check_room(study_id)
             return super()._create_new_trial(study_id, template_trial)
 
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if key == HEARTBEAT_ATTR:  # a heartbeat sent through the gRPC proxy
+            self.record_heartbeat(trial_id)
+            return
+        super().set_trial_system_attr(trial_id, key, value)
+
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
@@ -269,6 +424,333 @@ class ServiceStorage(RDBStorage):
             return super().set_trial_state_values(trial_id, state, values)
 
 
+class _HeldTrials:
+    """The trials this process runs, held in memory and updated as they are written (params,
+    intermediate values, attrs), so that reading them, which Optuna does at every report,
+    `should_prune` and suggestion, costs no round trip. Every write still goes to the
+    storage first and is checked there: a trial failed by another process's heartbeat check
+    refuses the write, as without this.
+
+    Also: a study's trial list is read again when this process changed a trial's state since
+    the last read, else at most every `refresh_s` seconds, so other workers' progress is
+    seen up to that much later; a worker alone on its study sees exactly what it would see
+    without the cache. Mixed in before an Optuna storage class.
+    """
+
+    refresh_s = 1.0
+
+    def _held_init(self) -> None:
+        self._own: dict[int, FrozenTrial] = {}
+        self._own_study: dict[int, int] = {}
+        self._read_at: dict[int, float] = {}  # study id -> monotonic time of the last read
+
+    def _fetch_new(self, study_id: int, trial_id: int) -> FrozenTrial:
+        raise NotImplementedError
+
+    def _due(self, study_id: int) -> bool:
+        last = self._read_at.get(study_id)
+        return last is None or time.monotonic() - last >= self.refresh_s
+
+    def _listing(
+        self,
+        study_id: int,
+        trials: dict[int, FrozenTrial],
+        states: Container[TrialState] | None,
+        deepcopy: bool,
+    ) -> list[FrozenTrial]:
+        """`trials` (number -> trial) with the held ones put in as they are now."""
+        for trial_id, t in self._own.items():
+            if self._own_study.get(trial_id) == study_id:
+                # A snapshot: the held trial changes with the next write (its dicts are
+                # replaced, never changed in place); a listing handed out must not.
+                trials[t.number] = copy.copy(t)
+        out = sorted(
+            (t for t in trials.values() if states is None or t.state in states),
+            key=lambda t: t.number,
+        )
+        return copy.deepcopy(out) if deepcopy else out
+
+    def _changed(self, trial_id: int) -> None:
+        """A trial's state changed here: read its study's trials at the next listing."""
+        sid = self._own_study.get(trial_id)
+        if sid is None:
+            self._read_at.clear()
+        else:
+            self._read_at.pop(sid, None)
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        trial_id = super().create_new_trial(study_id, template_trial)  # type: ignore[misc]
+        trial = self._fetch_new(study_id, trial_id)
+        if trial.state == TrialState.RUNNING:
+            self._own[trial_id] = trial
+            self._own_study[trial_id] = study_id
+        else:
+            self._read_at.pop(study_id, None)
+        return trial_id
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        try:
+            updated = super().set_trial_state_values(trial_id, state, values)  # type: ignore[misc]
+        except Exception:
+            self._own.pop(trial_id, None)
+            raise
+        finally:
+            self._changed(trial_id)
+        if state == TrialState.RUNNING and updated:  # a WAITING trial this process took
+            trial = super().get_trial(trial_id)  # type: ignore[misc]
+            self._own[trial_id] = copy.deepcopy(trial)
+            self._own_study[trial_id] = self.get_study_id_from_trial(trial)
+        elif state.is_finished():
+            self._own.pop(trial_id, None)
+        return bool(updated)
+
+    def get_study_id_from_trial(self, trial: FrozenTrial) -> int:
+        raise NotImplementedError
+
+    def set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: BaseDistribution,
+    ) -> None:
+        super().set_trial_param(  # type: ignore[misc]
+            trial_id, param_name, param_value_internal, distribution
+        )
+        t = self._own.get(trial_id)
+        if t is not None:
+            t.params = {**t.params, param_name: distribution.to_external_repr(param_value_internal)}
+            t.distributions = {**t.distributions, param_name: distribution}
+
+    def set_trial_intermediate_value(
+        self, trial_id: int, step: int, intermediate_value: float
+    ) -> None:
+        super().set_trial_intermediate_value(trial_id, step, intermediate_value)  # type: ignore[misc]
+        t = self._own.get(trial_id)
+        if t is not None:
+            t.intermediate_values = {**t.intermediate_values, step: intermediate_value}
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        super().set_trial_user_attr(trial_id, key, value)  # type: ignore[misc]
+        t = self._own.get(trial_id)
+        if t is not None:
+            t.user_attrs = {**t.user_attrs, key: value}
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        super().set_trial_system_attr(trial_id, key, value)  # type: ignore[misc]
+        t = self._own.get(trial_id)
+        if t is not None and key != HEARTBEAT_ATTR:
+            t.system_attrs = {**t.system_attrs, key: value}
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        t = self._own.get(trial_id)
+        if t is not None:
+            return copy.deepcopy(t)
+        return super().get_trial(trial_id)  # type: ignore[misc]
+
+
+class ServiceCache(_HeldTrials, _CachedStorage):
+    """Optuna's trial cache (what `optuna.load_study` puts around an RDBStorage: finished
+    trials read once, then only new and unfinished ones), with the trials this process runs
+    held in memory and the trial list re-read on change or every `refresh_s` (see
+    _HeldTrials); also a study's id by name (Hyperband looks it up at every `should_prune`),
+    and stale trials (dead workers') looked for once per heartbeat interval, not before
+    every trial. Anything else is the backend's: `count`, `close`, `max_trials`, `engine`...
+    """
+
+    def __init__(self, backend: ServiceStorage) -> None:
+        super().__init__(backend)
+        self._held_init()
+        self._study_ids: dict[str, int] = {}
+        self._stale_at: dict[int, float] = {}  # study id -> time of the last stale check
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_backend", "_own", "_own_study", "_read_at"):
+            raise AttributeError(name)
+        return getattr(self._backend, name)
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._held_init()
+
+    def _fetch_new(self, study_id: int, trial_id: int) -> FrozenTrial:
+        with self._lock:
+            number = self._trial_id_to_study_id_and_number[trial_id][1]
+            return copy.deepcopy(self._studies[study_id].trials[number])
+
+    def get_study_id_from_trial(self, trial: FrozenTrial) -> int:
+        return self._trial_id_to_study_id_and_number[trial._trial_id][0]
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        if self._due(study_id):
+            self._read_trials_from_remote_storage(study_id)
+            self._read_at[study_id] = time.monotonic()
+        with self._lock:
+            trials = self._studies[study_id].trials
+            return self._listing(study_id, trials, states, deepcopy)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        # Optuna asks before every trial; a trial is stale only after `grace_period` seconds,
+        # so asking once per heartbeat interval finds every stale trial as soon, near enough.
+        every = self._backend.heartbeat_interval or 0
+        now = time.monotonic()
+        if now - self._stale_at.get(study_id, -1e18) < every:
+            return []
+        self._stale_at[study_id] = now
+        return super()._get_stale_trial_ids(study_id)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        sid = self._study_ids.get(study_name)
+        if sid is None:
+            sid = self._study_ids[study_name] = super().get_study_id_from_name(study_name)
+        return sid
+
+    def delete_study(self, study_id: int) -> None:
+        self._study_ids = {k: v for k, v in self._study_ids.items() if v != study_id}
+        self._read_at.pop(study_id, None)
+        super().delete_study(study_id)
+
+
+def _grpc_status(e: BaseException) -> str:
+    code = getattr(e, "code", None)
+    return str(code()).rsplit(".", 1)[-1] if callable(code) else ""
+
+
+def _study_full(e: BaseException) -> StudyFull | None:
+    """The proxy's refusal to start a trial (RESOURCE_EXHAUSTED, 'limit=N ...') as StudyFull."""
+    cause = e.__cause__ or e
+    if _grpc_status(cause) != "RESOURCE_EXHAUSTED":
+        return None
+    details = str(cause.details()) if hasattr(cause, "details") else ""
+    m = re.match(r"limit=(\d+) (.*)", details)
+    return StudyFull(m.group(2), int(m.group(1))) if m else StudyFull(details, 0)
+
+
+@_with_retries
+class ProxyStorage(_HeldTrials, GrpcStorageProxy, BaseHeartbeat):
+    """A worker's storage behind `optuna-run proxy` (grpc://HOST:PORT).
+
+    Heartbeats: while a trial runs, Optuna's heartbeat thread calls `record_heartbeat`,
+    sent as the reserved system attr HEARTBEAT_ATTR, which the proxy's storage stores as a
+    heartbeat row. Stale trials are failed (and re-queued) by the proxy, which sees every
+    study; this side reports none. The trial cap is the proxy's: a refusal to start a trial
+    comes back as StudyFull.
+    """
+
+    reconnect_s: float = RECONNECT_S
+
+    def __init__(self, host: str, port: int, heartbeat_interval: int | None) -> None:
+        super().__init__(host=host, port=port)
+        self._held_init()
+        self.heartbeat_interval = heartbeat_interval
+        self.display = self.display_url = f"grpc://{host}:{port}"
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._held_init()
+
+    def _fetch_new(self, study_id: int, trial_id: int) -> FrozenTrial:
+        trial = GrpcStorageProxy.get_trial(self, trial_id)
+        self._own_study[trial_id] = study_id
+        return trial
+
+    def get_study_id_from_trial(self, trial: FrozenTrial) -> int:
+        sid = self._own_study.get(trial._trial_id)
+        if sid is not None:
+            return sid
+        with self._cache.lock:
+            for sid, entry in self._cache.studies.items():
+                t = entry.trials.get(trial.number)
+                if t is not None and t._trial_id == trial._trial_id:
+                    return sid
+        return -1  # not listed yet: not put into listings; the next one reads it
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        if self._due(study_id) or study_id not in self._cache.studies:
+            self._cache.get_all_trials(study_id, None)  # new and unfinished trials, by RPC
+            self._read_at[study_id] = time.monotonic()
+        with self._cache.lock:
+            trials = dict(self._cache.studies[study_id].trials)
+        return self._listing(study_id, trials, states, deepcopy)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, True)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return []  # the proxy fails stale trials
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(
+        self,
+    ) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return None
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        try:
+            return super().create_new_trial(study_id, template_trial)
+        except Exception as e:
+            full = _study_full(e)
+            if full is None:
+                raise
+            raise full from None
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        try:
+            return super().set_trial_state_values(trial_id, state, values)
+        except Exception as e:
+            full = _study_full(e)
+            if full is None:
+                raise
+            raise full from None
+
+    def count(self, study_id: int, states: Container[TrialState] = CLAIMED) -> int:
+        """Trials of the study in `states`, from the client's incremental trial cache."""
+        return len(self.get_all_trials(study_id, deepcopy=False, states=states))
+
+
+def _make_proxy_client(url: str, heartbeat_interval: int | None, timeout: float) -> ProxyStorage:
+    m = re.fullmatch(r"grpc://(\[[^\]]+\]|[^:/\[\]]+):(\d+)/?", url)
+    if not m:
+        raise StorageError(f"storage URL {mask(url)!r}: expected grpc://HOST:PORT")
+    try:
+        import grpc  # noqa: F401
+        from optuna.storages._grpc.auto_generated import api_pb2  # noqa: F401 (protobuf)
+    except ImportError:
+        raise StorageError(
+            f"storage URL {url!r} needs grpcio and protobuf, which are not installed: "
+            "pip install 'lstm-panel-search[grpc]'"
+        ) from None
+    host, port = m.group(1).strip("[]"), int(m.group(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = ProxyStorage(host, port, heartbeat_interval)
+    try:
+        storage.wait_server_ready(timeout=timeout)
+    except ConnectionError:
+        storage.close()
+        raise StorageError(
+            f"cannot reach the storage proxy at {url} within {timeout:.0f}s "
+            "(is `optuna-run proxy` running there?)"
+        ) from None
+    return storage
+
+
 def make_storage(
     url: str,
     *,
@@ -277,8 +759,11 @@ def make_storage(
     max_retry: int = 2,
     max_trials: int | None = None,
     attempts: int = 8,
-) -> ServiceStorage:
-    """An RDB storage for `url`, creating the schema if needed.
+    reconnect_s: float = RECONNECT_S,
+) -> ServiceCache | ProxyStorage:
+    """An RDB storage for `url` (behind ServiceCache), creating the schema if needed; for grpc://HOST:PORT, a
+    client of `optuna-run proxy` (the proxy then owns the trial cap: `max_trials` must be
+    None there).
 
     The schema of a fresh database is created under a lock (one process at a time); should
     it still collide with a process that does not take the lock (SQLite 'database is
@@ -288,10 +773,20 @@ def make_storage(
     scheme = _scheme(url)
     if scheme not in SCHEMES:
         raise StorageError(
-            f"storage URL {mask(url)!r}: expected sqlite:///FILE or "
-            "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE (journal files are not "
+            f"storage URL {mask(url)!r}: expected sqlite:///FILE, "
+            "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE or grpc://HOST:PORT "
+            "(`optuna-run proxy`) (journal files are not "
             "offered: they have no heartbeat, so a dead worker's trial would stay RUNNING)"
         )
+    if scheme == "grpc":
+        if max_trials is not None:
+            raise StorageError(
+                "--max-trials cannot be counted by a worker behind the storage proxy; "
+                "give it to the proxy instead: optuna-run proxy --storage URL --max-trials N"
+            )
+        client = _make_proxy_client(url, heartbeat_interval, timeout=min(reconnect_s, 30))
+        client.reconnect_s = reconnect_s
+        return client
     sqlite_file = _sqlite_file(url)
     if scheme == "sqlite":
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
@@ -319,12 +814,14 @@ def make_storage(
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     storage = ServiceStorage(url, engine_kwargs=engine_kwargs, **hb)
             storage.max_trials = max_trials
+            storage.reconnect_s = reconnect_s
+            storage.display, storage.display_url = describe(url), url
             if sqlite_file is not None:
                 storage.lock_file = sqlite_file + "-lock"
             if scheme == "sqlite":
                 event.listen(storage.engine, "connect", _on_sqlite_connect)
                 storage.engine.dispose()  # later connections get the pragmas
-            return storage
+            return ServiceCache(storage)
         except ArgumentError as e:
             raise StorageError(
                 f"storage URL {mask(url)!r} is not valid: {scrub(str(e), url)}"

@@ -182,7 +182,9 @@ def unique_name(prefix: str) -> str:
 def fresh_database(pg_url: str) -> Iterator[str]:
     """A new, empty PostgreSQL database on the test server; dropped afterwards."""
     name = f"optuna_t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(make_url(pg_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        make_url(pg_url).set(database="postgres"), isolation_level="AUTOCOMMIT", pool_pre_ping=True
+    )
     try:
         with admin.connect() as con:
             con.execute(text(f'CREATE DATABASE "{name}"'))
