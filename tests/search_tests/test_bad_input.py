@@ -36,8 +36,10 @@ grad_clip = 1.0
 def study_toml(folder: Path, data: str, extra: str = "", time_steps: int = 3) -> Path:
     """A study TOML in `folder`; `data` is the [data] path (relative to the TOML's folder)."""
     toml = folder / "study.toml"
+    features = "" if "features" in extra else 'features = ["f*"]\n'
     toml.write_text(
-        f'[study]\nname = "s"\n\n[data]\npath = "{data}"\nid = "id"\ntarget = "target"\nfeatures = ["f*"]\n'
+        f'[study]\nname = "s"\nobjective = "val_loss"\n\n[data]\npath = "{data}"\nid = "id"\ntarget = "target"\n'
+        f"{features}"
         f"{extra}\n\n[budget]\nmax_windows_per_epoch = 256\n" + SPACE.format(time_steps=time_steps)
     )
     return toml
