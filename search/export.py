@@ -147,22 +147,13 @@ def export_trials(study: optuna.Study, out: Path) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    import optuna
 
-    from search.cliutil import fail
-    from search.storage import StorageError, describe, make_storage, resolve_url
+    from data import ConfigError
+    from search.cliutil import fail, load_existing
+    from search.storage import StorageError
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = resolve_url(args.storage)
     try:
-        storage = make_storage(url, heartbeat_interval=None)
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        if args.study_name not in names:
-            return fail(
-                f"--study-name: no study {args.study_name!r} in {describe(url)}; "
-                f"studies there: {names}"
-            )
-        study = optuna.load_study(study_name=args.study_name, storage=storage)
+        study = load_existing(args.storage, args.study_name)
         rec = export_best(study, Path(args.out))
         if "pareto_front" in rec:
             what = f"the Pareto front ({len(rec['pareto_front'])} trials)"
@@ -172,6 +163,6 @@ def run_export(args: argparse.Namespace) -> int:
         if args.trials:
             n = export_trials(study, Path(args.trials))
             print(f"wrote {args.trials}: {n} trials", file=sys.stderr)
-    except (StorageError, ExportError) as e:
+    except (StorageError, ExportError, ConfigError) as e:
         return fail(str(e))
     return 0
