@@ -160,8 +160,13 @@ def test_postgres_restart_mid_study_with_three_workers(cluster, fresh_pg, tmp_pa
     # the dead worker's trial was failed by the heartbeat.
     states = {t.number: t.state.name for t in trials}
     assert all(states[n] in ("COMPLETE", "FAIL") for n in running)
+    # The killed worker left nothing RUNNING: the trial it was training ends FAIL through the
+    # heartbeat (or COMPLETE, when its last epoch ended between the check and the kill).
     victims = [t for t in trials if str(t.user_attrs.get("worker", "")).endswith(f":{victim.pid}")]
-    assert victims and victims[-1].state.name == "FAIL", [(t.number, t.state.name) for t in victims]
+    assert victims, "the fourth worker ran no trial"
+    assert all(t.state.name in ("COMPLETE", "FAIL") for t in victims), [
+        (t.number, t.state.name) for t in victims
+    ]
     print(
         f"running at the stop: {running}; states after: "
         f"{ {n: states[n] for n in running} }; failed and retried: "
