@@ -18,7 +18,7 @@ COPY pyproject.toml README.md ./
 COPY data ./data
 COPY models ./models
 COPY search ./search
-RUN pip install --no-cache-dir ".[grpc]" \
+RUN pip install --no-cache-dir ".[grpc,tree]" \
     && groupadd --gid 10001 search \
     && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin search \
     && mkdir -p /app/studies \
