@@ -427,40 +427,24 @@ def predict_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_dashboard(argv: list[str]) -> int:
-    from search.dashboard import run_dashboard
-
-    return run_dashboard(dashboard_parser().parse_args(argv))
-
-
-def cmd_report(argv: list[str]) -> int:
-    from search.report_html import run_report
-
-    return run_report(report_parser().parse_args(argv))
-
-
-def cmd_export(argv: list[str]) -> int:
-    from search.export import run_export
-
-    return run_export(export_parser().parse_args(argv))
+# verb -> (its parser, the module and function that do its work)
+VERBS: dict[str, tuple[Callable[[], argparse.ArgumentParser], str, str]] = {
+    "export": (export_parser, "search.export", "run_export"),
+    "train": (train_parser, "search.train_predict", "run_train"),
+    "predict": (predict_parser, "search.train_predict", "run_predict"),
+    "confirm": (confirm_parser, "search.confirm", "run_confirm"),
+    "dashboard": (dashboard_parser, "search.dashboard", "run_dashboard"),
+    "report": (report_parser, "search.report_html", "run_report"),
+}
 
 
-def cmd_train(argv: list[str]) -> int:
-    from search.train_predict import run_train
+def run_verb(name: str, argv: list[str]) -> int:
+    """Parse the verb's flags, then import and call the module that does its work."""
+    import importlib
 
-    return run_train(train_parser().parse_args(argv))
-
-
-def cmd_confirm(argv: list[str]) -> int:
-    from search.confirm import run_confirm
-
-    return run_confirm(confirm_parser().parse_args(argv))
-
-
-def cmd_predict(argv: list[str]) -> int:
-    from search.train_predict import run_predict
-
-    return run_predict(predict_parser().parse_args(argv))
+    parser, module, func = VERBS[name]
+    args = parser().parse_args(argv)
+    return int(getattr(importlib.import_module(module), func)(args))
 
 
 def proxy_parser() -> argparse.ArgumentParser:
@@ -515,18 +499,11 @@ def cmd_proxy(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {
-        "export": cmd_export,
-        "train": cmd_train,
-        "predict": cmd_predict,
-        "confirm": cmd_confirm,
-        "dashboard": cmd_dashboard,
-        "report": cmd_report,
-        "proxy": cmd_proxy,
-    }
     try:
-        if argv and argv[0] in commands:
-            return commands[argv[0]](argv[1:])
+        if argv and argv[0] == "proxy":
+            return cmd_proxy(argv[1:])
+        if argv and argv[0] in VERBS:
+            return run_verb(argv[0], argv[1:])
         if argv and argv[0] == "run":
             argv = argv[1:]
         return cmd_run(argv)

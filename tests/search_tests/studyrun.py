@@ -93,6 +93,21 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def start_dashboard(url: str, cwd: Path) -> tuple[subprocess.Popen[str], str]:
+    """`optuna-run dashboard` on a free 127.0.0.1 port, and the first line it prints (its URL,
+    once the socket is bound)."""
+    proc = subprocess.Popen(
+        [*cli_command(), "dashboard", "--storage", url, "--port", "0"],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
 def start_cli(args: list[str], cwd: Path, **kw: Any) -> subprocess.Popen[str]:
     env = kw.pop("env", None) or cli_env()
     return subprocess.Popen(

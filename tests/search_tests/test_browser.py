@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.search_tests.helpers import load, run_cli, write_study
-from tests.search_tests.studyrun import cli_command, cli_env
+from tests.search_tests.studyrun import start_dashboard
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 SHOTS = ROOT / "build" / "browser"
@@ -63,17 +63,8 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, i
     cfg = write_study(folder, "browser-study")
     assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", str(N_TRIALS)) == 0
     study_id = load(url, "browser-study")._study_id
-    proc = subprocess.Popen(
-        [*cli_command(), "dashboard", "--storage", url, "--port", "0"],
-        cwd=folder,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, base = start_dashboard(url, folder)
     try:
-        assert proc.stdout is not None
-        base = proc.stdout.readline().strip()
         assert base.startswith("http://127.0.0.1:"), base
         yield base, study_id
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 from search.cli import main
 from tests.search_tests.helpers import run_cli, write_study
-from tests.search_tests.studyrun import cli_command, cli_env, finish, start_cli
+from tests.search_tests.studyrun import finish, start_cli, start_dashboard
 
 
 def get_json(url: str) -> dict:
@@ -33,17 +32,8 @@ def study_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_dashboard_serves_the_study_on_127_0_0_1(study_url: str, tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [*cli_command(), "dashboard", "--storage", study_url, "--port", "0"],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, first = start_dashboard(study_url, tmp_path)
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline().strip()  # the URL, once the socket is bound
         assert first.startswith("http://127.0.0.1:") and first.endswith("/dashboard/"), first
         base = first[: -len("/dashboard/")]
         studies = get_json(f"{base}/api/studies")["study_summaries"]
