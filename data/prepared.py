@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from data.config import DataConfig
@@ -102,7 +103,7 @@ class Prepared(PanelTensors):
         self.windows = WindowIndex(panel.valid, panel.labelled)
         scalers = [_fit_scaler(panel, cfg, f.train) for f in self.folds]
         super().__init__(panel, cfg, device, scalers)
-        self._ends: dict[tuple[str, int, int, int], torch.Tensor] = {}
+        self._ends: dict[tuple[str, int, int, int, int], torch.Tensor] = {}
 
     @property
     def n_folds(self) -> int:
@@ -116,14 +117,21 @@ class Prepared(PanelTensors):
         return max(time_steps, self.eval_time_steps), dates, 1
 
     def ends(
-        self, segment: str, time_steps: int, fold: int = -1, max_dates: int = 0
+        self,
+        segment: str,
+        time_steps: int,
+        fold: int = -1,
+        max_dates: int = 0,
+        max_windows: int = 0,
     ) -> torch.Tensor:
         """End points of `segment` ('train', 'val', 'test') of `fold` on the device, cached.
 
         `max_dates` > 0 keeps only a fixed, evenly spaced subset of at most that many of the
-        segment's dates (every k-th date from its start)."""
+        segment's dates (every k-th date from its start); `max_windows` > 0 then keeps a
+        fixed random subset (seed 0, in date order) of at most that many of those windows:
+        fewer securities per date, the same dates."""
         fold %= self.n_folds
-        key = (segment, time_steps, fold, max_dates)
+        key = (segment, time_steps, fold, max_dates, max_windows)
         if key not in self._ends:
             T, dates, stride = self._where(segment, time_steps, fold)
             e = self.windows.ends(T, dates, stride)
@@ -131,6 +139,9 @@ class Prepared(PanelTensors):
                 k = -(-len(dates) // max_dates)  # ceil
                 S = self.n_securities
                 e = e[(e // S - dates.start) % k == 0]
+            if 0 < max_windows < len(e):
+                pick = np.random.default_rng(0).choice(len(e), max_windows, replace=False)
+                e = e[np.sort(pick)]
             self._ends[key] = torch.as_tensor(e).to(self.device)
         return self._ends[key]
 

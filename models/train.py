@@ -38,6 +38,7 @@ class TrainParams:
     patience: int = 0  # 0 = no early stopping
     seed: int | None = None
     val_dates: int = 0  # validation dates scored per epoch (0 = all); the final score uses all
+    val_windows: int = 0  # at most this many of their windows per epoch (0 = all)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class EpochResult:
     train_loss: float
     val: dict[str, float]  # mean over members
     members: list[dict[str, float]] = field(default_factory=list)  # one dict per member
+    windows: int = 0  # windows trained this epoch, summed over members
+    train_seconds: float = 0.0  # the epoch's training passes (forward, backward, step)
+    val_seconds: float = 0.0  # its validation
 
     @property
     def val_loss(self) -> float:
@@ -71,6 +75,7 @@ class FitResult:
     stopped_early: bool = False
     best_score: float = math.inf  # the minimised selection score at the best epoch
     final: EpochResult | None = None  # every validation date scored at the best epoch
+    final_seconds: float = 0.0  # time spent scoring `final`
 
     @property
     def best(self) -> EpochResult:
@@ -102,10 +107,15 @@ def as_members(model: nn.Module) -> nn.Module:
 
 
 def _padded(
-    data: Prepared, segment: str, time_steps: int, members: list[Member], max_dates: int = 0
+    data: Prepared,
+    segment: str,
+    time_steps: int,
+    members: list[Member],
+    max_dates: int = 0,
+    max_windows: int = 0,
 ) -> tuple[torch.Tensor, list[int]]:
     """(M, N) end points: each member's fold's windows, padded by repeating the first."""
-    ends = [data.ends(segment, time_steps, m.fold, max_dates) for m in members]
+    ends = [data.ends(segment, time_steps, m.fold, max_dates, max_windows) for m in members]
     n = max(len(e) for e in ends)
     rows = [torch.cat([e, e[:1].expand(n - len(e))]) if len(e) else e for e in ends]
     if any(len(e) == 0 for e in ends):
@@ -148,12 +158,14 @@ def validate(
     p: TrainParams,
     members: list[Member] | None = None,
     max_dates: int = 0,
+    max_windows: int = 0,
 ) -> list[dict[str, torch.Tensor]]:
     """Every metric of each member on its fold's `segment` windows (device tensors), on at
-    most `max_dates` evenly spaced dates of the segment (0 = all)."""
+    most `max_dates` evenly spaced dates of the segment and at most `max_windows` of their
+    windows (0 = all)."""
     model = as_members(model)
     members = members or [Member(-1, 0)]
-    ends, counts = _padded(data, segment, p.time_steps, members, max_dates)
+    ends, counts = _padded(data, segment, p.time_steps, members, max_dates, max_windows)
     folds = torch.tensor([m.fold for m in members], device=data.device)
     pred = predict_members(model, data, ends, folds, p.time_steps, p.eval_batch_size)
     S = data.n_securities
@@ -226,12 +238,17 @@ def fit(
     n = min(len(e) for e in train_ends)
     per_epoch = min(n, p.max_windows_per_epoch) if p.max_windows_per_epoch > 0 else n
     folds = torch.tensor([m.fold for m in members], device=device)
-    subset = 0 < p.val_dates < max(len(f.val) for f in data.folds)
+    subset = any(
+        len(data.ends("val", p.time_steps, m.fold, p.val_dates, p.val_windows))
+        < len(data.ends("val", p.time_steps, m.fold))
+        for m in members
+    )
     task = data.cfg.task
     result = FitResult(math.inf, 0, 0, 0.0)
     start = time.perf_counter()
     bad_epochs = 0
     for epoch in range(1, p.epochs + 1):
+        t0 = time.perf_counter()
         model.train()
         order = torch.stack(
             [
@@ -256,9 +273,20 @@ def fit(
             total += loss.detach() * b.y.shape[1]
             if should_stop():
                 raise Interrupted("stop requested")
-        per_member = to_floats(validate(model, data, "val", p, members, p.val_dates))
-        train_loss = float(total) / max(per_epoch, 1) / len(members)
-        r = EpochResult(epoch, train_loss, mean_metrics(per_member), per_member)
+        train_loss = float(total) / max(per_epoch, 1) / len(members)  # the epoch's one sync
+        t1 = time.perf_counter()
+        per_member = to_floats(
+            validate(model, data, "val", p, members, p.val_dates, p.val_windows)
+        )
+        r = EpochResult(
+            epoch,
+            train_loss,
+            mean_metrics(per_member),
+            per_member,
+            windows=per_epoch * len(members),
+            train_seconds=t1 - t0,
+            val_seconds=time.perf_counter() - t1,
+        )
         result.history.append(r)
         result.epochs_run = epoch
         result.seconds = time.perf_counter() - start
@@ -281,6 +309,7 @@ def fit(
             break
     if subset and result.best_state is not None:
         # the best epoch's weights, scored on every validation date
+        t0 = time.perf_counter()
         last = {k: v.detach().clone() for k, v in net.state_dict().items()}
         net.load_state_dict(result.best_state)
         per_member = to_floats(validate(model, data, "val", p, members))
@@ -290,6 +319,7 @@ def fit(
         )
         result.best_val_loss = result.final.val_loss
         net.load_state_dict(last)
+        result.final_seconds = time.perf_counter() - t0
         if not keep_best:
             result.best_state = None
     result.seconds = time.perf_counter() - start

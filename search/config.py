@@ -98,6 +98,10 @@ class BudgetConfig:
     """Validation dates scored after each epoch for the pruner and the choice of the best
     epoch: a fixed, evenly spaced subset of the validation segment (0 = every date). The
     trial's value is always scored on every validation date, at its best epoch."""
+    val_windows: int = 0
+    """At most this many windows of those dates per epoch: a fixed random subset (fewer
+    securities per date, the same dates) so a wide panel's per-epoch report costs a small
+    share of the epoch (0 = all)."""
     patience: int = 0
     """Early stopping: end a trial after this many epochs without improvement (0 = off)."""
 
@@ -405,7 +409,7 @@ def build_config(
                 )
     budget = sections["budget"]
     if budget is not None:
-        for k in ("max_windows_per_epoch", "patience", "val_dates"):
+        for k in ("max_windows_per_epoch", "patience", "val_dates", "val_windows"):
             if getattr(budget, k) < 0:
                 problems.append(f"[budget] {k}: must be >= 0, got {getattr(budget, k)}")
         if budget.eval_batch_size < 1:

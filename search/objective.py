@@ -42,6 +42,7 @@ def train_params(p: TrialParams, b: BudgetConfig, seed: int | None) -> TrainPara
         eval_batch_size=b.eval_batch_size,
         patience=b.patience,
         val_dates=b.val_dates,
+        val_windows=b.val_windows,
         seed=seed,
     )
 
@@ -144,13 +145,22 @@ class Objective:
         trial.set_user_attr("seed", seed)
         members = trial_members(seed, cfg.search.seeds, self.data.n_folds)
         tp = train_params(p, cfg.budget, seed)
-        progress: dict[str, Any] = {"epochs_run": 0, "best": None}
+        progress: dict[str, Any] = {
+            "epochs_run": 0,
+            "best": None,
+            "windows": 0,
+            "fit_train": 0.0,
+            "fit_val": 0.0,
+        }
         start = time.perf_counter()
         score = selection_score(cfg.study.objective)
         key = cfg.study.metrics[0]
 
         def on_epoch(r: EpochResult) -> None:
             progress["epochs_run"] = r.epoch
+            progress["windows"] += r.windows
+            progress["fit_train"] += r.train_seconds
+            progress["fit_val"] += r.val_seconds
             if progress["best"] is None or score(r.val) < score(progress["best"].val):
                 progress["best"] = r
             if cfg.study.multi:
@@ -177,6 +187,7 @@ class Objective:
                 score=score,
             )
             best = progress["best"] = result.best  # every validation date scored
+            progress["fit_val"] += result.final_seconds
             values = objective_values(cfg.study.objective, best.val)
             if not all(math.isfinite(v) for v in values):
                 raise optuna.TrialPruned(f"objective not finite: {values}")
@@ -246,6 +257,18 @@ KEPT_METRICS = (
 )
 
 
+def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    """`trial.set_user_attr` for each item, as one storage write where the storage has a
+    batch (search.storage's do; others get one write per key)."""
+    batch = getattr(trial.storage, "set_trial_user_attrs", None)
+    if batch is None:
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        return
+    batch(trial._trial_id, attrs)
+    trial._cached_frozen_trial.user_attrs.update(attrs)
+
+
 def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
@@ -260,27 +283,48 @@ def record_trial(
     members: list[Member],
 ) -> None:
     """The trial's user attrs: metrics at its best epoch (members' mean), the objective per
-    member, per fold and its spread over seeds, epochs, seconds, device, window counts."""
-    trial.set_user_attr("epochs_run", progress["epochs_run"])
-    trial.set_user_attr("train_seconds", round(seconds, 3))
-    trial.set_user_attr("device", str(data.device))
-    trial.set_user_attr("seeds", cfg.search.seeds)
-    trial.set_user_attr("folds", data.n_folds)
-    trial.set_user_attr("train_windows", data.count("train", p.time_steps))
-    trial.set_user_attr("val_windows", data.count("val", p.time_steps))
+    member, per fold and its spread over seeds, epochs, seconds, device, window counts;
+    written at once (one transaction where the storage allows)."""
+    attrs: dict[str, Any] = {}
+    try:
+        _record(attrs, cfg, data, progress, seconds, p, members)
+    finally:
+        set_user_attrs(trial, attrs)
+
+
+def _record(
+    attrs: dict[str, Any],
+    cfg: RunConfig,
+    data: Prepared,
+    progress: dict[str, Any],
+    seconds: float,
+    p: TrialParams,
+    members: list[Member],
+) -> None:
+    attrs["epochs_run"] = progress["epochs_run"]
+    attrs["train_seconds"] = round(seconds, 3)
+    # of which training passes and validation (the rest: building the model, clean-up)
+    attrs["fit_train_seconds"] = round(progress["fit_train"], 3)
+    attrs["fit_val_seconds"] = round(progress["fit_val"], 3)
+    attrs["windows_trained"] = progress["windows"]
+    attrs["device"] = str(data.device)
+    attrs["seeds"] = cfg.search.seeds
+    attrs["folds"] = data.n_folds
+    attrs["train_windows"] = data.count("train", p.time_steps)
+    attrs["val_windows"] = data.count("val", p.time_steps)
     best: EpochResult | None = progress["best"]
     if best is None:
         return
-    trial.set_user_attr("best_epoch", best.epoch)
+    attrs["best_epoch"] = best.epoch
     for k in KEPT_METRICS:
         if k in best.val:
-            trial.set_user_attr(f"val_{k}", _finite(best.val[k]))
+            attrs[f"val_{k}"] = _finite(best.val[k])
     key = cfg.study.metrics[0]
     per = [m.get(key, math.nan) for m in best.members]
-    trial.set_user_attr("member_values", [_finite(v) for v in per])
+    attrs["member_values"] = [_finite(v) for v in per]
     n_seeds = cfg.search.seeds
     folds = [per[f * n_seeds : (f + 1) * n_seeds] for f in range(data.n_folds)]
     if data.n_folds > 1:
-        trial.set_user_attr("fold_values", [_finite(sum(f) / len(f)) for f in folds])
+        attrs["fold_values"] = [_finite(sum(f) / len(f)) for f in folds]
     # spread over seeds: the standard deviation within each fold, averaged over folds
-    trial.set_user_attr("seed_std", _finite(sum(spread(f) for f in folds) / len(folds)))
+    attrs["seed_std"] = _finite(sum(spread(f) for f in folds) / len(folds))

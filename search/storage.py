@@ -45,6 +45,7 @@ from optuna.storages import GrpcStorageProxy, RDBStorage, RetryHeartbeatStaleTri
 from optuna.storages._cached_storage import _CachedStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages._rdb import models as rdb_models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import Engine, make_url
@@ -188,6 +189,7 @@ STORAGE_CALLS = (
     "set_trial_state_values",
     "set_trial_intermediate_value",
     "set_trial_user_attr",
+    "set_trial_user_attrs",
     "set_trial_system_attr",
     "get_trial",
     "get_all_trials",
@@ -405,6 +407,15 @@ class ServiceStorage(RDBStorage):
             self._check_room(study_id)
             return super()._create_new_trial(study_id, template_trial)
 
+    def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
+        """Several user attrs of a running trial in one transaction (one commit, not one
+        per key as `set_trial_user_attr` makes them)."""
+        with _create_scoped_session(self.scoped_session, True) as session:
+            for key, value in attrs.items():
+                self._set_trial_attr_without_commit(
+                    session, rdb_models.TrialUserAttributeModel, trial_id, key, value
+                )
+
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         if key == HEARTBEAT_ATTR:  # a heartbeat sent through the gRPC proxy
             self.record_heartbeat(trial_id)
@@ -538,6 +549,22 @@ class _HeldTrials:
         if t is not None:
             t.user_attrs = {**t.user_attrs, key: value}
 
+    def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
+        """Several user attrs at once: one write where the storage below has a batch
+        (ServiceStorage), else one per key."""
+        batch = getattr(self._batch_target(), "set_trial_user_attrs", None)
+        if batch is not None:
+            batch(trial_id, attrs)
+        else:
+            for key, value in attrs.items():
+                super().set_trial_user_attr(trial_id, key, value)  # type: ignore[misc]
+        t = self._own.get(trial_id)
+        if t is not None:
+            t.user_attrs = {**t.user_attrs, **attrs}
+
+    def _batch_target(self) -> Any:
+        return None
+
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         super().set_trial_system_attr(trial_id, key, value)  # type: ignore[misc]
         t = self._own.get(trial_id)
@@ -579,6 +606,9 @@ class ServiceCache(_HeldTrials, _CachedStorage):
         with self._lock:
             number = self._trial_id_to_study_id_and_number[trial_id][1]
             return copy.deepcopy(self._studies[study_id].trials[number])
+
+    def _batch_target(self) -> Any:
+        return self._backend
 
     def get_study_id_from_trial(self, trial: FrozenTrial) -> int:
         return self._trial_id_to_study_id_and_number[trial._trial_id][0]

@@ -9,7 +9,7 @@ from typing import Any
 
 import optuna
 
-from search.config import RunConfig
+from search.config import BudgetConfig, RunConfig
 
 
 class IncompatibleStudy(ValueError):
@@ -34,6 +34,10 @@ def _canon(v: Any) -> str:
 
 def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     out = []
+    old = dict(old)
+    if isinstance(old.get("budget"), dict):
+        # a study made before a budget key existed ran with that key's default
+        old["budget"] = {**asdict(BudgetConfig()), **old["budget"]}
     for key in ("direction", "objective", "data_fingerprint", "budget", "seeds"):
         if _canon(old.get(key)) != _canon(new.get(key)):
             out.append(f"{key}: study has {old.get(key)!r}, this run has {new.get(key)!r}")

@@ -12,6 +12,7 @@ from typing import Any
 
 import optuna
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from search.cli import main as cli_main
@@ -24,6 +25,7 @@ from search.storage import (
     resolve_url,
     scrub,
 )
+from search.objective import set_user_attrs
 from tests.search_tests.studyrun import (
     assert_numbers_unique,
     fresh_database,
@@ -264,3 +266,43 @@ def test_password_never_written(pg_url, tmp_path, monkeypatch, capfd):
         assert all(SECRET.encode() not in p.read_bytes() for p in written)
     finally:
         optuna.delete_study(study_name=name, storage=url)
+
+
+# ------------------------------------------------------------------ batched user attrs
+
+
+def _batched_attrs(url: str) -> None:
+    storage = make_storage(url, heartbeat_interval=None)
+    study = optuna.create_study(study_name=unique_name("attrs"), storage=storage)
+    commits: list[int] = []
+    engine = storage._backend.engine
+
+    def count(conn: Any) -> None:
+        commits.append(1)
+
+    trial = study.ask()
+    attrs = {f"k{i}": i for i in range(20)} | {"nested": [1.5, None], "text": "x"}
+    event.listen(engine, "commit", count)
+    trial.set_user_attr("one", 1)  # Optuna's way: a transaction per key
+    assert len(commits) == 1
+    set_user_attrs(trial, attrs)
+    event.remove(engine, "commit", count)
+    assert len(commits) == 2  # the 22 keys in one transaction
+    attrs = {"one": 1} | attrs
+    assert trial.user_attrs == attrs  # the running trial sees them at once
+    study.tell(trial, 1.0)
+    again = optuna.load_study(study_name=study.study_name, storage=url)
+    assert again.trials[0].user_attrs == attrs
+    # a finished trial refuses them, as it refuses one
+    with pytest.raises(RuntimeError):
+        storage.set_trial_user_attrs(trial._trial_id, {"late": 1})
+    storage.close()
+
+
+def test_user_attrs_written_in_one_transaction_sqlite(tmp_path):
+    _batched_attrs(f"sqlite:///{tmp_path / 'attrs.db'}")
+
+
+@pytest.mark.postgres
+def test_user_attrs_written_in_one_transaction_postgres(fresh_pg):
+    _batched_attrs(fresh_pg)
