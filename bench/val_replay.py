@@ -126,6 +126,7 @@ def replay(rec: dict[str, Any], policy: str, pruner_name: str) -> dict[str, Any]
     study = optuna.create_study(direction="maximize", pruner=pruner, study_name="replay")
     decisions: list[int] = []  # epochs run per trial
     values: dict[int, tuple[float, float]] = {}
+    spent: dict[int, int] = {}  # epochs run up to and including trial n
     for n, t in enumerate(rec["trials"]):
         trial = study.ask()
         eps = t["epochs"]
@@ -136,6 +137,7 @@ def replay(rec: dict[str, Any], policy: str, pruner_name: str) -> dict[str, Any]
                 run = k
                 break
         decisions.append(run)
+        spent[n] = sum(decisions)
         seen = eps[:run]
         if run < len(eps):
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -144,7 +146,22 @@ def replay(rec: dict[str, Any], policy: str, pruner_name: str) -> dict[str, Any]
         values[n] = (seen[best]["full"], seen[best]["test"])
         study.tell(trial, values[n][0])
     chosen = max(values, key=lambda n: values[n][0])
-    return {"decisions": decisions, "chosen": chosen, "value": values[chosen]}
+    return {
+        "decisions": decisions,
+        "chosen": chosen,
+        "value": values[chosen],
+        "spent": spent,
+        "values": values,
+    }
+
+
+def best_within(r: dict[str, Any], budget: int) -> tuple[float, float]:
+    """(validation value, test) of the best trial completed within `budget` epochs."""
+    inside = [n for n in r["values"] if r["spent"][n] <= budget]
+    if not inside:
+        return (float("nan"), float("nan"))
+    n = max(inside, key=lambda k: r["values"][k][0])
+    return r["values"][n]
 
 
 def cost(rec: dict[str, Any], policy: str) -> float:
@@ -160,8 +177,25 @@ def report(rec: dict[str, Any]) -> None:
         f"{len(trials)} recorded trials; test {KEY} of each trial's best full-validation "
         f"epoch: median {statistics.median(tests):+.4f}, best {max(tests):+.4f}"
     )
+    pruners = ("hyperband", "successive_halving", "median", "none")
+    full = {p: replay(rec, "full", p) for p in pruners}
+    budget = min(sum(r["decisions"]) for r in full.values())
+    print(
+        f"\npruners on full validation; 'at budget' = best trial completed within {budget} epochs:"
+    )
+    print(
+        f"{'pruner':<19} {'epochs run / requested':>23} {'selected val':>12} {'test':>8} "
+        f"{'at budget val':>13} {'test':>8}"
+    )
+    asked = sum(len(t["epochs"]) for t in trials)
+    for p, r in full.items():
+        at = best_within(r, budget)
+        print(
+            f"{p:<19} {sum(r['decisions']):>10} / {asked:<5} = {sum(r['decisions']) / asked:.2f} "
+            f"{r['value'][0]:>+12.4f} {r['value'][1]:>+8.4f} {at[0]:>+13.4f} {at[1]:>+8.4f}"
+        )
     for pruner in ("hyperband", "median"):
-        ref = replay(rec, "full", pruner)
+        ref = full[pruner]
         print(f"\npruner {pruner}:")
         print(
             f"{'policy':<10} {'val/train cost':>14} {'decisions differ':>17} {'epochs run':>10} "

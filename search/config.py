@@ -53,7 +53,7 @@ DEFAULT_CPU_SPACE: dict[str, Any] = {
 DEFAULT_CPU_BUDGET: dict[str, Any] = {"max_windows_per_epoch": 16384, "val_dates": 48}
 
 SAMPLERS = ("tpe", "random")
-PRUNERS = ("hyperband", "median", "none")
+PRUNERS = ("hyperband", "successive_halving", "median", "none")
 
 
 @dataclass(frozen=True)

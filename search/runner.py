@@ -98,6 +98,9 @@ def make_pruner(cfg: RunConfig) -> optuna.pruners.BasePruner:
         "hyperband": lambda: HyperbandPruner(
             min_resource=1, max_resource=max(max_epochs, 2), reduction_factor=3
         ),
+        "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=1, reduction_factor=3
+        ),
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
         "none": lambda: optuna.pruners.NopPruner(),
     }

@@ -48,6 +48,8 @@ from optuna.storages._rdb import models as rdb_models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -347,6 +349,12 @@ def _on_sqlite_connect(dbapi_con: Any, _: Any) -> None:
     dbapi_con.execute(f"PRAGMA busy_timeout={SQLITE_TIMEOUT_S * 1000}")
 
 
+# INSERT ... ON CONFLICT DO UPDATE by dialect (SQLite >= 3.24 has it)
+_UPSERT: dict[str, Callable[..., Any]] = {"postgresql": pg_dialect.insert}
+if sqlite3.sqlite_version_info >= (3, 24, 0):
+    _UPSERT["sqlite"] = sqlite_dialect.insert
+
+
 @_with_retries
 class ServiceStorage(RDBStorage):
     """An RDBStorage whose trial starts are atomic across processes.
@@ -406,6 +414,38 @@ class ServiceStorage(RDBStorage):
         with self._claim(study_id):
             self._check_room(study_id)
             return super()._create_new_trial(study_id, template_trial)
+
+    def set_trial_intermediate_value(
+        self, trial_id: int, step: int, intermediate_value: float
+    ) -> None:
+        """Optuna's write (the trial must be unfinished; an existing step is overwritten) as
+        two SQL Core statements in one transaction, without the ORM's session, identity map
+        and flush: the per-epoch report is the most frequent write of a study."""
+        dialect = self.engine.dialect.name
+        if dialect not in _UPSERT:
+            super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+            return
+        iv = rdb_models.TrialIntermediateValueModel
+        stored, kind = iv.intermediate_value_to_stored_repr(intermediate_value)
+        table = iv.__table__
+        insert = _UPSERT[dialect](table).values(
+            trial_id=trial_id, step=step, intermediate_value=stored, intermediate_value_type=kind
+        )
+        upsert = insert.on_conflict_do_update(
+            index_elements=[table.c.trial_id, table.c.step],
+            set_={
+                "intermediate_value": insert.excluded.intermediate_value,
+                "intermediate_value_type": insert.excluded.intermediate_value_type,
+            },
+        )
+        trials = rdb_models.TrialModel.__table__
+        state_of = select(trials.c.state).where(trials.c.trial_id == trial_id)
+        with self.engine.begin() as con:
+            state = con.execute(state_of.with_for_update()).scalar_one_or_none()
+            if state is None:
+                raise KeyError(rdb_models.NOT_FOUND_MSG)
+            self.check_trial_is_updatable(trial_id, state)
+            con.execute(upsert)
 
     def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
         """Several user attrs of a running trial in one transaction (one commit, not one
