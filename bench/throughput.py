@@ -141,6 +141,7 @@ def report_study(
     data: Prepared,
     device: torch.device,
     param: Any,
+    memory: bool = True,
 ) -> None:
     def total(key: str) -> float:
         return float(sum(t.user_attrs.get(key, 0.0) or 0.0 for t in trials))
@@ -184,10 +185,35 @@ def report_study(
         f"(dense fp32 matmul here: {gemm:.1f} GFLOP/s)"
     )
     print(f"epochs run / requested: {run} / {asked} = {run / max(asked, 1):.2f}")
+    if not memory:
+        return
     line = f"peak memory: host {peak_host_mib():.0f} MiB"
     if device.type == "cuda":
         line += f", device {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB"
     print(line, flush=True)
+
+
+def report_existing(args: argparse.Namespace) -> None:
+    """Part 1's figures for a study `optuna-run` ran (one worker: the wall time is taken from
+    the trials' own start and end times)."""
+    study = optuna.load_study(study_name=args.study, storage=args.storage)
+    trials = [t for t in study.trials if t.state.is_finished() and t.datetime_complete]
+    start = min(t.datetime_start for t in trials if t.datetime_start)
+    end = max(t.datetime_complete for t in trials if t.datetime_complete)
+    cfg = build_config(
+        Path(args.config) if args.config else None,
+        cpu=args.device == "cpu",
+        flags={"data": {"path": args.data}},
+    )
+    data = Prepared(load_panel(cfg.data), cfg.data, torch.device("cpu"))
+    report_study(
+        trials,
+        (end - start).total_seconds(),
+        data,
+        torch.device(args.device),
+        lambda t, k: t.params.get(k, cfg.space.max(k)),
+        memory=False,
+    )
 
 
 class SeedLSTM(nn.Module):
@@ -303,7 +329,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=512, help="our default batch for part 2")
     ap.add_argument("--repeat", type=int, default=3, help="runs of part 2 (medians printed)")
     ap.add_argument("--skip-study", action="store_true")
+    ap.add_argument(
+        "--study",
+        default=None,
+        help="report part 1 from this existing study (with --storage) instead of running one; "
+        "its wall time is from the first trial's start to the last one's end",
+    )
+    ap.add_argument("--storage", default=None)
     args = ap.parse_args()
+    if args.study:
+        report_existing(args)
+        return
     device = torch.device(args.device if args.device != "cuda" else "cuda:0")
     print(f"torch {torch.__version__}, optuna {optuna.__version__}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:

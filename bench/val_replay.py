@@ -48,8 +48,8 @@ POLICIES = {  # name -> (val_dates, val_windows); "full" is every validation win
     "full": (0, 0),
     "d48": (48, 0),
     "d48w4096": (48, 4096),
+    "d96w4096": (96, 4096),
     "d48w2048": (48, 2048),
-    "d16": (16, 0),
 }
 
 

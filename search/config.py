@@ -50,7 +50,11 @@ DEFAULT_CPU_SPACE: dict[str, Any] = {
     "batch_size": {"choices": [256, 512, 1024]},
     "epochs": 6,
 }
-DEFAULT_CPU_BUDGET: dict[str, Any] = {"max_windows_per_epoch": 16384, "val_dates": 48}
+DEFAULT_CPU_BUDGET: dict[str, Any] = {
+    "max_windows_per_epoch": 65536,
+    "val_dates": 48,
+    "val_windows": 4096,
+}
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("hyperband", "successive_halving", "median", "none")

@@ -41,7 +41,8 @@ def test_gpu_gets_the_full_space_and_cpu_the_limited_one() -> None:
     assert gpu.space.as_dict()["hidden_dim"] == {"low": 16, "high": 256, "log": True}
     assert cpu.space.as_dict()["hidden_dim"] == {"low": 8, "high": 48, "log": True}
     assert gpu.budget.max_windows_per_epoch == 0
-    assert cpu.budget.max_windows_per_epoch == 16384 and cpu.budget.val_dates == 48
+    assert cpu.budget.max_windows_per_epoch == 65536 and cpu.budget.val_dates == 48
+    assert cpu.budget.val_windows == 4096
 
 
 def test_left_out_params_keep_defaults_and_fixed_values_fix(tmp_path: Path) -> None:
