@@ -79,6 +79,7 @@ def run(n: int, mode: str, seconds: float, pg: str) -> tuple[float, int]:
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     url, drop = bench_storage.fresh_pg(pg)
     database = make_url(url).database
     admin = create_engine(make_url(pg).set(database="postgres"))
