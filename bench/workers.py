@@ -87,7 +87,9 @@ def run(n: int, mode: str, seconds: float, pg: str) -> tuple[float, int]:
     try:
         from search.storage import make_storage
 
-        optuna.create_study(study_name="bench", storage=make_storage(url, heartbeat_interval=None))
+        setup = make_storage(url, heartbeat_interval=None)
+        optuna.create_study(study_name="bench", storage=setup)
+        setup.close()  # only the workers' (or the proxy's) connections count
         target = url
         if mode == "proxy":
             target, proc = bench_storage.start_proxy(url, "ours")
