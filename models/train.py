@@ -275,9 +275,7 @@ def fit(
                 raise Interrupted("stop requested")
         train_loss = float(total) / max(per_epoch, 1) / len(members)  # the epoch's one sync
         t1 = time.perf_counter()
-        per_member = to_floats(
-            validate(model, data, "val", p, members, p.val_dates, p.val_windows)
-        )
+        per_member = to_floats(validate(model, data, "val", p, members, p.val_dates, p.val_windows))
         r = EpochResult(
             epoch,
             train_loss,

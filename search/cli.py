@@ -71,7 +71,9 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="Parquet or CSV file (default: the config's)")
     p.add_argument("--config", default=None, help="study TOML (default: studies/default.toml)")
     p.add_argument("--sampler", default=None, help="tpe (default) or random")
-    p.add_argument("--pruner", default=None, help="hyperband (default), successive_halving, median or none")
+    p.add_argument(
+        "--pruner", default=None, help="hyperband (default), successive_halving, median or none"
+    )
     p.add_argument("--device", default="auto", help=DEVICES_HELP)
     p.add_argument("--seed", type=int, default=None, help="seed for a reproducible study")
     p.add_argument(

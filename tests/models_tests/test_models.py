@@ -9,6 +9,7 @@ import torch
 from data import DataConfig, Prepared, load_panel
 from models import TrainParams, build_model, fit, loss_fn, mean_ic
 from models.lstm import RecurrentNet
+from models.train import EpochResult, to_floats, validate
 from tests.conftest import write_panel
 
 
@@ -111,3 +112,38 @@ def test_fit_reports_every_epoch_and_tracks_the_best(prepared: Prepared) -> None
     assert r.best_val_loss == min(v for _, v in seen)
     assert seen[r.best_epoch - 1][1] == r.best_val_loss
     assert r.best_state is not None and set(r.best_state) == set(m.state_dict())
+
+
+def test_validation_subset_is_fixed_and_the_value_scores_every_date(tmp_path) -> None:
+    path = write_panel(tmp_path / "w.parquet", n_dates=200, n_ids=12, n_features=3)
+    cfg = DataConfig(path=str(path), id="id", target="target", features=("f*",))
+    data = Prepared(load_panel(cfg), cfg, torch.device("cpu"))
+    full = data.ends("val", 4)
+    S = data.n_securities
+    by_date = data.ends("val", 4, max_dates=6)
+    dates = sorted({int(e) // S for e in by_date})
+    assert len(dates) <= 6 and set(by_date.tolist()) <= set(full.tolist())
+    capped = data.ends("val", 4, max_dates=6, max_windows=20)
+    assert len(capped) == 20 and set(capped.tolist()) <= set(by_date.tolist())
+    assert capped.tolist() == sorted(capped.tolist())  # date order kept
+    assert {int(e) // S for e in capped} <= set(dates)
+    # fixed: another Prepared of the same data picks the same windows
+    again = Prepared(load_panel(cfg), cfg, torch.device("cpu"))
+    assert again.ends("val", 4, max_dates=6, max_windows=20).tolist() == capped.tolist()
+
+    seen: list[EpochResult] = []
+    m = RecurrentNet(3, 1, hidden_dim=4)
+    p = TrainParams(
+        time_steps=4, epochs=3, batch_size=64, lr=1e-2, seed=0, val_dates=6, val_windows=20
+    )
+    r = fit(m, data, p, on_epoch=seen.append, keep_best=True)
+    n_val_dates = len({int(e) // S for e in full})
+    assert all(e.val["dates"] <= 6 for e in seen)  # each report: the subset
+    assert r.final is not None and r.best.val["dates"] == n_val_dates  # the value: every date
+    # the value is the best epoch's weights scored on every validation date
+    assert r.best_state is not None
+    m2 = RecurrentNet(3, 1, hidden_dim=4)
+    m2.load_state_dict(r.best_state)
+    direct = to_floats(validate(m2, data, "val", p))[0]
+    assert direct["loss"] == pytest.approx(r.best.val["loss"], rel=1e-6)
+    assert all(e.train_seconds > 0 and e.val_seconds > 0 and e.windows > 0 for e in seen)

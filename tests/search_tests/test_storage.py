@@ -16,6 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from search.cli import main as cli_main
+from search.objective import set_user_attrs
 from search.storage import (
     DEFAULT_STORAGE,
     StorageError,
@@ -25,7 +26,6 @@ from search.storage import (
     resolve_url,
     scrub,
 )
-from search.objective import set_user_attrs
 from tests.search_tests.studyrun import (
     assert_numbers_unique,
     fresh_database,
