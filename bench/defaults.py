@@ -30,6 +30,12 @@ SETTINGS: list[tuple[str, dict[str, object], int]] = [
     ("cs_rank / rank target", {"normalize": "cs_rank", "target_cs": "rank"}, 16384),
     ("cs_rank / rank target, 4,096 windows", {"normalize": "cs_rank", "target_cs": "rank"}, 4096),
     ("cs_rank / rank target, 65,536 windows", {"normalize": "cs_rank", "target_cs": "rank"}, 65536),
+    (
+        "cs_rank / rank target, 262,144 windows",
+        {"normalize": "cs_rank", "target_cs": "rank"},
+        262144,
+    ),
+    ("cs_rank / rank target, all windows", {"normalize": "cs_rank", "target_cs": "rank"}, 0),
 ]
 
 
