@@ -306,3 +306,43 @@ def test_user_attrs_written_in_one_transaction_sqlite(tmp_path):
 @pytest.mark.postgres
 def test_user_attrs_written_in_one_transaction_postgres(fresh_pg):
     _batched_attrs(fresh_pg)
+
+
+@pytest.mark.postgres
+def test_running_trial_writes_skip_the_fsync_but_its_end_does_not(fresh_pg):
+    """Reports, params and user attrs of a running trial commit with synchronous_commit off;
+    the transaction that finishes the trial commits synchronously (it flushes them too)."""
+    storage = make_storage(fresh_pg, heartbeat_interval=None)
+    study = optuna.create_study(study_name=unique_name("sync"), storage=storage)
+    engine = storage._backend.engine
+    txns: list[list[str]] = [[]]
+
+    def statement(conn: Any, cursor: Any, sql: str, *_: Any) -> None:
+        txns[-1].append(sql.split()[0].upper() + (" ASYNC" if "synchronous_commit" in sql else ""))
+
+    def commit(conn: Any) -> None:
+        txns.append([])
+
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # the study knows x
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", commit)
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    trial.report(0.5, 1)
+    trial.set_user_attr("k", 1)
+    study.tell(trial, 0.5)
+    event.remove(engine, "before_cursor_execute", statement)
+    event.remove(engine, "commit", commit)
+    writes = [t for t in txns if any(s in ("INSERT", "UPDATE") for s in t)]
+    asynchronous = [t for t in writes if "SET ASYNC" in t]
+    synchronous = [t for t in writes if "SET ASYNC" not in t]
+    assert len(asynchronous) == 3, txns  # the param, the report, the user attr
+    assert any("UPDATE" in t for t in synchronous), txns  # the state change: flushed
+    again = optuna.load_study(study_name=study.study_name, storage=fresh_pg)
+    t = again.trials[-1]
+    assert (t.params, t.intermediate_values, t.user_attrs["k"]) == (
+        {"x": trial.params["x"]},
+        {1: 0.5},
+        1,
+    )
+    storage.close()
