@@ -390,6 +390,13 @@ def train_parser() -> argparse.ArgumentParser:
         default=1,
         help="average the K best (confirmed) configurations x their seeds",
     )
+    p.add_argument(
+        "--seeds",
+        type=_positive_int("--seeds"),
+        default=None,
+        help="train N seeds of each configuration (its seed, seed + 1, ...) and average "
+        "them, as confirm measures; a reproduction only when N is the study's seeds",
+    )
     p.add_argument("--no-tree", action="store_true", help="leave the LightGBM baseline out")
     return p
 

@@ -242,6 +242,7 @@ def train_best(
     trial_number: int | None = None,
     ensemble: int = 1,
     tree: bool = True,
+    n_seeds: int | None = None,
 ) -> dict[str, Any]:
     """Retrain the chosen trial (or the K best), save the checkpoint, judge it."""
     ctx = StudyContext.of(study)
@@ -249,7 +250,9 @@ def train_best(
     panel, data = ctx.prepare(cfg, device)
     same_data = fingerprint(cfg) == ctx.spec.get("data_fingerprint")
     trials = ctx.ranked(ensemble) if ensemble > 1 else [ctx.trial(trial_number)]
-    trained = [retrain(ctx, t, data, seed=seed) for t in trials]
+    trained = [retrain(ctx, t, data, seed=seed, n_seeds=n_seeds) for t in trials]
+    study_seeds = int(ctx.spec.get("seeds", 1))
+    same_seeds = n_seeds is None or n_seeds == study_seeds
     verdict = judge(ctx, data, trained, tree)
     rep = trained[0]
     stored = list(rep.trial.values)
@@ -258,7 +261,10 @@ def train_best(
         "retrained_value": rep.value,
         "seed": rep.seed,
         "same_seed": rep.seed == rep.trial.user_attrs.get("seed"),
+        "same_seeds": same_seeds,
+        "study_seeds": study_seeds,
         "match": same_data
+        and same_seeds
         and all(
             math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
             for a, b in zip(stored, rep.value, strict=True)

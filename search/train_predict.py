@@ -38,6 +38,7 @@ def run_train(args: argparse.Namespace) -> int:
             trial_number=args.trial,
             ensemble=args.ensemble,
             tree=not args.no_tree,
+            n_seeds=args.seeds,
         )
     except (StorageError, ExportError, ConfigError, DataError) as e:
         return fail(str(e))
@@ -54,7 +55,13 @@ def run_train(args: argparse.Namespace) -> int:
     )
     vals = ", ".join(f"{v:.6g}" for v in rep["retrained_value"])
     stored = ", ".join(f"{v:.6g}" for v in rep["trial_value"])
-    if args.seed is not None and not rep["same_seed"]:
+    if not rep.get("same_seeds", True):
+        print(
+            f"--seeds {args.seeds}: {args.seeds} seeds averaged where the trial trained "
+            f"{rep['study_seeds']}, so not a reproduction: value {vals} (the trial had {stored})",
+            file=sys.stderr,
+        )
+    elif args.seed is not None and not rep["same_seed"]:
         print(
             f"--seed {args.seed}: another seed than the trial's, so not a reproduction: "
             f"value {vals} (the trial had {stored})",

@@ -172,6 +172,17 @@ def test_confirm_names_a_winner_that_export_and_train_use(
         == 0
     )
     assert torch.load(model, weights_only=True)["trial_number"] == rec["winner"]
+    # the winner's confirmed seeds, averaged in one checkpoint: the value confirm measured
+    seeds = tmp_path / "seeds.pt"
+    args = ["train", "--study-name", "cf", "--storage", url, "--out", str(seeds), "--no-tree"]
+    capsys.readouterr()
+    assert main([*args, "--seeds", "2", "--seed", str(rec["seed"])]) == 0
+    assert "not a reproduction" in capsys.readouterr().err
+    ck = torch.load(seeds, weights_only=True)
+    assert len(ck["models"]) == 1 and len(ck["models"][0]["states"]) == 2
+    assert not ck["reproduced"]["same_seeds"] and not ck["reproduced"]["match"]
+    winner = rec["trials"][str(rec["winner"])]
+    assert ck["reproduced"]["retrained_value"][0] == pytest.approx(winner["mean"], abs=1e-6)
     # an ensemble of the two confirmed configurations, their seeds averaged
     ens = tmp_path / "ens.pt"
     args = ["train", "--study-name", "cf", "--storage", url, "--out", str(ens), "--no-tree"]
