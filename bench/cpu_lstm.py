@@ -26,6 +26,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from models.lstm import RecurrentNet
+
 
 class Projected(nn.Module):
     """One-layer LSTM with the input projection of all steps done in one matmul."""
@@ -49,15 +51,9 @@ class Projected(nn.Module):
         return self.head(h).squeeze(-1)
 
 
-class Plain(nn.Module):
-    def __init__(self, n_features: int, hidden: int) -> None:
-        super().__init__()
-        self.rnn = nn.LSTM(n_features, hidden)
-        self.head = nn.Linear(hidden, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(x)
-        return self.head(out[-1]).squeeze(-1)
+def Plain(n_features: int, hidden: int) -> nn.Module:
+    """The product's network: nn.LSTM, a linear head on the last step."""
+    return RecurrentNet(n_features, 1, hidden)
 
 
 def steps_per_s(

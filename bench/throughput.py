@@ -37,6 +37,7 @@ from torch import nn
 
 from data import Prepared, fingerprint, load_panel
 from models import Member, TrainParams, build_model, fit
+from models.lstm import RecurrentNet
 from models.train import EpochResult
 from search.config import build_config
 from search.runner import Stop, make_pruner, make_sampler, run_trials
@@ -216,19 +217,6 @@ def report_existing(args: argparse.Namespace) -> None:
     )
 
 
-class SeedLSTM(nn.Module):
-    """The seeds' model: nn.LSTM over X[T, B, F], a linear head on the last step."""
-
-    def __init__(self, n_features: int, hidden: int) -> None:
-        super().__init__()
-        self.rnn = nn.LSTM(n_features, hidden)
-        self.head = nn.Linear(hidden, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(x)
-        return self.head(out[-1]).squeeze(-1)
-
-
 def seed_style(
     data: Prepared, n: int, time_steps: int, hidden: int, batch: int, device: torch.device
 ) -> tuple[float, float]:
@@ -248,7 +236,7 @@ def seed_style(
     ds = torch.utils.data.TensorDataset(torch.from_numpy(X), torch.from_numpy(y))
     loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True)
     torch.manual_seed(0)
-    model = SeedLSTM(data.n_features, hidden).to(device)
+    model = RecurrentNet(data.n_features, 1, hidden).to(device)  # nn.LSTM, linear head
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     t0 = time.perf_counter()

@@ -287,44 +287,32 @@ def record_trial(
     written at once (one transaction where the storage allows)."""
     attrs: dict[str, Any] = {}
     try:
-        _record(attrs, cfg, data, progress, seconds, p, members)
+        attrs["epochs_run"] = progress["epochs_run"]
+        attrs["train_seconds"] = round(seconds, 3)
+        # of which training passes and validation (the rest: building the model, clean-up)
+        attrs["fit_train_seconds"] = round(progress["fit_train"], 3)
+        attrs["fit_val_seconds"] = round(progress["fit_val"], 3)
+        attrs["windows_trained"] = progress["windows"]
+        attrs["device"] = str(data.device)
+        attrs["seeds"] = cfg.search.seeds
+        attrs["folds"] = data.n_folds
+        attrs["train_windows"] = data.count("train", p.time_steps)
+        attrs["val_windows"] = data.count("val", p.time_steps)
+        best: EpochResult | None = progress["best"]
+        if best is None:
+            return
+        attrs["best_epoch"] = best.epoch
+        for k in KEPT_METRICS:
+            if k in best.val:
+                attrs[f"val_{k}"] = _finite(best.val[k])
+        key = cfg.study.metrics[0]
+        per = [m.get(key, math.nan) for m in best.members]
+        attrs["member_values"] = [_finite(v) for v in per]
+        n_seeds = cfg.search.seeds
+        folds = [per[f * n_seeds : (f + 1) * n_seeds] for f in range(data.n_folds)]
+        if data.n_folds > 1:
+            attrs["fold_values"] = [_finite(sum(f) / len(f)) for f in folds]
+        # spread over seeds: the standard deviation within each fold, averaged over folds
+        attrs["seed_std"] = _finite(sum(spread(f) for f in folds) / len(folds))
     finally:
         set_user_attrs(trial, attrs)
-
-
-def _record(
-    attrs: dict[str, Any],
-    cfg: RunConfig,
-    data: Prepared,
-    progress: dict[str, Any],
-    seconds: float,
-    p: TrialParams,
-    members: list[Member],
-) -> None:
-    attrs["epochs_run"] = progress["epochs_run"]
-    attrs["train_seconds"] = round(seconds, 3)
-    # of which training passes and validation (the rest: building the model, clean-up)
-    attrs["fit_train_seconds"] = round(progress["fit_train"], 3)
-    attrs["fit_val_seconds"] = round(progress["fit_val"], 3)
-    attrs["windows_trained"] = progress["windows"]
-    attrs["device"] = str(data.device)
-    attrs["seeds"] = cfg.search.seeds
-    attrs["folds"] = data.n_folds
-    attrs["train_windows"] = data.count("train", p.time_steps)
-    attrs["val_windows"] = data.count("val", p.time_steps)
-    best: EpochResult | None = progress["best"]
-    if best is None:
-        return
-    attrs["best_epoch"] = best.epoch
-    for k in KEPT_METRICS:
-        if k in best.val:
-            attrs[f"val_{k}"] = _finite(best.val[k])
-    key = cfg.study.metrics[0]
-    per = [m.get(key, math.nan) for m in best.members]
-    attrs["member_values"] = [_finite(v) for v in per]
-    n_seeds = cfg.search.seeds
-    folds = [per[f * n_seeds : (f + 1) * n_seeds] for f in range(data.n_folds)]
-    if data.n_folds > 1:
-        attrs["fold_values"] = [_finite(sum(f) / len(f)) for f in folds]
-    # spread over seeds: the standard deviation within each fold, averaged over folds
-    attrs["seed_std"] = _finite(sum(spread(f) for f in folds) / len(folds))
