@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import random
 import re
@@ -504,18 +505,38 @@ class ServiceStorage(RDBStorage):
     def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
         """Several user attrs of a running trial in one transaction (one commit, not one
         per key as `set_trial_user_attr` makes them)."""
-        with _create_scoped_session(self.scoped_session, True) as session:
-            self._unflushed(session)
-            for key, value in attrs.items():
-                self._set_trial_attr_without_commit(
-                    session, rdb_models.TrialUserAttributeModel, trial_id, key, value
-                )
+        self._set_attrs(rdb_models.TrialUserAttributeModel, trial_id, attrs)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         if key == HEARTBEAT_ATTR:  # a heartbeat sent through the gRPC proxy
             self.record_heartbeat(trial_id)
             return
-        super().set_trial_system_attr(trial_id, key, value)
+        # e.g. the rung values successive halving and Hyperband store at every rung
+        self._set_attrs(rdb_models.TrialSystemAttributeModel, trial_id, {key: value})
+
+    def _set_attrs(self, model: Any, trial_id: int, attrs: dict[str, Any]) -> None:
+        """Optuna's attr write (the trial must be unfinished; a key is overwritten) for
+        several keys, as SQL Core upserts in one transaction."""
+        dialect = self.engine.dialect.name
+        if dialect not in _UPSERT:
+            with _create_scoped_session(self.scoped_session, True) as session:
+                for key, value in attrs.items():
+                    self._set_trial_attr_without_commit(session, model, trial_id, key, value)
+            return
+        table = model.__table__
+        with self.engine.begin() as con:
+            self._unflushed(con)
+            self._check_updatable(con, trial_id)
+            for key, value in attrs.items():
+                insert = _UPSERT[dialect](table).values(
+                    trial_id=trial_id, key=key, value_json=json.dumps(value)
+                )
+                con.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=[table.c.trial_id, table.c.key],
+                        set_={"value_json": insert.excluded.value_json},
+                    )
+                )
 
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
