@@ -523,20 +523,21 @@ class ServiceStorage(RDBStorage):
                 for key, value in attrs.items():
                     self._set_trial_attr_without_commit(session, model, trial_id, key, value)
             return
+        if not attrs:
+            return
         table = model.__table__
+        rows = [
+            {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
+        ]
+        insert = _UPSERT[dialect](table).values(rows)  # one multi-row statement
+        upsert = insert.on_conflict_do_update(
+            index_elements=[table.c.trial_id, table.c.key],
+            set_={"value_json": insert.excluded.value_json},
+        )
         with self.engine.begin() as con:
             self._unflushed(con)
             self._check_updatable(con, trial_id)
-            for key, value in attrs.items():
-                insert = _UPSERT[dialect](table).values(
-                    trial_id=trial_id, key=key, value_json=json.dumps(value)
-                )
-                con.execute(
-                    insert.on_conflict_do_update(
-                        index_elements=[table.c.trial_id, table.c.key],
-                        set_={"value_json": insert.excluded.value_json},
-                    )
-                )
+            con.execute(upsert)
 
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
