@@ -132,14 +132,15 @@ def study_part(args: argparse.Namespace, device: torch.device, tmp: str) -> Prep
         for t in optuna.load_study(study_name="throughput", storage=url).trials
         if t.state.is_finished()
     ]
-    report_study(trials, wall, data, device, lambda t, k: t.params.get(k, cfg.space.max(k)))
+    param = lambda t, k: t.params.get(k, cfg.space.max(k))  # noqa: E731
+    report_study(trials, wall, data.n_features, device, param)
     return data
 
 
 def report_study(
     trials: list[optuna.trial.FrozenTrial],
     wall: float,
-    data: Prepared,
+    n_features: int,
     device: torch.device,
     param: Any,
     memory: bool = True,
@@ -156,7 +157,7 @@ def report_study(
             3.0
             * float(t.user_attrs.get("windows_trained", 0))
             * lstm_flops(
-                data.n_features,
+                n_features,
                 int(param(t, "hidden_dim")),
                 int(param(t, "num_layers")),
                 int(param(t, "time_steps")),
@@ -206,11 +207,11 @@ def report_existing(args: argparse.Namespace) -> None:
         cpu=args.device == "cpu",
         flags={"data": {"path": args.data}},
     )
-    data = Prepared(load_panel(cfg.data), cfg.data, torch.device("cpu"))
+    n_features = load_panel(cfg.data).values.shape[2]  # the panel only: no device tensors
     report_study(
         trials,
         (end - start).total_seconds(),
-        data,
+        n_features,
         torch.device(args.device),
         lambda t, k: t.params.get(k, cfg.space.max(k)),
         memory=False,
