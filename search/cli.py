@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from data import ConfigError, DataError
-from search.cliutil import DEVICES_HELP, fail, resolve_device
+from search.cliutil import DEVICES_HELP, fail, resolve_device, stacks_on_sigusr1
 
 
 def _positive_int(flag: str) -> Callable[[str], int]:
@@ -508,6 +508,7 @@ def cmd_proxy(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    stacks_on_sigusr1()
     try:
         if argv and argv[0] == "proxy":
             return cmd_proxy(argv[1:])

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import signal
 import sys
 from typing import Any
 
 from data import ConfigError
 
 DEVICES_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
+
+
+def stacks_on_sigusr1() -> None:
+    """`kill -USR1 PID` writes every thread's stack to stderr (where a hung process waits);
+    nothing when stderr is no file (e.g. captured in-process) or the platform has no
+    SIGUSR1."""
+    if not hasattr(signal, "SIGUSR1"):
+        return
+    # io.UnsupportedOperation (an OSError and a ValueError): stderr has no fileno
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
 
 
 def fail(msg: str, code: int = 2) -> int:

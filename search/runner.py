@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from data import Panel, Prepared
 from models import Interrupted
+from search.cliutil import stacks_on_sigusr1
 from search.config import RunConfig
 from search.objective import Objective
 from search.report import Reporter, trial_event
@@ -310,6 +311,7 @@ def _worker_main(spec: WorkerSpec, events: Any, stop_flag: Any) -> None:
         stop.requested = True
 
     signal.signal(signal.SIGTERM, on_term)
+    stacks_on_sigusr1()
     torch.set_num_threads(spec.threads)
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     try:

@@ -420,6 +420,21 @@ class ServiceStorage(RDBStorage):
             self._check_room(study_id)
             return super()._create_new_trial(study_id, template_trial)
 
+    def _get_prepared_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None, session: Any
+    ) -> Any:
+        """Optuna's new trial, plus (with heartbeats on) its first heartbeat in the same
+        transaction. Optuna records the first heartbeat only once `ask` has returned, and
+        never fails a RUNNING trial without one: a worker killed, or cut off from the
+        database, between creating a trial and its first heartbeat (a lost commit reply
+        makes the retry create a second one) would leave that trial RUNNING forever, and
+        a study capped by --max-trials waiting on it. With it, such a trial goes stale
+        after the grace period and is failed and re-run like any dead worker's."""
+        trial = super()._get_prepared_new_trial(study_id, template_trial, session)
+        if self.heartbeat_interval and trial.state == TrialState.RUNNING:
+            session.add(rdb_models.TrialHeartbeatModel(trial_id=trial.trial_id))
+        return trial
+
     def set_trial_intermediate_value(
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
@@ -542,6 +557,10 @@ class ServiceStorage(RDBStorage):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
+        if state == TrialState.RUNNING and self.heartbeat_interval:
+            # A WAITING trial (a retry) about to start: its heartbeat first, for the reason
+            # given in _get_prepared_new_trial (harmless if another process starts it).
+            self.record_heartbeat(trial_id)
         starting = state == TrialState.RUNNING and self.max_trials is not None
         if not starting and self.lock_file is None:
             return super().set_trial_state_values(trial_id, state, values)

@@ -4,6 +4,7 @@ fresh PostgreSQL databases, and reading back what a study holds."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -125,8 +126,13 @@ def finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str,
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
+        # Where it hangs: optuna-run writes every thread's stack to stderr on SIGUSR1.
+        proc.send_signal(signal.SIGUSR1)
+        try:
+            out, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
         pytest.fail(f"optuna-run did not finish in {timeout}s; stderr:\n{err}")
     return proc.returncode, out, err
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
@@ -21,6 +23,7 @@ from search.storage import (
     DEFAULT_STORAGE,
     StorageError,
     describe,
+    fail_stale,
     make_storage,
     mask,
     resolve_url,
@@ -346,3 +349,43 @@ def test_running_trial_writes_skip_the_fsync_but_its_end_does_not(fresh_pg):
         1,
     )
     storage.close()
+
+
+# ------------------------------------------------------------------ trials that never beat
+
+
+def _orphans_go_stale(url: str) -> None:
+    """A trial whose worker dies (or loses the database) after creating or starting it,
+    before Optuna's heartbeat thread records anything, is still failed and re-run: its
+    first heartbeat is written with it."""
+    storage = make_storage(url, heartbeat_interval=1, grace_period=2, max_retry=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental heartbeat; ask outside optimize
+        study = optuna.create_study(study_name=unique_name("orphan"), storage=storage)
+        study.enqueue_trial({"x": 0.25})
+        space = {"x": optuna.distributions.FloatDistribution(0, 1)}
+        queued = study.ask(space)  # the WAITING trial, started
+        created = study.ask(space)  # a new trial
+    # No heartbeat thread ever ran for them; the worker "died" here.
+    again = optuna.load_study(study_name=study.study_name, storage=url)
+    running = [t.number for t in again.get_trials(states=(TrialState.RUNNING,))]
+    assert running == [queued.number, created.number]
+    time.sleep(3.5)  # past the grace period
+    fail_stale(study)
+    trials = optuna.load_study(study_name=study.study_name, storage=url).get_trials()
+    by_number = {t.number: t for t in trials}
+    assert by_number[queued.number].state == TrialState.FAIL
+    assert by_number[created.number].state == TrialState.FAIL
+    retries = [t for t in trials if t.state == TrialState.WAITING]
+    assert sorted(t.system_attrs["failed_trial"] for t in retries) == running
+    assert {t.params["x"] for t in retries} == {0.25, created.params["x"]}
+    storage.close()
+
+
+def test_trial_without_a_heartbeat_thread_goes_stale_sqlite(tmp_path):
+    _orphans_go_stale(f"sqlite:///{tmp_path / 'orphan.db'}")
+
+
+@pytest.mark.postgres
+def test_trial_without_a_heartbeat_thread_goes_stale_postgres(fresh_pg):
+    _orphans_go_stale(fresh_pg)
