@@ -36,6 +36,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Container, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -52,11 +53,11 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages._rdb import models as rdb_models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy import bindparam, create_engine, event, func, select, text, true
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 try:
@@ -207,6 +208,7 @@ STORAGE_CALLS = (
     "record_heartbeat",
     "_get_stale_trial_ids",
     "count",
+    "completed_at",
 )
 
 
@@ -406,6 +408,16 @@ class ServiceStorage(RDBStorage):
                     self.max_trials,
                 )
 
+    def completed_at(self, trial_id: int) -> Any:
+        """The trial's datetime_complete as stored (as written here, when it was)."""
+        done = self._ended().pop(trial_id, None)
+        if done is not None:
+            return done
+        t = rdb_models.TrialModel.__table__
+        with self.engine.connect() as con:
+            query = select(t.c.datetime_complete).where(t.c.trial_id == trial_id)
+            return con.execute(query).scalar_one()
+
     def _study_of(self, trial_id: int) -> int:
         t = rdb_models.TrialModel
         with self.engine.connect() as con:
@@ -415,10 +427,50 @@ class ServiceStorage(RDBStorage):
         self, study_id: int, template_trial: FrozenTrial | None = None
     ) -> FrozenTrial:
         if template_trial is not None or self.max_trials is None:
-            return super()._create_new_trial(study_id, template_trial)
+            return self._new_trial(study_id, template_trial)
         with self._claim(study_id):
             self._check_room(study_id)
+            return self._new_trial(study_id, template_trial)
+
+    def _new_trial(self, study_id: int, template_trial: FrozenTrial | None) -> FrozenTrial:
+        """Optuna's creation of a trial; a plain new one (no template) as SQL Core
+        statements in one transaction, as Optuna makes it: the study's row locked, the
+        trial inserted, its number = the study's earlier trials, counted under that lock
+        (and, on SQLite, under the write lock the insert took); with heartbeats on, its
+        first heartbeat too (see _get_prepared_new_trial)."""
+        stmts = self._core()
+        if stmts is None or template_trial is not None or "new" not in stmts:
             return super()._create_new_trial(study_id, template_trial)
+        start = datetime.now()
+        with self.engine.begin() as con:
+            if con.execute(stmts["lock_study"], {"lock_study_id": study_id}).first() is None:
+                raise KeyError(rdb_models.NOT_FOUND_MSG)
+            new = {"study_id": study_id, "state": TrialState.RUNNING, "datetime_start": start}
+            trial_id = int(con.execute(stmts["new"], new).scalar_one())
+            before = {"count_study_id": study_id, "count_trial_id": trial_id}
+            number = int(con.execute(stmts["count_before"], before).scalar_one())
+            con.execute(stmts["number"], {"number_trial_id": trial_id, "number": number})
+            if self.heartbeat_interval:
+                con.execute(stmts["beat"], {"trial_id": trial_id})
+        if self.heartbeat_interval:
+            beats = self._beat_at()
+            if len(beats) > 1024:  # trials whose heartbeat thread never started
+                beats.clear()
+            beats[trial_id] = time.monotonic()
+        return FrozenTrial(
+            number=number,
+            state=TrialState.RUNNING,
+            value=None,
+            values=None,
+            datetime_start=start,
+            datetime_complete=None,
+            params={},
+            distributions={},
+            user_attrs={},
+            system_attrs={},
+            intermediate_values={},
+            trial_id=trial_id,
+        )
 
     def _get_prepared_new_trial(
         self, study_id: int, template_trial: FrozenTrial | None, session: Any
@@ -433,7 +485,123 @@ class ServiceStorage(RDBStorage):
         trial = super()._get_prepared_new_trial(study_id, template_trial, session)
         if self.heartbeat_interval and trial.state == TrialState.RUNNING:
             session.add(rdb_models.TrialHeartbeatModel(trial_id=trial.trial_id))
+            beats = self._beat_at()
+            if len(beats) > 1024:  # trials whose heartbeat thread never started
+                beats.clear()
+            beats[int(trial.trial_id)] = time.monotonic()
         return trial
+
+    def _beat_at(self) -> dict[int, float]:
+        """Trial id -> when this process wrote the trial's heartbeat with its creation or
+        start (monotonic); kept until Optuna's heartbeat thread makes its first beat."""
+        return self.__dict__.setdefault("_beats", {})
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """Optuna's heartbeat, except the heartbeat thread's first beat when the trial's
+        heartbeat was written with its creation or start an instant before (one write a
+        trial fewer). Skipped only well within the grace period: the thread's next beat
+        comes one interval later, before the trial could go stale."""
+        at = self._beat_at().pop(trial_id, None)
+        assert self.heartbeat_interval is not None
+        grace = self.grace_period or 2 * self.heartbeat_interval
+        window = min(self.heartbeat_interval, grace - self.heartbeat_interval) / 2
+        if at is not None and time.monotonic() - at < window:
+            return
+        super().record_heartbeat(trial_id)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        for key in ("_core_stmts", "_beats", "_end_times"):  # this process's own
+            state.pop(key, None)
+        return state
+
+    def _core(self) -> dict[str, Any] | None:
+        """The SQL Core statements of a running trial's writes, built once per storage
+        (building one costs more Python time than running it), executed with parameters;
+        None where the dialect has no upsert (Optuna's ORM writes are used there)."""
+        built = self.__dict__.get("_core_stmts", False)
+        if built is not False:
+            return built
+        dialect = self.engine.dialect.name
+        stmts: dict[str, Any] | None = None
+        if dialect in _UPSERT:
+            trials = rdb_models.TrialModel.__table__
+            cols: list[Any] = [trials.c.state]
+            if dialect == "postgresql":
+                # See _lock_running: this transaction commits without waiting for the WAL.
+                cols.append(func.set_config(text("'synchronous_commit'"), text("'off'"), true()))
+            where = trials.c.trial_id == bindparam("lock_trial_id")
+            stmts = {
+                "lock": select(*cols).where(where).with_for_update(),
+                "lock_sync": select(trials.c.state).where(where).with_for_update(),
+                "end": trials.update()
+                .where(trials.c.trial_id == bindparam("end_trial_id"))
+                .values(state=bindparam("state"), datetime_complete=bindparam("datetime_complete")),
+            }
+
+            def upsert(model: Any, keys: list[str], updated: list[str]) -> Any:
+                table = model.__table__
+                insert = _UPSERT[dialect](table)
+                return insert.on_conflict_do_update(
+                    index_elements=[table.c[k] for k in keys],
+                    set_={k: insert.excluded[k] for k in updated},
+                )
+
+            stmts["report"] = upsert(
+                rdb_models.TrialIntermediateValueModel,
+                ["trial_id", "step"],
+                ["intermediate_value", "intermediate_value_type"],
+            )
+            if self.engine.dialect.insert_returning:
+                studies = rdb_models.StudyModel.__table__
+                study_where = studies.c.study_id == bindparam("lock_study_id")
+                stmts["lock_study"] = (
+                    select(studies.c.study_id).where(study_where).with_for_update()
+                )
+                stmts["new"] = trials.insert().returning(trials.c.trial_id)
+                stmts["count_before"] = (
+                    select(func.count())
+                    .select_from(trials)
+                    .where(
+                        trials.c.study_id == bindparam("count_study_id"),
+                        trials.c.trial_id < bindparam("count_trial_id"),
+                    )
+                )
+                stmts["number"] = (
+                    trials.update()
+                    .where(trials.c.trial_id == bindparam("number_trial_id"))
+                    .values(number=bindparam("number"))
+                )
+                beats = rdb_models.TrialHeartbeatModel.__table__
+                stmts["beat"] = beats.insert().values(heartbeat=func.current_timestamp())
+            stmts["param"] = rdb_models.TrialParamModel.__table__.insert()
+            stmts["values"] = upsert(
+                rdb_models.TrialValueModel, ["trial_id", "objective"], ["value", "value_type"]
+            )
+            for name, model in (
+                ("user", rdb_models.TrialUserAttributeModel),
+                ("system", rdb_models.TrialSystemAttributeModel),
+            ):
+                stmts[name] = upsert(model, ["trial_id", "key"], ["value_json"])
+        self.__dict__["_core_stmts"] = stmts
+        return stmts
+
+    def _lock_running(self, con: Any, trial_id: int) -> None:
+        """Lock the trial's row (PostgreSQL) and refuse a missing or finished trial, as
+        Optuna's writes do. On PostgreSQL the same statement lets this transaction commit
+        without waiting for its WAL to reach the disk (`set_config('synchronous_commit',
+        'off', true)`, for this transaction only): used only for what a running trial
+        writes (reports, params, attrs). Its end (COMPLETE, PRUNED, FAIL) still commits
+        synchronously, which flushes every earlier record of the log with it, so a finished
+        trial is durable with everything it wrote; a server crash can lose at most the last
+        fraction of a second of a still-running trial's writes, and that trial is failed and
+        re-run by the heartbeat."""
+        stmts = self._core()
+        assert stmts is not None
+        row = con.execute(stmts["lock"], {"lock_trial_id": trial_id}).first()
+        if row is None:
+            raise KeyError(rdb_models.NOT_FOUND_MSG)
+        self.check_trial_is_updatable(trial_id, row[0])
 
     def set_trial_intermediate_value(
         self, trial_id: int, step: int, intermediate_value: float
@@ -441,27 +609,21 @@ class ServiceStorage(RDBStorage):
         """Optuna's write (the trial must be unfinished; an existing step is overwritten) as
         two SQL Core statements in one transaction, without the ORM's session, identity map
         and flush: the per-epoch report is the most frequent write of a study."""
-        dialect = self.engine.dialect.name
-        if dialect not in _UPSERT:
+        stmts = self._core()
+        if stmts is None:
             super().set_trial_intermediate_value(trial_id, step, intermediate_value)
             return
         iv = rdb_models.TrialIntermediateValueModel
         stored, kind = iv.intermediate_value_to_stored_repr(intermediate_value)
-        table = iv.__table__
-        insert = _UPSERT[dialect](table).values(
-            trial_id=trial_id, step=step, intermediate_value=stored, intermediate_value_type=kind
-        )
-        upsert = insert.on_conflict_do_update(
-            index_elements=[table.c.trial_id, table.c.step],
-            set_={
-                "intermediate_value": insert.excluded.intermediate_value,
-                "intermediate_value_type": insert.excluded.intermediate_value_type,
-            },
-        )
+        row = {
+            "trial_id": trial_id,
+            "step": step,
+            "intermediate_value": stored,
+            "intermediate_value_type": kind,
+        }
         with self.engine.begin() as con:
-            self._unflushed(con)
-            self._check_updatable(con, trial_id)
-            con.execute(upsert)
+            self._lock_running(con, trial_id)
+            con.execute(stmts["report"], row)
 
     def _set_trial_param(
         self,
@@ -475,44 +637,22 @@ class ServiceStorage(RDBStorage):
         is known (the trial cache passes it after the first trial), as SQL Core statements
         in one transaction: the same checks (distribution compatible, trial unfinished), a
         fraction of the ORM's time. The first time, Optuna's own path looks it up."""
-        if previous_distribution is None or self.engine.dialect.name not in _UPSERT:
+        stmts = self._core()
+        if previous_distribution is None or stmts is None:
             super()._set_trial_param(
                 trial_id, param_name, param_value_internal, distribution, previous_distribution
             )
             return
         check_distribution_compatibility(previous_distribution, distribution)
-        params = rdb_models.TrialParamModel.__table__
-        insert = params.insert().values(
-            trial_id=trial_id,
-            param_name=param_name,
-            param_value=param_value_internal,
-            distribution_json=distribution_to_json(distribution),
-        )
+        row = {
+            "trial_id": trial_id,
+            "param_name": param_name,
+            "param_value": param_value_internal,
+            "distribution_json": distribution_to_json(distribution),
+        }
         with self.engine.begin() as con:
-            self._unflushed(con)
-            self._check_updatable(con, trial_id)
-            con.execute(insert)
-
-    def _unflushed(self, con: Any) -> None:
-        """On PostgreSQL, let this transaction commit without waiting for its WAL to reach
-        the disk (SET LOCAL synchronous_commit = off): used only for what a running trial
-        writes (reports, params, user attrs). Its end (COMPLETE, PRUNED, FAIL) still commits
-        synchronously, which flushes every earlier record of the log with it, so a finished
-        trial is durable with everything it wrote; a server crash can lose at most the last
-        fraction of a second of a still-running trial's writes, and that trial is failed and
-        re-run by the heartbeat. Each commit no longer waits for an fsync (~1-2 ms each)."""
-        if self.engine.dialect.name == "postgresql":
-            con.execute(text("SET LOCAL synchronous_commit = off"))
-
-    def _check_updatable(self, con: Any, trial_id: int) -> None:
-        """Lock the trial's row (PostgreSQL) and refuse a missing or finished trial, as
-        Optuna's writes do."""
-        trials = rdb_models.TrialModel.__table__
-        query = select(trials.c.state).where(trials.c.trial_id == trial_id).with_for_update()
-        state = con.execute(query).scalar_one_or_none()
-        if state is None:
-            raise KeyError(rdb_models.NOT_FOUND_MSG)
-        self.check_trial_is_updatable(trial_id, state)
+            self._lock_running(con, trial_id)
+            con.execute(stmts["param"], row)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         self.set_trial_user_attrs(trial_id, {key: value})
@@ -532,27 +672,21 @@ class ServiceStorage(RDBStorage):
     def _set_attrs(self, model: Any, trial_id: int, attrs: dict[str, Any]) -> None:
         """Optuna's attr write (the trial must be unfinished; a key is overwritten) for
         several keys, as SQL Core upserts in one transaction."""
-        dialect = self.engine.dialect.name
-        if dialect not in _UPSERT:
+        stmts = self._core()
+        if stmts is None:
             with _create_scoped_session(self.scoped_session, True) as session:
                 for key, value in attrs.items():
                     self._set_trial_attr_without_commit(session, model, trial_id, key, value)
             return
         if not attrs:
             return
-        table = model.__table__
+        user = model is rdb_models.TrialUserAttributeModel
         rows = [
             {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
         ]
-        insert = _UPSERT[dialect](table).values(rows)  # one multi-row statement
-        upsert = insert.on_conflict_do_update(
-            index_elements=[table.c.trial_id, table.c.key],
-            set_={"value_json": insert.excluded.value_json},
-        )
         with self.engine.begin() as con:
-            self._unflushed(con)
-            self._check_updatable(con, trial_id)
-            con.execute(upsert)
+            self._lock_running(con, trial_id)
+            con.execute(stmts["user" if user else "system"], rows)
 
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
@@ -560,15 +694,60 @@ class ServiceStorage(RDBStorage):
         if state == TrialState.RUNNING and self.heartbeat_interval:
             # A WAITING trial (a retry) about to start: its heartbeat first, for the reason
             # given in _get_prepared_new_trial (harmless if another process starts it).
-            self.record_heartbeat(trial_id)
+            super().record_heartbeat(trial_id)
+            self._beat_at()[trial_id] = time.monotonic()
         starting = state == TrialState.RUNNING and self.max_trials is not None
         if not starting and self.lock_file is None:
-            return super().set_trial_state_values(trial_id, state, values)
+            return self._set_state(trial_id, state, values)
         study_id = self._study_of(trial_id) if starting else 0
         with self._claim(study_id):
             if starting:
                 self._check_room(study_id)
+            return self._set_state(trial_id, state, values)
+
+    def _set_state(self, trial_id: int, state: TrialState, values: Sequence[float] | None) -> bool:
+        """Optuna's state change; a trial's end (COMPLETE, PRUNED, FAIL) as SQL Core
+        statements in one transaction, committed synchronously: the row locked, the trial
+        checked unfinished, its values upserted, its state and completion time set."""
+        stmts = self._core()
+        if stmts is None or not state.is_finished():
             return super().set_trial_state_values(trial_id, state, values)
+        done = datetime.now()
+        try:
+            with self.engine.begin() as con:
+                row = con.execute(stmts["lock_sync"], {"lock_trial_id": trial_id}).first()
+                if row is None:
+                    raise KeyError(rdb_models.NOT_FOUND_MSG)
+                self.check_trial_is_updatable(trial_id, row[0])
+                if values is not None:
+                    rows = []
+                    for objective, v in enumerate(values):
+                        stored, kind = rdb_models.TrialValueModel.value_to_stored_repr(v)
+                        rows.append(
+                            {
+                                "trial_id": trial_id,
+                                "objective": objective,
+                                "value": stored,
+                                "value_type": kind,
+                            }
+                        )
+                    if rows:
+                        con.execute(stmts["values"], rows)
+                con.execute(
+                    stmts["end"],
+                    {"end_trial_id": trial_id, "state": state, "datetime_complete": done},
+                )
+        except IntegrityError:
+            return False
+        ended = self._ended()
+        if len(ended) > 1024:  # ends nobody asked for (e.g. stale trials failed here)
+            ended.clear()
+        ended[trial_id] = done
+        return True
+
+    def _ended(self) -> dict[int, datetime]:
+        """Trial id -> the completion time this process just wrote, until read once."""
+        return self.__dict__.setdefault("_end_times", {})
 
 
 class _HeldTrials:
@@ -638,20 +817,32 @@ class _HeldTrials:
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
+        held = self._own.get(trial_id)
         try:
             updated = super().set_trial_state_values(trial_id, state, values)  # type: ignore[misc]
         except Exception:
             self._own.pop(trial_id, None)
-            raise
-        finally:
             self._changed(trial_id)
+            raise
+        if state.is_finished():
+            self._own.pop(trial_id, None)
+            if not (updated and held is not None and self._keep_finished(held, state, values)):
+                self._changed(trial_id)
+            return bool(updated)
+        self._changed(trial_id)
         if state == TrialState.RUNNING and updated:  # a WAITING trial this process took
             trial = super().get_trial(trial_id)  # type: ignore[misc]
             self._own[trial_id] = copy.deepcopy(trial)
             self._own_study[trial_id] = self.get_study_id_from_trial(trial)
-        elif state.is_finished():
-            self._own.pop(trial_id, None)
         return bool(updated)
+
+    def _keep_finished(
+        self, held: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> bool:
+        """Put a trial this process just finished into the study's cached trial list as it
+        now stands in the storage, instead of reading the list again for it; True if done
+        (else the list is read again at the next listing)."""
+        return False
 
     def get_study_id_from_trial(self, trial: FrozenTrial) -> int:
         raise NotImplementedError
@@ -748,6 +939,27 @@ class ServiceCache(_HeldTrials, _CachedStorage):
 
     def get_study_id_from_trial(self, trial: FrozenTrial) -> int:
         return self._trial_id_to_study_id_and_number[trial._trial_id][0]
+
+    def _keep_finished(
+        self, held: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> bool:
+        """The finished trial is what this process held (every write of it went through
+        here) with its end: state, values and the storage's own completion time, read
+        alone. The trial list is then read again only when due (`refresh_s`), and that
+        read replaces this copy with the storage's (the trial is still listed as unfinished
+        in Optuna's cache, or newer than its last finished trial): so a trial's end costs
+        one small query, not a re-read of the list (six ORM queries)."""
+        sid = self._own_study.get(held._trial_id)
+        if sid is None or sid not in self._studies:
+            return False
+        done = copy.copy(held)
+        done.state = state
+        done.values = list(values) if values is not None else None
+        backend: ServiceStorage = self._backend  # type: ignore[assignment]
+        done.datetime_complete = backend.completed_at(held._trial_id)
+        with self._lock:
+            self._add_trials_to_cache(sid, [done])
+        return True
 
     def get_all_trials(
         self,

@@ -337,8 +337,8 @@ def test_running_trial_writes_skip_the_fsync_but_its_end_does_not(fresh_pg):
     event.remove(engine, "before_cursor_execute", statement)
     event.remove(engine, "commit", commit)
     writes = [t for t in txns if any(s in ("INSERT", "UPDATE") for s in t)]
-    asynchronous = [t for t in writes if "SET ASYNC" in t]
-    synchronous = [t for t in writes if "SET ASYNC" not in t]
+    asynchronous = [t for t in writes if any(s.endswith("ASYNC") for s in t)]
+    synchronous = [t for t in writes if t not in asynchronous]
     assert len(asynchronous) == 3, txns  # the param, the report, the user attr
     assert any("UPDATE" in t for t in synchronous), txns  # the state change: flushed
     again = optuna.load_study(study_name=study.study_name, storage=fresh_pg)
@@ -389,3 +389,93 @@ def test_trial_without_a_heartbeat_thread_goes_stale_sqlite(tmp_path):
 @pytest.mark.postgres
 def test_trial_without_a_heartbeat_thread_goes_stale_postgres(fresh_pg):
     _orphans_go_stale(fresh_pg)
+
+
+def test_first_thread_heartbeat_is_not_written_twice(tmp_path):
+    """The heartbeat written with the trial stands for the heartbeat thread's first beat,
+    which follows it at once; every later beat is written."""
+    url = f"sqlite:///{tmp_path / 'beats.db'}"
+    storage = make_storage(url, heartbeat_interval=2, grace_period=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = optuna.create_study(study_name="beats", storage=storage)
+        trial = study.ask()
+    engine = storage._backend.engine
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    storage.record_heartbeat(trial._trial_id)  # the thread's first beat: already written
+    assert commits == []
+    storage.record_heartbeat(trial._trial_id)  # the next one
+    assert commits == [1]
+    storage.close()
+
+
+# ------------------------------------------------------------------ the same study as Optuna's
+
+
+def _mixed(trial: optuna.Trial) -> float:
+    """Every kind of write: params of each distribution, reports, attrs, and every end."""
+    x = trial.suggest_float("x", -2.0, 2.0)
+    n = trial.suggest_int("n", 1, 5, log=True)
+    c = trial.suggest_categorical("c", ["a", "b", None])
+    trial.set_user_attr("tag", {"c": c, "n": n})
+    trial.set_user_attr("tag", [n, x])  # overwritten
+    for step in range(4):
+        trial.report(x * x + 1.0 / (step + 1), step)
+    trial.report(float("inf") if n == 2 else -1.0, 1)  # a step written again
+    if trial.number % 4 == 1:
+        raise optuna.TrialPruned()
+    if trial.number % 4 == 2:
+        raise ValueError("a failing trial")
+    return float("-inf") if trial.number % 4 == 3 else x - n
+
+
+def _stored(url: str, name: str) -> list[tuple[Any, ...]]:
+    trials = optuna.load_study(study_name=name, storage=url).get_trials()
+    for t in trials:
+        assert t.datetime_start is not None
+        if t.state.is_finished():
+            assert t.datetime_complete is not None and t.datetime_complete >= t.datetime_start
+    return [
+        (
+            t.number,
+            t.state,
+            t.values,
+            t.params,
+            t.distributions,
+            t.intermediate_values,
+            t.user_attrs,
+            {k: v for k, v in t.system_attrs.items() if not k.startswith("fail")},
+        )
+        for t in trials
+    ]
+
+
+def _same_study_as_optuna(url: str) -> None:
+    names = {"stock": unique_name("stock"), "ours": unique_name("ours")}
+    for mode, name in names.items():
+        storage: Any = url if mode == "stock" else make_storage(url, heartbeat_interval=5)
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            sampler=optuna.samplers.TPESampler(seed=3, n_startup_trials=4),
+            pruner=optuna.pruners.NopPruner(),
+        )
+        study.enqueue_trial({"x": 0.5, "n": 2, "c": "b"})  # a WAITING trial, started
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            study.optimize(_mixed, n_trials=14, catch=(ValueError,))
+        if mode == "ours":
+            storage.close()
+    stock, ours = _stored(url, names["stock"]), _stored(url, names["ours"])
+    assert [t[1] for t in ours].count(TrialState.FAIL) == 3
+    assert ours == stock
+
+
+def test_study_stored_as_optuna_stores_it_sqlite(tmp_path):
+    _same_study_as_optuna(f"sqlite:///{tmp_path / 'same.db'}")
+
+
+@pytest.mark.postgres
+def test_study_stored_as_optuna_stores_it_postgres(fresh_pg):
+    _same_study_as_optuna(fresh_pg)
