@@ -94,10 +94,26 @@ def _table_png(title: str, header: list[str], rows: list[list[Any]]) -> Callable
     return save
 
 
+def _objective_names(study: optuna.Study) -> list[str]:
+    names = study.metric_names
+    return list(names) if names else [f"objective {i}" for i in range(len(study.directions))]
+
+
+def _best(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The best trial; in a multi-objective study, the Pareto-optimal trial best on the
+    first objective (the table of the whole front is its own figure)."""
+    if len(study.directions) == 1:
+        return study.best_trial
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
+    return min(study.best_trials, key=lambda t: (sign * t.values[0], t.number))
+
+
 def best_trial_rows(study: optuna.Study) -> tuple[list[list[Any]], list[list[Any]]]:
-    best = study.best_trial
+    best = _best(study)
     skip = {"fail_reason", "prune_reason"}
-    metrics: list[list[Any]] = [["value", best.value], ["trial", best.number]]
+    values = [[name, v] for name, v in zip(_objective_names(study), best.values, strict=True)]
+    metrics: list[list[Any]] = values if len(values) > 1 else [["value", best.value]]
+    metrics += [["trial", best.number]]
     metrics += [[k, v] for k, v in sorted(best.user_attrs.items()) if k not in skip]
     fixed = {
         k: v
@@ -176,12 +192,19 @@ def build_figures(study: optuna.Study) -> list[Figure]:
 
     S = optuna.trial.TrialState
     complete = study.get_trials(deepcopy=False, states=(S.COMPLETE,))
+    names = _objective_names(study)
+    multi = len(names) > 1
+    # A multi-objective study: every per-objective plot shows the first objective.
+    kw: dict[str, Any] = {}
+    if multi:
+        kw = {"target": lambda t: t.values[0], "target_name": names[0]}
+    first = f" ({names[0]}, the first objective)" if multi else ""
     figs = [
         Figure(
             "optimization-history",
-            "Optimisation history",
-            pv.plot_optimization_history(study),
-            _save_axes(lambda: pm.plot_optimization_history(study)),
+            "Optimisation history" + first,
+            pv.plot_optimization_history(study, **kw),
+            _save_axes(lambda: pm.plot_optimization_history(study, **kw)),
         ),
         Figure(
             "intermediate-values",
@@ -194,14 +217,15 @@ def build_figures(study: optuna.Study) -> list[Figure]:
     top: list[str] = searched[:TOP_PARAMS]
     if len(complete) >= 2 and searched:
         try:
-            importances = optuna.importance.get_param_importances(study)
+            target = {"target": kw["target"]} if kw else {}
+            importances = optuna.importance.get_param_importances(study, **target)
             top = list(importances)[:TOP_PARAMS]
             figs.append(
                 Figure(
                     "param-importances",
-                    "Parameter importances",
-                    pv.plot_param_importances(study),
-                    _save_axes(lambda: pm.plot_param_importances(study)),
+                    "Parameter importances" + first,
+                    pv.plot_param_importances(study, **kw),
+                    _save_axes(lambda: pm.plot_param_importances(study, **kw)),
                 )
             )
         except (RuntimeError, ValueError) as e:
@@ -215,17 +239,17 @@ def build_figures(study: optuna.Study) -> list[Figure]:
         figs.append(
             Figure(
                 "parallel-coordinate",
-                "Parallel coordinates",
-                pv.plot_parallel_coordinate(study),
-                _save_axes(lambda: pm.plot_parallel_coordinate(study)),
+                "Parallel coordinates" + first,
+                pv.plot_parallel_coordinate(study, **kw),
+                _save_axes(lambda: pm.plot_parallel_coordinate(study, **kw)),
             )
         )
         figs.append(
             Figure(
                 "slice",
-                f"Slices of the top parameters ({', '.join(top)})",
-                pv.plot_slice(study, params=top),
-                _save_axes(lambda: pm.plot_slice(study, params=top)),
+                f"Slices of the top parameters ({', '.join(top)})" + first,
+                pv.plot_slice(study, params=top, **kw),
+                _save_axes(lambda: pm.plot_slice(study, params=top, **kw)),
             )
         )
     else:
@@ -236,15 +260,36 @@ def build_figures(study: optuna.Study) -> list[Figure]:
             ("slice", "Slices of the top parameters"),
         ):
             figs.append(Figure(fid, title, table=why))
+    if complete and multi:
+        front = sorted(study.best_trials, key=lambda t: t.number)
+        header = ["trial", *names]
+        rows = [[t.number, *t.values] for t in front]
+        title = f"Pareto front: {len(front)} trials no other trial beats on every objective"
+        pareto: Any = None
+        pareto_save: Any = None
+        if len(names) in (2, 3):
+            pareto = pv.plot_pareto_front(study, target_names=names)
+            pareto_save = _save_axes(lambda: pm.plot_pareto_front(study, target_names=names))
+        figs.append(
+            Figure(
+                "pareto-front",
+                title,
+                pareto,
+                pareto_save if pareto is not None else _table_png(title, header, rows),
+                table=_table(header, rows),
+            )
+        )
     if complete:
         metrics, params = best_trial_rows(study)
+        best = _best(study)
+        label = f"Best trial {best.number}" + (f" on {names[0]}, of the front" if multi else "")
         figs.append(
             Figure(
                 "best-trial",
-                f"Best trial {study.best_trial.number}: metrics and params",
+                f"{label}: metrics and params",
                 table=_table(["metric", "value"], metrics) + _table(["param", "value", ""], params),
                 png=_table_png(
-                    f"Best trial {study.best_trial.number}",
+                    label,
                     ["name", "value"],
                     metrics + [[k, v] for k, v, _ in params],
                 ),

@@ -111,3 +111,22 @@ def test_report_errors_name_the_flag(
     optuna.create_study(study_name="e", storage=empty)
     assert main(["report", "--storage", empty, "--out", str(tmp_path / "o")]) == 2
     assert "has no trials yet" in capsys.readouterr().err
+
+
+def test_report_of_a_multi_objective_study(tmp_path: Path) -> None:
+    """Two objectives: each plot shows the first one (said in its title), the Pareto front
+    is drawn and tabled, and the best trial shown is on the front."""
+    url = f"sqlite:///{tmp_path}/mo.db"
+    cfg = write_study(tmp_path, "mo")
+    argv = ["--config", str(cfg), "--storage", url, "--n-trials", "6", "--seed", "2"]
+    assert run_cli(*argv, "--objective", "rank_ic,val_loss") == 0
+    study = load(url, "mo")
+    assert len(study.directions) == 2
+    out = tmp_path / "r"
+    assert main(["report", "--study-name", "mo", "--storage", url, "--out", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert 'id="pareto-front"' in page and "rank_ic, the first objective" in page
+    for fid in (*FIGURES, "pareto-front", "best-trial"):
+        assert (out / f"{fid}.png").exists(), fid
+    front = {t.number for t in study.best_trials}
+    assert any(f"Best trial {n} on rank_ic" in page for n in front)
