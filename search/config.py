@@ -332,6 +332,7 @@ def build_config(
     `cpu` says whether training runs on a CPU device ([cpu] limits apply).
     """
     flags = flags or {}
+    default_config = config_path is None
     if config_path is None:
         config_path = default_config_path()
     path = config_path.resolve()
@@ -347,7 +348,10 @@ def build_config(
     data_raw, notes = inherit_data(data_raw, path, data_flags.get("path"))
     study_flags = dict(flags.get("study", {}))
     study_raw = raw.get("study", {})
-    if not study_flags.get("name") and not (isinstance(study_raw, dict) and "name" in study_raw):
+    named = isinstance(study_raw, dict) and "name" in study_raw
+    # Other data than the default config's, no study named: a study of its own (the default
+    # study's name is for the default data; its trials would not mix anyway).
+    if not study_flags.get("name") and (not named or (default_config and data_flags.get("path"))):
         data_file = data_flags.get("path") or data_raw.get("path")
         if isinstance(data_file, str) and data_file:
             study_flags["name"] = Path(data_file).stem

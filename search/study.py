@@ -50,6 +50,28 @@ def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
+def data_differences(old: Any, cfg: RunConfig) -> str:
+    """What changed in the data since the study was made: the [data] settings that differ,
+    else the file's content (the fingerprint hashes both)."""
+    new = cfg.to_dict().get("data", {})
+    if not isinstance(old, dict):
+        return "data: the study was made from other data (its settings were not recorded)"
+    keys = [k for k in sorted(set(old) | set(new)) if k != "path"]
+    changed = [
+        f"[data] {k}: study has {old.get(k)!r}, this run has {new.get(k)!r}"
+        for k in keys
+        if _canon(old.get(k)) != _canon(new.get(k))
+    ]
+    if changed:
+        return "; ".join(changed)
+    where = (
+        f" (study: {old.get('path')}, this run: {new.get('path')})"
+        if old.get("path") != new.get("path")
+        else f" ({new.get('path')})"
+    )
+    return f"data: the file's content differs from the study's{where}"
+
+
 def open_study(
     storage: optuna.storages.BaseStorage,
     cfg: RunConfig,
@@ -80,6 +102,9 @@ def open_study(
         _set_objective_names(study, list(cfg.study.objectives))
         return study
     diff = spec_differences(old, spec)
+    if any(d.startswith("data_fingerprint:") for d in diff):
+        detail = data_differences(study.user_attrs.get("config", {}).get("data"), cfg)
+        diff = [detail if d.startswith("data_fingerprint:") else d for d in diff]
     if diff:
         raise IncompatibleStudy(
             f"study {name!r} was made with other settings, so its trials cannot be mixed with "

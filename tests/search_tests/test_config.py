@@ -161,6 +161,9 @@ def test_data_flag_overrides_the_inherited_file_and_names_the_study(tmp_path: Pa
         toml(tmp_path, '[study]\nname = "mine"\n'), cpu=False, flags={"data": {"path": str(own)}}
     )
     assert named.study.name == "mine"
+    # no --config: the default study's name belongs to the default data, not to this file
+    assert build_config(None, cpu=False, flags={"data": {"path": str(own)}}).study.name == "factors"
+    assert build_config(None, cpu=False).study.name == "sp500-lstm"
 
 
 def test_a_bad_flag_value_is_blamed_on_the_flag_not_the_file(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def test_mismatched_resume_is_refused(
     text = other2.read_text().replace('target_cs = "zscore"', 'target_cs = "demean"')
     other2.write_text(text)
     assert run_cli("--config", str(other2), "--storage", url, "--n-trials", "1") == 2
-    assert "data_fingerprint" in capsys.readouterr().err
+    assert "[data] target_cs: study has 'zscore', this run has 'demean'" in capsys.readouterr().err
     assert len(load(url, "mm").trials) == 2  # nothing added, nothing lost
 
 
@@ -179,3 +179,25 @@ def test_dashboard_serves_the_study(tmp_path: Path, url: str) -> None:
         assert all(t["intermediate_values"] for t in detail["trials"])
     finally:
         server.shutdown()
+
+
+def test_a_data_mismatch_says_what_differs(tmp_path):
+    """Resuming a study with other data names the [data] setting that changed, or says the
+    file's content changed: not two hashes."""
+    import optuna
+
+    from search.config import build_config
+    from search.study import IncompatibleStudy, open_study
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    cfg = build_config(None, cpu=True)
+    sampler, pruner = optuna.samplers.RandomSampler(), optuna.pruners.NopPruner()
+    open_study(optuna.storages.RDBStorage(url), cfg, "aaa", sampler, pruner)
+    other = build_config(None, cpu=True, flags={"data": {"horizon": 2}})
+    with pytest.raises(IncompatibleStudy) as e:
+        open_study(optuna.storages.RDBStorage(url), other, "bbb", sampler, pruner)
+    assert "[data] horizon: study has 1, this run has 2" in str(e.value)
+    assert "aaa" not in str(e.value)
+    with pytest.raises(IncompatibleStudy) as e:
+        open_study(optuna.storages.RDBStorage(url), cfg, "ccc", sampler, pruner)
+    assert "the file's content differs" in str(e.value)
