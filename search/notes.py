@@ -98,8 +98,8 @@ def note_markdown(study_name: str, summary: dict[str, Any], cfg: RunConfig, devi
         f"({summary['first_date']} .. {summary['last_date']}), {len(feats)} features: {shown}.",
         "",
         f"**Target**: {summary['target']}; task {summary['task']}. "
-        f"**Objective**: {cfg.study.objective} ({cfg.study.direction}d), the best validation "
-        "loss over a trial's epochs.",
+        f"**Objective**: {cfg.study.objective} ({cfg.study.direction}d) on the validation "
+        "dates, at the trial's best epoch.",
         "",
         "| segment | dates | n dates | windows |",
         "|---|---|---|---|",
