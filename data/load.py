@@ -55,6 +55,24 @@ def scan(path: Path) -> pl.LazyFrame:
     return lf
 
 
+def empty_columns(lf: pl.LazyFrame, path: Path) -> frozenset[str]:
+    """Columns with no value at all, whose type the file cannot tell: of type Null (a Parquet
+    column written with nulls only), or, in a CSV file, every field empty or a missing marker
+    (read as text). They are numeric columns with no value, not text columns."""
+    schema = lf.collect_schema()
+    empty = {n for n, t in schema.items() if t == pl.Null}
+    text = [n for n, t in schema.items() if t == pl.String]
+    if text and SUFFIXES.get(path.suffix.lower()) == "csv":
+        rows = "rows"
+        while rows in schema:
+            rows += "_"
+        counts = collect(
+            lf.select(pl.len().alias(rows), *(pl.col(c).null_count() for c in text)), path, text
+        ).row(0)
+        empty |= {c for c, k in zip(text, counts[1:], strict=True) if k == counts[0]}
+    return frozenset(empty)
+
+
 def collect(lf: pl.LazyFrame, path: Path, columns: list[str]) -> pl.DataFrame:
     """Collect a projection of the file, turning a polars failure into a DataError."""
     try:
@@ -85,11 +103,25 @@ class Columns:
     tradable: str | None
     weight: str | None
     derive: bool  # derive OHLCV features
+    has_target: bool = True  # False: the given target column is absent (read to predict)
 
 
-def resolve_columns(cfg: DataConfig, schema: pl.Schema) -> Columns:
+def resolve_columns(
+    cfg: DataConfig,
+    schema: pl.Schema,
+    empty: frozenset[str] = frozenset(),
+    for_prediction: bool = False,
+) -> Columns:
+    """The columns `cfg` names in a file of `schema`; `empty`: the columns with no value
+    (see `empty_columns`), taken as numeric. `for_prediction`: a given target column may be
+    absent or empty (data without labels, to predict)."""
     path = cfg.file
     names = list(schema.names())
+    schema = pl.Schema({n: pl.Float64 if n in empty else t for n, t in schema.items()})
+    target_given = bool(cfg.target)
+    has_target = not (
+        for_prediction and target_given and (cfg.target not in schema or cfg.target in empty)
+    )
 
     missing: list[str] = []
 
@@ -113,7 +145,7 @@ def resolve_columns(cfg: DataConfig, schema: pl.Schema) -> Columns:
     time_key = "order" if cfg.order else "date"
     time = need(cfg.order or cfg.date, time_key)
     ident = need(cfg.id, "id", "; set [data] id = \"\" (--id '') if the file is one series")
-    target = need(cfg.target, "target")
+    target = need(cfg.target, "target") if has_target else None
     tradable = need(cfg.tradable, "tradable")
     weight = need(cfg.weight, "weight")
     for pat in cfg.features:
@@ -126,7 +158,7 @@ def resolve_columns(cfg: DataConfig, schema: pl.Schema) -> Columns:
     if derive is None:
         derive = roles["close"] in schema
     ohlcv: dict[str, str] = {}
-    if derive or target is None:
+    if derive or not target_given:
         if roles["close"] not in schema:
             why = "to derive OHLCV features" if derive else "to derive the forward-return target"
             raise DataError(
@@ -136,7 +168,7 @@ def resolve_columns(cfg: DataConfig, schema: pl.Schema) -> Columns:
         ohlcv = {r: c for r, c in roles.items() if c in schema}
         if not derive:
             ohlcv = {"close": ohlcv["close"]}
-    used = {c for c in (time, ident, target, tradable, weight, cfg.date) if c}
+    used = {c for c in (time, ident, cfg.target, tradable, weight, cfg.date) if c}
     levels = set(roles.values())
     if cfg.features:
         feats: list[str] = []
@@ -156,7 +188,7 @@ def resolve_columns(cfg: DataConfig, schema: pl.Schema) -> Columns:
     else:
         candidates = [n for n in names if n not in used and n not in levels and n != cfg.order]
         feats = [n for n in candidates if schema[n].is_numeric()]
-        if target is not None and feats:
+        if target_given and feats:
             # A given target usually sits beside other labels (other horizons, other
             # responders): never take a column as a feature unless it is named.
             if not derive:
@@ -187,6 +219,14 @@ def resolve_columns(cfg: DataConfig, schema: pl.Schema) -> Columns:
                 f"{path}: feature column {f!r} ([data] features) has type {schema[f]}, "
                 "expected a numeric type"
             )
+    roles_used = ((target, "target"), (weight, "weight"), (tradable, "tradable"))
+    for col, key in (*roles_used, *((c, r) for r, c in ohlcv.items())):
+        if col and col in empty:
+            expected = "booleans (or 0/1 integers)" if key == "tradable" else "numbers"
+            raise DataError(
+                f"{path}: column {col!r} ([data] {key}) has no value: every row is empty; "
+                f"expected {expected}"
+            )
     for col, key in ((target, "target"), (weight, "weight"), *((c, r) for r, c in ohlcv.items())):
         if col and not schema[col].is_numeric():
             raise DataError(
@@ -202,7 +242,16 @@ def resolve_columns(cfg: DataConfig, schema: pl.Schema) -> Columns:
             f"{path}: no feature columns: set [data] features (--features) or provide OHLCV columns"
         )
     return Columns(
-        time, time_key, ident, target, ohlcv, tuple(feats), tradable, weight, bool(derive)
+        time,
+        time_key,
+        ident,
+        target,
+        ohlcv,
+        tuple(feats),
+        tradable,
+        weight,
+        bool(derive),
+        has_target,
     )
 
 
@@ -287,11 +336,13 @@ def read_dense(
     path: Path,
     out: np.ndarray | None = None,
     dtype: type = np.float32,
+    empty: list[str] | None = None,
 ) -> np.ndarray:
     """Scatter `columns` into a dense (D, S, len(columns)) array, NaN where a row is absent.
 
     Reads CHUNK_COLUMNS columns at a time, so only a slice of the long frame is held beside
     the dense array. Infinite values are refused (they are not missing values, they are errors).
+    The columns with no value (every row empty or NaN) are appended to `empty` when given.
     """
     D, S = len(index.dates), len(index.ids)
     if out is None:
@@ -308,6 +359,8 @@ def read_dense(
                     f"{path}: column {c!r} has {n_inf} infinite values (or values beyond "
                     f"{np.dtype(dtype).name} range); expected finite numbers, or empty for missing"
                 )
+            if empty is not None and np.isnan(x).all():
+                empty.append(c)
             out[index.di, index.si, j0 + j] = x
         del frame
     return out

@@ -21,7 +21,14 @@ from data.features import (
     ohlcv_features,
     transform_target,
 )
-from data.load import read_dense, read_index, resolve_columns, scan
+from data.load import (
+    DataWarning,
+    empty_columns,
+    read_dense,
+    read_index,
+    resolve_columns,
+    scan,
+)
 
 
 @dataclass
@@ -41,6 +48,7 @@ class Panel:
     feature_names: list[str]
     weight: np.ndarray | None = None  # (D, S) float32
     source: str = ""
+    has_target: bool = True  # False: read to predict, the given target column absent (all NaN)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -71,15 +79,20 @@ def fingerprint(cfg: DataConfig) -> str:
     return hashlib.blake2b((file_digest(cfg.file) + settings).encode(), digest_size=12).hexdigest()
 
 
-def load_panel(cfg: DataConfig) -> Panel:
+def load_panel(cfg: DataConfig, for_prediction: bool = False) -> Panel:
     """Read, check and pivot the file described by `cfg` into a Panel.
 
     Peak memory is the dense arrays plus a few (D, S) planes and one chunk of columns of the
     long file: the long frame is never held whole beside the panel.
+
+    A feature column with no value (every row empty or NaN) is refused. `for_prediction`:
+    the data of a trained model's predictions, where a given target column may be absent or
+    empty (the panel then has no labels: `has_target` is False) and a feature column with no
+    value is only warned about (the model sees it as missing on every row).
     """
     path = cfg.file
     lf = scan(path)
-    cols = resolve_columns(cfg, lf.collect_schema())
+    cols = resolve_columns(cfg, lf.collect_schema(), empty_columns(lf, path), for_prediction)
     index = read_index(lf, cols, path)
     D, S = len(index.dates), len(index.ids)
     if S == 1:
@@ -121,16 +134,24 @@ def load_panel(cfg: DataConfig) -> Panel:
     for role in [r for r in ohlcv if r != "close"]:
         del ohlcv[role]
     if cols.features:
-        read_dense(lf, list(cols.features), index, path, out=values[:, :, len(derived) :])
+        no_value: list[str] = []
+        read_dense(
+            lf, list(cols.features), index, path, out=values[:, :, len(derived) :], empty=no_value
+        )
+        if no_value:
+            named = set(no_value) <= set(cfg.features)  # not from a glob or the default
+            _no_value(path, no_value, named=named, warn=for_prediction)
 
     if cols.target:
         y = plane(cols.target)  # (D, S)
         y[~ok] = np.nan
+    elif not cols.has_target:
+        y = np.full((D, S), np.nan)
     else:
         assert close is not None
         y = forward_return(close, ok, cfg.horizon)  # (D, S)
     del close, ohlcv
-    if not np.isfinite(y).any():
+    if not for_prediction and not np.isfinite(y).any():
         what = f"column {cols.target!r} ([data] target)" if cols.target else "derived target"
         raise DataError(f"{path}: {what} has no finite value on a tradable row; expected numbers")
     if cfg.task == "classification":
@@ -160,6 +181,35 @@ def load_panel(cfg: DataConfig) -> Panel:
         feature_names=names,
         weight=weight,
         source=str(path),
+        has_target=cols.has_target,
+    )
+
+
+def _no_value(path: Path, columns: list[str], named: bool, warn: bool) -> None:
+    """Refuse (or, for predictions, warn about) feature columns with no value."""
+    which = (
+        f"feature column {columns[0]!r}"
+        if len(columns) == 1
+        else f"feature columns {', '.join(map(repr, columns))}"
+    )
+    has = "has" if len(columns) == 1 else "have"
+    if warn:
+        warnings.warn(
+            f"{path}: {which} ([data] features) {has} no value (every row is empty or NaN): "
+            "the model sees missing values there",
+            DataWarning,
+            stacklevel=3,
+        )
+        return
+    it = "it" if len(columns) == 1 else "them"
+    how = (
+        f"leave {it} out of [data] features (--features)"
+        if named
+        else f"name the feature columns without {it} in [data] features (--features)"
+    )
+    raise DataError(
+        f"{path}: {which} ([data] features) {has} no value: every row is empty or NaN; "
+        f"expected numbers; {how}"
     )
 
 

@@ -13,6 +13,7 @@ with `torch.load(..., weights_only=True)`.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from data import DataConfig, DataError, Panel, Prepared, fingerprint, load_panel
+from data.load import DataWarning
 from data.normalize import Scaler
 from data.prepared import PanelTensors
 from data.split import make_split
@@ -250,6 +252,8 @@ def train_best(
     panel, data = ctx.prepare(cfg, device)
     same_data = fingerprint(cfg) == ctx.spec.get("data_fingerprint")
     trials = ctx.ranked(ensemble) if ensemble > 1 else [ctx.trial(trial_number)]
+    steps = [int(full_params(ctx, t)["time_steps"]) for t in trials]
+    check_windows(data, max([data.eval_time_steps, *steps]))
     trained = [retrain(ctx, t, data, seed=seed, n_seeds=n_seeds) for t in trials]
     study_seeds = int(ctx.spec.get("seeds", 1))
     same_seeds = n_seeds is None or n_seeds == study_seeds
@@ -316,6 +320,24 @@ def train_best(
     return ckpt
 
 
+def check_windows(data: Prepared, time_steps: int) -> None:
+    """Refuse data too short to train on: every fold's training and validation segments need
+    a window of `time_steps` consecutive valid dates (the longest the study's protocol asks,
+    its validation rows included) for some security."""
+    D = len(data.panel.dates)
+    for k in range(data.n_folds):
+        for seg in ("train", "val"):
+            if data.count(seg, time_steps, k) == 0:
+                dates = getattr(data.folds[k], seg)
+                which = f"fold {k + 1}'s {seg}" if data.n_folds > 1 else seg
+                raise DataError(
+                    f"{data.panel.source}: too few dates to train on (--data / [data] path): "
+                    f"the {which} segment has {len(dates)} of the file's {D} dates and no "
+                    f"security has {time_steps} consecutive valid dates (time_steps) ending in "
+                    "it; use a file with more dates"
+                )
+
+
 def judge(
     ctx: StudyContext, data: Prepared, trained: list[Trained], tree: bool = True
 ) -> dict[str, Any]:
@@ -376,10 +398,19 @@ def predict_file(
     chosen dates (the longest time_steps of an ensemble).
 
     `dates`: "last" (the file's last date, a submission for the next horizon), "test" (the
-    test segment of the study's split, with targets to score) or "all".
+    test segment of the study's split, with targets to score) or "all". A window needs its
+    dates valid, not labelled: a file without the given target column (unlabelled data) is
+    scored, its `target` left empty. No window on those dates is a DataError.
     """
     cfg = data_config(ckpt["data"], data_path)
-    panel = load_panel(cfg)
+    panel = load_panel(cfg, for_prediction=True)
+    if not panel.has_target:
+        warnings.warn(
+            f"{data_path}: column {cfg.target!r} ([data] target) is absent or empty: "
+            "predicting without labels, the target and target_raw columns are left empty",
+            DataWarning,
+            stacklevel=2,
+        )
     if list(panel.feature_names) != list(ckpt["feature_names"]):
         raise DataError(
             f"{data_path}: features {panel.feature_names} differ from the model's "
@@ -398,10 +429,17 @@ def predict_file(
     else:
         segment = range(0, D)
     ends = window_ends(run_lengths(panel.valid), panel.valid, T, segment)
+    if len(ends) == 0:
+        where = {"last": "its last date", "test": "a test-segment date"}.get(dates, "any date")
+        raise DataError(
+            f"{data_path}: no security has time_steps = {T} consecutive valid dates ending "
+            f"on {where} (--dates {dates}), so there is nothing to predict; the model needs "
+            f"{T} dates of history per prediction and the file has {D} dates"
+        )
     predictor = EnsemblePredictor(data, groups)
     e_t = torch.as_tensor(ends).to(device)
     with torch.inference_mode():
-        pred = predictor(e_t).cpu().numpy() if len(ends) else np.zeros(0)
+        pred = predictor(e_t).cpu().numpy()
     d, s = ends // S, ends % S
     cols: dict[str, Any] = {cfg.date if not cfg.order else cfg.order: panel.dates[d]}
     if cfg.id:
@@ -413,5 +451,8 @@ def predict_file(
         cols["prediction"] = pred.argmax(-1)
     else:
         cols["prediction"] = pred
-    cols["target"] = panel.target[d, s]
+    if panel.has_target:
+        cols["target"] = panel.target[d, s]
+    else:
+        cols["target"] = pl.Series([None] * len(ends), dtype=pl.Float32)
     return pl.DataFrame(cols)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -84,20 +85,34 @@ def run_train(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     import torch
 
+    from data.load import DataWarning
     from search.retrain import load_checkpoint, predict_file
 
     out = Path(args.out)
     if out.suffix not in (".csv", ".parquet"):
         return fail(f"--out {out}: expected a .csv or .parquet file name")
-    try:
-        device = resolve_device(args.device)
-        ckpt = load_checkpoint(Path(args.model))
-        ckpt["data"] = with_columns(ckpt["data"], args.date, args.id)
-        path = args.data or ckpt["data"]["path"]
-        df = predict_file(ckpt, path, args.dates, torch.device(device))
-        df = with_raw_target(df, ckpt["data"], path)
-    except (ConfigError, DataError) as e:
-        return fail(str(e))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        try:
+            device = resolve_device(args.device)
+            ckpt = load_checkpoint(Path(args.model))
+            ckpt["data"] = with_columns(ckpt["data"], args.date, args.id)
+            path = args.data or ckpt["data"]["path"]
+            df = predict_file(ckpt, path, args.dates, torch.device(device))
+            df = with_raw_target(df, ckpt["data"], path)
+        except (ConfigError, DataError) as e:
+            error: str | None = str(e)
+        else:
+            error = None
+    # each once, one line each: the file is read twice (the model's target and the raw one)
+    for w in caught or []:
+        if not issubclass(w.category, DataWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    ours = (str(w.message) for w in caught or [] if issubclass(w.category, DataWarning))
+    for msg in dict.fromkeys(ours):
+        print(f"optuna-run: warning: {msg}", file=sys.stderr)
+    if error is not None:
+        return fail(error)
     from search.export import atomic_write
 
     if out.suffix == ".csv":
@@ -128,7 +143,9 @@ def with_raw_target(df: pl.DataFrame, settings: dict[str, Any], path: str) -> pl
     from search.retrain import data_config
 
     raw = dict(settings, task="regression", target_cs="none", target_winsor=0.0, target_scale=1.0)
-    panel = load_panel(data_config(raw, path))
+    panel = load_panel(data_config(raw, path), for_prediction=True)
+    if not panel.has_target:
+        return df.with_columns(pl.lit(None, dtype=pl.Float32).alias("target_raw"))
     cfg = data_config(settings, path)
     time_col = cfg.order or cfg.date
     d = np.searchsorted(panel.dates, df.get_column(time_col).to_numpy())

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from data import DataError
+from data import DataConfig, DataError, load_panel
 from tests.data_tests.panels import f0, load, long_file
 
 NAN = math.nan
@@ -284,3 +284,77 @@ def test_every_missing_column_is_named_at_once_with_did_you_mean(tmp_path):
     assert "'wieght' ([data] weight) not found" in msg
     assert "'f9' ([data] features) not found" in msg
     assert "\n" not in msg
+
+
+def _no_value_files(tmp_path):
+    """The same panel with feature f_nan empty on every row, written five ways."""
+    cols = {"f0": f0, "target": lambda d, s: d + s / 10}
+    nan = long_file(tmp_path / "nan.parquet", 4, 2, cols | {"f_nan": lambda d, s: NAN})
+    null = long_file(tmp_path / "null.parquet", 4, 2, cols | {"f_nan": lambda d, s: None})
+    csv = long_file(tmp_path / "empty.csv", 4, 2, cols | {"f_nan": lambda d, s: None})
+    typed = tmp_path / "typed.parquet"  # every value null, yet typed as floats
+    pl.read_parquet(null).with_columns(pl.col("f_nan").cast(pl.Float64)).write_parquet(typed)
+    nan_csv = tmp_path / "nan.csv"  # written as NaN: a missing marker in a CSV file
+    pl.read_parquet(nan).write_csv(nan_csv)
+    assert pl.read_parquet(null).schema["f_nan"] == pl.Null
+    assert pl.read_csv(csv).schema["f_nan"] == pl.String  # what polars makes of it alone
+    return [nan, null, typed, csv, nan_csv]
+
+
+@pytest.mark.parametrize("features", [("f0", "f_nan"), ("f_nan",)])
+def test_a_feature_column_with_no_value_is_refused_whatever_the_file(tmp_path, features):
+    for path in _no_value_files(tmp_path):
+        with pytest.raises(DataError) as e:
+            load(path, features=features)
+        msg = str(e.value)
+        assert msg.startswith(f"{path}: feature column 'f_nan' ([data] features) has no value")
+        assert "leave it out of [data] features (--features)" in msg and "\n" not in msg
+
+
+def test_a_feature_column_with_no_value_from_a_glob_or_by_default_is_refused(tmp_path):
+    for path in _no_value_files(tmp_path):
+        with pytest.raises(DataError, match=r"'f_nan' .* no value.* without it in \[data\]"):
+            load(path, features=("f*",))
+        with pytest.raises(DataError, match=r"'f_nan' .* no value.* without it in \[data\]"):
+            load(path, target=None, close="f0")  # default features: every numeric column
+
+
+def test_an_empty_csv_column_is_numeric_and_named_when_it_is_a_role(tmp_path):
+    path = long_file(
+        tmp_path / "p.csv", 4, 2, {"f0": f0, "target": lambda d, s: 0.1, "w": lambda d, s: None}
+    )
+    with pytest.raises(DataError, match=r"column 'w' \(\[data\] weight\) has no value"):
+        load(path, weight="w")
+    with pytest.raises(DataError, match=r"column 'w' \(\[data\] target\) has no value"):
+        load(path, target="w")
+
+
+def test_for_prediction_a_given_target_may_be_absent_or_empty(tmp_path):
+    cols = {"f0": f0, "f1": lambda d, s: float(d - s)}
+    absent = long_file(tmp_path / "absent.parquet", 5, 2, cols)
+    empty = long_file(tmp_path / "empty.csv", 5, 2, cols | {"target": lambda d, s: None})
+    with pytest.raises(DataError, match=r"column 'target' \(\[data\] target\) not found"):
+        load(absent)
+    with pytest.raises(DataError, match=r"column 'target' \(\[data\] target\) has no value"):
+        load(empty)
+    for path in (absent, empty):
+        cfg = DataConfig(path=str(path), id="id", target="target", features=("f*",))
+        panel = load_panel(cfg, for_prediction=True)
+        assert not panel.has_target and np.isnan(panel.target).all()
+        assert panel.valid.all()  # windows need valid dates, not labels
+        assert panel.feature_names == ["f0", "f1"]  # an empty target is not a feature
+    labelled = long_file(tmp_path / "l.parquet", 5, 2, cols | {"target": lambda d, s: 0.1})
+    panel = load_panel(DataConfig(path=str(labelled), id="id", target="target", features=("f*",)))
+    assert panel.has_target
+
+
+def test_for_prediction_a_feature_with_no_value_is_a_warning(tmp_path):
+    from data.load import DataWarning
+
+    path = long_file(
+        tmp_path / "p.parquet", 4, 2, {"f0": f0, "f1": lambda d, s: None, "target": f0}
+    )
+    cfg = DataConfig(path=str(path), id="id", target="target", features=("f0", "f1"))
+    with pytest.warns(DataWarning, match=r"feature column 'f1' .* has no value"):
+        panel = load_panel(cfg, for_prediction=True)
+    assert np.isnan(panel.values[:, :, 1]).all() and panel.valid.all()

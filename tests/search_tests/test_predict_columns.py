@@ -48,3 +48,92 @@ def test_predict_takes_column_flags_and_writes_the_raw_target(
     s = src.filter(pl.col("symbol") == row["ticker"])
     i = s["date"].cast(pl.String).to_list().index(row["day"])
     assert row["target_raw"] == pytest.approx(s["close"][i + 1] / s["close"][i] - 1, rel=1e-4)
+
+
+TINY_STUDY = """
+[study]
+name = "{name}"
+objective = "val_loss"
+[data]
+path = "{data}"
+id = "id"
+target = "target"
+features = ["f0", "f1"]
+[budget]
+max_windows_per_epoch = 64
+[space]
+time_steps = {time_steps}
+num_layers = 1
+hidden_dim = 4
+head_dim = 0
+dropout = 0.0
+batch_size = 256
+epochs = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """(folder, model, storage URL): one trial of a tiny space on a 40-date, 3-id panel with
+    a given target column, retrained into a model of time_steps 3 (seconds)."""
+    from tests.conftest import write_panel
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    data = write_panel(folder / "panel.parquet", n_dates=40, n_ids=3)
+    cfg = folder / "tiny.toml"
+    cfg.write_text(TINY_STUDY.format(name="tiny", data=data, time_steps=3))
+    url = f"sqlite:///{folder}/r.db"
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
+    model = folder / "m.pt"
+    train = ["train", "--study-name", "tiny", "--storage", url, "--out", str(model), "--no-tree"]
+    assert main(train) == 0
+    return folder, model, url
+
+
+def test_predict_scores_a_file_without_the_target_column(
+    tiny_model: tuple[Path, Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, model, _ = tiny_model
+    labelled = folder / "panel.parquet"
+    unlabelled = folder / "unlabelled.parquet"
+    pl.read_parquet(labelled).drop("target").write_parquet(unlabelled)
+    ref, out = folder / "ref.csv", folder / "no_target.csv"
+    base = ["predict", "--model", str(model), "--dates", "all"]
+    assert main([*base, "--data", str(labelled), "--out", str(ref)]) == 0
+    capsys.readouterr()
+    assert main([*base, "--data", str(unlabelled), "--out", str(out)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[-1] == f"wrote {out}: 114 predictions"  # 3 ids x (40 - 2)
+    assert "column 'target' ([data] target) is absent" in err[0] and str(unlabelled) in err[0]
+    df, want = pl.read_csv(out), pl.read_csv(ref)
+    assert df.columns == ["date", "id", "prediction", "target", "target_raw"]
+    assert df["target"].is_null().all() and df["target_raw"].is_null().all()
+    assert want["target"].is_not_null().all()
+    # the same windows, the same predictions: the labels play no part in them
+    assert df.select("date", "id").equals(want.select("date", "id"))
+    np.testing.assert_allclose(df["prediction"].to_numpy(), want["prediction"].to_numpy())
+    # the last date, a submission: no label needed there either
+    sub = folder / "sub.parquet"
+    args = ["--data", str(unlabelled), "--out", str(sub)]
+    assert main(["predict", "--model", str(model), *args]) == 0
+    assert pl.read_parquet(sub).height == 3
+
+
+def test_predict_refuses_a_file_shorter_than_time_steps(
+    tiny_model: tuple[Path, Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, model, _ = tiny_model
+    short = folder / "short.parquet"
+    pl.read_parquet(folder / "panel.parquet").filter(
+        pl.col("date") >= pl.date(2020, 2, 8)
+    ).write_parquet(short)  # the last 2 dates
+    out = folder / "short.csv"
+    capsys.readouterr()
+    for dates in ("last", "all"):
+        args = ["--data", str(short), "--out", str(out), "--dates", dates]
+        assert main(["predict", "--model", str(model), *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"optuna-run: error: {short}: ")
+        assert "no security has time_steps = 3 consecutive valid dates" in err
+        assert "the file has 2 dates" in err
+        assert not out.exists()

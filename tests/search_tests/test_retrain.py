@@ -47,3 +47,26 @@ def test_train_then_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     capsys.readouterr()
     assert main(["predict", "--model", str(tmp_path / "none.pt"), "--out", str(sub)]) == 2
     assert "model file not found (--model)" in capsys.readouterr().err
+
+
+def test_train_refuses_data_too_short_for_the_study_windows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import write_panel
+    from tests.search_tests.test_predict_columns import TINY_STUDY
+
+    data = write_panel(tmp_path / "panel.parquet", n_dates=40, n_ids=3)
+    cfg = tmp_path / "short.toml"
+    cfg.write_text(TINY_STUDY.format(name="short", data=data, time_steps=8))
+    url = f"sqlite:///{tmp_path}/r.db"
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
+    short = tmp_path / "few12.parquet"  # 12 dates: a split, but no window of 8 in training
+    pl.read_parquet(data).filter(pl.col("date") < pl.date(2020, 1, 13)).write_parquet(short)
+    out = tmp_path / "y.pt"
+    args = ["--study-name", "short", "--storage", url, "--data", str(short), "--out", str(out)]
+    capsys.readouterr()
+    assert main(["train", *args, "--no-tree"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"optuna-run: error: {short}: too few dates")
+    assert "no security has 8 consecutive valid dates" in err and "12 dates" in err
+    assert not out.exists()
