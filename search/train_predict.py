@@ -44,11 +44,19 @@ def run_train(args: argparse.Namespace) -> int:
     except (StorageError, ExportError, ConfigError, DataError) as e:
         return fail(str(e))
     rep = ckpt["reproduced"]
+    n_models = len(ckpt["trial_numbers"])
     which = (
         f"trials {ckpt['trial_numbers']} (ensemble)"
-        if len(ckpt["trial_numbers"]) > 1
+        if n_models > 1
         else f"trial {ckpt['trial_number']}"
     )
+    if args.ensemble > n_models:
+        print(
+            f"--ensemble {args.ensemble}: only {n_models} trial(s) to average (the confirmed "
+            "ones when the study was confirmed, else its complete ones); the ensemble holds "
+            f"{n_models}",
+            file=sys.stderr,
+        )
     print(
         f"trained {which} on {device} in {time.perf_counter() - t0:.1f}s "
         f"(best epoch {ckpt['best_epoch']}, seed {rep['seed']})",
@@ -56,6 +64,13 @@ def run_train(args: argparse.Namespace) -> int:
     )
     vals = ", ".join(f"{v:.6g}" for v in rep["retrained_value"])
     stored = ", ".join(f"{v:.6g}" for v in rep["trial_value"])
+    first = f"its first member, trial {ckpt['trial_numbers'][0]}: " if n_models > 1 else ""
+    if n_models > 1:
+        print(
+            "the ensemble's own validation and test figures are in the table below; "
+            "the check below is of " + first.rstrip(": "),
+            file=sys.stderr,
+        )
     if not rep.get("same_seeds", True):
         print(
             f"--seeds {args.seeds}: {args.seeds} seeds averaged where the trial trained "
@@ -69,7 +84,7 @@ def run_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     elif rep["match"]:
-        print(f"reproduced the trial's value: {vals} (study: {stored})", file=sys.stderr)
+        print(f"{first}reproduced the trial's value: {vals} (study: {stored})", file=sys.stderr)
     else:
         print(
             f"value {vals} differs from the trial's {stored} (other data, device or threads)",

@@ -186,10 +186,19 @@ def test_confirm_names_a_winner_that_export_and_train_use(
     # an ensemble of the two confirmed configurations, their seeds averaged
     ens = tmp_path / "ens.pt"
     args = ["train", "--study-name", "cf", "--storage", url, "--out", str(ens), "--no-tree"]
-    assert main([*args, "--ensemble", "2"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--ensemble", "5"]) == 0
+    err = capsys.readouterr().err
+    assert "--ensemble 5: only 2 trial(s) to average" in err
+    first = f"its first member, trial {ck_first(ens)}"
+    assert first in err  # the value checked is the first member's, not the ensemble's
     ck = torch.load(ens, weights_only=True)
     assert len(ck["models"]) == 2 and sorted(ck["trial_numbers"]) == sorted(means)
     assert main(["predict", "--model", str(ens), "--out", str(tmp_path / "e.csv")]) == 0
+
+
+def ck_first(path: Path) -> int:
+    return int(torch.load(path, weights_only=True)["trial_numbers"][0])
 
 
 def test_verdict_numbers_recomputed_independently(tmp_path: Path, url: str) -> None:
