@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -14,34 +15,92 @@ from pathlib import Path
 from typing import Any
 
 from data import ConfigError, DataError
-from search.cliutil import DEVICES_HELP, fail, resolve_device, stacks_on_sigusr1
+from search.cliutil import (
+    DEVICES_HELP,
+    Parser,
+    fail,
+    out_problem,
+    resolve_device,
+    stacks_on_sigusr1,
+)
+
+SEED_MAX = 2**32 - 1  # what the samplers (NumPy's legacy seeding) take
+PORT_MAX = 65535
+
+# argparse type functions: argparse names the flag ("argument --n-trials: ..."), so the
+# messages say only what was expected and what was given; every flag is checked while the
+# arguments are parsed, before any storage is opened or any file written
 
 
-def _positive_int(flag: str) -> Callable[[str], int]:
-    def conv(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag}: expected an integer, got {s!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{flag}: expected an integer >= 1, got {v}")
-        return v
+def _int(s: str) -> int:
+    try:
+        return int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
 
-    return conv
+
+def _positive_int(s: str) -> int:
+    v = _int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
+
+
+def _nonnegative_int(s: str) -> int:
+    v = _int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def _seed(s: str) -> int:
+    v = _int(s)
+    if not 0 <= v <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {SEED_MAX}, got {v}")
+    return v
+
+
+def _port(s: str) -> int:
+    v = _int(s)
+    if not 0 <= v <= PORT_MAX:
+        raise argparse.ArgumentTypeError(
+            f"expected a port from 0 to {PORT_MAX} (0 picks a free one), got {v}"
+        )
+    return v
 
 
 def _positive_float(s: str) -> float:
     try:
         v = float(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--timeout: expected seconds, got {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"--timeout: expected seconds > 0, got {v}")
+        raise argparse.ArgumentTypeError(f"expected seconds, got {s!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {s!r}")
     return v
 
 
+def _out_file(s: str) -> str:
+    problem = out_problem(s)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return s
+
+
+def _out_folder(s: str) -> str:
+    problem = out_problem(s, folder=True)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return s
+
+
+def _table_file(s: str) -> str:
+    if Path(s).suffix not in (".csv", ".parquet"):
+        raise argparse.ArgumentTypeError(f"expected a .csv or .parquet file name, got {s!r}")
+    return _out_file(s)
+
+
 def run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="optuna-run",
         description="Search LSTM hyperparameters on market panel data with Optuna. "
         "Subcommands: `optuna-run export` (best trial to JSON), `optuna-run train` (retrain "
@@ -52,7 +111,7 @@ def run_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--n-trials",
-        type=_positive_int("--n-trials"),
+        type=_positive_int,
         default=None,
         help="trials this invocation runs in all (default: until --timeout, or 100)",
     )
@@ -75,7 +134,12 @@ def run_parser() -> argparse.ArgumentParser:
         "--pruner", default=None, help="hyperband (default), successive_halving, median or none"
     )
     p.add_argument("--device", default="auto", help=DEVICES_HELP)
-    p.add_argument("--seed", type=int, default=None, help="seed for a reproducible study")
+    p.add_argument(
+        "--seed",
+        type=_seed,
+        default=None,
+        help=f"seed for a reproducible study (0 to {SEED_MAX})",
+    )
     p.add_argument(
         "--objective",
         default=None,
@@ -84,25 +148,25 @@ def run_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--seeds",
-        type=_positive_int("--seeds"),
+        type=_positive_int,
         default=None,
         help="models per trial with consecutive seeds; the value is their mean",
     )
     p.add_argument(
         "--folds",
-        type=_positive_int("--folds"),
+        type=_positive_int,
         default=None,
         help="walk-forward folds trained in lockstep (default: [data] folds, 1)",
     )
     p.add_argument(
         "--workers",
-        type=_positive_int("--workers"),
+        type=_positive_int,
         default=1,
         help="worker processes on this machine (default 1)",
     )
     p.add_argument(
         "--max-trials",
-        type=_positive_int("--max-trials"),
+        type=_positive_int,
         default=None,
         help="stop starting trials once the study holds this many finished trials",
     )
@@ -111,11 +175,11 @@ def run_parser() -> argparse.ArgumentParser:
     d.add_argument("--id", default=None, help="security column ('' for a single series)")
     d.add_argument("--target", default=None, help="target column (default: forward return)")
     d.add_argument("--features", default=None, help="comma-separated names or globs")
-    d.add_argument("--horizon", type=_positive_int("--horizon"), default=None)
+    d.add_argument("--horizon", type=_positive_int, default=None)
     d.add_argument("--task", default=None, help="regression or classification")
     p.add_argument(
         "--dashboard",
-        type=int,
+        type=_port,
         nargs="?",
         const=8080,
         default=None,
@@ -127,7 +191,7 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def dashboard_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="optuna-run dashboard",
         description="Serve optuna-dashboard on the study storage (Ctrl-C stops it).",
     )
@@ -137,12 +201,12 @@ def dashboard_parser() -> argparse.ArgumentParser:
         help="storage URL (default: $OPTUNA_STORAGE, else sqlite:///studies/optuna.db)",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 = a free one)")
+    p.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 = a free one)")
     return p
 
 
 def report_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="optuna-run report",
         description="Write a study's figures: one self-contained HTML file and PNGs.",
     )
@@ -152,22 +216,30 @@ def report_parser() -> argparse.ArgumentParser:
         default=None,
         help="storage URL (default: $OPTUNA_STORAGE, else sqlite:///studies/optuna.db)",
     )
-    p.add_argument("--out", default=None, help="folder to write (default studies/<study>-report)")
+    p.add_argument(
+        "--out",
+        type=_out_folder,
+        default=None,
+        help="folder to write (default studies/<study>-report)",
+    )
     return p
 
 
 def export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="optuna-run export", description="Write a study's best trial as JSON."
-    )
+    p = Parser(prog="optuna-run export", description="Write a study's best trial as JSON.")
     p.add_argument("--study-name", required=True)
-    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--out", type=_out_file, required=True, help="JSON file to write")
     p.add_argument(
         "--storage",
         default=None,
         help="storage URL (default: $OPTUNA_STORAGE, else sqlite:///studies/optuna.db)",
     )
-    p.add_argument("--trials", default=None, help="also write every trial to this .csv/.parquet")
+    p.add_argument(
+        "--trials",
+        type=_table_file,
+        default=None,
+        help="also write every trial to this .csv/.parquet",
+    )
     return p
 
 
@@ -179,7 +251,7 @@ def cmd_run(argv: list[str]) -> int:
     from data import Prepared, fingerprint, load_panel
     from data.load import DataWarning
     from data.panel import describe as describe_panel
-    from search.config import build_config
+    from search.config import build_config, default_config_path
     from search.dashboard import Background, DashboardError, make_dashboard
     from search.notes import annotate_study, start_lines
     from search.report import Reporter, log_path
@@ -191,11 +263,22 @@ def cmd_run(argv: list[str]) -> int:
         run_trials,
         torch_threads,
     )
-    from search.storage import StorageError, describe, fail_stale, make_storage, resolve_url
+    from search.storage import (
+        StorageError,
+        check_url,
+        describe,
+        fail_stale,
+        make_storage,
+        resolve_url,
+    )
     from search.study import IncompatibleStudy, open_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = resolve_url(args.storage)
+    try:
+        check_url(url)  # a storage that cannot be used fails before the data are loaded
+    except StorageError as e:
+        return fail(str(e))
     try:
         device = resolve_device(args.device)
         flags: dict[str, dict[str, Any]] = {
@@ -226,6 +309,9 @@ def cmd_run(argv: list[str]) -> int:
             from dataclasses import replace
 
             cfg = replace(cfg, data=replace(cfg.data, id=None))
+        toml = Path(args.config) if args.config else default_config_path()
+        where = "--seed" if args.seed is not None else f"{toml}: [search] seed"
+        check_seed(cfg.search.seed, where, args)
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DataWarning)
@@ -355,6 +441,22 @@ def cmd_run(argv: list[str]) -> int:
     return 1 if errors else 0
 
 
+def check_seed(seed: Any, where: str, args: argparse.Namespace) -> None:
+    """The study's seed (flag or config) is one every worker's sampler takes: worker k of
+    --workers N seeds its sampler with seed + k, which must stay <= SEED_MAX."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError([f"{where}: expected a seed from 0 to {SEED_MAX}, got {seed!r}"])
+    if seed + args.workers - 1 > SEED_MAX:
+        raise ConfigError(
+            [
+                f"{where} {seed} with --workers {args.workers}: worker k seeds its sampler "
+                f"with {seed} + k; expected a seed from 0 to {SEED_MAX - args.workers + 1}"
+            ]
+        )
+
+
 def tempfile_root() -> str:
     import tempfile
 
@@ -363,36 +465,41 @@ def tempfile_root() -> str:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="optuna-run train",
         description="Retrain the best trial's params of a study and save the model.",
     )
     p.add_argument("--study-name", required=True)
-    p.add_argument("--out", default=None, help="checkpoint file (default studies/<study>-model.pt)")
+    p.add_argument(
+        "--out",
+        type=_out_file,
+        default=None,
+        help="checkpoint file (default studies/<study>-model.pt)",
+    )
     p.add_argument("--storage", default=None, help="storage URL (as for a run)")
     p.add_argument("--data", default=None, help="train on this file instead of the study's")
     p.add_argument("--device", default="auto", help=DEVICES_HELP)
     p.add_argument(
         "--trial",
-        type=int,
+        type=_nonnegative_int,
         default=None,
         help="trial number (default: the confirmed winner, else the best trial)",
     )
     p.add_argument(
         "--seed",
-        type=int,
+        type=_seed,
         default=None,
         help="train with this seed instead of the trial's own (no longer a reproduction)",
     )
     p.add_argument(
         "--ensemble",
-        type=_positive_int("--ensemble"),
+        type=_positive_int,
         default=1,
         help="average the K best (confirmed) configurations x their seeds",
     )
     p.add_argument(
         "--seeds",
-        type=_positive_int("--seeds"),
+        type=_positive_int,
         default=None,
         help="train N seeds of each configuration (its seed, seed + 1, ...) and average "
         "them, as confirm measures; a reproduction only when N is the study's seeds",
@@ -402,28 +509,28 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def confirm_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="optuna-run confirm",
         description="Re-train the K best trials with fresh seeds; name the winner by the mean.",
     )
     p.add_argument("--study-name", required=True)
     p.add_argument("--storage", default=None, help="storage URL (as for a run)")
-    p.add_argument("--top", type=_positive_int("--top"), default=5, help="trials (default 5)")
-    p.add_argument("--seeds", type=_positive_int("--seeds"), default=5, help="seeds (default 5)")
-    p.add_argument("--seed", type=int, default=None, help="first fresh seed")
+    p.add_argument("--top", type=_positive_int, default=5, help="trials (default 5)")
+    p.add_argument("--seeds", type=_positive_int, default=5, help="seeds (default 5)")
+    p.add_argument("--seed", type=_seed, default=None, help="first fresh seed")
     p.add_argument("--device", default="auto", help=DEVICES_HELP)
     p.add_argument("--no-tree", action="store_true", help="leave the LightGBM baseline out")
     return p
 
 
 def predict_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="optuna-run predict",
         description="Predict with a trained model: one row per (date, id) window end.",
     )
     p.add_argument("--model", required=True, help="checkpoint from `optuna-run train`")
     p.add_argument("--data", default=None, help="Parquet/CSV file (default: the training file)")
-    p.add_argument("--out", required=True, help="predictions .csv or .parquet")
+    p.add_argument("--out", type=_out_file, required=True, help="predictions .csv or .parquet")
     p.add_argument(
         "--dates",
         default="last",
@@ -457,7 +564,7 @@ def run_verb(name: str, argv: list[str]) -> int:
 
 
 def proxy_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="optuna-run proxy",
         description="Serve a storage to many workers through Optuna's gRPC storage proxy; "
         "workers run `optuna-run --storage grpc://HOST:PORT`. Plain gRPC: listen on a "
@@ -469,21 +576,24 @@ def proxy_parser() -> argparse.ArgumentParser:
         help="database URL (default: $OPTUNA_STORAGE, else sqlite:///studies/optuna.db)",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=13000, help="port (default 13000; 0 = any free)")
+    p.add_argument("--port", type=_port, default=13000, help="port (default 13000; 0 = any free)")
     p.add_argument(
         "--max-trials",
-        type=_positive_int("--max-trials"),
+        type=_positive_int,
         default=None,
         help="start no trial in a study that holds this many finished or running trials",
     )
     p.add_argument(
         "--grace-period",
-        type=_positive_int("--grace-period"),
+        type=_positive_int,
         default=60,
         help="seconds without a heartbeat before a running trial is failed (60)",
     )
     p.add_argument(
-        "--max-retry", type=int, default=2, help="re-runs of a trial failed that way (2)"
+        "--max-retry",
+        type=_nonnegative_int,
+        default=2,
+        help="re-runs of a trial failed that way (2)",
     )
     return p
 
@@ -509,16 +619,20 @@ def cmd_proxy(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     stacks_on_sigusr1()
+    verb = argv[0] if argv and (argv[0] in VERBS or argv[0] == "proxy") else None
     try:
-        if argv and argv[0] == "proxy":
+        if verb == "proxy":
             return cmd_proxy(argv[1:])
-        if argv and argv[0] in VERBS:
-            return run_verb(argv[0], argv[1:])
+        if verb is not None:
+            return run_verb(verb, argv[1:])
         if argv and argv[0] == "run":
             argv = argv[1:]
         return cmd_run(argv)
-    except KeyboardInterrupt:  # before any trial started (loading data, opening storage)
-        print("optuna-run: interrupted before any trial started", file=sys.stderr)
+    except KeyboardInterrupt:
+        if verb is not None:
+            print(f"optuna-run {verb}: interrupted", file=sys.stderr)
+        else:  # a search: before any trial started (loading data, opening storage)
+            print("optuna-run: interrupted before any trial started", file=sys.stderr)
         return 130
 
 

@@ -1,12 +1,16 @@
-"""Helpers shared by the verbs of `optuna-run`: the one-line error and the device flag."""
+"""Helpers shared by the verbs of `optuna-run`: the one-line error (also for argparse's
+errors), output paths checked before anything is written, and the device flag."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import faulthandler
+import os
 import signal
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from data import ConfigError
 
@@ -27,6 +31,36 @@ def stacks_on_sigusr1() -> None:
 def fail(msg: str, code: int = 2) -> int:
     print(f"optuna-run: error: {msg}", file=sys.stderr)
     return code
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the one-line error of every verb: `optuna-run: error: argument --flag:
+    what was expected, got what (see PROG --help)`, exit status 2, no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+        self.exit(2, f"optuna-run: error: {line} (see {self.prog} --help)\n")
+
+
+def out_problem(value: str, folder: bool = False) -> str | None:
+    """Why `value` cannot be written as a file (or, with `folder`, as a folder of files):
+    a folder where a file is meant or the reverse, a file on the way, no permission; None
+    when it can. Missing parent folders are fine: they are created when it is written."""
+    if not value.strip():
+        return f"expected a {'folder' if folder else 'file'} name, got {value!r}"
+    path = Path(value)
+    if path.is_dir() and not folder:
+        return f"{value} is a folder; expected a file name"
+    if path.exists() and not path.is_dir() and folder:
+        return f"{value} is a file; expected a folder"
+    where = path if folder else path.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        return f"cannot write {value}: {where} is not a folder"
+    if not os.access(where, os.W_OK | os.X_OK):
+        return f"cannot write {value}: no permission to write in {where}"
+    return None
 
 
 def resolve_device(name: str) -> str:
@@ -50,10 +84,20 @@ def load_existing(storage_flag: str | None, name: str) -> Any:
     naming the studies that are there. Raises StorageError / ConfigError."""
     import optuna
 
-    from search.storage import describe, make_storage, resolve_url
+    from search.storage import check_url, describe, make_storage, resolve_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = resolve_url(storage_flag)
+    check_url(url)
+    if url.startswith("sqlite:///"):  # reading a study: a missing file is not created
+        path = describe(url).split("?", 1)[0]
+        if not Path(path).is_file():
+            raise ConfigError(
+                [
+                    f"--storage: no SQLite file {path}: no study has run there "
+                    "(give the study's --storage, or set $OPTUNA_STORAGE)"
+                ]
+            )
     storage = make_storage(url, heartbeat_interval=None)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if name not in names:

@@ -115,8 +115,14 @@ def export_best(study: optuna.Study, out: Path) -> dict[str, Any]:
     return record
 
 
+def check_trials_path(out: Path) -> None:
+    if out.suffix not in (".csv", ".parquet"):
+        raise ExportError(f"--trials {out}: expected a .csv or .parquet file name")
+
+
 def export_trials(study: optuna.Study, out: Path) -> int:
     """All trials as a table (CSV or Parquet by suffix); returns the row count."""
+    check_trials_path(out)
     df = study.trials_dataframe(
         attrs=(
             "number",
@@ -136,10 +142,8 @@ def export_trials(study: optuna.Study, out: Path) -> int:
     try:
         if out.suffix == ".parquet":
             df.to_parquet(tmp, index=False)
-        elif out.suffix == ".csv":
-            df.to_csv(tmp, index=False)
         else:
-            raise ExportError(f"--trials {out}: expected a .csv or .parquet file name")
+            df.to_csv(tmp, index=False)
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -147,12 +151,16 @@ def export_trials(study: optuna.Study, out: Path) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-
     from data import ConfigError
     from search.cliutil import fail, load_existing
     from search.storage import StorageError
 
     try:
+        # every flag is checked before anything is written (argparse checked the paths)
+        if args.trials:
+            check_trials_path(Path(args.trials))
+            if Path(args.trials).resolve() == Path(args.out).resolve():
+                raise ExportError(f"--trials {args.trials}: the same file as --out")
         study = load_existing(args.storage, args.study_name)
         rec = export_best(study, Path(args.out))
         if "pareto_front" in rec:

@@ -1129,6 +1129,62 @@ def _make_proxy_client(url: str, heartbeat_interval: int | None, timeout: float)
     return storage
 
 
+EXPECTED_URL = (
+    "expected sqlite:///FILE, postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE or "
+    "grpc://HOST:PORT (`optuna-run proxy`)"
+)
+
+
+def _as_written(url: str) -> str:
+    """The URL as given (not re-rendered, so nothing %-encoded), its passwords masked."""
+    out = re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
+    out = re.sub(r"([?&](?:password|passwd|pwd)=)[^&]*", r"\1***", out, flags=re.IGNORECASE)
+    for secret in _secrets(url):
+        out = out.replace(secret, "***")
+    return out
+
+
+def check_url(url: str) -> None:
+    """Refuse, before anything is opened, a storage URL that cannot hold a study: another
+    scheme, one that does not parse (e.g. a port that is no number), a port out of range, an
+    in-memory SQLite database. Raises StorageError with the password masked."""
+    scheme = _scheme(url)
+    shown = _as_written(url)
+    if scheme not in SCHEMES:
+        raise StorageError(
+            f"storage URL {shown!r}: {EXPECTED_URL} (journal files are not "
+            "offered: they have no heartbeat, so a dead worker's trial would stay RUNNING)"
+        )
+    if scheme == "grpc":
+        m = re.fullmatch(r"grpc://(\[[^\]]+\]|[^:/\[\]]+):(\d+)/?", url)
+        if not m:
+            raise StorageError(f"storage URL {shown!r}: expected grpc://HOST:PORT")
+        port: int | None = int(m.group(2))
+    else:
+        try:
+            u = make_url(url)
+            port = u.port
+        except (ArgumentError, ValueError):
+            raise StorageError(
+                f"storage URL {shown!r} is not valid: {EXPECTED_URL} (PORT a number)"
+            ) from None
+        if scheme == "sqlite" and _in_memory(u.database or "", u.query.get("mode")):
+            raise StorageError(
+                f"storage URL {shown!r}: an in-memory SQLite database cannot hold a study "
+                "(it is gone when the process ends, and other processes cannot share it); "
+                "give a file: sqlite:///FILE, e.g. sqlite:///studies/optuna.db"
+            )
+    if port is not None and not 1 <= port <= 65535:
+        raise StorageError(f"storage URL {shown!r}: expected a PORT from 1 to 65535, got {port}")
+
+
+def _in_memory(database: str, mode: str | Sequence[str] | None) -> bool:
+    """`sqlite://`, `sqlite:///:memory:` or `?mode=memory`: a database that lives in one
+    process only."""
+    modes = [mode] if isinstance(mode, str) else list(mode or [])
+    return not database or database.startswith((":memory:", "file::memory:")) or "memory" in modes
+
+
 def make_storage(
     url: str,
     *,
@@ -1148,14 +1204,8 @@ def make_storage(
     locked', PostgreSQL UniqueViolation on pg_type), the set-up is retried with jittered
     back-off. Errors are raised as StorageError with the password masked.
     """
+    check_url(url)
     scheme = _scheme(url)
-    if scheme not in SCHEMES:
-        raise StorageError(
-            f"storage URL {mask(url)!r}: expected sqlite:///FILE, "
-            "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE or grpc://HOST:PORT "
-            "(`optuna-run proxy`) (journal files are not "
-            "offered: they have no heartbeat, so a dead worker's trial would stay RUNNING)"
-        )
     if scheme == "grpc":
         if max_trials is not None:
             raise StorageError(

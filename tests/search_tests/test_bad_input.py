@@ -200,3 +200,213 @@ def test_bad_input_through_the_installed_command(tmp_path, existing):
     assert all(word in res.stderr for word in expected) and "Traceback" not in res.stderr
     assert res.stdout == ""
     assert fingerprint(db, url) == before
+
+
+# Bad flags: refused while the arguments are parsed (or before the storage is opened), with
+# one line that names the flag and what was expected; nothing is written anywhere.
+
+SECRET = "S3cretPW"
+BAD_PORT_PG = f"postgresql+psycopg://postgres:{SECRET}@127.0.0.1:abc/test"
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    """Run `optuna-run ARGV` in-process; its stderr must be one error line, status 2."""
+    capsys.readouterr()
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse's errors end the process, as from the shell
+        rc = e.code
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert rc == 2, err
+    assert len(lines) == 1 and lines[0].startswith("optuna-run: error: "), err
+    assert "Traceback" not in out + err
+    return lines[0]
+
+
+def run_argv(folder: Path, url: str, *extra: str) -> list[str]:
+    write_panel(folder / "good.parquet", n_dates=40, n_ids=4)
+    toml = study_toml(folder, "good.parquet")
+    return ["--config", str(toml), "--storage", url, "--n-trials", "1", "--device", "cpu", "-q"]
+
+
+@pytest.mark.parametrize(
+    ("verb", "value"),
+    [
+        ("run", "-1"),
+        ("run", "99999999999"),
+        ("run", "4294967296"),
+        ("confirm", "-1"),
+        ("train", "-5"),
+    ],
+)
+def test_a_seed_out_of_range_is_refused_by_every_verb(tmp_path, capsys, existing, verb, value):
+    db, url = existing
+    before = fingerprint(db, url)
+    if verb == "run":
+        argv = [*run_argv(tmp_path, url), "--seed", value]
+    else:
+        argv = [verb, "--study-name", "s", "--storage", url, "--device", "cpu", "--seed", value]
+    line = one_line_error(capsys, argv)
+    assert f"argument --seed: expected a seed from 0 to {2**32 - 1}, got {value}" in line, line
+    assert fingerprint(db, url) == before
+
+
+def test_the_largest_seed_leaves_room_for_every_worker(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/new.db"
+    argv = [*run_argv(tmp_path, url), "--seed", str(2**32 - 1), "--workers", "2"]
+    line = one_line_error(capsys, argv)
+    assert "--seed 4294967295 with --workers 2" in line and "4294967294" in line, line
+    assert not (tmp_path / "new.db").exists()
+
+
+def test_a_config_seed_out_of_range_is_refused(tmp_path, capsys, existing):
+    db, url = existing
+    before = fingerprint(db, url)
+    write_panel(tmp_path / "good.parquet", n_dates=40, n_ids=4)
+    toml = study_toml(tmp_path, "good.parquet", extra="\n[search]\nseed = -1")
+    argv = ["--config", str(toml), "--storage", url, "--n-trials", "1", "--device", "cpu", "-q"]
+    line = one_line_error(capsys, argv)
+    assert f"{toml}: [search] seed: expected a seed from 0 to 4294967295, got -1" in line, line
+    assert fingerprint(db, url) == before
+
+
+@pytest.mark.parametrize(
+    ("verb", "url", "expected"),
+    [
+        ("run", BAD_PORT_PG, ["postgres:***@127.0.0.1:abc", "not valid", "PORT a number"]),
+        ("export", BAD_PORT_PG, ["postgres:***@127.0.0.1:abc", "not valid", "PORT a number"]),
+        ("run", "postgresql://u:pw@127.0.0.1:99999/t", ["PORT from 1 to 65535, got 99999"]),
+        ("run", "sqlite://", ["'sqlite://'", "in-memory SQLite", "sqlite:///FILE"]),
+        ("run", "sqlite:///:memory:", ["'sqlite:///:memory:'", "in-memory SQLite"]),
+        ("export", "sqlite:///:memory:", ["'sqlite:///:memory:'", "in-memory SQLite"]),
+        ("dashboard", "sqlite://", ["'sqlite://'", "in-memory SQLite"]),
+    ],
+)
+def test_an_unusable_storage_url_is_one_line_with_the_password_masked(
+    tmp_path, capsys, verb, url, expected
+):
+    if verb == "run":
+        argv = run_argv(tmp_path, url)
+    elif verb == "export":
+        argv = ["export", "--study-name", "s", "--out", str(tmp_path / "b.json"), "--storage", url]
+    else:
+        argv = [verb, "--storage", url, "--port", "0"]
+    line = one_line_error(capsys, argv)
+    assert "storage URL" in line and SECRET not in line and ":pw@" not in line, line
+    for word in expected:
+        assert word in line, (word, line)
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_reading_a_missing_sqlite_file_creates_none(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/nope.db"
+    line = one_line_error(
+        capsys, ["export", "--study-name", "s", "--out", str(tmp_path / "b.json"), "--storage", url]
+    )
+    assert f"--storage: no SQLite file {tmp_path}/nope.db" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_output_paths_are_checked_before_anything_is_written(tmp_path, capsys, existing):
+    db, url = existing
+    before = fingerprint(db, url)
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    line = one_line_error(
+        capsys, ["export", "--study-name", "s", "--out", str(folder), "--storage", url]
+    )
+    assert f"argument --out: {folder} is a folder; expected a file name" in line, line
+    line = one_line_error(
+        capsys, ["report", "--study-name", "s", "--out", "/dev/null/x", "--storage", url]
+    )
+    assert "argument --out: cannot write /dev/null/x: /dev/null is not a folder" in line, line
+    (tmp_path / "f").write_text("")
+    line = one_line_error(capsys, ["report", "--out", str(tmp_path / "f"), "--storage", url])
+    assert f"argument --out: {tmp_path / 'f'} is a file; expected a folder" in line, line
+    line = one_line_error(
+        capsys, ["export", "--study-name", "s", "--out", "/dev/null/x.json", "--storage", url]
+    )
+    assert "argument --out: cannot write /dev/null/x.json" in line, line
+    line = one_line_error(
+        capsys, ["train", "--study-name", "s", "--out", str(folder), "--storage", url]
+    )
+    assert f"argument --out: {folder} is a folder" in line, line
+    assert fingerprint(db, url) == before
+
+
+def test_export_checks_every_flag_before_writing(tmp_path, capsys, existing):
+    db, url = existing
+    out, trials = tmp_path / "x.json", tmp_path / "x.xlsx"
+    argv = ["export", "--study-name", "s", "--out", str(out), "--storage", url]
+    line = one_line_error(capsys, [*argv, "--trials", str(trials)])
+    assert "argument --trials: expected a .csv or .parquet file name" in line, line
+    line = one_line_error(
+        capsys, [*argv, "--trials", str(tmp_path / "x.csv"), "--out", str(tmp_path / "x.csv")]
+    )
+    assert "the same file as --out" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.timeout(60)  # a proxy that took the port would serve until stopped
+@pytest.mark.parametrize("port", ["99999", "-5", "65536", "http"])
+@pytest.mark.parametrize("verb", ["dashboard", "proxy", "run"])
+def test_a_port_out_of_range_is_refused_before_the_storage_is_touched(
+    tmp_path, capsys, existing, verb, port
+):
+    db, url = existing
+    before = fingerprint(db, url)
+    fresh = tmp_path / "fresh.db"
+    for storage in (url, f"sqlite:///{fresh}"):
+        if verb == "run":
+            argv = [*run_argv(tmp_path, storage), f"--dashboard={port}"]
+            flag = "--dashboard"
+        else:
+            argv = [verb, "--storage", storage, f"--port={port}"]
+            flag = "--port"
+        line = one_line_error(capsys, argv)
+        if port == "http":
+            assert f"argument {flag}: expected an integer, got 'http'" in line, line
+        else:
+            assert f"argument {flag}: expected a port from 0 to 65535" in line, line
+            assert f"got {port}" in line, line
+    assert fingerprint(db, url) == before
+    assert not fresh.exists()
+    studies = optuna.get_all_study_names(storage=url)
+    assert studies == ["s"]
+
+
+def test_argparse_errors_are_one_line_naming_the_flag_once(tmp_path, capsys):
+    line = one_line_error(capsys, ["--n-trials", "0"])
+    assert line == (
+        "optuna-run: error: argument --n-trials: expected an integer >= 1, got 0 "
+        "(see optuna-run --help)"
+    )
+    for verb in ("export", "train", "predict", "confirm", "dashboard", "report", "proxy"):
+        line = one_line_error(capsys, [verb, "--no-such-flag"])
+        assert "--no-such-flag" in line or "arguments are required" in line, line
+        assert line.endswith(f"(see optuna-run {verb} --help)"), line
+    line = one_line_error(capsys, ["export"])
+    assert "the following arguments are required: --study-name, --out" in line, line
+    line = one_line_error(capsys, ["confirm", "--study-name", "s", "--top", "x"])
+    assert line.count("--top") == 1 and "expected an integer, got 'x'" in line, line
+
+
+def test_argparse_errors_through_the_installed_command():
+    exe = Path(sys.executable).with_name("optuna-run")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "search.cli"]
+    res = subprocess.run([*cmd, "--n-trials", "0"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr == (
+        "optuna-run: error: argument --n-trials: expected an integer >= 1, got 0 "
+        "(see optuna-run --help)\n"
+    )
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "1e999", "0", "-3", "soon"])
+def test_timeout_must_be_a_finite_number_of_seconds(tmp_path, capsys, value):
+    url = f"sqlite:///{tmp_path}/new.db"
+    line = one_line_error(capsys, [*run_argv(tmp_path, url), f"--timeout={value}"])
+    assert line.startswith("optuna-run: error: argument --timeout: expected "), line
+    assert f"got {value!r}" in line, line
+    assert not (tmp_path / "new.db").exists()
