@@ -63,6 +63,22 @@ def out_problem(value: str, folder: bool = False) -> str | None:
     return None
 
 
+def missing_sqlite(url: str) -> str | None:
+    """Why a study cannot be read from `url`: a SQLite file that does not exist (reading a
+    study must not create an empty database); None otherwise."""
+    from search.storage import describe
+
+    if not url.startswith("sqlite:///"):
+        return None
+    path = describe(url).split("?", 1)[0]
+    if Path(path).is_file():
+        return None
+    return (
+        f"--storage: no SQLite file {path}: no study has run there "
+        "(give the study's --storage, or set $OPTUNA_STORAGE)"
+    )
+
+
 def resolve_device(name: str) -> str:
     import torch
 
@@ -89,15 +105,9 @@ def load_existing(storage_flag: str | None, name: str) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = resolve_url(storage_flag)
     check_url(url)
-    if url.startswith("sqlite:///"):  # reading a study: a missing file is not created
-        path = describe(url).split("?", 1)[0]
-        if not Path(path).is_file():
-            raise ConfigError(
-                [
-                    f"--storage: no SQLite file {path}: no study has run there "
-                    "(give the study's --storage, or set $OPTUNA_STORAGE)"
-                ]
-            )
+    missing = missing_sqlite(url)
+    if missing:
+        raise ConfigError([missing])
     storage = make_storage(url, heartbeat_interval=None)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     if name not in names:

@@ -379,11 +379,14 @@ def write_report(study: optuna.Study, out: Path) -> tuple[Path, list[Path]]:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from search.cliutil import fail
+    from search.cliutil import fail, missing_sqlite
     from search.storage import StorageError, describe, make_storage, resolve_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = resolve_url(args.storage)
+    missing = missing_sqlite(url)
+    if missing:
+        return fail(missing)
     try:
         storage = make_storage(url, heartbeat_interval=None)
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]

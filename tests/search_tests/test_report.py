@@ -130,3 +130,12 @@ def test_report_of_a_multi_objective_study(tmp_path: Path) -> None:
         assert (out / f"{fid}.png").exists(), fid
     front = {t.number for t in study.best_trials}
     assert any(f"Best trial {n} on rank_ic" in page for n in front)
+
+
+def test_report_on_a_missing_sqlite_file_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "typo.db"
+    assert main(["report", "--storage", f"sqlite:///{db}", "--out", str(tmp_path / "r")]) == 2
+    assert f"no SQLite file {db}" in capsys.readouterr().err
+    assert not db.exists() and not (tmp_path / "r").exists()
