@@ -11,7 +11,10 @@ stock `GrpcStorageProxy` clients work too), with what the service adds around it
   reconnection), wrapped in Optuna's trial cache as `run_grpc_proxy_server` advises.
 - Heartbeats: a worker's heartbeat arrives as a reserved trial system attr and is stored as
   a heartbeat row. The proxy fails stale trials of every study itself, every few seconds, and
-  queues a retry of their params (`--max-retry`), since workers behind it cannot.
+  queues a retry of their params (`--max-retry`), since workers behind it cannot. A trial's
+  first heartbeat is its worker's (a stock client sends none, and its trials are never
+  failed); so a worker that dies between creating a trial and its first beat leaves that
+  trial RUNNING, as Optuna does (without the proxy the heartbeat is written with the trial).
 - `--max-trials N`: starting a trial in a study that holds N COMPLETE, PRUNED or RUNNING
   trials is refused (RESOURCE_EXHAUSTED), and the workers stop once N have finished. The
   count and the start are one locked step, as without the proxy.
@@ -104,6 +107,7 @@ def serve(
         grace_period=grace_period,
         max_retry=max_retry,
         max_trials=max_trials,
+        beat_on_create=False,  # a stock client sends no heartbeat: its trials never go stale
     )
     storage = optuna.storages.get_storage(backend)  # Optuna's in-process trial cache
     server = grpc.server(ThreadPoolExecutor(max_workers=threads))

@@ -36,7 +36,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Container, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -356,6 +356,16 @@ def _on_sqlite_connect(dbapi_con: Any, _: Any) -> None:
     dbapi_con.execute(f"PRAGMA busy_timeout={SQLITE_TIMEOUT_S * 1000}")
 
 
+def _to_utc(local: datetime) -> datetime:
+    """A naive local time as Optuna's RDB storage stores it: naive UTC."""
+    return local.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _from_utc(stored: datetime) -> datetime:
+    """A stored naive-UTC time as Optuna reads it back: naive local time."""
+    return stored.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None)
+
+
 # INSERT ... ON CONFLICT DO UPDATE by dialect (SQLite >= 3.24 has it)
 _UPSERT: dict[str, Callable[..., Any]] = {"postgresql": pg_dialect.insert}
 if sqlite3.sqlite_version_info >= (3, 24, 0):
@@ -376,6 +386,10 @@ class ServiceStorage(RDBStorage):
 
     max_trials: int | None = None
     lock_file: str | None = None
+    # Write a trial's first heartbeat with its creation or start (see
+    # _get_prepared_new_trial): only where every client beats (this service's workers); not
+    # behind the proxy, whose clients may be stock Optuna clients without heartbeats.
+    beat_on_create = True
     reconnect_s: float = RECONNECT_S
     display = ""
     display_url = ""
@@ -408,15 +422,17 @@ class ServiceStorage(RDBStorage):
                     self.max_trials,
                 )
 
-    def completed_at(self, trial_id: int) -> Any:
-        """The trial's datetime_complete as stored (as written here, when it was)."""
+    def completed_at(self, trial_id: int) -> datetime | None:
+        """The trial's datetime_complete as Optuna reads it back (naive local time; it is
+        stored as naive UTC), as written here when it was."""
         done = self._ended().pop(trial_id, None)
         if done is not None:
             return done
         t = rdb_models.TrialModel.__table__
         with self.engine.connect() as con:
             query = select(t.c.datetime_complete).where(t.c.trial_id == trial_id)
-            return con.execute(query).scalar_one()
+            stored = con.execute(query).scalar_one()
+        return None if stored is None else _from_utc(stored)
 
     def _study_of(self, trial_id: int) -> int:
         t = rdb_models.TrialModel
@@ -445,14 +461,18 @@ class ServiceStorage(RDBStorage):
         with self.engine.begin() as con:
             if con.execute(stmts["lock_study"], {"lock_study_id": study_id}).first() is None:
                 raise KeyError(rdb_models.NOT_FOUND_MSG)
-            new = {"study_id": study_id, "state": TrialState.RUNNING, "datetime_start": start}
+            new = {
+                "study_id": study_id,
+                "state": TrialState.RUNNING,
+                "datetime_start": _to_utc(start),
+            }
             trial_id = int(con.execute(stmts["new"], new).scalar_one())
             before = {"count_study_id": study_id, "count_trial_id": trial_id}
             number = int(con.execute(stmts["count_before"], before).scalar_one())
             con.execute(stmts["number"], {"number_trial_id": trial_id, "number": number})
-            if self.heartbeat_interval:
+            if self._beats_on_create():
                 con.execute(stmts["beat"], {"trial_id": trial_id})
-        if self.heartbeat_interval:
+        if self._beats_on_create():
             beats = self._beat_at()
             if len(beats) > 1024:  # trials whose heartbeat thread never started
                 beats.clear()
@@ -483,13 +503,16 @@ class ServiceStorage(RDBStorage):
         a study capped by --max-trials waiting on it. With it, such a trial goes stale
         after the grace period and is failed and re-run like any dead worker's."""
         trial = super()._get_prepared_new_trial(study_id, template_trial, session)
-        if self.heartbeat_interval and trial.state == TrialState.RUNNING:
+        if self._beats_on_create() and trial.state == TrialState.RUNNING:
             session.add(rdb_models.TrialHeartbeatModel(trial_id=trial.trial_id))
             beats = self._beat_at()
             if len(beats) > 1024:  # trials whose heartbeat thread never started
                 beats.clear()
             beats[int(trial.trial_id)] = time.monotonic()
         return trial
+
+    def _beats_on_create(self) -> bool:
+        return bool(self.heartbeat_interval) and self.beat_on_create
 
     def _beat_at(self) -> dict[int, float]:
         """Trial id -> when this process wrote the trial's heartbeat with its creation or
@@ -574,7 +597,12 @@ class ServiceStorage(RDBStorage):
                 )
                 beats = rdb_models.TrialHeartbeatModel.__table__
                 stmts["beat"] = beats.insert().values(heartbeat=func.current_timestamp())
-            stmts["param"] = rdb_models.TrialParamModel.__table__.insert()
+            params = rdb_models.TrialParamModel.__table__
+            # Optuna ignores a second write of a param (e.g. a write retried after its
+            # commit's reply was lost): so does this.
+            stmts["param"] = _UPSERT[dialect](params).on_conflict_do_nothing(
+                index_elements=[params.c.trial_id, params.c.param_name]
+            )
             stmts["values"] = upsert(
                 rdb_models.TrialValueModel, ["trial_id", "objective"], ["value", "value_type"]
             )
@@ -691,7 +719,7 @@ class ServiceStorage(RDBStorage):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
-        if state == TrialState.RUNNING and self.heartbeat_interval:
+        if state == TrialState.RUNNING and self._beats_on_create():
             # A WAITING trial (a retry) about to start: its heartbeat first, for the reason
             # given in _get_prepared_new_trial (harmless if another process starts it).
             super().record_heartbeat(trial_id)
@@ -735,7 +763,11 @@ class ServiceStorage(RDBStorage):
                         con.execute(stmts["values"], rows)
                 con.execute(
                     stmts["end"],
-                    {"end_trial_id": trial_id, "state": state, "datetime_complete": done},
+                    {
+                        "end_trial_id": trial_id,
+                        "state": state,
+                        "datetime_complete": _to_utc(done),
+                    },
                 )
         except IntegrityError:
             return False
@@ -785,7 +817,7 @@ class _HeldTrials:
         deepcopy: bool,
     ) -> list[FrozenTrial]:
         """`trials` (number -> trial) with the held ones put in as they are now."""
-        for trial_id, t in self._own.items():
+        for trial_id, t in tuple(self._own.items()):  # other threads add and remove
             if self._own_study.get(trial_id) == study_id:
                 # A snapshot: the held trial changes with the next write (its dicts are
                 # replaced, never changed in place); a listing handed out must not.
@@ -1194,6 +1226,7 @@ def make_storage(
     max_trials: int | None = None,
     attempts: int = 8,
     reconnect_s: float = RECONNECT_S,
+    beat_on_create: bool = True,
 ) -> ServiceCache | ProxyStorage:
     """An RDB storage for `url` (behind ServiceCache), creating the schema if needed; for grpc://HOST:PORT, a
     client of `optuna-run proxy` (the proxy then owns the trial cap: `max_trials` must be
@@ -1243,6 +1276,7 @@ def make_storage(
                     storage = ServiceStorage(url, engine_kwargs=engine_kwargs, **hb)
             storage.max_trials = max_trials
             storage.reconnect_s = reconnect_s
+            storage.beat_on_create = beat_on_create
             storage.display, storage.display_url = describe(url), url
             if sqlite_file is not None:
                 storage.lock_file = sqlite_file + "-lock"

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,3 +176,18 @@ def test_unreachable_proxy_is_a_clear_error(tmp_path, capsys):
         make_storage("grpc://127.0.0.1:9", reconnect_s=2)
     with pytest.raises(StorageError, match="expected grpc://HOST:PORT"):
         make_storage("grpc://nohost")
+
+
+def test_a_stock_client_without_heartbeats_keeps_its_trial(tmp_path, proxy_factory):
+    """Optuna's own GrpcStorageProxy client runs no heartbeat thread (ask/tell): the proxy
+    never fails its running trial, however long it runs, as Optuna's storage would not."""
+    proxy = Proxy(f"sqlite:///{tmp_path / 'stock.db'}", "--grace-period", "3")
+    proxy_factory.append(proxy)
+    host, port = proxy.url[len("grpc://") :].rsplit(":", 1)
+    storage = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+    storage.wait_server_ready(timeout=30)
+    study = optuna.create_study(study_name="stock", storage=storage)
+    trial = study.ask()
+    time.sleep(7)  # more than twice the grace period: the proxy has looked for stale trials
+    study.tell(trial, 1.0)
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.COMPLETE]

@@ -8,6 +8,7 @@ import multiprocessing as mp
 import time
 import warnings
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -432,10 +433,13 @@ def _mixed(trial: optuna.Trial) -> float:
 
 def _stored(url: str, name: str) -> list[tuple[Any, ...]]:
     trials = optuna.load_study(study_name=name, storage=url).get_trials()
+    now = datetime.now()
     for t in trials:
-        assert t.datetime_start is not None
+        # read back as local time, as Optuna stores it (naive UTC) whatever the time zone
+        assert t.datetime_start is not None and abs(t.datetime_start - now) < timedelta(minutes=5)
         if t.state.is_finished():
             assert t.datetime_complete is not None and t.datetime_complete >= t.datetime_start
+            assert abs(t.datetime_complete - now) < timedelta(minutes=5)
     return [
         (
             t.number,
@@ -472,10 +476,35 @@ def _same_study_as_optuna(url: str) -> None:
     assert ours == stock
 
 
-def test_study_stored_as_optuna_stores_it_sqlite(tmp_path):
+@pytest.fixture(params=["UTC", "America/New_York", "Asia/Tokyo"])
+def local_zone(request, monkeypatch) -> Iterator[str]:
+    """The process's local time zone (trial times are stored as naive UTC)."""
+    monkeypatch.setenv("TZ", request.param)
+    time.tzset()
+    yield request.param
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_study_stored_as_optuna_stores_it_sqlite(tmp_path, local_zone):
     _same_study_as_optuna(f"sqlite:///{tmp_path / 'same.db'}")
 
 
 @pytest.mark.postgres
-def test_study_stored_as_optuna_stores_it_postgres(fresh_pg):
+def test_study_stored_as_optuna_stores_it_postgres(fresh_pg, local_zone):
     _same_study_as_optuna(fresh_pg)
+
+
+def test_a_param_written_twice_is_ignored_as_optuna_does(tmp_path):
+    """A write retried after its commit's reply was lost writes the param again: ignored,
+    as Optuna's own write ignores it, not an error that would fail the trial."""
+    storage = make_storage(f"sqlite:///{tmp_path / 'p.db'}", heartbeat_interval=None)
+    study = optuna.create_study(study_name="p", storage=storage)
+    dist = optuna.distributions.FloatDistribution(0, 1)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # the study knows x
+    trial = study.ask()
+    backend = storage._backend
+    for _ in range(2):
+        backend._set_trial_param(trial._trial_id, "x", 0.25, dist, dist)
+    assert backend.get_trial(trial._trial_id).params == {"x": 0.25}
+    storage.close()
