@@ -8,6 +8,7 @@ import signal
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -184,7 +185,9 @@ def test_a_stock_client_without_heartbeats_keeps_its_trial(tmp_path, proxy_facto
     proxy = Proxy(f"sqlite:///{tmp_path / 'stock.db'}", "--grace-period", "3")
     proxy_factory.append(proxy)
     host, port = proxy.url[len("grpc://") :].rsplit(":", 1)
-    storage = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
     storage.wait_server_ready(timeout=30)
     study = optuna.create_study(study_name="stock", storage=storage)
     trial = study.ask()
