@@ -164,16 +164,24 @@ class Prepared(PanelTensors):
                 "--objective val_loss (or mse) on so few securities"
             )
 
-    def check_time_steps(self, max_time_steps: int) -> None:
-        """Refuse a panel too short for the longest window the search may ask for."""
+    def segment_without_window(self, time_steps: int) -> tuple[str, int] | None:
+        """The first fold's train or validation segment where no security has `time_steps`
+        consecutive valid dates, as (its name, its number of dates); None when none."""
         for k in range(self.n_folds):
             for seg in ("train", "val"):
-                if self.count(seg, max_time_steps, k) == 0:
-                    dates = getattr(self.folds[k], seg)
+                if self.count(seg, time_steps, k) == 0:
                     which = f"fold {k + 1}'s {seg}" if self.n_folds > 1 else seg
-                    raise DataError(
-                        f"{self.panel.source}: no {which} window of time_steps={max_time_steps}: "
-                        f"the {which} segment has {len(dates)} dates and no security has "
-                        f"{max_time_steps} consecutive valid dates ending in it; lower [space] "
-                        "time_steps or use more dates"
-                    )
+                    return which, len(getattr(self.folds[k], seg))
+        return None
+
+    def check_time_steps(self, max_time_steps: int) -> None:
+        """Refuse a panel too short for the longest window the search may ask for."""
+        short = self.segment_without_window(max_time_steps)
+        if short is not None:
+            which, n = short
+            raise DataError(
+                f"{self.panel.source}: no {which} window of time_steps={max_time_steps}: "
+                f"the {which} segment has {n} dates and no security has "
+                f"{max_time_steps} consecutive valid dates ending in it; lower [space] "
+                "time_steps or use more dates"
+            )

@@ -98,8 +98,6 @@ def serve(
         ) from None
     if url.startswith("grpc://"):
         raise StorageError("--storage: the proxy serves a database URL, not another proxy")
-    if not 0 <= port <= 65535:  # gRPC would listen on another port than the one asked
-        raise StorageError(f"--port {port}: expected a port from 0 to 65535 (0 = any free)")
     backend = make_storage(
         url,
         # also how often stale trials are looked for: well within the grace period

@@ -324,18 +324,15 @@ def check_windows(data: Prepared, time_steps: int) -> None:
     """Refuse data too short to train on: every fold's training and validation segments need
     a window of `time_steps` consecutive valid dates (the longest the study's protocol asks,
     its validation rows included) for some security."""
-    D = len(data.panel.dates)
-    for k in range(data.n_folds):
-        for seg in ("train", "val"):
-            if data.count(seg, time_steps, k) == 0:
-                dates = getattr(data.folds[k], seg)
-                which = f"fold {k + 1}'s {seg}" if data.n_folds > 1 else seg
-                raise DataError(
-                    f"{data.panel.source}: too few dates to train on (--data / [data] path): "
-                    f"the {which} segment has {len(dates)} of the file's {D} dates and no "
-                    f"security has {time_steps} consecutive valid dates (time_steps) ending in "
-                    "it; use a file with more dates"
-                )
+    short = data.segment_without_window(time_steps)
+    if short is not None:
+        which, n = short
+        raise DataError(
+            f"{data.panel.source}: too few dates to train on (--data / [data] path): "
+            f"the {which} segment has {n} of the file's {len(data.panel.dates)} dates and no "
+            f"security has {time_steps} consecutive valid dates (time_steps) ending in "
+            "it; use a file with more dates"
+        )
 
 
 def judge(

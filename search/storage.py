@@ -473,10 +473,7 @@ class ServiceStorage(RDBStorage):
             if self._beats_on_create():
                 con.execute(stmts["beat"], {"trial_id": trial_id})
         if self._beats_on_create():
-            beats = self._beat_at()
-            if len(beats) > 1024:  # trials whose heartbeat thread never started
-                beats.clear()
-            beats[trial_id] = time.monotonic()
+            self._beat_written(trial_id)
         return FrozenTrial(
             number=number,
             state=TrialState.RUNNING,
@@ -505,10 +502,7 @@ class ServiceStorage(RDBStorage):
         trial = super()._get_prepared_new_trial(study_id, template_trial, session)
         if self._beats_on_create() and trial.state == TrialState.RUNNING:
             session.add(rdb_models.TrialHeartbeatModel(trial_id=trial.trial_id))
-            beats = self._beat_at()
-            if len(beats) > 1024:  # trials whose heartbeat thread never started
-                beats.clear()
-            beats[int(trial.trial_id)] = time.monotonic()
+            self._beat_written(int(trial.trial_id))
         return trial
 
     def _beats_on_create(self) -> bool:
@@ -518,6 +512,13 @@ class ServiceStorage(RDBStorage):
         """Trial id -> when this process wrote the trial's heartbeat with its creation or
         start (monotonic); kept until Optuna's heartbeat thread makes its first beat."""
         return self.__dict__.setdefault("_beats", {})
+
+    def _beat_written(self, trial_id: int) -> None:
+        """This process just wrote the trial's heartbeat with its creation or start."""
+        beats = self._beat_at()
+        if len(beats) > 1024:  # trials whose heartbeat thread never started
+            beats.clear()
+        beats[trial_id] = time.monotonic()
 
     def record_heartbeat(self, trial_id: int) -> None:
         """Optuna's heartbeat, except the heartbeat thread's first beat when the trial's
@@ -723,7 +724,7 @@ class ServiceStorage(RDBStorage):
             # A WAITING trial (a retry) about to start: its heartbeat first, for the reason
             # given in _get_prepared_new_trial (harmless if another process starts it).
             super().record_heartbeat(trial_id)
-            self._beat_at()[trial_id] = time.monotonic()
+            self._beat_written(trial_id)
         starting = state == TrialState.RUNNING and self.max_trials is not None
         if not starting and self.lock_file is None:
             return self._set_state(trial_id, state, values)
