@@ -352,7 +352,11 @@ def cmd_run(argv: list[str]) -> int:
         + ("; several objectives: no pruning" if cfg.study.multi else ""),
         file=sys.stderr,
     )
+    server = None
     try:
+        # the dashboard's port first: a busy one stops the run before a study is created
+        if args.dashboard is not None:
+            server = make_dashboard(url, port=args.dashboard, flag="--dashboard")
         st = cfg.storage
         storage = make_storage(
             url,
@@ -364,11 +368,11 @@ def cmd_run(argv: list[str]) -> int:
         study = open_study(storage, cfg, fp, make_sampler(cfg), make_pruner(cfg))
         annotate_study(study, cfg, data, fp, device)
         fail_stale(study)
-        dashboard = (
-            None if args.dashboard is None else Background(make_dashboard(url, port=args.dashboard))
-        )
     except (StorageError, IncompatibleStudy, DashboardError) as e:
+        if server is not None:
+            server.server_close()
         return fail(str(e))
+    dashboard = None if server is None else Background(server)
     if dashboard is not None:
         print(f"dashboard: {dashboard.url} (stops with the search)", file=sys.stderr)
     n_trials = args.n_trials if args.n_trials or args.timeout else 100

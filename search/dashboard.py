@@ -28,23 +28,37 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def make_dashboard(url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> WSGIServer:
-    """A bound (not yet serving) server of optuna-dashboard on the storage at `url`."""
+def make_dashboard(
+    url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, flag: str = "--port"
+) -> WSGIServer:
+    """A bound (not yet serving) server of optuna-dashboard on the storage at `url`. The
+    port is bound before the storage is opened: a busy port touches no database. `flag`
+    names the option that gave the port in the error."""
     from optuna_dashboard import wsgi
 
     from search.storage import make_storage
 
-    storage = make_storage(url, heartbeat_interval=None)
     try:
-        return make_server(host, port, wsgi(storage), handler_class=_QuietHandler)
+        server = make_server(host, port, _unset_app, handler_class=_QuietHandler)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise DashboardError(
-                f"--port {port}: {host}:{port} is already in use; choose another --port "
+                f"{flag} {port}: {host}:{port} is already in use; choose another {flag} "
                 "(0 picks a free one)"
             ) from None
         reason = e.strerror if isinstance(e.strerror, str) else str(e)
-        raise DashboardError(f"--host {host} --port {port}: cannot listen: {reason}") from None
+        raise DashboardError(f"--host {host} {flag} {port}: cannot listen: {reason}") from None
+    try:
+        server.set_app(wsgi(make_storage(url, heartbeat_interval=None)))
+    except BaseException:
+        server.server_close()
+        raise
+    return server
+
+
+def _unset_app(environ: Any, start_response: Any) -> list[bytes]:
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+    return [b"starting"]
 
 
 def server_url(server: WSGIServer) -> str:
@@ -76,11 +90,14 @@ def run_dashboard(args: argparse.Namespace) -> int:
 
     import optuna
 
-    from search.cliutil import fail
+    from search.cliutil import fail, missing_sqlite
     from search.storage import StorageError, describe, resolve_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = resolve_url(args.storage)
+    missing = missing_sqlite(url)
+    if missing is not None:
+        return fail(f"{missing}; to watch a new study as it starts, run it with --dashboard [PORT]")
     try:
         server = make_dashboard(url, args.host, args.port)
     except (DashboardError, StorageError) as e:

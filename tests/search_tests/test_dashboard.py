@@ -71,10 +71,23 @@ def test_a_busy_port_stops_a_search_before_any_trial(
         busy.listen()
         port = busy.getsockname()[1]
         assert run_cli("--config", str(cfg), "--storage", url, "--dashboard", str(port)) == 2
-    assert "already in use" in capsys.readouterr().err
-    import optuna
+    err = capsys.readouterr().err
+    assert (
+        f"--dashboard {port}: 127.0.0.1:{port} is already in use; choose another --dashboard" in err
+    )
+    # the port is bound before the storage is opened: no database, no empty study
+    assert not (tmp_path / "s.db").exists()
 
-    assert optuna.load_study(study_name="busy", storage=url).trials == []
+
+def test_dashboard_of_a_missing_sqlite_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/typo.db"
+    assert main(["dashboard", "--storage", url, "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"optuna-run: error: --storage: no SQLite file {tmp_path}/typo.db"), err
+    assert "--dashboard" in err and "\n" not in err
+    assert not (tmp_path / "typo.db").exists()
 
 
 def test_dashboard_beside_a_search_stops_with_it(tmp_path: Path) -> None:
