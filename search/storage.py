@@ -57,7 +57,7 @@ from sqlalchemy import bindparam, create_engine, event, func, select, text, true
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 try:
@@ -140,21 +140,39 @@ def _disconnected(e: BaseException) -> bool:
 _depth = threading.local()
 
 
+def _stale_connection(e: BaseException) -> bool:
+    """A pooled connection found dead on its first use (the server restarted since, or
+    closed it): SQLAlchemy has discarded the pool's connections, so the next try opens a
+    fresh one (the pool does not ping before each use: this retry does that job)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:  # Optuna re-raises it as its own error
+        seen.add(id(e))
+        if isinstance(e, DBAPIError):
+            return bool(e.connection_invalidated)
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return False
+
+
 def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
     """`method` retried while the storage is unreachable, for up to `self.reconnect_s`
-    seconds in all, with a line on stderr at each wait. Only the outermost storage call of
-    a thread retries (a call made inside another one fails through to it)."""
+    seconds in all, with a line on stderr at each wait (the first retry after a stale pooled
+    connection is made at once, silently). Only the outermost storage call of a thread
+    retries (a call made inside another one fails through to it)."""
 
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         if getattr(_depth, "n", 0):
             return method(self, *args, **kwargs)
         deadline = time.monotonic() + self.reconnect_s
         attempt = 0
+        fresh = False
         while True:
             _depth.n = 1
             try:
                 return method(self, *args, **kwargs)
             except Exception as e:
+                if not fresh and _stale_connection(e):
+                    fresh = True
+                    continue
                 left = deadline - time.monotonic()
                 if not _disconnected(e) or left <= 0:
                     raise
@@ -461,17 +479,23 @@ class ServiceStorage(RDBStorage):
         with self.engine.begin() as con:
             if con.execute(stmts["lock_study"], {"lock_study_id": study_id}).first() is None:
                 raise KeyError(rdb_models.NOT_FOUND_MSG)
-            new = {
-                "study_id": study_id,
-                "state": TrialState.RUNNING,
-                "datetime_start": _to_utc(start),
-            }
-            trial_id = int(con.execute(stmts["new"], new).scalar_one())
-            before = {"count_study_id": study_id, "count_trial_id": trial_id}
-            number = int(con.execute(stmts["count_before"], before).scalar_one())
-            con.execute(stmts["number"], {"number_trial_id": trial_id, "number": number})
-            if self._beats_on_create():
-                con.execute(stmts["beat"], {"trial_id": trial_id})
+            if "g_new" in stmts:  # PostgreSQL: the rest in one statement
+                one = stmts["g_new_beat" if self._beats_on_create() else "g_new"]
+                args = {"n_study_id": study_id, "n_state": TrialState.RUNNING}
+                made = con.execute(one, {**args, "n_start": _to_utc(start)}).one()
+                trial_id, number = int(made[0]), int(made[1])
+            else:
+                new = {
+                    "study_id": study_id,
+                    "state": TrialState.RUNNING,
+                    "datetime_start": _to_utc(start),
+                }
+                trial_id = int(con.execute(stmts["new"], new).scalar_one())
+                before = {"count_study_id": study_id, "count_trial_id": trial_id}
+                number = int(con.execute(stmts["count_before"], before).scalar_one())
+                con.execute(stmts["number"], {"number_trial_id": trial_id, "number": number})
+                if self._beats_on_create():
+                    con.execute(stmts["beat"], {"trial_id": trial_id})
         if self._beats_on_create():
             self._beat_written(trial_id)
         return FrozenTrial(
@@ -535,7 +559,7 @@ class ServiceStorage(RDBStorage):
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
-        for key in ("_core_stmts", "_beats", "_end_times"):  # this process's own
+        for key in ("_core_stmts", "_auto_engine", "_beats", "_end_times"):  # this process's
             state.pop(key, None)
         return state
 
@@ -612,8 +636,151 @@ class ServiceStorage(RDBStorage):
                 ("system", rdb_models.TrialSystemAttributeModel),
             ):
                 stmts[name] = upsert(model, ["trial_id", "key"], ["value_json"])
+            if dialect == "postgresql":
+                # (on SQLite, where a round trip is a function call, the one-statement
+                # writes measured slower than the transactions: 415 us a report, not 282)
+                stmts.update(self._guarded_statements())
         self.__dict__["_core_stmts"] = stmts
         return stmts
+
+    @staticmethod
+    def _guarded_statements() -> dict[str, Any]:
+        """PostgreSQL: each write of a running trial (report, param, one attr) as one
+        statement, run outside a transaction block: the trial's row locked and checked
+        RUNNING, the row upserted, the commit not waiting for the WAL flush (as
+        _lock_running explains), in one round trip instead of five (BEGIN, lock, write,
+        COMMIT and the pool's ping). RETURNING tells whether it wrote: a trial that is not
+        RUNNING (finished, missing, or WAITING) writes nothing here and goes the
+        transaction's way, which raises Optuna's error or writes. Also a trial's creation
+        (after the study's lock) and its end as one statement each."""
+        trials = rdb_models.TrialModel.__table__
+        sync_off = func.set_config(text("'synchronous_commit'"), text("'off'"), true())
+        live = (
+            select(trials.c.trial_id.label("tid"), sync_off.label("sc"))
+            .where(
+                trials.c.trial_id == bindparam("g_trial_id"),
+                trials.c.state == TrialState.RUNNING,
+            )
+            .with_for_update()
+            .cte("live")
+        )
+
+        def guarded(model: Any, keys: list[str], updated: list[str] | None) -> Any:
+            table = model.__table__
+            cols = [c.name for c in table.c if c.name != "trial_id" and not c.primary_key]
+            src = select(
+                live.c.tid, *[bindparam(c, type_=table.c[c].type) for c in cols]
+            ).select_from(live)
+            insert = pg_dialect.insert(table).from_select(["trial_id", *cols], src)
+            index = [table.c[k] for k in keys]
+            if updated is None:
+                insert = insert.on_conflict_do_nothing(index_elements=index)
+            else:
+                insert = insert.on_conflict_do_update(
+                    index_elements=index, set_={k: insert.excluded[k] for k in updated}
+                )
+            return insert.returning(table.c.trial_id)
+
+        writes = {
+            "g_report": guarded(
+                rdb_models.TrialIntermediateValueModel,
+                ["trial_id", "step"],
+                ["intermediate_value", "intermediate_value_type"],
+            ),
+            "g_param": guarded(rdb_models.TrialParamModel, ["trial_id", "param_name"], None),
+            "g_user": guarded(
+                rdb_models.TrialUserAttributeModel, ["trial_id", "key"], ["value_json"]
+            ),
+            "g_system": guarded(
+                rdb_models.TrialSystemAttributeModel, ["trial_id", "key"], ["value_json"]
+            ),
+        }
+        # A trial's end with one value or none: locked and checked RUNNING, value upserted,
+        # state and completion time set; committed synchronously (no set_config here).
+        ended = (
+            select(trials.c.trial_id.label("tid"))
+            .where(
+                trials.c.trial_id == bindparam("g_trial_id"),
+                trials.c.state == TrialState.RUNNING,
+            )
+            .with_for_update()
+            .cte("ended")
+        )
+        values = rdb_models.TrialValueModel.__table__
+        value_src = select(
+            ended.c.tid,
+            bindparam("objective", type_=values.c.objective.type),
+            bindparam("value", type_=values.c.value.type),
+            bindparam("value_type", type_=values.c.value_type.type),
+        ).select_from(ended)
+        value_insert = pg_dialect.insert(values).from_select(
+            ["trial_id", "objective", "value", "value_type"], value_src
+        )
+        value_upsert = value_insert.on_conflict_do_update(
+            index_elements=[values.c.trial_id, values.c.objective],
+            set_={k: value_insert.excluded[k] for k in ("value", "value_type")},
+        ).cte("upserted")
+        end = (
+            trials.update()
+            .where(trials.c.trial_id == ended.c.tid)
+            .values(
+                state=bindparam("state", type_=trials.c.state.type),
+                datetime_complete=bindparam(
+                    "datetime_complete", type_=trials.c.datetime_complete.type
+                ),
+            )
+            .returning(trials.c.trial_id)
+        )
+        # A new trial once the study's row is locked: inserted with its number (the
+        # study's trials so far, all older under that lock) and, with heartbeats on, its
+        # first heartbeat, in one statement (the count must come after the lock: a
+        # statement's snapshot is taken before it waits for a lock).
+        counted = select(
+            func.count(),
+            bindparam("n_study_id", type_=trials.c.study_id.type),
+            bindparam("n_state", type_=trials.c.state.type),
+            bindparam("n_start", type_=trials.c.datetime_start.type),
+        ).where(trials.c.study_id == bindparam("n_study_id"))
+        new = (
+            pg_dialect.insert(trials)
+            .from_select(["number", "study_id", "state", "datetime_start"], counted)
+            .returning(trials.c.trial_id, trials.c.number)
+            .cte("new")
+        )
+        beats = rdb_models.TrialHeartbeatModel.__table__
+        beat = (
+            beats.insert()
+            .from_select(
+                ["trial_id", "heartbeat"], select(new.c.trial_id, func.current_timestamp())
+            )
+            .cte("beat")
+        )
+        return {
+            "g_end": end.add_cte(ended),
+            "g_end_value": end.add_cte(ended).add_cte(value_upsert),
+            "g_new": select(new.c.trial_id, new.c.number),
+            "g_new_beat": select(new.c.trial_id, new.c.number).add_cte(beat),
+            **writes,
+        }
+
+    def _guarded(self, stmts: dict[str, Any], name: str, row: dict[str, Any]) -> bool:
+        """Run the one-statement write `name` (see _guarded_statements) if this dialect has
+        it; True if it wrote, False if the caller must take the transaction's way."""
+        stmt = stmts.get("g_" + name)
+        if stmt is None:
+            return False
+        with self._auto().connect() as con:
+            return con.execute(stmt, {"g_trial_id": row["trial_id"], **row}).first() is not None
+
+    def _auto(self) -> Any:
+        """The engine's pool, its connections in autocommit mode (psycopg switches it on
+        the client: no round trip): a statement outside a transaction block commits alone."""
+        engine = self.__dict__.get("_auto_engine")
+        if engine is None:
+            engine = self.__dict__["_auto_engine"] = self.engine.execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
+        return engine
 
     def _lock_running(self, con: Any, trial_id: int) -> None:
         """Lock the trial's row (PostgreSQL) and refuse a missing or finished trial, as
@@ -650,6 +817,8 @@ class ServiceStorage(RDBStorage):
             "intermediate_value": stored,
             "intermediate_value_type": kind,
         }
+        if self._guarded(stmts, "report", row):
+            return
         with self.engine.begin() as con:
             self._lock_running(con, trial_id)
             con.execute(stmts["report"], row)
@@ -679,6 +848,8 @@ class ServiceStorage(RDBStorage):
             "param_value": param_value_internal,
             "distribution_json": distribution_to_json(distribution),
         }
+        if self._guarded(stmts, "param", row):
+            return
         with self.engine.begin() as con:
             self._lock_running(con, trial_id)
             con.execute(stmts["param"], row)
@@ -713,9 +884,12 @@ class ServiceStorage(RDBStorage):
         rows = [
             {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
         ]
+        kind = "user" if user else "system"
+        if len(rows) == 1 and self._guarded(stmts, kind, rows[0]):
+            return
         with self.engine.begin() as con:
             self._lock_running(con, trial_id)
-            con.execute(stmts["user" if user else "system"], rows)
+            con.execute(stmts[kind], rows)
 
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
@@ -742,6 +916,13 @@ class ServiceStorage(RDBStorage):
         if stmts is None or not state.is_finished():
             return super().set_trial_state_values(trial_id, state, values)
         done = datetime.now()
+        if (
+            "g_end" in stmts
+            and len(values or ()) <= 1
+            and self._end_running(stmts, trial_id, state, values, done)
+        ):
+            self._ended_now(trial_id, done)
+            return True
         try:
             with self.engine.begin() as con:
                 row = con.execute(stmts["lock_sync"], {"lock_trial_id": trial_id}).first()
@@ -772,11 +953,36 @@ class ServiceStorage(RDBStorage):
                 )
         except IntegrityError:
             return False
+        self._ended_now(trial_id, done)
+        return True
+
+    def _end_running(
+        self,
+        stmts: dict[str, Any],
+        trial_id: int,
+        state: TrialState,
+        values: Sequence[float] | None,
+        done: datetime,
+    ) -> bool:
+        """PostgreSQL: a RUNNING trial's end as one statement (see _guarded_statements);
+        False if the trial was not RUNNING (the transaction's way then says why)."""
+        row: dict[str, Any] = {
+            "g_trial_id": trial_id,
+            "state": state,
+            "datetime_complete": _to_utc(done),
+        }
+        if values:
+            stored, kind = rdb_models.TrialValueModel.value_to_stored_repr(values[0])
+            row.update(objective=0, value=stored, value_type=kind)
+        with self._auto().connect() as con:
+            stmt = stmts["g_end_value" if values else "g_end"]
+            return con.execute(stmt, row).first() is not None
+
+    def _ended_now(self, trial_id: int, done: datetime) -> None:
         ended = self._ended()
         if len(ended) > 1024:  # ends nobody asked for (e.g. stale trials failed here)
             ended.clear()
         ended[trial_id] = done
-        return True
 
     def _ended(self) -> dict[int, datetime]:
         """Trial id -> the completion time this process just wrote, until read once."""
@@ -1253,7 +1459,9 @@ def make_storage(
     if scheme == "sqlite":
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
     elif scheme == "postgresql":
-        engine_kwargs = {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2}
+        # No ping before each use (a round trip per storage call): a connection found dead
+        # is retried at once on a fresh one (_retrying), which is what the ping would do.
+        engine_kwargs = {"pool_pre_ping": False, "pool_size": 2, "max_overflow": 2}
     else:
         engine_kwargs = {"pool_pre_ping": True}
     hb: dict[str, Any] = {}

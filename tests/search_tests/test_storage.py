@@ -284,13 +284,20 @@ def _batched_attrs(url: str) -> None:
     def count(conn: Any) -> None:
         commits.append(1)
 
+    def count_alone(conn: Any, *args: Any) -> None:
+        # a statement that commits alone (PostgreSQL's one-statement writes)
+        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            commits.append(1)
+
     trial = study.ask()
     attrs = {f"k{i}": i for i in range(20)} | {"nested": [1.5, None], "text": "x"}
     event.listen(engine, "commit", count)
+    event.listen(engine, "before_cursor_execute", count_alone)
     trial.set_user_attr("one", 1)  # Optuna's way: a transaction per key
     assert len(commits) == 1
     set_user_attrs(trial, attrs)
     event.remove(engine, "commit", count)
+    event.remove(engine, "before_cursor_execute", count_alone)
     assert len(commits) == 2  # the 22 keys in one transaction
     attrs = {"one": 1} | attrs
     assert trial.user_attrs == attrs  # the running trial sees them at once
@@ -322,7 +329,12 @@ def test_running_trial_writes_skip_the_fsync_but_its_end_does_not(fresh_pg):
     txns: list[list[str]] = [[]]
 
     def statement(conn: Any, cursor: Any, sql: str, *_: Any) -> None:
-        txns[-1].append(sql.split()[0].upper() + (" ASYNC" if "synchronous_commit" in sql else ""))
+        words = set(sql.upper().split()) & {"INSERT", "UPDATE"}
+        kind = sorted(words) + (["ASYNC"] if "synchronous_commit" in sql else [])
+        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            txns.insert(-1, kind)  # one statement that commits alone
+        else:
+            txns[-1].extend(kind)
 
     def commit(conn: Any) -> None:
         txns.append([])
@@ -338,7 +350,7 @@ def test_running_trial_writes_skip_the_fsync_but_its_end_does_not(fresh_pg):
     event.remove(engine, "before_cursor_execute", statement)
     event.remove(engine, "commit", commit)
     writes = [t for t in txns if any(s in ("INSERT", "UPDATE") for s in t)]
-    asynchronous = [t for t in writes if any(s.endswith("ASYNC") for s in t)]
+    asynchronous = [t for t in writes if "ASYNC" in t]
     synchronous = [t for t in writes if t not in asynchronous]
     assert len(asynchronous) == 3, txns  # the param, the report, the user attr
     assert any("UPDATE" in t for t in synchronous), txns  # the state change: flushed
@@ -507,4 +519,48 @@ def test_a_param_written_twice_is_ignored_as_optuna_does(tmp_path):
     for _ in range(2):
         backend._set_trial_param(trial._trial_id, "x", 0.25, dist, dist)
     assert backend.get_trial(trial._trial_id).params == {"x": 0.25}
+    storage.close()
+
+
+@pytest.mark.postgres
+def test_connections_closed_by_the_server_are_replaced_at_once(
+    fresh_pg: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pool does not ping before each use: a pooled connection the server has closed
+    (a restart, an idle timeout, an administrator) fails on its first use, and the storage
+    call is made again at once on a fresh connection, without a wait or a message; nothing
+    is written twice."""
+    from sqlalchemy import create_engine, text
+
+    storage = make_storage(fresh_pg, heartbeat_interval=None)
+    study = optuna.create_study(study_name=unique_name("stale"), storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    trial.report(0.1, 0)
+    database = make_url(fresh_pg).database
+    admin = create_engine(make_url(fresh_pg).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as con:
+        killed = con.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :db AND pid <> pg_backend_pid()"
+            ),
+            {"db": database},
+        ).scalar_one()
+    admin.dispose()
+    assert killed >= 1  # the storage's pooled connections
+    t0 = time.monotonic()
+    trial.report(0.2, 1)  # on a dead connection first
+    trial.set_user_attr("k", 1)
+    study.tell(trial, 0.3)
+    assert time.monotonic() - t0 < 1.0  # no back-off wait
+    assert "unreachable" not in capsys.readouterr().err
+    again = optuna.load_study(study_name=study.study_name, storage=fresh_pg).trials[-1]
+    assert (again.state, again.value, again.intermediate_values) == (
+        TrialState.COMPLETE,
+        0.3,
+        {0: 0.1, 1: 0.2},
+    )
+    assert again.user_attrs == {"k": 1}
     storage.close()
