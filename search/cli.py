@@ -46,6 +46,18 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _workers(s: str) -> int | str:
+    if s.strip().lower() == "auto":
+        return "auto"
+    try:
+        v = int(s)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or auto, got {s!r}")
+    return v
+
+
 def _nonnegative_int(s: str) -> int:
     v = _int(s)
     if v < 0:
@@ -160,9 +172,10 @@ def run_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers",
-        type=_positive_int,
+        type=_workers,
         default=1,
-        help="worker processes on this machine (default 1)",
+        help="worker processes on this machine (default 1); auto: the count that trains "
+        "fastest here, measured once per machine and space (several per GPU)",
     )
     p.add_argument(
         "--max-trials",
@@ -311,7 +324,7 @@ def cmd_run(argv: list[str]) -> int:
             cfg = replace(cfg, data=replace(cfg.data, id=None))
         toml = Path(args.config) if args.config else default_config_path()
         where = "--seed" if args.seed is not None else f"{toml}: [search] seed"
-        check_seed(cfg.search.seed, where, args)
+        check_seed(cfg.search.seed, where, 1 if args.workers == "auto" else args.workers)
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DataWarning)
@@ -327,6 +340,10 @@ def cmd_run(argv: list[str]) -> int:
         data.check_time_steps(int(cfg.space.max("time_steps")))
         data.check_objective(cfg.study.metrics)
         fp = fingerprint(cfg.data)
+        loaded_s = time.perf_counter() - t0
+        if args.workers == "auto":
+            args.workers = auto_workers(device, cfg, data.n_features)
+            check_seed(cfg.search.seed, where, args.workers)
     except (ConfigError, DataError) as e:
         return fail(str(e))
     info = describe_panel(panel)
@@ -335,7 +352,7 @@ def cmd_run(argv: list[str]) -> int:
         f"data: {panel.source} -> {info['dates']} dates x {info['securities']} securities x "
         f"{info['features']} features ({info['first_date']} .. {info['last_date']}), "
         f"split train/val/test = {len(data.split.train)}/{len(data.split.val)}/"
-        f"{len(data.split.test)} dates, loaded in {time.perf_counter() - t0:.1f}s",
+        f"{len(data.split.test)} dates, loaded in {loaded_s:.1f}s",
         file=sys.stderr,
     )
     for line in start_lines(cfg, data):
@@ -445,20 +462,47 @@ def cmd_run(argv: list[str]) -> int:
     return 1 if errors else 0
 
 
-def check_seed(seed: Any, where: str, args: argparse.Namespace) -> None:
+def check_seed(seed: Any, where: str, workers: int) -> None:
     """The study's seed (flag or config) is one every worker's sampler takes: worker k of
     --workers N seeds its sampler with seed + k, which must stay <= SEED_MAX."""
     if seed is None:
         return
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
         raise ConfigError([f"{where}: expected a seed from 0 to {SEED_MAX}, got {seed!r}"])
-    if seed + args.workers - 1 > SEED_MAX:
+    if seed + workers - 1 > SEED_MAX:
         raise ConfigError(
             [
-                f"{where} {seed} with --workers {args.workers}: worker k seeds its sampler "
-                f"with {seed} + k; expected a seed from 0 to {SEED_MAX - args.workers + 1}"
+                f"{where} {seed} with --workers {workers}: worker k seeds its sampler "
+                f"with {seed} + k; expected a seed from 0 to {SEED_MAX - workers + 1}"
             ]
         )
+
+
+def auto_workers(device: str, cfg: Any, n_features: int) -> int:
+    """--workers auto on this device (see search.autoworkers); 1 with a warning when the
+    measurement cannot run."""
+    from search.autoworkers import choose, middle_shape
+
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    if device.startswith("cuda:"):
+        print(
+            f"optuna-run: --workers auto with --device {device}: every worker on that GPU",
+            file=sys.stderr,
+        )
+    try:
+        return choose(
+            kind,
+            middle_shape(cfg.space, n_features),
+            log=lambda line: print(f"optuna-run: {line}", file=sys.stderr, flush=True),
+            single_gpu=device if device.startswith("cuda:") else None,
+        )
+    except Exception as e:  # a measurement that failed must not stop the study
+        print(
+            f"optuna-run: warning: --workers auto could not measure ({type(e).__name__}: {e}); "
+            "running 1 worker",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def tempfile_root() -> str:
