@@ -39,6 +39,7 @@ class TrainParams:
     seed: int | None = None
     val_dates: int = 0  # validation dates scored per epoch (0 = all); the final score uses all
     val_windows: int = 0  # at most this many of their windows per epoch (0 = all)
+    precision: str = "fp32"  # or "fp16": CUDA autocast + gradient scaling for training
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,10 @@ def fit(
         for m in members
     )
     task = data.cfg.task
+    amp = p.precision == "fp16"
+    if amp and device.type != "cuda":
+        raise ValueError(f"precision fp16 needs a CUDA device, not {device}")
+    scaler = torch.amp.GradScaler("cuda") if amp else None
     result = FitResult(math.inf, 0, 0, 0.0)
     start = time.perf_counter()
     bad_epochs = 0
@@ -259,7 +264,12 @@ def fit(
         total = torch.zeros((), device=device)
         for i in range(0, per_epoch, p.batch_size):
             b = data.batch(order[:, i : i + p.batch_size], p.time_steps, folds)
-            out = model(b.x)  # (M, B[, C])
+            if scaler is None:
+                out = model(b.x)  # (M, B[, C])
+            else:
+                with torch.autocast("cuda", dtype=torch.float16):
+                    out = model(b.x)
+                out = out.float()  # the loss in float32
             loss = torch.stack(
                 [
                     loss_fn(out[m], b.y[m], None if b.w is None else b.w[m], task)
@@ -267,9 +277,16 @@ def fit(
                 ]
             ).sum()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            model.clip_grad_norm_(p.grad_clip)  # type: ignore[operator]
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                model.clip_grad_norm_(p.grad_clip)  # type: ignore[operator]
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)  # clip the true gradients
+                model.clip_grad_norm_(p.grad_clip)  # type: ignore[operator]
+                scaler.step(opt)  # skipped when a gradient overflowed
+                scaler.update()
             total += loss.detach() * b.y.shape[1]
             if should_stop():
                 raise Interrupted("stop requested")

@@ -92,6 +92,9 @@ class StudyConfig:
         return len(self.objectives) > 1
 
 
+PRECISIONS = ("fp32", "fp16")
+
+
 @dataclass(frozen=True)
 class BudgetConfig:
     max_windows_per_epoch: int = 0
@@ -108,6 +111,10 @@ class BudgetConfig:
     share of the epoch (0 = all)."""
     patience: int = 0
     """Early stopping: end a trial after this many epochs without improvement (0 = off)."""
+    precision: str = "fp32"
+    """Training arithmetic: "fp32" (float32; on a GPU cuDNN may use TF32 tensor cores, as
+    torch allows by default) or "fp16" (CUDA only: forward passes under autocast in
+    float16, cuDNN's LSTM included, with a gradient scaler; validation stays float32)."""
 
 
 @dataclass(frozen=True)
@@ -422,6 +429,16 @@ def build_config(
                 problems.append(f"[budget] {k}: must be >= 0, got {getattr(budget, k)}")
         if budget.eval_batch_size < 1:
             problems.append(f"[budget] eval_batch_size: must be >= 1, got {budget.eval_batch_size}")
+        if budget.precision not in PRECISIONS:
+            problems.append(
+                f"[budget] precision: expected one of {', '.join(PRECISIONS)}, "
+                f"got {budget.precision!r}"
+            )
+        elif cpu and budget.precision != "fp32":
+            problems.append(
+                f"[budget] precision: {budget.precision!r} needs a CUDA device; on a CPU set "
+                '[cpu.budget] precision = "fp32" (or run with --device cuda)'
+            )
     storage = sections["storage"]
     if storage is not None:
         if storage.heartbeat_interval < 1:

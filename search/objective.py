@@ -43,6 +43,7 @@ def train_params(p: TrialParams, b: BudgetConfig, seed: int | None) -> TrainPara
         patience=b.patience,
         val_dates=b.val_dates,
         val_windows=b.val_windows,
+        precision=b.precision,
         seed=seed,
     )
 

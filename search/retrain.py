@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,9 @@ def retrain(
     seeds = n_seeds or int(ctx.spec.get("seeds", 1))
     members = trial_members(seed, seeds, data.n_folds)
     budget = BudgetConfig(**ctx.config["budget"])
+    if budget.precision != "fp32" and data.device.type != "cuda":
+        # a study searched in mixed precision on a GPU, retrained on a CPU: float32
+        budget = replace(budget, precision="fp32")
     tp = train_params(p, budget, seed)
     model = make_members(p, data, members)
     result = fit(

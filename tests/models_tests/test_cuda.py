@@ -62,3 +62,53 @@ def test_a_study_trains_on_cuda(tmp_path: Path) -> None:
     rep = torch.load(out, weights_only=True)["reproduced"]
     # cuDNN kernels are not bitwise deterministic: close, not equal
     assert rep["retrained_value"][0] == pytest.approx(rep["trial_value"][0], abs=0.02)
+
+
+def test_autocast_runs_cudnn_lstm_in_float16() -> None:
+    """What precision = "fp16" relies on: under autocast the cuDNN LSTM itself computes in
+    float16 (not only the head), so the setting changes the recurrence's arithmetic."""
+    torch.manual_seed(0)
+    net = RecurrentNet(7, 1, 64, 2).cuda()
+    x = torch.randn(20, 512, 7, device="cuda")
+    seen: dict[str, torch.dtype] = {}
+    hook = net.rnn.register_forward_hook(lambda m, i, o: seen.update(rnn=o[0].dtype))
+    with torch.autocast("cuda", dtype=torch.float16):
+        y = net(x)
+    hook.remove()
+    assert seen["rnn"] == torch.float16
+    assert y.dtype == torch.float16
+    ref = net(x)
+    torch.testing.assert_close(y.float(), ref, atol=5e-3, rtol=5e-2)
+
+
+def test_fp16_training_matches_fp32_training(tmp_path: Path) -> None:
+    """The same trial trained in fp32 and in fp16 (autocast + gradient scaler) reaches the
+    same validation loss within a small tolerance, and fp16 actually scaled its loss."""
+    from dataclasses import replace
+
+    from data import Prepared, load_panel
+    from models.train import TrainParams, fit
+    from search.config import build_config
+
+    cfg = build_config(None, cpu=False)
+    data = Prepared(load_panel(cfg.data), cfg.data, torch.device("cuda"), eval_time_steps=20)
+    base = TrainParams(time_steps=20, epochs=3, batch_size=512, lr=3e-3, seed=0)
+    losses = {}
+    for precision in ("fp32", "fp16"):
+        torch.manual_seed(0)
+        net = RecurrentNet(data.n_features, 1, 32, 1)
+        r = fit(net, data, replace(base, precision=precision))
+        losses[precision] = r.best_val_loss
+    assert abs(losses["fp16"] - losses["fp32"]) <= 0.02 * abs(losses["fp32"]), losses
+
+
+def test_a_study_trains_in_fp16_on_cuda(tmp_path: Path) -> None:
+    from search.cli import main
+    from tests.search_tests.helpers import load, write_study
+
+    url = f"sqlite:///{tmp_path}/amp.db"
+    cfg = write_study(tmp_path, "amp", extra='precision = "fp16"')
+    assert main(["--config", str(cfg), "--storage", url, "--n-trials", "2", "-q"]) == 0
+    study = load(url, "amp")
+    assert study.user_attrs["spec"]["budget"]["precision"] == "fp16"
+    assert all(t.value is not None for t in study.trials)

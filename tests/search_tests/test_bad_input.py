@@ -142,6 +142,16 @@ def case(name: str, folder: Path) -> tuple[Path, list[str]]:
     if name == "unknown key":
         toml = study_toml(folder, "panel.csv", extra="horizn = 2")
         return toml, ["study.toml", "[data]", "'horizn'", "did you mean 'horizon'"]
+    if name in ("unknown precision", "fp16 on a CPU"):
+        toml = study_toml(folder, "panel.csv")
+        value = "fp8" if name == "unknown precision" else "fp16"
+        text = toml.read_text().replace(
+            "max_windows_per_epoch = 256\n", f'max_windows_per_epoch = 256\nprecision = "{value}"\n'
+        )
+        toml.write_text(text)
+        if name == "unknown precision":
+            return toml, ["[budget] precision", "'fp8'", "fp32, fp16"]
+        return toml, ["[budget] precision", "'fp16' needs a CUDA device", "[cpu.budget]"]
     if name == "value out of range":
         toml = study_toml(folder, "panel.csv", extra="max_missing = 1.5")
         return toml, ["study.toml", "[data] max_missing", "1.5"]
@@ -163,6 +173,8 @@ CASES = [
     "validation empty",
     "unknown key",
     "value out of range",
+    "unknown precision",
+    "fp16 on a CPU",
 ]
 
 
