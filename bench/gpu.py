@@ -208,6 +208,7 @@ def main() -> None:
     print(torch.__version__, torch.cuda.get_device_name(), "cuDNN", torch.backends.cudnn.version())
     if not a.skip_seeds:
         seeds_bench()
+    if "fp16" in a.precisions:
         precision_bench()
     for precision in a.precisions.split(","):
         for k in a.workers.split(","):

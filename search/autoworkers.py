@@ -4,13 +4,16 @@ measured, not guessed.
 A small LSTM leaves most of a GPU idle (kernel launches, not arithmetic, bound it), so
 several processes per GPU train more windows per second in all than one; on a CPU, k
 processes with cores/k torch threads each can beat one process with every core, or not,
-depending on the shapes. The measurement: k processes started together, each training the
-study's middle-of-the-space LSTM (middle time_steps, layers, hidden size and batch of the
-[space]) on random windows of the study's feature count for a few seconds; the total
-training windows per second of k = 1, 2, 4, ... (per GPU, times the GPUs; on a CPU up to
-the cores) are compared and the smallest k within 5% of the best is taken (fewer processes
-hold less memory and fewer database connections). Counts are tried in increasing order
-until one is slower than the best by more than that margin.
+depending on the shapes. The measurement: k processes started together, each training a
+trial of the middle of the study's space (middle time_steps, layers, hidden size and batch
+of the [space]; the study's seeds x folds networks, in its [budget] precision, with the
+torch threads a worker of k would get) on random windows of the study's feature count for a
+few seconds; the total training windows per second of k = 1, 2, 4, ... (per GPU, times the
+GPUs; on a CPU up to the cores) are compared and the smallest k within 5% of the best is
+taken (fewer processes hold less memory and fewer database connections). Counts are tried
+in increasing order until one is slower than the best by more than that margin. What it
+leaves out: validation, the search's own time and the storage, a few percent of a trial
+(bench/RESULTS.md).
 
 The result is kept in a small JSON file per machine ($XDG_CACHE_HOME/optuna-run, else
 ~/.cache/optuna-run) under the device, the torch version, the cores and the shape, so a
@@ -40,11 +43,13 @@ class Shape:
     hidden_dim: int
     batch_size: int
     n_features: int
+    members: int = 1  # networks a trial trains together (seeds x folds)
+    precision: str = "fp32"
 
     def key(self) -> str:
         return (
             f"T{self.time_steps}-L{self.num_layers}-H{self.hidden_dim}"
-            f"-B{self.batch_size}-F{self.n_features}"
+            f"-B{self.batch_size}-F{self.n_features}-M{self.members}-{self.precision}"
         )
 
 
@@ -60,7 +65,7 @@ def _middle(param: Any) -> float:
     return math.sqrt(lo * hi) if param.log and lo > 0 else (lo + hi) / 2
 
 
-def middle_shape(space: Any, n_features: int) -> Shape:
+def middle_shape(space: Any, n_features: int, members: int = 1, precision: str = "fp32") -> Shape:
     p = space.params
     return Shape(
         time_steps=max(1, round(_middle(p["time_steps"]))),
@@ -68,6 +73,8 @@ def middle_shape(space: Any, n_features: int) -> Shape:
         hidden_dim=max(1, round(_middle(p["hidden_dim"]))),
         batch_size=max(1, round(_middle(p["batch_size"]))),
         n_features=n_features,
+        members=max(1, members),
+        precision=precision,
     )
 
 
@@ -97,23 +104,42 @@ def _probe(
     process is ready; put the windows trained per second on `results`."""
     import torch
 
+    from models.ensemble import Members
     from models.lstm import RecurrentNet
 
     try:
         torch.set_num_threads(threads)
         dev = torch.device(device)
         torch.manual_seed(index)
-        net = RecurrentNet(shape.n_features, 1, shape.hidden_dim, shape.num_layers).to(dev)
+        M, B = shape.members, shape.batch_size
+        net = Members(
+            [
+                RecurrentNet(shape.n_features, 1, shape.hidden_dim, shape.num_layers)
+                for _ in range(M)
+            ]
+        ).to(dev)
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        x = torch.randn(shape.time_steps, shape.batch_size, shape.n_features, device=dev)
-        y = torch.randn(shape.batch_size, device=dev)
+        x = torch.randn(shape.time_steps, M, B, shape.n_features, device=dev)
+        y = torch.randn(M, B, device=dev)
+        amp = shape.precision == "fp16" and dev.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda") if amp else None
 
         def step() -> None:
-            loss = ((net(x) - y) ** 2).mean()
+            # as models.train.fit trains a trial's networks
+            with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+                out = net(x)
+            loss = ((out.float() - y) ** 2).mean(1).sum()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                net.clip_grad_norm_(1.0)
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                net.clip_grad_norm_(1.0)
+                scaler.step(opt)
+                scaler.update()
 
         for _ in range(3):  # warm-up: allocations, kernel selection
             step()
@@ -132,7 +158,7 @@ def _probe(
                     break
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
-        results.put((index, steps * shape.batch_size / (time.perf_counter() - t0), None))
+        results.put((index, steps * M * B / (time.perf_counter() - t0), None))
     except Exception as e:  # reported to the parent, which gives up on auto
         results.put((index, 0.0, f"{type(e).__name__}: {e}"))
 
@@ -153,7 +179,9 @@ def measure(
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(k)
     results = ctx.Queue()
-    threads = max(1, cores // k) if device == "cpu" else 1
+    from search.runner import torch_threads
+
+    threads = torch_threads(k) if device == "cpu" else 1  # as run_parallel gives them
     procs = []
     for i in range(k):
         dev = single_gpu or (f"cuda:{i % max(gpus, 1)}" if device == "cuda" else "cpu")
@@ -244,7 +272,7 @@ def choose(
         log(
             f"--workers auto: {chosen} (training windows/s in all, by worker count: {figures}; "
             f"LSTM T={shape.time_steps} layers={shape.num_layers} hidden={shape.hidden_dim} "
-            f"batch={shape.batch_size})"
+            f"batch={shape.batch_size}, {shape.members} network(s) a trial, {shape.precision})"
         )
     known[key] = {"workers": chosen, "rates": {str(k): r for k, r in rates.items()}}
     try:

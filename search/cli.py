@@ -342,7 +342,7 @@ def cmd_run(argv: list[str]) -> int:
         fp = fingerprint(cfg.data)
         loaded_s = time.perf_counter() - t0
         if args.workers == "auto":
-            args.workers = auto_workers(device, cfg, data.n_features)
+            args.workers = auto_workers(device, cfg, data)
             check_seed(cfg.search.seed, where, args.workers)
     except (ConfigError, DataError) as e:
         return fail(str(e))
@@ -478,7 +478,7 @@ def check_seed(seed: Any, where: str, workers: int) -> None:
         )
 
 
-def auto_workers(device: str, cfg: Any, n_features: int) -> int:
+def auto_workers(device: str, cfg: Any, data: Any) -> int:
     """--workers auto on this device (see search.autoworkers); 1 with a warning when the
     measurement cannot run."""
     from search.autoworkers import choose, middle_shape
@@ -492,7 +492,12 @@ def auto_workers(device: str, cfg: Any, n_features: int) -> int:
     try:
         return choose(
             kind,
-            middle_shape(cfg.space, n_features),
+            middle_shape(
+                cfg.space,
+                data.n_features,
+                members=cfg.search.seeds * data.n_folds,
+                precision=cfg.budget.precision,
+            ),
             log=lambda line: print(f"optuna-run: {line}", file=sys.stderr, flush=True),
             single_gpu=device if device.startswith("cuda:") else None,
         )

@@ -559,7 +559,7 @@ class ServiceStorage(RDBStorage):
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
-        for key in ("_core_stmts", "_auto_engine", "_beats", "_end_times"):  # this process's
+        for key in ("_core_stmts", "_auto_engine", "_beats", "_end_times", "_ending"):
             state.pop(key, None)
         return state
 
@@ -581,7 +581,9 @@ class ServiceStorage(RDBStorage):
             where = trials.c.trial_id == bindparam("lock_trial_id")
             stmts = {
                 "lock": select(*cols).where(where).with_for_update(),
-                "lock_sync": select(trials.c.state).where(where).with_for_update(),
+                "lock_sync": select(trials.c.state, trials.c.datetime_complete)
+                .where(where)
+                .with_for_update(),
                 "end": trials.update()
                 .where(trials.c.trial_id == bindparam("end_trial_id"))
                 .values(state=bindparam("state"), datetime_complete=bindparam("datetime_complete")),
@@ -911,11 +913,15 @@ class ServiceStorage(RDBStorage):
     def _set_state(self, trial_id: int, state: TrialState, values: Sequence[float] | None) -> bool:
         """Optuna's state change; a trial's end (COMPLETE, PRUNED, FAIL) as SQL Core
         statements in one transaction, committed synchronously: the row locked, the trial
-        checked unfinished, its values upserted, its state and completion time set."""
+        checked unfinished, its values upserted, its state and completion time set.
+
+        A retry of the same end (its first try committed, then the connection dropped
+        before the reply came) finds the trial in that state with that completion time,
+        written by the first try, and succeeds instead of refusing a finished trial."""
         stmts = self._core()
         if stmts is None or not state.is_finished():
             return super().set_trial_state_values(trial_id, state, values)
-        done = datetime.now()
+        done = self._end_time(trial_id, state)
         if (
             "g_end" in stmts
             and len(values or ()) <= 1
@@ -928,29 +934,30 @@ class ServiceStorage(RDBStorage):
                 row = con.execute(stmts["lock_sync"], {"lock_trial_id": trial_id}).first()
                 if row is None:
                     raise KeyError(rdb_models.NOT_FOUND_MSG)
-                self.check_trial_is_updatable(trial_id, row[0])
-                if values is not None:
-                    rows = []
-                    for objective, v in enumerate(values):
-                        stored, kind = rdb_models.TrialValueModel.value_to_stored_repr(v)
-                        rows.append(
-                            {
-                                "trial_id": trial_id,
-                                "objective": objective,
-                                "value": stored,
-                                "value_type": kind,
-                            }
-                        )
-                    if rows:
-                        con.execute(stmts["values"], rows)
-                con.execute(
-                    stmts["end"],
-                    {
-                        "end_trial_id": trial_id,
-                        "state": state,
-                        "datetime_complete": _to_utc(done),
-                    },
-                )
+                if row[0] != state or row[1] != _to_utc(done):  # else: its earlier try's
+                    self.check_trial_is_updatable(trial_id, row[0])
+                    if values is not None:
+                        rows = []
+                        for objective, v in enumerate(values):
+                            stored, kind = rdb_models.TrialValueModel.value_to_stored_repr(v)
+                            rows.append(
+                                {
+                                    "trial_id": trial_id,
+                                    "objective": objective,
+                                    "value": stored,
+                                    "value_type": kind,
+                                }
+                            )
+                        if rows:
+                            con.execute(stmts["values"], rows)
+                    con.execute(
+                        stmts["end"],
+                        {
+                            "end_trial_id": trial_id,
+                            "state": state,
+                            "datetime_complete": _to_utc(done),
+                        },
+                    )
         except IntegrityError:
             return False
         self._ended_now(trial_id, done)
@@ -978,7 +985,21 @@ class ServiceStorage(RDBStorage):
             stmt = stmts["g_end_value" if values else "g_end"]
             return con.execute(stmt, row).first() is not None
 
+    def _end_time(self, trial_id: int, state: TrialState) -> datetime:
+        """The completion time of the trial's end in progress: now, or the one its earlier
+        try (to the same state) wrote, so that a retry recognises its own write."""
+        pending = self.__dict__.setdefault("_ending", {})
+        if len(pending) > 1024:  # ends that failed for good and were never retried
+            pending.clear()
+        held = pending.get(trial_id)
+        if held is not None and held[0] == state:
+            return held[1]
+        done = datetime.now()
+        pending[trial_id] = (state, done)
+        return done
+
     def _ended_now(self, trial_id: int, done: datetime) -> None:
+        self.__dict__.setdefault("_ending", {}).pop(trial_id, None)
         ended = self._ended()
         if len(ended) > 1024:  # ends nobody asked for (e.g. stale trials failed here)
             ended.clear()

@@ -83,7 +83,8 @@ def test_autocast_runs_cudnn_lstm_in_float16() -> None:
 
 def test_fp16_training_matches_fp32_training(tmp_path: Path) -> None:
     """The same trial trained in fp32 and in fp16 (autocast + gradient scaler) reaches the
-    same validation loss within a small tolerance, and fp16 actually scaled its loss."""
+    same validation loss within a small tolerance; fp16's training passes ran the LSTM in
+    float16 and its weights stayed float32."""
     from dataclasses import replace
 
     from data import Prepared, load_panel
@@ -97,7 +98,15 @@ def test_fp16_training_matches_fp32_training(tmp_path: Path) -> None:
     for precision in ("fp32", "fp16"):
         torch.manual_seed(0)
         net = RecurrentNet(data.n_features, 1, 32, 1)
+        dtypes: set[torch.dtype] = set()
+        hook = net.rnn.register_forward_hook(
+            lambda m, i, o, seen=dtypes: seen.add(o[0].dtype) if m.training else None
+        )
         r = fit(net, data, replace(base, precision=precision))
+        hook.remove()
+        # the training passes ran in the precision asked for (validation: float32)
+        assert dtypes == {torch.float16 if precision == "fp16" else torch.float32}, precision
+        assert all(p.dtype == torch.float32 for p in net.parameters())  # master weights
         losses[precision] = r.best_val_loss
     assert abs(losses["fp16"] - losses["fp32"]) <= 0.02 * abs(losses["fp32"]), losses
 

@@ -33,6 +33,7 @@ def test_the_middle_of_the_default_space() -> None:
     gpu = middle_shape(build_config(None, cpu=False).space, n_features=7)
     # time_steps 5-60, layers 1-3, hidden 16-256 (log), batch 256-2048 choices
     assert gpu == Shape(time_steps=32, num_layers=2, hidden_dim=64, batch_size=512, n_features=7)
+    assert gpu.key() == "T32-L2-H64-B512-F7-M1-fp32"
     cpu = middle_shape(build_config(None, cpu=True).space, n_features=7)
     assert (cpu.time_steps, cpu.num_layers, cpu.hidden_dim, cpu.batch_size) == (12, 2, 20, 512)
 

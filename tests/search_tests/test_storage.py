@@ -564,3 +564,49 @@ def test_connections_closed_by_the_server_are_replaced_at_once(
     )
     assert again.user_attrs == {"k": 1}
     storage.close()
+
+
+def _lost_end_reply(url: str) -> None:
+    """A trial's end commits, then the connection drops before the reply arrives (here:
+    the error raised right after the commit): the storage call is made again and finds the
+    trial already ended by its own first try; it succeeds instead of refusing a finished
+    trial (which would stop the worker), and nothing is written twice."""
+    from sqlalchemy.exc import OperationalError
+
+    storage = make_storage(url, heartbeat_interval=None)
+    backend = storage._backend
+    study = optuna.create_study(study_name=unique_name("lost"), storage=storage)
+    trial = study.ask()
+    trial.report(0.25, 0)
+    real = backend._ended_now
+    drops = []
+
+    def drop_after_commit(trial_id: int, done: datetime) -> None:
+        if not drops:
+            drops.append(trial_id)
+            raise OperationalError(
+                "COMMIT", {}, Exception("server closed the connection"), connection_invalidated=True
+            )
+        real(trial_id, done)
+
+    backend._ended_now = drop_after_commit
+    study.tell(trial, 0.5)
+    assert drops == [trial._trial_id]
+    del backend._ended_now
+    again = optuna.load_study(study_name=study.study_name, storage=url).trials
+    assert [(t.state, t.value, t.intermediate_values) for t in again] == [
+        (TrialState.COMPLETE, 0.5, {0: 0.25})
+    ]
+    # a second, different end of that trial is still refused
+    with pytest.raises(RuntimeError):
+        backend.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    storage.close()
+
+
+def test_an_end_retried_after_its_reply_was_lost_sqlite(tmp_path):
+    _lost_end_reply(f"sqlite:///{tmp_path / 'lost.db'}")
+
+
+@pytest.mark.postgres
+def test_an_end_retried_after_its_reply_was_lost_postgres(fresh_pg):
+    _lost_end_reply(fresh_pg)
