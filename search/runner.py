@@ -11,6 +11,7 @@ whole group) also ends its trial; a second one exits it at once.
 
 from __future__ import annotations
 
+import binascii
 import multiprocessing as mp
 import os
 import shutil
@@ -20,7 +21,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -71,25 +72,68 @@ def make_sampler(cfg: RunConfig, worker: int = 0) -> optuna.samplers.BaseSampler
 
 
 class HyperbandPruner(optuna.pruners.HyperbandPruner):
-    """Optuna's Hyperband, with each trial's bracket computed once.
+    """Optuna's Hyperband, with each trial's bracket computed once and the bracket's trials
+    listed in one plain pass.
 
     The bracket is a hash of the study name and the trial number; Optuna recomputes it for
     every trial of the study at every `should_prune` (to list the trials of the bracket),
-    which grows with the study. The decisions are the same.
+    through a study view it builds as a new class each time, whose every attribute access
+    is checked: costs that grow with the study. The decisions are the same
+    (tests/search_tests/test_pruning_replay.py replays recorded trials through both).
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._bracket_of: dict[tuple[str, int], int] = {}
+        self._bracket_of: dict[str, dict[int, int]] = {}  # study name -> number -> bracket
 
     def _get_bracket_id(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
         if not self._pruners:  # not sized yet: Optuna answers 0 for now
             return super()._get_bracket_id(study, trial)
-        key = (study.study_name, trial.number)
-        bracket = self._bracket_of.get(key)
+        return self._bracket(study.study_name, trial.number)
+
+    def _bracket(self, study_name: str, number: int) -> int:
+        known = self._bracket_of.setdefault(study_name, {})
+        bracket = known.get(number)
         if bracket is None:
-            bracket = self._bracket_of[key] = super()._get_bracket_id(study, trial)
+            assert self._n_brackets is not None
+            n = binascii.crc32(f"{study_name}_{number}".encode())
+            n %= self._total_trial_allocation_budget
+            for bracket_id in range(self._n_brackets):  # as Optuna's _get_bracket_id
+                n -= self._trial_allocation_budgets[bracket_id]
+                if n < 0:
+                    bracket = bracket_id
+                    break
+            assert bracket is not None
+            known[number] = bracket
         return bracket
+
+    def _create_bracket_study(self, study: optuna.Study, bracket_id: int) -> optuna.Study:
+        return _BracketView(study, self, bracket_id)
+
+
+class _BracketView(optuna.study.Study):
+    """The trials of one Hyperband bracket, as the bracket's successive-halving pruner
+    reads them (`get_trials`, `direction`, `_storage`); made without Study.__init__'s
+    storage lookups: it shares the study's."""
+
+    def __init__(self, study: optuna.Study, pruner: HyperbandPruner, bracket_id: int) -> None:
+        self.__dict__.update(study.__dict__)
+        self.pruner = pruner
+        self._bracket_id = bracket_id
+        self._study = study
+
+    def get_trials(
+        self,
+        deepcopy: bool = True,
+        states: Container[optuna.trial.TrialState] | None = None,
+    ) -> list[optuna.trial.FrozenTrial]:
+        trials = self._storage.get_all_trials(self._study_id, deepcopy=deepcopy, states=states)
+        pruner, name, bracket_id = self.pruner, self.study_name, self._bracket_id
+        assert isinstance(pruner, HyperbandPruner)
+        return [t for t in trials if pruner._bracket(name, t.number) == bracket_id]
+
+    def stop(self) -> None:
+        self._study.stop()
 
 
 def make_pruner(cfg: RunConfig) -> optuna.pruners.BasePruner:

@@ -1050,10 +1050,9 @@ class _HeldTrials:
                 # A snapshot: the held trial changes with the next write (its dicts are
                 # replaced, never changed in place); a listing handed out must not.
                 trials[t.number] = copy.copy(t)
-        out = sorted(
-            (t for t in trials.values() if states is None or t.state in states),
-            key=lambda t: t.number,
-        )
+        # by number (sorting the int keys is several times faster than sorting the trials)
+        ordered = map(trials.__getitem__, sorted(trials))
+        out = list(ordered) if states is None else [t for t in ordered if t.state in states]
         return copy.deepcopy(out) if deepcopy else out
 
     def _changed(self, trial_id: int) -> None:
@@ -1161,8 +1160,26 @@ class _HeldTrials:
     def get_trial(self, trial_id: int) -> FrozenTrial:
         t = self._own.get(trial_id)
         if t is not None:
-            return copy.deepcopy(t)
+            return _detached(t)
         return super().get_trial(trial_id)  # type: ignore[misc]
+
+
+def _detached(t: FrozenTrial) -> FrozenTrial:
+    """A copy of a held trial that its reader may change as Optuna's Trial changes the
+    trial it reads (a key set in its params, distributions, attrs or intermediate values):
+    its own dicts, the values in them shared. The held trial's values are never changed in
+    place (scalars, distributions, JSON values as written), so this is what a deep copy
+    would give, at a fraction of its cost (Optuna reads a running trial at every report,
+    `should_prune` and suggestion)."""
+    c = copy.copy(t)
+    c.params = dict(t.params)
+    c.distributions = dict(t.distributions)
+    c.user_attrs = dict(t.user_attrs)
+    c.system_attrs = dict(t.system_attrs)
+    c.intermediate_values = dict(t.intermediate_values)
+    if t.values is not None:
+        c.values = list(t.values)
+    return c
 
 
 class ServiceCache(_HeldTrials, _CachedStorage):
