@@ -26,6 +26,7 @@ import torch
 
 from models import GroupedRecurrent, Members
 from models.lstm import RecurrentNet
+from models.train import make_scaler, train_step
 
 
 def step_rate(model: torch.nn.Module, T: int, M: int, B: int, F: int, steps: int = 30) -> float:
@@ -84,26 +85,19 @@ def precision_bench() -> None:
         seen: list[torch.dtype] = []
         for amp in (False, True):
             torch.manual_seed(0)
-            net = RecurrentNet(7, 1, H, L).cuda()
+            one = RecurrentNet(7, 1, H, L)
+            net = Members([one]).cuda()
             opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-            scaler = torch.amp.GradScaler("cuda", enabled=amp)
-            x = torch.randn(T, B, 7, device="cuda")
-            y = torch.randn(B, device="cuda")
+            scaler = make_scaler("fp16" if amp else "fp32", torch.device("cuda"))
+            x = torch.randn(T, 1, B, 7, device="cuda")
+            y = torch.randn(1, B, device="cuda")
             if amp:
-                h = net.rnn.register_forward_hook(lambda m, i, o, s=seen: s.append(o[0].dtype))
+                h = one.rnn.register_forward_hook(lambda m, i, o, s=seen: s.append(o[0].dtype))
             for i in range(35):
                 if i == 5:
                     torch.cuda.synchronize()
                     t = time.perf_counter()
-                with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
-                    out = net(x)
-                loss = ((out.float() - y) ** 2).mean()
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-                scaler.step(opt)
-                scaler.update()
+                train_step(net, opt, scaler, x, lambda out, y=y: ((out - y) ** 2).mean(), 1.0)
             torch.cuda.synchronize()
             rates[amp] = 30 / (time.perf_counter() - t)
             if amp:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from data.prepared import PanelTensors, Prepared
+from data.prepared import Batch, PanelTensors, Prepared
 from models.ensemble import Members
 from models.metrics import evaluate, loss_fn
 
@@ -204,6 +204,48 @@ def mean_metrics(members: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(m[k] for m in members) / len(members) for k in members[0]}
 
 
+def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
+    """The gradient scaler of `precision` "fp16" (CUDA only); None for "fp32"."""
+    if precision != "fp16":
+        return None
+    if device.type != "cuda":
+        raise ValueError(f"precision fp16 needs a CUDA device, not {device}")
+    return torch.amp.GradScaler("cuda")
+
+
+def train_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    x: torch.Tensor,
+    loss_of: Callable[[torch.Tensor], torch.Tensor],
+    grad_clip: float,
+) -> torch.Tensor:
+    """One training step of an ensemble module on the batch `x`: forward (under float16
+    autocast when `scaler` is given, the loss in float32), backward, each member's gradient
+    norm clipped (the true gradients: unscaled first), optimizer step (skipped by the scaler
+    when a gradient overflowed). Returns the loss."""
+    if scaler is None:
+        out = model(x)
+    else:
+        with torch.autocast("cuda", dtype=torch.float16):
+            out = model(x)
+        out = out.float()  # the loss in float32
+    loss = loss_of(out)
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        model.clip_grad_norm_(grad_clip)  # type: ignore[operator]
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        model.clip_grad_norm_(grad_clip)  # type: ignore[operator]
+        scaler.step(opt)
+        scaler.update()
+    return loss
+
+
 def fit(
     model: nn.Module,
     data: Prepared,
@@ -245,10 +287,7 @@ def fit(
         for m in members
     )
     task = data.cfg.task
-    amp = p.precision == "fp16"
-    if amp and device.type != "cuda":
-        raise ValueError(f"precision fp16 needs a CUDA device, not {device}")
-    scaler = torch.amp.GradScaler("cuda") if amp else None
+    scaler = make_scaler(p.precision, device)
     result = FitResult(math.inf, 0, 0, 0.0)
     start = time.perf_counter()
     bad_epochs = 0
@@ -264,29 +303,16 @@ def fit(
         total = torch.zeros((), device=device)
         for i in range(0, per_epoch, p.batch_size):
             b = data.batch(order[:, i : i + p.batch_size], p.time_steps, folds)
-            if scaler is None:
-                out = model(b.x)  # (M, B[, C])
-            else:
-                with torch.autocast("cuda", dtype=torch.float16):
-                    out = model(b.x)
-                out = out.float()  # the loss in float32
-            loss = torch.stack(
-                [
-                    loss_fn(out[m], b.y[m], None if b.w is None else b.w[m], task)
-                    for m in range(len(members))
-                ]
-            ).sum()
-            opt.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.backward()
-                model.clip_grad_norm_(p.grad_clip)  # type: ignore[operator]
-                opt.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)  # clip the true gradients
-                model.clip_grad_norm_(p.grad_clip)  # type: ignore[operator]
-                scaler.step(opt)  # skipped when a gradient overflowed
-                scaler.update()
+
+            def members_loss(out: torch.Tensor, b: Batch = b) -> torch.Tensor:  # (M, B[, C])
+                return torch.stack(
+                    [
+                        loss_fn(out[m], b.y[m], None if b.w is None else b.w[m], task)
+                        for m in range(len(members))
+                    ]
+                ).sum()
+
+            loss = train_step(model, opt, scaler, b.x, members_loss, p.grad_clip)
             total += loss.detach() * b.y.shape[1]
             if should_stop():
                 raise Interrupted("stop requested")

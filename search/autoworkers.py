@@ -106,6 +106,7 @@ def _probe(
 
     from models.ensemble import Members
     from models.lstm import RecurrentNet
+    from models.train import make_scaler, train_step
 
     try:
         torch.set_num_threads(threads)
@@ -121,25 +122,10 @@ def _probe(
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         x = torch.randn(shape.time_steps, M, B, shape.n_features, device=dev)
         y = torch.randn(M, B, device=dev)
-        amp = shape.precision == "fp16" and dev.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda") if amp else None
+        scaler = make_scaler(shape.precision if dev.type == "cuda" else "fp32", dev)
 
-        def step() -> None:
-            # as models.train.fit trains a trial's networks
-            with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
-                out = net(x)
-            loss = ((out.float() - y) ** 2).mean(1).sum()
-            opt.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.backward()
-                net.clip_grad_norm_(1.0)
-                opt.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                net.clip_grad_norm_(1.0)
-                scaler.step(opt)
-                scaler.update()
+        def step() -> None:  # the step models.train.fit takes
+            train_step(net, opt, scaler, x, lambda out: ((out - y) ** 2).mean(1).sum(), 1.0)
 
         for _ in range(3):  # warm-up: allocations, kernel selection
             step()
