@@ -11,7 +11,6 @@ whole group) also ends its trial; a second one exits it at once.
 
 from __future__ import annotations
 
-import binascii
 import multiprocessing as mp
 import os
 import shutil
@@ -89,22 +88,10 @@ class HyperbandPruner(optuna.pruners.HyperbandPruner):
     def _get_bracket_id(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
         if not self._pruners:  # not sized yet: Optuna answers 0 for now
             return super()._get_bracket_id(study, trial)
-        return self._bracket(study.study_name, trial.number)
-
-    def _bracket(self, study_name: str, number: int) -> int:
-        known = self._bracket_of.setdefault(study_name, {})
-        bracket = known.get(number)
+        known = self._bracket_of.setdefault(study.study_name, {})
+        bracket = known.get(trial.number)
         if bracket is None:
-            assert self._n_brackets is not None
-            n = binascii.crc32(f"{study_name}_{number}".encode())
-            n %= self._total_trial_allocation_budget
-            for bracket_id in range(self._n_brackets):  # as Optuna's _get_bracket_id
-                n -= self._trial_allocation_budgets[bracket_id]
-                if n < 0:
-                    bracket = bracket_id
-                    break
-            assert bracket is not None
-            known[number] = bracket
+            bracket = known[trial.number] = super()._get_bracket_id(study, trial)
         return bracket
 
     def _create_bracket_study(self, study: optuna.Study, bracket_id: int) -> optuna.Study:
@@ -128,9 +115,9 @@ class _BracketView(optuna.study.Study):
         states: Container[optuna.trial.TrialState] | None = None,
     ) -> list[optuna.trial.FrozenTrial]:
         trials = self._storage.get_all_trials(self._study_id, deepcopy=deepcopy, states=states)
-        pruner, name, bracket_id = self.pruner, self.study_name, self._bracket_id
+        pruner, study, bracket_id = self.pruner, self._study, self._bracket_id
         assert isinstance(pruner, HyperbandPruner)
-        return [t for t in trials if pruner._bracket(name, t.number) == bracket_id]
+        return [t for t in trials if pruner._get_bracket_id(study, t) == bracket_id]
 
     def stop(self) -> None:
         self._study.stop()

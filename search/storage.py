@@ -656,16 +656,21 @@ class ServiceStorage(RDBStorage):
         transaction's way, which raises Optuna's error or writes. Also a trial's creation
         (after the study's lock) and its end as one statement each."""
         trials = rdb_models.TrialModel.__table__
-        sync_off = func.set_config(text("'synchronous_commit'"), text("'off'"), true())
-        live = (
-            select(trials.c.trial_id.label("tid"), sync_off.label("sc"))
-            .where(
-                trials.c.trial_id == bindparam("g_trial_id"),
-                trials.c.state == TrialState.RUNNING,
+
+        def running(name: str, *extra: Any) -> Any:
+            """The trial's row, locked, if it is RUNNING (no row otherwise)."""
+            return (
+                select(trials.c.trial_id.label("tid"), *extra)
+                .where(
+                    trials.c.trial_id == bindparam("g_trial_id"),
+                    trials.c.state == TrialState.RUNNING,
+                )
+                .with_for_update()
+                .cte(name)
             )
-            .with_for_update()
-            .cte("live")
-        )
+
+        sync_off = func.set_config(text("'synchronous_commit'"), text("'off'"), true())
+        live = running("live", sync_off.label("sc"))
 
         def guarded(model: Any, keys: list[str], updated: list[str] | None) -> Any:
             table = model.__table__
@@ -699,15 +704,7 @@ class ServiceStorage(RDBStorage):
         }
         # A trial's end with one value or none: locked and checked RUNNING, value upserted,
         # state and completion time set; committed synchronously (no set_config here).
-        ended = (
-            select(trials.c.trial_id.label("tid"))
-            .where(
-                trials.c.trial_id == bindparam("g_trial_id"),
-                trials.c.state == TrialState.RUNNING,
-            )
-            .with_for_update()
-            .cte("ended")
-        )
+        ended = running("ended")
         values = rdb_models.TrialValueModel.__table__
         value_src = select(
             ended.c.tid,
