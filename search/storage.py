@@ -225,6 +225,7 @@ STORAGE_CALLS = (
     "get_n_trials",
     "record_heartbeat",
     "_get_stale_trial_ids",
+    "fail_stale_and_retry",
     "count",
     "completed_at",
 )
@@ -430,15 +431,58 @@ class ServiceStorage(RDBStorage):
         with self.engine.connect() as con:
             return int(con.execute(query.where(t.state.in_(states))).scalar_one())
 
-    def _check_room(self, study_id: int) -> None:
+    def _check_room(self, study_id: int, queued: bool = False) -> None:
+        """StudyFull when the study holds `max_trials` COMPLETE, PRUNED or RUNNING trials;
+        with `queued` (a new trial, not a queued one starting), its WAITING trials count
+        too: a retry queued for a dead worker's trial keeps that trial's place, and no new
+        trial takes it."""
         if self.max_trials is not None:
-            n = self.count(study_id)
+            n = self.count(study_id, (*CLAIMED, TrialState.WAITING) if queued else CLAIMED)
             if n >= self.max_trials:
+                what = "finished, running or queued" if queued else "finished or running"
                 raise StudyFull(
-                    f"the study holds {n} finished or running trials (--max-trials "
-                    f"{self.max_trials})",
+                    f"the study holds {n} {what} trials (--max-trials {self.max_trials})",
                     self.max_trials,
                 )
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Empty: the stale trials are failed here, each with its retry queued (the
+        storage's RetryHeartbeatStaleTrialCallback) under the study's claim, so Optuna's
+        fail_stale_trials finds nothing left to do. Optuna fails all, then queues the
+        retries: in between, a capped study (--max-trials) would have room that a new trial
+        could take, leaving a retry that can never start."""
+        self.fail_stale_and_retry(study_id)
+        return []
+
+    def fail_stale_and_retry(self, study_id: int) -> list[int]:
+        """Fail the study's trials whose heartbeat went stale and queue their retries, all
+        while holding the study's claim; the ids of the trials failed."""
+        pending: dict[int, int] = self.__dict__.setdefault("_retry_pending", {})
+        if not super()._get_stale_trial_ids(study_id) and study_id not in pending.values():
+            return []
+        failed: list[int] = []
+        with self._claim(study_id):
+            for trial_id in super()._get_stale_trial_ids(study_id):
+                try:
+                    if self._set_state(trial_id, TrialState.FAIL, None):
+                        pending[trial_id] = study_id
+                        failed.append(trial_id)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    pass  # failed by another process meanwhile
+            # Failed here and not retried yet (also by an earlier call cut off between the
+            # two: the trial is no longer stale, its retry is still owed).
+            owed = [t for t, s in pending.items() if s == study_id]
+            retry = self.get_heartbeat_stale_trial_callback()
+            if owed and retry is not None:
+                name = self.get_study_name_from_id(study_id)
+                study = optuna.Study(study_name=name, storage=self)
+                for trial_id in owed:
+                    retry(study, copy.deepcopy(self.get_trial(trial_id)))
+                    pending.pop(trial_id)
+            else:
+                for trial_id in owed:
+                    pending.pop(trial_id)
+        return failed
 
     def completed_at(self, trial_id: int) -> datetime | None:
         """The trial's datetime_complete as Optuna reads it back (naive local time; it is
@@ -463,7 +507,7 @@ class ServiceStorage(RDBStorage):
         if template_trial is not None or self.max_trials is None:
             return self._new_trial(study_id, template_trial)
         with self._claim(study_id):
-            self._check_room(study_id)
+            self._check_room(study_id, queued=True)
             return self._new_trial(study_id, template_trial)
 
     def _new_trial(self, study_id: int, template_trial: FrozenTrial | None) -> FrozenTrial:
@@ -1256,7 +1300,13 @@ class ServiceCache(_HeldTrials, _CachedStorage):
         if now - self._stale_at.get(study_id, -1e18) < every:
             return []
         self._stale_at[study_id] = now
-        return super()._get_stale_trial_ids(study_id)
+        backend: ServiceStorage = self._backend  # type: ignore[assignment]
+        failed = backend.fail_stale_and_retry(study_id)
+        for trial_id in failed:  # one this process held is no longer its to write
+            self._own.pop(trial_id, None)
+        if failed:
+            self._read_at.pop(study_id, None)  # their retries are listed at the next read
+        return []
 
     def get_study_id_from_name(self, study_name: str) -> int:
         sid = self._study_ids.get(study_name)

@@ -23,6 +23,7 @@ from search.objective import set_user_attrs
 from search.storage import (
     DEFAULT_STORAGE,
     StorageError,
+    StudyFull,
     describe,
     fail_stale,
     make_storage,
@@ -402,6 +403,51 @@ def test_trial_without_a_heartbeat_thread_goes_stale_sqlite(tmp_path):
 @pytest.mark.postgres
 def test_trial_without_a_heartbeat_thread_goes_stale_postgres(fresh_pg):
     _orphans_go_stale(fresh_pg)
+
+
+def _retry_keeps_its_place(url: str) -> None:
+    """In a capped study (--max-trials 3), a dead worker's trial failed by the heartbeat
+    check hands its place to its retry, not to a new trial: with 1 COMPLETE, 1 RUNNING and
+    the retry WAITING, a new trial is refused and the retry starts. (Were the new trial
+    let in, the retry could never start: the study would end with it WAITING.)"""
+    storage = make_storage(url, heartbeat_interval=1, grace_period=2, max_retry=2, max_trials=3)
+    space = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = optuna.create_study(study_name=unique_name("keep"), storage=storage)
+        done = study.ask(space)
+        study.tell(done, 1.0)
+        dead = study.ask(space)  # its worker dies: no heartbeat after the first
+        time.sleep(3.5)  # past the grace period
+        live = study.ask(space)  # the third place
+        storage.record_heartbeat(live._trial_id)
+        fail_stale(study)
+    trials = optuna.load_study(study_name=study.study_name, storage=url).get_trials()
+    states = {t.number: t.state for t in trials}
+    assert states[dead.number] == TrialState.FAIL and states[live.number] == TrialState.RUNNING
+    (retry,) = [t for t in trials if t.state == TrialState.WAITING]
+    assert retry.params == dead.params
+    backend = storage._backend
+    with pytest.raises(StudyFull, match=r"3 finished, running or queued trials \(--max-trials 3\)"):
+        backend.create_new_trial(study._study_id)  # a new trial: no place for it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        started = study.ask(space)  # the retry, which has a place
+    assert started.number == retry.number and started.params == dead.params
+    study.tell(started, 2.0)
+    study.tell(live, 3.0)
+    trials = optuna.load_study(study_name=study.study_name, storage=url).get_trials()
+    assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL"]
+    storage.close()
+
+
+def test_a_retry_keeps_its_place_in_a_capped_study_sqlite(tmp_path):
+    _retry_keeps_its_place(f"sqlite:///{tmp_path / 'keep.db'}")
+
+
+@pytest.mark.postgres
+def test_a_retry_keeps_its_place_in_a_capped_study_postgres(fresh_pg):
+    _retry_keeps_its_place(fresh_pg)
 
 
 def test_first_thread_heartbeat_is_not_written_twice(tmp_path):
