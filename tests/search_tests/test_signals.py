@@ -49,8 +49,9 @@ def _assert_clean_interrupt(
 def test_sigint_mid_trial_then_rerun_resumes(tmp_path, monkeypatch):
     name = unique_name("int1")
     panel = tiny_panel(tmp_path, n_ids=200)
-    # every training window each epoch: 43 batches
-    slow = study_toml(tmp_path, name, data=panel, epochs=4, windows=0, file="slow")
+    # every training window each epoch (43 batches), 12 epochs: the trial is still training
+    # when the signal comes
+    slow = study_toml(tmp_path, name, data=panel, epochs=12, windows=0, file="slow")
     url = f"sqlite:///{tmp_path / 'x.db'}"
     proc = start_cli(["--config", str(slow), "--storage", url, "--n-trials", "20"], tmp_path)
     wait_for(lambda: training(url, name), 120, "a trial past its first epoch")
@@ -74,7 +75,9 @@ def test_ctrl_c_with_two_workers(tmp_path):
     """Ctrl-C reaches the whole process group: the parent relays it once, the workers end
     their trials as FAIL and exit; the invocation exits 130 with one line."""
     name = unique_name("int2")
-    slow = study_toml(tmp_path, name, data=tiny_panel(tmp_path, n_ids=200), epochs=4, windows=0)
+    # 40 epochs of every window: each trial trains for seconds after both have reported,
+    # so neither ends between the check and the signal.
+    slow = study_toml(tmp_path, name, data=tiny_panel(tmp_path, n_ids=200), epochs=40, windows=0)
     url = f"sqlite:///{tmp_path / 'x.db'}"
     args = ["--config", str(slow), "--storage", url, "--n-trials", "20", "--workers", "2"]
     proc = start_cli(args, tmp_path, start_new_session=True)
