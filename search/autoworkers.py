@@ -153,7 +153,6 @@ def measure(
     device: str,
     k: int,
     shape: Shape,
-    cores: int,
     gpus: int,
     seconds: float,
     single_gpu: str | None = None,
@@ -249,7 +248,7 @@ def choose(
         return int(hit["workers"])
     rates: dict[int, float] = {}
     for k in candidates(device, cores, gpus):
-        rates[k] = measure(device, k, shape, cores, gpus, seconds, single_gpu)
+        rates[k] = measure(device, k, shape, gpus, seconds, single_gpu)
         if rates[k] < (1 - TOLERANCE) * max(rates.values()):
             break  # past the best: more processes only compete
     chosen = pick(rates)

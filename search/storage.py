@@ -457,31 +457,28 @@ class ServiceStorage(RDBStorage):
     def fail_stale_and_retry(self, study_id: int) -> list[int]:
         """Fail the study's trials whose heartbeat went stale and queue their retries, all
         while holding the study's claim; the ids of the trials failed."""
-        pending: dict[int, int] = self.__dict__.setdefault("_retry_pending", {})
-        if not super()._get_stale_trial_ids(study_id) and study_id not in pending.values():
+        # trial id -> study id: failed here, retry not queued yet (a call cut off between
+        # the two leaves it here: the trial is no longer stale, its retry still owed)
+        owed: dict[int, int] = self.__dict__.setdefault("_retry_owed", {})
+        if not super()._get_stale_trial_ids(study_id) and study_id not in owed.values():
             return []
+        retry = self.get_heartbeat_stale_trial_callback()
         failed: list[int] = []
         with self._claim(study_id):
             for trial_id in super()._get_stale_trial_ids(study_id):
                 try:
                     if self._set_state(trial_id, TrialState.FAIL, None):
-                        pending[trial_id] = study_id
                         failed.append(trial_id)
+                        if retry is not None:
+                            owed[trial_id] = study_id
                 except optuna.exceptions.UpdateFinishedTrialError:
                     pass  # failed by another process meanwhile
-            # Failed here and not retried yet (also by an earlier call cut off between the
-            # two: the trial is no longer stale, its retry is still owed).
-            owed = [t for t, s in pending.items() if s == study_id]
-            retry = self.get_heartbeat_stale_trial_callback()
-            if owed and retry is not None:
-                name = self.get_study_name_from_id(study_id)
-                study = optuna.Study(study_name=name, storage=self)
-                for trial_id in owed:
+            here = [t for t, s in owed.items() if s == study_id]
+            if here and retry is not None:
+                study = optuna.Study(study_name=self.get_study_name_from_id(study_id), storage=self)
+                for trial_id in here:
                     retry(study, copy.deepcopy(self.get_trial(trial_id)))
-                    pending.pop(trial_id)
-            else:
-                for trial_id in owed:
-                    pending.pop(trial_id)
+                    del owed[trial_id]
         return failed
 
     def completed_at(self, trial_id: int) -> datetime | None:
@@ -603,7 +600,14 @@ class ServiceStorage(RDBStorage):
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
-        for key in ("_core_stmts", "_auto_engine", "_beats", "_end_times", "_ending"):
+        for key in (
+            "_core_stmts",
+            "_auto_engine",
+            "_beats",
+            "_end_times",
+            "_ending",
+            "_retry_owed",
+        ):
             state.pop(key, None)
         return state
 
@@ -977,20 +981,9 @@ class ServiceStorage(RDBStorage):
                     raise KeyError(rdb_models.NOT_FOUND_MSG)
                 if row[0] != state or row[1] != _to_utc(done):  # else: its earlier try's
                     self.check_trial_is_updatable(trial_id, row[0])
-                    if values is not None:
-                        rows = []
-                        for objective, v in enumerate(values):
-                            stored, kind = rdb_models.TrialValueModel.value_to_stored_repr(v)
-                            rows.append(
-                                {
-                                    "trial_id": trial_id,
-                                    "objective": objective,
-                                    "value": stored,
-                                    "value_type": kind,
-                                }
-                            )
-                        if rows:
-                            con.execute(stmts["values"], rows)
+                    rows = _value_rows(trial_id, values)
+                    if rows:
+                        con.execute(stmts["values"], rows)
                     con.execute(
                         stmts["end"],
                         {
@@ -1020,8 +1013,7 @@ class ServiceStorage(RDBStorage):
             "datetime_complete": _to_utc(done),
         }
         if values:
-            stored, kind = rdb_models.TrialValueModel.value_to_stored_repr(values[0])
-            row.update(objective=0, value=stored, value_type=kind)
+            row.update(_value_rows(trial_id, values)[0])
         with self._auto().connect() as con:
             stmt = stmts["g_end_value" if values else "g_end"]
             return con.execute(stmt, row).first() is not None
@@ -1203,6 +1195,17 @@ class _HeldTrials:
         if t is not None:
             return _detached(t)
         return super().get_trial(trial_id)  # type: ignore[misc]
+
+
+def _value_rows(trial_id: int, values: Sequence[float] | None) -> list[dict[str, Any]]:
+    """The trial_values rows of a trial's end, stored as Optuna stores them."""
+    rows = []
+    for objective, v in enumerate(values or ()):
+        stored, kind = rdb_models.TrialValueModel.value_to_stored_repr(v)
+        rows.append(
+            {"trial_id": trial_id, "objective": objective, "value": stored, "value_type": kind}
+        )
+    return rows
 
 
 def _detached(t: FrozenTrial) -> FrozenTrial:
