@@ -20,7 +20,7 @@ import torch
 from data import DataConfig, Prepared, load_panel
 from models import Member, TrainParams, fit, group
 from models.lstm import RecurrentNet
-from search.verdict import build_verdict
+from search.evaluate.verdict import build_verdict
 
 SETTINGS: list[tuple[str, dict[str, object], int]] = [
     # (label, data settings, training windows per epoch)

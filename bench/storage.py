@@ -14,8 +14,8 @@ with `GrpcStorageProxy` for stock, `optuna-run proxy` with our client for ours).
 
 - stock: what Optuna's documentation shows: `create_study(storage=URL,
   sampler=TPESampler(), pruner=HyperbandPruner(min_resource=1, max_resource=10))`.
-- ours: `search.storage.make_storage` (heartbeats on, as a run has them) with the sampler and
-  pruner set up by `search.runner.make_sampler` / `make_pruner` from a study config whose
+- ours: `search.storage.rdb.make_storage` (heartbeats on, as a run has them) with the sampler and
+  pruner set up by `search.study.runner.make_sampler` / `make_pruner` from a study config whose
   epochs range is 1-10.
 
 Each (backend, mode) runs in its own process, `--repeat` times; the figures printed are
@@ -88,9 +88,9 @@ def open_study(backend: str, mode: str, url: str, seed: int) -> Any:
             sampler=optuna.samplers.TPESampler(seed=seed),
             pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=10),
         )
-    from search.config import build_config
-    from search.runner import make_pruner, make_sampler
-    from search.storage import make_storage
+    from search.config.schema import build_config
+    from search.storage.rdb import make_storage
+    from search.study.pruners import make_pruner, make_sampler
 
     folder = Path(tempfile.mkdtemp(prefix="bench-cfg-"))
     toml = folder / "bench.toml"

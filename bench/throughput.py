@@ -39,9 +39,10 @@ from data import Prepared, fingerprint, load_panel
 from models import Member, TrainParams, build_model, fit
 from models.lstm import RecurrentNet
 from models.train import EpochResult
-from search.config import build_config
-from search.runner import Stop, make_pruner, make_sampler, run_trials
-from search.study import open_study
+from search.config.schema import build_config
+from search.study.create import open_study
+from search.study.pruners import make_pruner, make_sampler
+from search.study.runner import Stop, run_trials
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample" / "sp500_sample.parquet"
@@ -101,7 +102,7 @@ def study_part(args: argparse.Namespace, device: torch.device, tmp: str) -> Prep
     data = Prepared(panel, cfg.data, device, eval_time_steps=int(cfg.space.max("time_steps")))
     load_s = time.perf_counter() - t0
     url = f"sqlite:///{tmp}/throughput.db"
-    from search.storage import make_storage
+    from search.storage.rdb import make_storage
 
     storage = make_storage(url, heartbeat_interval=None)
     open_study(storage, cfg, fingerprint(cfg.data), make_sampler(cfg), make_pruner(cfg))

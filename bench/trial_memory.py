@@ -30,10 +30,11 @@ import optuna
 import torch
 
 from data import Prepared, fingerprint, load_panel
-from search.config import build_config
-from search.runner import Stop, make_pruner, make_sampler, run_trials
-from search.storage import make_storage
-from search.study import open_study
+from search.config.schema import build_config
+from search.storage.rdb import make_storage
+from search.study.create import open_study
+from search.study.pruners import make_pruner, make_sampler
+from search.study.runner import Stop, run_trials
 
 ROOT = Path(__file__).resolve().parent.parent
 

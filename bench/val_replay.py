@@ -37,9 +37,9 @@ import torch
 from data import Prepared, load_panel
 from models import Member, TrainParams, fit
 from models.train import EpochResult, as_members, to_floats, validate
-from search.config import build_config
-from search.objective import make_members, train_params
-from search.runner import make_pruner
+from search.config.schema import build_config
+from search.study.objective import make_members, train_params
+from search.study.pruners import make_pruner
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample" / "sp500_sample.parquet"

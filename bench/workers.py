@@ -38,9 +38,9 @@ def worker(url: str, seed: int, until: float, barrier: Any, q: Any) -> None:
     """One worker: open the study like `optuna-run`, run toy trials until `until`."""
     import optuna
 
-    from search.config import build_config
-    from search.runner import make_pruner, make_sampler
-    from search.storage import make_storage
+    from search.config.schema import build_config
+    from search.storage.rdb import make_storage
+    from search.study.pruners import make_pruner, make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore")
@@ -85,7 +85,7 @@ def run(n: int, mode: str, seconds: float, pg: str) -> tuple[float, int]:
     admin = create_engine(make_url(pg).set(database="postgres"))
     proc = None
     try:
-        from search.storage import make_storage
+        from search.storage.rdb import make_storage
 
         setup = make_storage(url, heartbeat_interval=None)
         optuna.create_study(study_name="bench", storage=setup)

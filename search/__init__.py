@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from search.config import RunConfig, build_config
-from search.space import SearchSpace, TrialParams
+from search.config.schema import RunConfig, build_config
+from search.config.space import SearchSpace, TrialParams
 
 __all__ = ["RunConfig", "SearchSpace", "TrialParams", "build_config"]

@@ -36,7 +36,7 @@ def make_dashboard(
     names the option that gave the port in the error."""
     from optuna_dashboard import wsgi
 
-    from search.storage import make_storage
+    from search.storage.rdb import make_storage
 
     try:
         server = make_server(host, port, _unset_app, handler_class=_QuietHandler)
@@ -90,8 +90,8 @@ def run_dashboard(args: argparse.Namespace) -> int:
 
     import optuna
 
-    from search.cliutil import fail, missing_sqlite
-    from search.storage import StorageError, describe, resolve_url
+    from search.cli.common import fail, missing_sqlite
+    from search.storage.rdb import StorageError, describe, resolve_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = resolve_url(args.storage)

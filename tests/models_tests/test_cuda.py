@@ -89,7 +89,7 @@ def test_fp16_training_matches_fp32_training(tmp_path: Path) -> None:
 
     from data import Prepared, load_panel
     from models.train import TrainParams, fit
-    from search.config import build_config
+    from search.config.schema import build_config
 
     cfg = build_config(None, cpu=False)
     data = Prepared(load_panel(cfg.data), cfg.data, torch.device("cuda"), eval_time_steps=20)

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from search.storage import make_storage
+from search.storage.rdb import make_storage
 from tests.conftest import SAMPLE, write_panel
 
 TERMINAL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from search.autoworkers import Shape, candidates, middle_shape, pick
 from search.cli import main
-from search.config import build_config
-from search.runner import cpu_count
+from search.config.schema import build_config
+from search.study.autoworkers import Shape, candidates, middle_shape, pick
+from search.study.runner import cpu_count
 from tests.search_tests.helpers import load, write_study
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from data import ConfigError
 from search.cli import main
-from search.config import (
+from search.config.schema import (
     DEFAULT_CONFIG,
     DEFAULT_CPU_BUDGET,
     DEFAULT_CPU_SPACE,
@@ -16,7 +16,7 @@ from search.config import (
     build_config,
     read_toml,
 )
-from search.space import PARAMS
+from search.config.space import PARAMS
 from tests.conftest import SAMPLE
 
 

@@ -12,13 +12,14 @@ from typing import Any
 import optuna
 import torch
 
-import search.objective as objective_module
+import search.study.objective as objective_module
 from data import Prepared, fingerprint, load_panel
-from search.config import build_config
-from search.objective import is_out_of_memory
-from search.runner import Stop, make_pruner, make_sampler, run_trials
-from search.storage import make_storage
-from search.study import open_study
+from search.config.schema import build_config
+from search.storage.rdb import make_storage
+from search.study.create import open_study
+from search.study.objective import is_out_of_memory
+from search.study.pruners import make_pruner, make_sampler
+from search.study.runner import Stop, run_trials
 from tests.search_tests.studyrun import load, study_toml, tiny_panel, unique_name
 
 S = optuna.trial.TrialState

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from search.cli import main as cli_main
-from search.runner import cpu_count, torch_threads
+from search.study.runner import cpu_count, torch_threads
 from tests.search_tests.studyrun import (
     assert_numbers_unique,
     cli_env,

@@ -169,7 +169,7 @@ def test_max_trials_on_a_worker_behind_the_proxy_is_refused(tmp_path, capsys):
 
 
 def test_unreachable_proxy_is_a_clear_error(tmp_path, capsys):
-    from search.storage import StorageError, make_storage
+    from search.storage.rdb import StorageError, make_storage
 
     with pytest.raises(
         StorageError, match=r"cannot reach the storage proxy at grpc://127\.0\.0\.1:9"

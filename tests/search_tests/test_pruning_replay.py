@@ -18,9 +18,9 @@ import numpy as np
 import optuna
 import pytest
 
-from search.config import build_config
-from search.runner import make_pruner, make_sampler
-from search.storage import make_storage
+from search.config.schema import build_config
+from search.storage.rdb import make_storage
+from search.study.pruners import make_pruner, make_sampler
 from tests.conftest import SAMPLE
 from tests.search_tests.studyrun import fresh_database
 

@@ -10,7 +10,7 @@ import torch
 
 from data import DataConfig, Prepared, load_panel
 from search.cli import main
-from search.retrain import FORMAT
+from search.evaluate.retrain import FORMAT
 from tests.search_tests.helpers import run_cli, write_study
 
 

@@ -19,8 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from search.cli import main as cli_main
-from search.objective import set_user_attrs
-from search.storage import (
+from search.storage.rdb import (
     DEFAULT_STORAGE,
     StorageError,
     StudyFull,
@@ -31,6 +30,7 @@ from search.storage import (
     resolve_url,
     scrub,
 )
+from search.study.objective import set_user_attrs
 from tests.search_tests.studyrun import (
     assert_numbers_unique,
     fresh_database,

@@ -186,8 +186,8 @@ def test_a_data_mismatch_says_what_differs(tmp_path):
     file's content changed: not two hashes."""
     import optuna
 
-    from search.config import build_config
-    from search.study import IncompatibleStudy, open_study
+    from search.config.schema import build_config
+    from search.study.create import IncompatibleStudy, open_study
 
     url = f"sqlite:///{tmp_path / 'd.db'}"
     cfg = build_config(None, cpu=True)

@@ -40,16 +40,16 @@ from models import (
     to_floats,
     validate,
 )
-from search.config import BudgetConfig
-from search.export import ExportError, versions
-from search.objective import (
+from search.config.schema import BudgetConfig
+from search.config.space import TrialParams
+from search.evaluate.export import ExportError, versions
+from search.study.objective import (
     make_members,
     objective_values,
     selection_score,
     train_params,
     trial_members,
 )
-from search.space import TrialParams
 
 FORMAT = "lstm-panel-search/2"
 
@@ -344,7 +344,7 @@ def judge(
     """The verdict of the retrained configuration(s), averaged over their seeds, against the
     baselines; the seed spread comes from each seed's own test value (one configuration)."""
     from models.metrics import OBJECTIVES
-    from search.verdict import build_verdict
+    from search.evaluate.verdict import build_verdict
 
     predictor = EnsemblePredictor(data, [(int(t.params["time_steps"]), t.nets) for t in trained])
     metric = _verdict_metric(OBJECTIVES[ctx.objective.split(",")[0].strip()][0])
@@ -360,7 +360,7 @@ def judge(
 
 def _verdict_metric(metric: str) -> str:
     """The verdict compares on the study's metric when it is one of its columns."""
-    from search.verdict import COLUMNS
+    from search.evaluate.verdict import COLUMNS
 
     return metric if metric in COLUMNS else "rank_ic"
 

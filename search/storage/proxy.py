@@ -33,7 +33,7 @@ from typing import Any
 
 import optuna
 
-from search.storage import StorageError, StudyFull, describe, make_storage
+from search.storage.rdb import StorageError, StudyFull, describe, make_storage
 
 DEFAULT_PORT = 13000
 

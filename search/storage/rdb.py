@@ -496,7 +496,10 @@ class ServiceStorage(RDBStorage):
     def _study_of(self, trial_id: int) -> int:
         t = rdb_models.TrialModel
         with self.engine.connect() as con:
-            return int(con.execute(select(t.study_id).where(t.trial_id == trial_id)).scalar_one())
+            study_id: Any = con.execute(
+                select(t.study_id).where(t.trial_id == trial_id)
+            ).scalar_one()
+            return int(study_id)
 
     def _create_new_trial(
         self, study_id: int, template_trial: FrozenTrial | None = None

@@ -20,10 +20,10 @@ import optuna
 import torch
 
 from data import ConfigError, DataError
-from search.cliutil import fail, load_existing, resolve_device
-from search.export import ExportError
-from search.objective import spread
-from search.retrain import StudyContext, Trained, judge, retrain
+from search.cli.common import fail, load_existing, resolve_device
+from search.evaluate.export import ExportError
+from search.evaluate.retrain import StudyContext, Trained, judge, retrain
+from search.study.objective import spread
 
 DEFAULT_SEED = 20_240_601
 
@@ -112,9 +112,9 @@ def _per_seed(member_values: list[float], seeds: int) -> list[float]:
 def run_confirm(args: argparse.Namespace) -> int:
     import torch
 
-    from search.export import ExportError
-    from search.storage import StorageError
-    from search.verdict import format_verdict
+    from search.evaluate.export import ExportError
+    from search.evaluate.verdict import format_verdict
+    from search.storage.rdb import StorageError
 
     try:
         device = resolve_device(args.device)

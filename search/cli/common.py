@@ -66,7 +66,7 @@ def out_problem(value: str, folder: bool = False) -> str | None:
 def missing_sqlite(url: str) -> str | None:
     """Why a study cannot be read from `url`: a SQLite file that does not exist (reading a
     study must not create an empty database); None otherwise."""
-    from search.storage import describe
+    from search.storage.rdb import describe
 
     if not url.startswith("sqlite:///"):
         return None
@@ -100,7 +100,7 @@ def load_existing(storage_flag: str | None, name: str) -> Any:
     naming the studies that are there. Raises StorageError / ConfigError."""
     import optuna
 
-    from search.storage import check_url, describe, make_storage, resolve_url
+    from search.storage.rdb import check_url, describe, make_storage, resolve_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = resolve_url(storage_flag)

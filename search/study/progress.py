@@ -11,7 +11,7 @@ from typing import Any, TextIO
 import optuna
 from tqdm import tqdm
 
-from search.storage import describe
+from search.storage.rdb import describe
 
 
 def trial_event(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:

@@ -25,8 +25,8 @@ from models import (
 )
 from models.ensemble import group
 from models.metrics import OBJECTIVES
-from search.config import BudgetConfig, RunConfig
-from search.space import TrialParams
+from search.config.schema import BudgetConfig, RunConfig
+from search.config.space import TrialParams
 
 
 def train_params(p: TrialParams, b: BudgetConfig, seed: int | None) -> TrainParams:
@@ -260,7 +260,7 @@ KEPT_METRICS = (
 
 def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
     """`trial.set_user_attr` for each item, as one storage write where the storage has a
-    batch (search.storage's do; others get one write per key)."""
+    batch (search.storage.rdb's do; others get one write per key)."""
     batch = getattr(trial.storage, "set_trial_user_attrs", None)
     if batch is None:
         for k, v in attrs.items():

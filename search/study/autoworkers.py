@@ -164,7 +164,7 @@ def measure(
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(k)
     results = ctx.Queue()
-    from search.runner import torch_threads
+    from search.study.runner import torch_threads
 
     threads = torch_threads(k) if device == "cpu" else 1  # as run_parallel gives them
     procs = []
@@ -229,7 +229,7 @@ def choose(
     saying what was measured and chosen."""
     import torch
 
-    from search.runner import cpu_count
+    from search.study.runner import cpu_count
 
     cores = cpu_count()
     gpus = (1 if single_gpu else torch.cuda.device_count()) if device == "cuda" else 0

@@ -14,14 +14,14 @@ from typing import Any
 
 from data import ConfigError, DataConfig
 from models.metrics import CLASSIFICATION_ONLY, OBJECTIVES, REGRESSION_ONLY
-from search.space import PARAMS, Param, SearchSpace, parse_param
+from search.config.space import PARAMS, Param, SearchSpace, parse_param
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_CONFIG = ROOT / "studies" / "default.toml"
 
 # The default study's space (studies/default.toml writes the same): a GPU-sized search.

@@ -14,16 +14,16 @@ import numpy as np
 import polars as pl
 
 from data import ConfigError, DataError, load_panel
-from search.cliutil import fail, load_existing, resolve_device
+from search.cli.common import fail, load_existing, resolve_device
 
 
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from search.export import ExportError
-    from search.retrain import train_best
-    from search.storage import StorageError
-    from search.verdict import format_verdict
+    from search.evaluate.export import ExportError
+    from search.evaluate.retrain import train_best
+    from search.evaluate.verdict import format_verdict
+    from search.storage.rdb import StorageError
 
     out = Path(args.out or f"studies/{args.study_name}-model.pt")
     try:
@@ -101,7 +101,7 @@ def run_predict(args: argparse.Namespace) -> int:
     import torch
 
     from data.load import DataWarning
-    from search.retrain import load_checkpoint, predict_file
+    from search.evaluate.retrain import load_checkpoint, predict_file
 
     out = Path(args.out)
     if out.suffix not in (".csv", ".parquet"):
@@ -128,7 +128,7 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"optuna-run: warning: {msg}", file=sys.stderr)
     if error is not None:
         return fail(error)
-    from search.export import atomic_write
+    from search.evaluate.export import atomic_write
 
     if out.suffix == ".csv":
         atomic_write(out, df.write_csv())
@@ -155,7 +155,7 @@ def with_raw_target(df: pl.DataFrame, settings: dict[str, Any], path: str) -> pl
     """Add `target_raw`, the target before any transform (the given column, or the forward
     return); `target` stays what the model was trained to predict, on the model's scale
     (after the per-date transform, winsorising and scaling; class codes for classes)."""
-    from search.retrain import data_config
+    from search.evaluate.retrain import data_config
 
     raw = dict(settings, task="regression", target_cs="none", target_winsor=0.0, target_scale=1.0)
     panel = load_panel(data_config(raw, path), for_prediction=True)

@@ -11,8 +11,8 @@ import optuna
 
 from data import DataConfig, Prepared
 from data.panel import describe as describe_panel
-from search.config import RunConfig
-from search.export import versions
+from search.config.schema import RunConfig
+from search.evaluate.export import versions
 
 
 def target_description(cfg: DataConfig) -> str:

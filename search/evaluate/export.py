@@ -152,8 +152,8 @@ def export_trials(study: optuna.Study, out: Path) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from data import ConfigError
-    from search.cliutil import fail, load_existing
-    from search.storage import StorageError
+    from search.cli.common import fail, load_existing
+    from search.storage.rdb import StorageError
 
     try:
         # every flag is checked before anything is written (argparse checked the paths)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from data import ConfigError, DataError
-from search.cliutil import (
+from search.cli.common import (
     DEVICES_HELP,
     Parser,
     fail,
@@ -264,19 +264,9 @@ def cmd_run(argv: list[str]) -> int:
     from data import Prepared, fingerprint, load_panel
     from data.load import DataWarning
     from data.panel import describe as describe_panel
-    from search.config import build_config, default_config_path
+    from search.config.schema import build_config, default_config_path
     from search.dashboard import Background, DashboardError, make_dashboard
-    from search.notes import annotate_study, start_lines
-    from search.report import Reporter, log_path
-    from search.runner import (
-        Stop,
-        make_pruner,
-        make_sampler,
-        run_parallel,
-        run_trials,
-        torch_threads,
-    )
-    from search.storage import (
+    from search.storage.rdb import (
         StorageError,
         check_url,
         describe,
@@ -284,7 +274,11 @@ def cmd_run(argv: list[str]) -> int:
         make_storage,
         resolve_url,
     )
-    from search.study import IncompatibleStudy, open_study
+    from search.study.create import IncompatibleStudy, open_study
+    from search.study.notes import annotate_study, start_lines
+    from search.study.progress import Reporter, log_path
+    from search.study.pruners import make_pruner, make_sampler
+    from search.study.runner import Stop, run_parallel, run_trials, torch_threads
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = resolve_url(args.storage)
@@ -479,9 +473,9 @@ def check_seed(seed: Any, where: str, workers: int) -> None:
 
 
 def auto_workers(device: str, cfg: Any, data: Any) -> int:
-    """--workers auto on this device (see search.autoworkers); 1 with a warning when the
+    """--workers auto on this device (see search.study.autoworkers); 1 with a warning when the
     measurement cannot run."""
-    from search.autoworkers import choose, middle_shape
+    from search.study.autoworkers import choose, middle_shape
 
     kind = "cuda" if device.startswith("cuda") else "cpu"
     if device.startswith("cuda:"):
@@ -598,12 +592,12 @@ def predict_parser() -> argparse.ArgumentParser:
 
 # verb -> (its parser, the module and function that do its work)
 VERBS: dict[str, tuple[Callable[[], argparse.ArgumentParser], str, str]] = {
-    "export": (export_parser, "search.export", "run_export"),
-    "train": (train_parser, "search.train_predict", "run_train"),
-    "predict": (predict_parser, "search.train_predict", "run_predict"),
-    "confirm": (confirm_parser, "search.confirm", "run_confirm"),
+    "export": (export_parser, "search.evaluate.export", "run_export"),
+    "train": (train_parser, "search.cli.train_predict", "run_train"),
+    "predict": (predict_parser, "search.cli.train_predict", "run_predict"),
+    "confirm": (confirm_parser, "search.evaluate.confirm", "run_confirm"),
     "dashboard": (dashboard_parser, "search.dashboard", "run_dashboard"),
-    "report": (report_parser, "search.report_html", "run_report"),
+    "report": (report_parser, "search.evaluate.report", "run_report"),
 }
 
 
@@ -653,8 +647,8 @@ def proxy_parser() -> argparse.ArgumentParser:
 
 def cmd_proxy(argv: list[str]) -> int:
     args = proxy_parser().parse_args(argv)
-    from search.proxy import serve
-    from search.storage import StorageError, resolve_url
+    from search.storage.proxy import serve
+    from search.storage.rdb import StorageError, resolve_url
 
     try:
         return serve(

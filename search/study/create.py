@@ -9,7 +9,7 @@ from typing import Any
 
 import optuna
 
-from search.config import BudgetConfig, RunConfig
+from search.config.schema import BudgetConfig, RunConfig
 
 
 class IncompatibleStudy(ValueError):

@@ -379,8 +379,8 @@ def write_report(study: optuna.Study, out: Path) -> tuple[Path, list[Path]]:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from search.cliutil import fail, missing_sqlite
-    from search.storage import StorageError, describe, make_storage, resolve_url
+    from search.cli.common import fail, missing_sqlite
+    from search.storage.rdb import StorageError, describe, make_storage, resolve_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = resolve_url(args.storage)

@@ -1,0 +1,5 @@
+import sys
+
+from search.cli.app import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The run configuration: its schema (study TOML < flags) and the search space."""

@@ -1,0 +1,1 @@
+"""What a finished study is worth: retraining, confirmation, the verdict, export, report."""

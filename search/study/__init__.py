@@ -1,0 +1,1 @@
+"""A study while it runs: creating or resuming it, the objective, workers, progress."""
