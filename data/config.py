@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from data.errors import ConfigError
+from data.fields import Checked
 
 NORMALIZATIONS = ("robust", "cs_zscore", "cs_rank", "none")
 TARGET_CS = ("none", "demean", "zscore", "rank")
@@ -15,7 +15,9 @@ FOLD_MODES = ("expanding", "sliding")
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Checked):
+    section: ClassVar[str] = "data"
+
     path: str = ""
     """Parquet or CSV file (`[data] path`, `--data`); relative paths resolve against the TOML."""
     date: str = "date"
@@ -78,11 +80,6 @@ class DataConfig:
     fold_mode: str = "expanding"
     """`expanding` (each fold trains on every date before its purge) or `sliding` (each fold
     trains on as many dates as the first fold has)."""
-
-    def __post_init__(self) -> None:
-        problems = self.problems()
-        if problems:
-            raise ConfigError(problems)
 
     def problems(self) -> list[str]:
         p: list[str] = []
