@@ -1,21 +1,22 @@
-"""One frozen, validated run configuration from built-in defaults < study TOML < CLI flags.
+"""A RunConfig from built-in defaults < study TOML < overrides < flags.
 
 Every problem (unknown key with a "did you mean", bad type, bad range) is collected and
-reported together, naming the TOML key or the flag.
+reported together, naming the TOML key, the override or the flag.
 """
 
 from __future__ import annotations
 
-import difflib
 import sys
+from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from data import ConfigError
-from models.metrics import CLASSIFICATION_ONLY, OBJECTIVES, REGRESSION_ONLY
-from search.config.schema import PRECISIONS, PRUNERS, SAMPLERS, SECTIONS, RunConfig
-from search.config.space import PARAMS, Param, SearchSpace, parse_param
+from data.fields import Checked, unknown_keys
+from search.config.checks import blame_file, blame_flags, device_problems
+from search.config.schema import SECTIONS, RunConfig, objective_task_problems
+from search.config.space import PARAMS, SearchSpace, parse_space
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -58,19 +59,7 @@ DEFAULT_CPU_BUDGET: dict[str, Any] = {
 }
 
 TOP_KEYS = [*SECTIONS, "space", "cpu"]
-
-
-def _did_you_mean(key: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(key, options, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _unknown(where: str, got: dict[str, Any], known: list[str], problems: list[str]) -> None:
-    for k in got:
-        if k not in known:
-            problems.append(
-                f"{where}: unknown key {k!r}{_did_you_mean(k, known)}; known keys are {known}"
-            )
+Flags = Mapping[str, Mapping[str, Any]]
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -81,58 +70,6 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
-
-
-def _section(
-    cls: Any, name: str, raw: dict[str, Any], flags: dict[str, Any], problems: list[str]
-) -> Any:
-    """Build one section dataclass from TOML values and flags, collecting problems."""
-    known = [f.name for f in fields(cls)]
-    if not isinstance(raw, dict):
-        problems.append(f"[{name}]: expected a table, got {raw!r}")
-        raw = {}
-    _unknown(f"[{name}]", raw, known, problems)
-    kw: dict[str, Any] = {}
-    types = {f.name: f.type for f in fields(cls)}
-    for k, v in {**raw, **{k: v for k, v in flags.items() if v is not None}}.items():
-        if k not in known:
-            continue
-        t = str(types[k])
-        if "float" in t and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if "tuple" in t and isinstance(v, str):
-            v = (v,)
-        if "tuple" in t and isinstance(v, list):
-            v = tuple(v)
-        want = _expected(t)
-        if want and not any(_is(v, w) for w in want):
-            problems.append(f"[{name}] {k}: expected {' or '.join(want)}, got {v!r}")
-            continue
-        kw[k] = v
-    try:
-        return cls(**kw)
-    except ConfigError as e:
-        problems.extend(_blame_flags(e.problems, name, flags))
-    except (TypeError, ValueError) as e:
-        problems.append(f"[{name}]: {e}")
-    return None
-
-
-def _blame_flags(problems: list[str], section: str, flags: dict[str, Any]) -> list[str]:
-    """A bad value given on the command line is named by its flag, not by the TOML key."""
-    names = {"path": "--data", "name": "--study-name"}
-    out = []
-    for p in problems:
-        for k, v in flags.items():
-            prefix = f"[{section}] {k}"
-            rest = p[len(prefix) :]
-            if v is not None and p.startswith(prefix) and rest[:1] in (":", " "):
-                if rest.startswith(" (--"):
-                    rest = rest[rest.index(")") + 1 :]
-                p = names.get(k, f"--{k.replace('_', '-')}") + rest
-                break
-        out.append(p)
-    return out
 
 
 def default_config_path() -> Path:
@@ -162,28 +99,37 @@ def inherit_data(
     return {**base, **data_raw}, notes
 
 
-def _expected(t: str) -> list[str]:
-    out = []
-    for w in ("bool", "int", "float", "str", "tuple", "None"):
-        if w in t.replace("builtins.", ""):
-            out.append(w)
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` laid on `base` table by table, key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        old = out.get(k)
+        out[k] = _merge(old, v) if isinstance(old, Mapping) and isinstance(v, Mapping) else v
     return out
 
 
-def _is(v: Any, w: str) -> bool:
-    if w == "None":
-        return v is None
-    if w == "bool":
-        return isinstance(v, bool)
-    if w == "int":
-        return isinstance(v, int) and not isinstance(v, bool)
-    if w == "float":
-        return isinstance(v, float)
-    if w == "str":
-        return isinstance(v, str)
-    if w == "tuple":
-        return isinstance(v, tuple) and all(isinstance(x, str) for x in v)
-    return True
+def _table(raw: Mapping[str, Any], name: str, problems: list[str]) -> dict[str, Any]:
+    t = raw.get(name, {})
+    if not isinstance(t, Mapping):
+        problems.append(f"[{name}]: expected a table, got {t!r}")
+        return {}
+    return dict(t)
+
+
+def _section(
+    cls: type[Checked], name: str, table: Any, given: Mapping[str, Any], problems: list[str]
+) -> Any:
+    """One section from its TOML table and flags (None: absent), collecting problems."""
+    given = {k: v for k, v in given.items() if v is not None}
+    known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    problems += unknown_keys(f"flags[{name!r}]", given, known)
+    given = {k: v for k, v in given.items() if k in known}
+    merged = {**table, **given} if isinstance(table, Mapping) else table
+    try:
+        return cls.from_dict(merged, where=f"[{name}]")
+    except ConfigError as e:
+        problems += blame_flags(e.problems, name, given)
+    return None
 
 
 def _space(
@@ -200,157 +146,156 @@ def _space(
     if cpu:
         raw.update(cpu_space)
     for where, table in (("[space]", toml_space), ("[cpu.space]", cpu_space)):
-        _unknown(where, table, list(PARAMS), problems)
-    params: dict[str, Param] = {}
-    n = len(problems)
-    for name in PARAMS:
-        where = "[cpu.space]" if cpu and name in cpu_space else "[space]"
-        p = parse_param(name, raw[name], where, problems)
-        if p is not None:
-            params[name] = p
-    return SearchSpace(params) if len(problems) == n else None
+        problems += unknown_keys(where, table, list(PARAMS))
+    return parse_space(
+        raw, lambda name: "[cpu.space]" if cpu and name in cpu_space else "[space]", problems
+    )
 
 
-def build_config(
-    config_path: Path | None,
-    *,
-    cpu: bool,
-    flags: dict[str, dict[str, Any]] | None = None,
-) -> RunConfig:
-    """Resolve the run config: built-in defaults < TOML < flags; raise ConfigError once.
-
-    `flags` maps a section name to {key: value} given on the command line (None = absent).
-    `cpu` says whether training runs on a CPU device ([cpu] limits apply).
-    """
-    flags = flags or {}
-    default_config = config_path is None
-    if config_path is None:
-        config_path = default_config_path()
-    path = config_path.resolve()
-    raw = read_toml(path)
-    problems: list[str] = []
-    _unknown(str(path.name), raw, TOP_KEYS, problems)
-    data_raw = dict(raw.get("data", {})) if isinstance(raw.get("data"), dict) else {}
-    if "path" in data_raw and isinstance(data_raw["path"], str):
+def _data(
+    raw: Mapping[str, Any], path: Path, flags: Flags, problems: list[str]
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """The [data] table (its file resolved against the TOML's folder, the default study's
+    settings for what it leaves out), the data flags (--data resolved against the working
+    folder; id "" = the file is one series, no id column) and what was filled in."""
+    data_raw = _table(raw, "data", problems)
+    if isinstance(data_raw.get("path"), str):
         data_raw["path"] = str((path.parent / data_raw["path"]).resolve())
     data_flags = dict(flags.get("data", {}))
     if data_flags.get("path"):
         data_flags["path"] = str(Path(data_flags["path"]).resolve())
+    if data_flags.get("id") == "":
+        del data_flags["id"]
+        data_raw["id"] = None
     data_raw, notes = inherit_data(data_raw, path, data_flags.get("path"))
+    return data_raw, data_flags, notes
+
+
+def _study_flags(
+    raw: Mapping[str, Any],
+    data_file: Any,
+    flags: Flags,
+    default_config: bool,
+    data_flag: bool,
+) -> tuple[dict[str, Any], list[str]]:
+    """The study flags, with a name of its own for a study of other data than the default
+    config's that names none (the default study's name is for the default data; its trials
+    would not mix anyway)."""
     study_flags = dict(flags.get("study", {}))
     study_raw = raw.get("study", {})
-    named = isinstance(study_raw, dict) and "name" in study_raw
-    # Other data than the default config's, no study named: a study of its own (the default
-    # study's name is for the default data; its trials would not mix anyway).
-    if not study_flags.get("name") and (not named or (default_config and data_flags.get("path"))):
-        data_file = data_flags.get("path") or data_raw.get("path")
-        if isinstance(data_file, str) and data_file:
-            study_flags["name"] = Path(data_file).stem
-            notes.append(f"study name {study_flags['name']!r}: the data file's stem ([study] name)")
-    cpu_raw = raw.get("cpu", {})
-    if not isinstance(cpu_raw, dict):
-        problems.append(f"[cpu]: expected a table, got {cpu_raw!r}")
-        cpu_raw = {}
-    _unknown("[cpu]", cpu_raw, ["limits", "space", "budget"], problems)
+    named = isinstance(study_raw, Mapping) and "name" in study_raw
+    if study_flags.get("name") or (named and not (default_config and data_flag)):
+        return study_flags, []
+    if not isinstance(data_file, str) or not data_file:
+        return study_flags, []
+    study_flags["name"] = Path(data_file).stem
+    return study_flags, [f"study name {study_flags['name']!r}: the data file's stem ([study] name)"]
+
+
+def _cpu(raw: Mapping[str, Any], problems: list[str]) -> tuple[dict[str, Any], bool]:
+    cpu_raw = _table(raw, "cpu", problems)
+    problems += unknown_keys("[cpu]", cpu_raw, ["limits", "space", "budget"])
     limits = cpu_raw.get("limits", True)
     if not isinstance(limits, bool):
         problems.append(f"[cpu] limits: expected true or false, got {limits!r}")
         limits = True
-    budget_raw = dict(raw.get("budget", {})) if isinstance(raw.get("budget"), dict) else {}
-    if cpu:
-        if limits:
-            for k, v in DEFAULT_CPU_BUDGET.items():
-                budget_raw.setdefault(k, v)
-        budget_raw.update(cpu_raw.get("budget", {}))
-    sections: dict[str, Any] = {}
-    for name, cls in SECTIONS.items():
-        table = {"data": data_raw, "budget": budget_raw}.get(name, raw.get(name, {}))
-        given = {"data": data_flags, "study": study_flags}.get(name, flags.get(name, {}))
-        sections[name] = _section(cls, name, table, given, problems)
-    search = sections["search"]
-    if search is not None:
-        if search.sampler not in SAMPLERS:
-            problems.append(
-                f"--sampler / [search] sampler: unknown sampler {search.sampler!r}"
-                f"{_did_you_mean(search.sampler, list(SAMPLERS))}; valid names are {list(SAMPLERS)}"
-            )
-        if search.pruner not in PRUNERS:
-            problems.append(
-                f"--pruner / [search] pruner: unknown pruner {search.pruner!r}"
-                f"{_did_you_mean(search.pruner, list(PRUNERS))}; valid names are {list(PRUNERS)}"
-            )
-        if search.n_startup_trials < 0:
-            problems.append("[search] n_startup_trials: must be >= 0")
-        if search.seeds < 1:
-            problems.append(f"--seeds / [search] seeds: must be >= 1, got {search.seeds}")
-    study = sections["study"]
-    if study is not None:
-        if not study.name.strip():
-            problems.append("--study-name / [study] name: must not be empty")
-        objs = study.objectives
-        for o in objs:
-            if o not in OBJECTIVES:
-                problems.append(
-                    f"--objective / [study] objective: unknown objective {o!r}"
-                    f"{_did_you_mean(o, list(OBJECTIVES))}; valid names are {list(OBJECTIVES)}"
-                )
-        if not objs:
-            problems.append("--objective / [study] objective: must name at least one objective")
-        if len(set(objs)) != len(objs):
-            problems.append(f"--objective / [study] objective: {study.objective!r} repeats a name")
-        task = sections["data"].task if sections["data"] is not None else "regression"
-        wrong = CLASSIFICATION_ONLY if task == "regression" else REGRESSION_ONLY
-        for o in objs:
-            if o in wrong:
-                problems.append(
-                    f"--objective / [study] objective: {o!r} does not apply to [data] task = "
-                    f"{task!r}"
-                )
-    budget = sections["budget"]
-    if budget is not None:
-        for k in ("max_windows_per_epoch", "patience", "val_dates", "val_windows"):
-            if getattr(budget, k) < 0:
-                problems.append(f"[budget] {k}: must be >= 0, got {getattr(budget, k)}")
-        if budget.eval_batch_size < 1:
-            problems.append(f"[budget] eval_batch_size: must be >= 1, got {budget.eval_batch_size}")
-        if budget.precision not in PRECISIONS:
-            problems.append(
-                f"[budget] precision: expected one of {', '.join(PRECISIONS)}, "
-                f"got {budget.precision!r}"
-            )
-        elif cpu and budget.precision != "fp32":
-            problems.append(
-                f"[budget] precision: {budget.precision!r} needs a CUDA device; on a CPU set "
-                '[cpu.budget] precision = "fp32" (or run with --device cuda)'
-            )
-    storage = sections["storage"]
-    if storage is not None:
-        if storage.heartbeat_interval < 1:
-            problems.append("[storage] heartbeat_interval: must be >= 1 second")
-        if storage.grace_period <= storage.heartbeat_interval:
-            problems.append(
-                "[storage] grace_period: must be longer than heartbeat_interval, got "
-                f"{storage.grace_period} <= {storage.heartbeat_interval}"
-            )
-        if storage.max_retry < 0:
-            problems.append("[storage] max_retry: must be >= 0")
-    toml_space = raw.get("space", {})
-    cpu_space = cpu_raw.get("space", {})
-    if not isinstance(toml_space, dict) or not isinstance(cpu_space, dict):
-        problems.append("[space] / [cpu.space]: expected tables")
-        toml_space, cpu_space = {}, {}
-    space = _space(toml_space, cpu_space, cpu, limits, problems)
+    for sub in ("space", "budget"):
+        if not isinstance(cpu_raw.get(sub, {}), Mapping):
+            problems.append(f"[cpu.{sub}]: expected a table, got {cpu_raw[sub]!r}")
+            cpu_raw[sub] = {}
+    return cpu_raw, limits
+
+
+def _budget(raw: Mapping[str, Any], cpu_raw: dict[str, Any], cpu: bool, limits: bool) -> Any:
+    table = raw.get("budget", {})
+    if not cpu or not isinstance(table, Mapping):
+        return table
+    return {
+        **(DEFAULT_CPU_BUDGET if limits else {}),
+        **table,
+        **cpu_raw.get("budget", {}),
+    }
+
+
+def _read(toml: Path, overrides: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    """The study TOML with `overrides` laid over it (their data file resolved against the
+    working folder, as --data is)."""
+    file_raw = read_toml(toml)
+    problems += unknown_keys(toml.name, file_raw, TOP_KEYS)
+    problems += unknown_keys("overrides", overrides, TOP_KEYS)
+    over_data = overrides.get("data")
+    if isinstance(over_data, Mapping) and isinstance(over_data.get("path"), str):
+        resolved = str(Path(over_data["path"]).resolve())
+        overrides = {**overrides, "data": {**over_data, "path": resolved}}
+    return _merge(file_raw, overrides)
+
+
+def load_config(
+    *,
+    path: str | Path | None = None,
+    cpu: bool = False,
+    flags: Flags | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """The run config: built-in defaults < the study TOML at `path` (None: the default
+    study) < `overrides` < `flags`; raise one ConfigError naming every problem.
+
+    `overrides` is laid over the TOML as if written in it, table by table
+    (`{"space": {"epochs": 2}, "data": {"horizon": 5}}`; a data file given here resolves
+    against the working folder). `flags` maps a section name to {key: value} given on the
+    command line (None = absent; `{"data": {"id": ""}}`: the file is one series). `cpu`
+    says whether training runs on a CPU device ([cpu] limits apply).
+    """
+    flags = flags or {}
+    overrides = overrides or {}
+    toml = Path(path) if path is not None else default_config_path()
+    toml = toml.resolve()
+    problems: list[str] = []
+    raw = _read(toml, overrides, problems)
+    data_raw, data_flags, notes = _data(raw, toml, flags, problems)
+    study_flags, named = _study_flags(
+        raw,
+        data_flags.get("path") or data_raw.get("path"),
+        flags,
+        path is None,
+        bool(data_flags.get("path")),
+    )
+    notes += named
+    cpu_raw, limits = _cpu(raw, problems)
+    tables: dict[str, Any] = {"data": data_raw, "budget": _budget(raw, cpu_raw, cpu, limits)}
+    given: dict[str, Any] = {"data": data_flags, "study": study_flags}
+    sections = {
+        name: _section(
+            cls,
+            name,
+            tables.get(name, raw.get(name, {})),
+            given.get(name, flags.get(name, {})),
+            problems,
+        )
+        for name, cls in SECTIONS.items()
+    }
+    if sections["study"] is not None and sections["data"] is not None:
+        problems += objective_task_problems(sections["study"], sections["data"].task)
+    if sections["budget"] is not None:
+        problems += device_problems(sections["budget"], cpu)
+    space = _space(_table(raw, "space", problems), cpu_raw.get("space", {}), cpu, limits, problems)
     if problems:
-        raise ConfigError([f"{path}: {p}" if p.startswith("[") else p for p in problems])
+        raise ConfigError(blame_file(problems, str(toml), overrides))
     assert space is not None
     return RunConfig(
-        study=sections["study"],
-        data=sections["data"],
-        budget=budget,
-        search=search,
-        storage=storage,
+        **sections,
         space=space,
-        config_path=str(path),
+        config_path=str(toml),
         cpu_limits=bool(cpu and limits),
         notes=tuple(notes),
     )
+
+
+def build_config(
+    config_path: str | Path | None,
+    *,
+    cpu: bool,
+    flags: Flags | None = None,
+) -> RunConfig:
+    """`load_config(path=config_path, cpu=cpu, flags=flags)`: the CLI's call."""
+    return load_config(path=config_path, cpu=cpu, flags=flags)

@@ -1,21 +1,36 @@
-"""The run configuration's dataclasses, one per TOML table; `search.config.load` builds
-them from a study TOML and flags."""
+"""The run configuration: frozen dataclasses, one per TOML table, each validated on
+construction (its fields by their real types, then its values), every problem at once.
+
+`RunConfig.to_dict()` is what a study stores (its `config` user attr); `RunConfig.from_dict`
+reads it back. `search.config.load` builds a RunConfig from a study TOML and flags.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
 
-from data import DataConfig
-from models.metrics import OBJECTIVES
+from data import ConfigError, DataConfig
+from data.fields import Checked, did_you_mean, unknown_keys
+from models.metrics import CLASSIFICATION_ONLY, OBJECTIVES, REGRESSION_ONLY
 from search.config.space import SearchSpace
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("hyperband", "successive_halving", "median", "none")
+PRECISIONS = ("fp32", "fp16")
+
+
+def _unknown_name(what: str, name: str, valid: tuple[str, ...] | list[str]) -> str:
+    return (
+        f"unknown {what} {name!r}{did_you_mean(name, list(valid))}; valid names are {list(valid)}"
+    )
 
 
 @dataclass(frozen=True)
-class StudyConfig:
+class StudyConfig(Checked):
+    section: ClassVar[str] = "study"
+
     name: str = "sp500-lstm"
     """Study name in the storage (`[study] name`, `--study-name`)."""
     objective: str = "rank_ic"
@@ -45,12 +60,28 @@ class StudyConfig:
     def multi(self) -> bool:
         return len(self.objectives) > 1
 
-
-PRECISIONS = ("fp32", "fp16")
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        if not self.name.strip():
+            p.append("--study-name / [study] name: must not be empty")
+        objs = self.objectives
+        where = "--objective / [study] objective"
+        p += [
+            f"{where}: {_unknown_name('objective', o, list(OBJECTIVES))}"
+            for o in objs
+            if o not in OBJECTIVES
+        ]
+        if not objs:
+            p.append(f"{where}: must name at least one objective")
+        if len(set(objs)) != len(objs):
+            p.append(f"{where}: {self.objective!r} repeats a name")
+        return p
 
 
 @dataclass(frozen=True)
-class BudgetConfig:
+class BudgetConfig(Checked):
+    section: ClassVar[str] = "budget"
+
     max_windows_per_epoch: int = 0
     """Training windows sampled per epoch (0 = all); validation always uses all its windows."""
     eval_batch_size: int = 8192
@@ -70,9 +101,25 @@ class BudgetConfig:
     torch allows by default) or "fp16" (CUDA only: forward passes under autocast in
     float16, cuDNN's LSTM included, with a gradient scaler; validation stays float32)."""
 
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        for k in ("max_windows_per_epoch", "patience", "val_dates", "val_windows"):
+            if getattr(self, k) < 0:
+                p.append(f"[budget] {k}: must be >= 0, got {getattr(self, k)}")
+        if self.eval_batch_size < 1:
+            p.append(f"[budget] eval_batch_size: must be >= 1, got {self.eval_batch_size}")
+        if self.precision not in PRECISIONS:
+            p.append(
+                f"[budget] precision: expected one of {', '.join(PRECISIONS)}, "
+                f"got {self.precision!r}"
+            )
+        return p
+
 
 @dataclass(frozen=True)
-class SearchConfig:
+class SearchConfig(Checked):
+    section: ClassVar[str] = "search"
+
     sampler: str = "tpe"
     pruner: str = "hyperband"
     seed: int | None = None
@@ -82,9 +129,25 @@ class SearchConfig:
     """Models per trial with seeds seed, seed+1, ...: the value is their mean, the spread is
     stored beside it. With folds, every fold trains `seeds` models."""
 
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        if self.sampler not in SAMPLERS:
+            p.append(
+                f"--sampler / [search] sampler: {_unknown_name('sampler', self.sampler, SAMPLERS)}"
+            )
+        if self.pruner not in PRUNERS:
+            p.append(f"--pruner / [search] pruner: {_unknown_name('pruner', self.pruner, PRUNERS)}")
+        if self.n_startup_trials < 0:
+            p.append("[search] n_startup_trials: must be >= 0")
+        if self.seeds < 1:
+            p.append(f"--seeds / [search] seeds: must be >= 1, got {self.seeds}")
+        return p
+
 
 @dataclass(frozen=True)
-class StorageConfig:
+class StorageConfig(Checked):
+    section: ClassVar[str] = "storage"
+
     heartbeat_interval: int = 20
     """Seconds between a running trial's heartbeats (RDB storages)."""
     grace_period: int = 60
@@ -92,19 +155,57 @@ class StorageConfig:
     max_retry: int = 2
     """A trial failed by a dead worker is re-run with the same params this many times."""
 
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        if self.heartbeat_interval < 1:
+            p.append("[storage] heartbeat_interval: must be >= 1 second")
+        if self.grace_period <= self.heartbeat_interval:
+            p.append(
+                "[storage] grace_period: must be longer than heartbeat_interval, got "
+                f"{self.grace_period} <= {self.heartbeat_interval}"
+            )
+        if self.max_retry < 0:
+            p.append("[storage] max_retry: must be >= 0")
+        return p
+
+
+SECTIONS: dict[str, type[Checked]] = {
+    "study": StudyConfig,
+    "data": DataConfig,
+    "budget": BudgetConfig,
+    "search": SearchConfig,
+    "storage": StorageConfig,
+}
+
+
+def objective_task_problems(study: StudyConfig, task: str) -> list[str]:
+    """An objective that does not apply to the data's task (a regression's rank IC on
+    classes, a classifier's accuracy on returns)."""
+    wrong = CLASSIFICATION_ONLY if task == "regression" else REGRESSION_ONLY
+    return [
+        f"--objective / [study] objective: {o!r} does not apply to [data] task = {task!r}"
+        for o in study.objectives
+        if o in wrong
+    ]
+
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Checked):
     study: StudyConfig
     data: DataConfig
     budget: BudgetConfig
     search: SearchConfig
     storage: StorageConfig
     space: SearchSpace
-    config_path: str
-    cpu_limits: bool
-    notes: tuple[str, ...] = ()
+    config_path: str = ""
+    """The study TOML the config was read from."""
+    cpu_limits: bool = False
+    """Whether the [cpu] limits were applied (training on a CPU device)."""
+    notes: tuple[str, ...] = field(default=(), compare=False)
     """What was filled in for the user (inherited data, a derived study name): said at start."""
+
+    def problems(self) -> list[str]:
+        return objective_task_problems(self.study, self.data.task)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config, JSON-ready (no storage URL, so no password, is in it)."""
@@ -119,31 +220,42 @@ class RunConfig:
             "cpu_limits": self.cpu_limits,
         }
 
+    @classmethod
+    def from_dict(cls, d: Any, where: str | None = None) -> RunConfig:
+        """The inverse of `to_dict` (a study's stored `config`): a table left out takes its
+        defaults, the space excepted; every problem at once, each prefixed by `where`."""
+        where = where or "config"
+        if not isinstance(d, Mapping):
+            raise ConfigError([f"{where}: expected a table, got {d!r}"])
+        problems = unknown_keys(where, d, [*SECTIONS, "space", "config_path", "cpu_limits"])
+        kw: dict[str, Any] = {}
+        for name, section in SECTIONS.items():
+            try:
+                kw[name] = section.from_dict(d.get(name, {}))
+            except ConfigError as e:
+                problems += e.problems
+        try:
+            kw["space"] = SearchSpace.from_dict(d.get("space"))
+        except ConfigError as e:
+            problems += e.problems
+        try:
+            if not problems:
+                return cls(
+                    **kw,
+                    config_path=d.get("config_path", ""),
+                    cpu_limits=d.get("cpu_limits", False),
+                )
+        except ConfigError as e:
+            problems += e.problems
+        raise ConfigError([p if p.startswith(where) else f"{where}: {p}" for p in problems])
 
-SECTIONS: dict[str, Any] = {
-    "study": StudyConfig,
-    "data": DataConfig,
-    "budget": BudgetConfig,
-    "search": SearchConfig,
-    "storage": StorageConfig,
-}
 
-
-_MOVED = (
-    "DEFAULT_CONFIG",
-    "DEFAULT_CPU_BUDGET",
-    "DEFAULT_CPU_SPACE",
-    "DEFAULT_SPACE",
-    "build_config",
-    "default_config_path",
-    "inherit_data",
-    "read_toml",
-)
+_MOVED = ("build_config", "load_config", "read_toml", "default_config_path", "inherit_data")
 
 
 def __getattr__(name: str) -> Any:
     """The TOML reading lives in search.config.load; its names stay importable from here."""
-    if name in _MOVED:
+    if name in _MOVED or name.startswith("DEFAULT_"):
         from search.config import load
 
         return getattr(load, name)

@@ -6,11 +6,14 @@ choices. The space is written in the study TOML's [space] table.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 
+from data import ConfigError
+from data.fields import unknown_keys
 from models import MODELS, OPTIMIZERS
 
 # name -> (type, check, what the check means)
@@ -176,9 +179,48 @@ class TrialParams:
     grad_clip: float
 
 
+def parse_space(
+    raw: Mapping[str, Any], where: Callable[[str], str], problems: list[str]
+) -> SearchSpace | None:
+    """Every param of a [space] table -> SearchSpace (None when a problem was appended);
+    `where(name)` names the table a param was read from."""
+    params: dict[str, Param] = {}
+    n = len(problems)
+    for name in PARAMS:
+        if name not in raw:
+            problems.append(f"{where(name)}.{name}: missing (a value, a range or choices)")
+            continue
+        p = parse_param(name, raw[name], where(name), problems)
+        if p is not None:
+            params[name] = p
+    return SearchSpace(params) if len(problems) == n else None
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     params: dict[str, Param]
+
+    def __post_init__(self) -> None:
+        problems = unknown_keys("[space]", self.params, list(PARAMS))
+        for name in PARAMS:
+            p = self.params.get(name)
+            if not isinstance(p, Param) or p.name != name:
+                problems.append(f"[space].{name}: expected a Param named {name!r}, got {p!r}")
+            else:  # a Param made directly is held to what the TOML may write
+                parse_param(name, p.as_dict(), "[space]", problems)
+        if problems:
+            raise ConfigError(problems)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "[space]") -> SearchSpace:
+        """The inverse of `as_dict` (a stored space; a [space] table naming every param)."""
+        if not isinstance(d, Mapping):
+            raise ConfigError([f"{where}: expected a table, got {d!r}"])
+        problems = unknown_keys(where, d, list(PARAMS))
+        space = parse_space(d, lambda _: where, problems)
+        if space is None or problems:
+            raise ConfigError(problems)
+        return space
 
     def suggest(self, trial: optuna.Trial) -> TrialParams:
         return TrialParams(**{name: self.params[name].suggest(trial) for name in PARAMS})

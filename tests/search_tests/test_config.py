@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import FrozenInstanceError, fields, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from data import ConfigError
+from data import ConfigError, DataConfig
 from search.cli import main
-from search.config.schema import (
+from search.config import load_config
+from search.config.load import (
     DEFAULT_CONFIG,
     DEFAULT_CPU_BUDGET,
     DEFAULT_CPU_SPACE,
@@ -16,7 +20,14 @@ from search.config.schema import (
     build_config,
     read_toml,
 )
-from search.config.space import PARAMS
+from search.config.schema import (
+    BudgetConfig,
+    RunConfig,
+    SearchConfig,
+    StorageConfig,
+    StudyConfig,
+)
+from search.config.space import PARAMS, Param, SearchSpace
 from tests.conftest import SAMPLE
 
 
@@ -193,3 +204,137 @@ def test_cli_on_a_toml_without_data_runs_on_the_sample_and_says_so(
     assert "features (7): ret_1, ret_5" in err
     assert "target: forward return of 'close' over 1 date(s)" in err
     assert "study 'sp500_sample': this run finished 1 trial (" in err
+
+
+def _stored(cfg: RunConfig) -> dict[str, Any]:
+    """The config as a study stores it: its to_dict through JSON."""
+    return json.loads(json.dumps(cfg.to_dict()))
+
+
+@pytest.mark.parametrize("cpu", [False, True])
+def test_from_dict_inverts_to_dict_for_the_default_study(cpu: bool) -> None:
+    cfg = build_config(None, cpu=cpu)
+    assert RunConfig.from_dict(_stored(cfg)) == cfg
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_from_dict_inverts_to_dict_for_a_custom_study(tmp_path: Path) -> None:
+    p = toml(
+        tmp_path,
+        'features = ["ret_*", "vol_20"]\nval_start = 20170103\nclip = 3\nhorizon = 5\n'
+        "[budget]\npatience = 2\nval_dates = 7\n"
+        '[search]\nsampler = "random"\nseed = 7\nseeds = 2\n'
+        '[study]\nobjective = "rank_ic,val_loss"\n'
+        "[space]\nepochs = 2\nlr = { low = 0.001, high = 0.1, log = true }\n"
+        "dropout = { low = 0, high = 0.4, step = 0.1 }\nhidden_dim = { choices = [4, 8] }\n"
+        "time_steps = { low = 3, high = 9, step = 3 }\n",
+    )
+    cfg = load_config(path=p, cpu=True, flags={"data": {"id": "", "folds": 2}})
+    assert cfg.data.clip == 3.0 and isinstance(cfg.data.clip, float)
+    assert cfg.data.features == ("ret_*", "vol_20") and cfg.data.id is None
+    again = RunConfig.from_dict(_stored(cfg))
+    assert again == cfg
+    assert again.space.as_dict() == cfg.space.as_dict() and again.to_dict() == cfg.to_dict()
+
+
+def test_from_dict_names_every_bad_stored_key_at_once() -> None:
+    d = _stored(build_config(None, cpu=False))
+    d["budget"]["patience"] = "x"
+    d["data"]["horizn"] = 2
+    d["search"]["sampler"] = "tpee"
+    d["space"]["epochs"] = 0
+    del d["storage"]  # a table left out takes its defaults
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_dict(d)
+    assert e.value.problems == [
+        "config: [data]: unknown key 'horizn' (did you mean 'horizon'?); known keys are "
+        f"{[f.name for f in fields(DataConfig)]}",
+        "config: [budget] patience: expected int, got 'x'",
+        "config: --sampler / [search] sampler: unknown sampler 'tpee' (did you mean 'tpe'?); "
+        "valid names are ['tpe', 'random']",
+        "config: [space].epochs: must be >= 1, got 0",
+    ]
+
+
+def test_a_dataclass_built_directly_reports_every_problem_at_once() -> None:
+    with pytest.raises(ConfigError) as e:
+        BudgetConfig(eval_batch_size=0, patience=-1, precision="fp8", val_dates="4")  # type: ignore[arg-type]
+    assert e.value.problems == [
+        "[budget] val_dates: expected int, got '4'",
+        "[budget] patience: must be >= 0, got -1",
+        "[budget] eval_batch_size: must be >= 1, got 0",
+        "[budget] precision: expected one of fp32, fp16, got 'fp8'",
+    ]
+    with pytest.raises(ConfigError) as e:
+        SearchConfig(seed=True, seeds=0, pruner="hyper")  # type: ignore[arg-type]
+    assert len(e.value.problems) == 3
+    assert e.value.problems[0] == "[search] seed: expected int or None, got True"
+    with pytest.raises(ConfigError) as e:
+        DataConfig(path="x.csv", horizon="one", val_start=1.5, clip=-1)  # type: ignore[arg-type]
+    assert e.value.problems == [
+        "[data] horizon: expected int, got 'one'",
+        "[data] val_start: expected str or int or None, got 1.5",
+        "[data] clip: must be > 0, got -1.0",
+    ]
+    with pytest.raises(ConfigError, match=r"\[storage\] grace_period: must be longer"):
+        StorageConfig(heartbeat_interval=30, grace_period=30)
+    with pytest.raises(ConfigError, match=r"\[space\].epochs: must be >= 1, got 0"):
+        SearchSpace({**build_config(None, cpu=False).space.params, "epochs": Param("epochs", 0)})
+    good = build_config(None, cpu=False)
+    with pytest.raises(ConfigError) as e:
+        RunConfig(
+            study=StudyConfig(objective="accuracy"),
+            data=replace(good.data, task="regression"),
+            budget=good.budget,
+            search=good.search,
+            storage=good.storage,
+            space=good.space,
+            cpu_limits="no",  # type: ignore[arg-type]
+        )
+    assert e.value.problems == [
+        "cpu_limits: expected bool, got 'no'",
+        "--objective / [study] objective: 'accuracy' does not apply to [data] task = 'regression'",
+    ]
+    with pytest.raises(FrozenInstanceError):
+        good.budget.patience = 3  # type: ignore[misc]
+
+
+def test_values_are_checked_by_their_real_types(tmp_path: Path) -> None:
+    assert DataConfig(path="x", features="f*").features == ("f*",)  # type: ignore[arg-type]
+    assert DataConfig(path="x", val_start=20170103).val_start == 20170103
+    for value, shown in (("true", "True"), ("1.0", "1.0"), ('"1"', "'1'")):
+        p = toml(tmp_path, f"[search]\nseed = {value}\n")
+        with pytest.raises(ConfigError) as e:
+            build_config(p, cpu=False)
+        assert e.value.problems == [f"{p}: [search] seed: expected int or None, got {shown}"]
+    with pytest.raises(ConfigError, match=r"\[data\] features: expected list of str, got \(1,"):
+        build_config(toml(tmp_path, "features = [1, 2]\n"), cpu=False)
+
+
+def test_an_empty_id_flag_means_no_id_column(tmp_path: Path) -> None:
+    p = toml(tmp_path, 'id = "ticker"\n')
+    assert build_config(p, cpu=False).data.id == "ticker"
+    assert build_config(p, cpu=False, flags={"data": {"id": ""}}).data.id is None
+    assert build_config(None, cpu=False, flags={"data": {"id": ""}}).data.id is None
+    assert build_config(None, cpu=False, flags={"data": {"id": None}}).data.id == "symbol"
+
+
+def test_load_config_overrides_lie_between_the_toml_and_the_flags(tmp_path: Path) -> None:
+    p = toml(tmp_path, "horizon = 2\n[space]\nepochs = 3\n")
+    over = {"data": {"horizon": 4}, "space": {"epochs": 2}, "search": {"sampler": "random"}}
+    cfg = load_config(path=p, overrides=over, flags={"data": {"horizon": 5}})
+    assert (cfg.data.horizon, cfg.space.max("epochs"), cfg.search.sampler) == (5, 2, "random")
+    assert load_config(path=p, overrides=over).data.horizon == 4
+    with pytest.raises(ConfigError) as e:
+        load_config(
+            path=p,
+            overrides={"data": {"horizon": "x"}, "space": {"epochs": 0}, "spce": {}},
+            flags={"search": {"seeds": 0}},
+        )
+    assert e.value.problems == [
+        "overrides: unknown key 'spce' (did you mean 'space'?); known keys are "
+        "['study', 'data', 'budget', 'search', 'storage', 'space', 'cpu']",
+        "overrides: [data] horizon: expected int, got 'x'",
+        "--seeds / [search] seeds: must be >= 1, got 0",
+        "overrides: [space].epochs: must be >= 1, got 0",
+    ]

@@ -1,0 +1,64 @@
+"""What a RunConfig cannot check about itself: the device it trains on, and who is to blame
+for a bad value (a flag, an override or the study TOML)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from search.config.schema import PRECISIONS, BudgetConfig
+
+FLAG_NAMES = {"path": "--data", "name": "--study-name"}
+
+
+def device_problems(budget: BudgetConfig, cpu: bool) -> list[str]:
+    """Mixed precision needs a CUDA device."""
+    if cpu and budget.precision in PRECISIONS and budget.precision != "fp32":
+        return [
+            f"[budget] precision: {budget.precision!r} needs a CUDA device; on a CPU set "
+            '[cpu.budget] precision = "fp32" (or run with --device cuda)'
+        ]
+    return []
+
+
+def blame_flags(problems: list[str], section: str, flags: Mapping[str, Any]) -> list[str]:
+    """A bad value given on the command line is named by its flag, not by the TOML key."""
+    out = []
+    for p in problems:
+        for k, v in flags.items():
+            prefix = f"[{section}] {k}"
+            rest = p[len(prefix) :]
+            if v is not None and p.startswith(prefix) and rest[:1] in (":", " "):
+                if rest.startswith(" (--"):
+                    rest = rest[rest.index(")") + 1 :]
+                p = FLAG_NAMES.get(k, f"--{k.replace('_', '-')}") + rest
+                break
+        out.append(p)
+    return out
+
+
+def _override_keys(overrides: Mapping[str, Any], table: str = "") -> list[str]:
+    """The beginnings of the problems a key of `overrides` can cause: `[data] horizon`,
+    `[space].epochs`, `[cpu.space]: unknown key 'x'`."""
+    out = []
+    for k, v in overrides.items():
+        if table:
+            out += [f"[{table}] {k}", f"[{table}].{k}", f"[{table}]: unknown key {k!r}"]
+        if isinstance(v, Mapping):
+            out += _override_keys(v, f"{table}.{k}" if table else k)
+    return out
+
+
+def blame_file(problems: list[str], path: str, overrides: Mapping[str, Any]) -> list[str]:
+    """A TOML key's problem names the file (an override's: `overrides`); a flag's stands as
+    it is."""
+    keys = _override_keys(overrides)
+    out = []
+    for p in problems:
+        if any(p.startswith(k) and not p[len(k) : len(k) + 1].isidentifier() for k in keys):
+            out.append(f"overrides: {p}")
+        elif p.startswith("["):
+            out.append(f"{path}: {p}")
+        else:
+            out.append(p)
+    return out
