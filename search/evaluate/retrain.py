@@ -24,7 +24,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from data import DataConfig, DataError, Panel, Prepared, fingerprint, load_panel
+from data import ConfigError, DataConfig, DataError, Panel, Prepared, fingerprint, load_panel
 from data.load import DataWarning
 from data.normalize import Scaler
 from data.prepared import PanelTensors
@@ -40,7 +40,7 @@ from models import (
     to_floats,
     validate,
 )
-from search.config.schema import BudgetConfig
+from search.config.schema import RunConfig
 from search.config.space import TrialParams
 from search.evaluate.export import ExportError, versions
 from search.study.objective import (
@@ -55,18 +55,8 @@ FORMAT = "lstm-panel-search/2"
 
 
 def data_config(settings: dict[str, Any], path: str) -> DataConfig:
-    s = dict(settings)
-    s["features"] = tuple(s.get("features") or ())
-    s.pop("path", None)
-    return DataConfig(path=path, **s)
-
-
-def space_max(space: dict[str, Any], name: str) -> int:
-    """The largest value a stored space entry (fixed, range or choices) allows."""
-    v = space[name]
-    if not isinstance(v, dict):
-        return int(v)
-    return int(max(v["choices"]) if "choices" in v else v["high"])
+    """A checkpoint's or a study's stored data settings, on the file at `path`."""
+    return DataConfig.from_dict({**settings, "path": path})
 
 
 @dataclass
@@ -76,6 +66,8 @@ class StudyContext:
     study: optuna.Study
     config: dict[str, Any]
     spec: dict[str, Any]
+    run: RunConfig
+    """The stored config read back (`RunConfig.from_dict` of the `config` user attr)."""
 
     @classmethod
     def of(cls, study: optuna.Study) -> StudyContext:
@@ -83,7 +75,13 @@ class StudyContext:
         spec = study.user_attrs.get("spec")
         if not config or not spec:
             raise ExportError(f"study {study.study_name!r} holds no config: not made by optuna-run")
-        return cls(study, config, spec)
+        try:
+            run = RunConfig.from_dict(config)
+        except ConfigError as e:
+            raise ExportError(
+                f"study {study.study_name!r}: its stored config does not read back: {e}"
+            ) from None
+        return cls(study, config, spec, run)
 
     @property
     def objective(self) -> str:
@@ -94,11 +92,12 @@ class StudyContext:
         return "," in self.objective
 
     def data_config(self, path: str | None = None) -> DataConfig:
-        return data_config(self.config["data"], path or self.config["data"]["path"])
+        """The study's data settings, on its own file or on the one at `path`."""
+        return replace(self.run.data, path=path) if path else self.run.data
 
     def prepare(self, cfg: DataConfig, device: torch.device) -> tuple[Panel, Prepared]:
         panel = load_panel(cfg)
-        eval_steps = space_max(self.spec["space"], "time_steps")
+        eval_steps = int(self.run.space.max("time_steps"))
         return panel, Prepared(panel, cfg, device, eval_time_steps=eval_steps)
 
     def trial(self, number: int | None) -> optuna.trial.FrozenTrial:
@@ -151,8 +150,7 @@ class Trained:
 
 
 def full_params(ctx: StudyContext, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    fixed = {k: v for k, v in ctx.spec["space"].items() if not isinstance(v, dict)}
-    return {**fixed, **trial.params}
+    return {**ctx.run.space.fixed_values(), **trial.params}
 
 
 def retrain(
@@ -171,7 +169,7 @@ def retrain(
         seed = int(trial.user_attrs["seed"])
     seeds = n_seeds or int(ctx.spec.get("seeds", 1))
     members = trial_members(seed, seeds, data.n_folds)
-    budget = BudgetConfig(**ctx.config["budget"])
+    budget = ctx.run.budget
     if budget.precision != "fp32" and data.device.type != "cuda":
         # a study searched in mixed precision on a GPU, retrained on a CPU: float32
         budget = replace(budget, precision="fp32")
@@ -351,7 +349,7 @@ def judge(
     member_test: list[float] = []
     if len(trained) == 1 and len(trained[0].nets) > 1 and data.count("test", 1):
         t = trained[0]
-        tp = train_params(TrialParams(**t.params), BudgetConfig(**ctx.config["budget"]), t.seed)
+        tp = train_params(TrialParams(**t.params), ctx.run.budget, t.seed)
         members = [Member(-1, t.seed + j) for j in range(len(t.nets))]
         per = to_floats(validate(group(t.nets, False), data, "test", tp, members))
         member_test = [v for m in per if math.isfinite(v := m.get(metric, math.nan))]

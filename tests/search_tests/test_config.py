@@ -29,6 +29,7 @@ from search.config.schema import (
 )
 from search.config.space import PARAMS, Param, SearchSpace
 from tests.conftest import SAMPLE
+from tests.search_tests.studyrun import study_toml, tiny_panel
 
 
 def toml(tmp_path: Path, text: str) -> Path:
@@ -337,4 +338,36 @@ def test_load_config_overrides_lie_between_the_toml_and_the_flags(tmp_path: Path
         "overrides: [data] horizon: expected int, got 'x'",
         "--seeds / [search] seeds: must be >= 1, got 0",
         "overrides: [space].epochs: must be >= 1, got 0",
+    ]
+
+
+def test_a_stored_study_config_reads_back_in_train(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import optuna
+
+    from search.evaluate.retrain import StudyContext
+
+    toml_path = study_toml(tmp_path, "stored", data=tiny_panel(tmp_path))
+    url = f"sqlite:///{tmp_path}/s.db"
+    assert main(["--config", str(toml_path), "--storage", url, "--n-trials", "2", "-q",
+                 "--device", "cpu", "--seed", "3"]) == 0  # fmt: skip
+    study = optuna.load_study(study_name="stored", storage=url)
+    cfg = build_config(toml_path, cpu=True, flags={"search": {"seed": 3}})
+    assert RunConfig.from_dict(study.user_attrs["config"]) == cfg
+    ctx = StudyContext.of(study)
+    assert ctx.run == cfg and ctx.data_config() == cfg.data
+    model = tmp_path / "m.pt"
+    train = ["train", "--study-name", "stored", "--storage", url, "--device", "cpu"]
+    assert main([*train, "--out", str(model), "--no-tree"]) == 0
+    assert model.exists()
+    bad = study.user_attrs["config"]
+    bad["budget"]["patience"] = -1
+    study.set_user_attr("config", bad)
+    capsys.readouterr()
+    assert main([*train, "--out", str(tmp_path / "n.pt"), "--no-tree"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "optuna-run: error: study 'stored': its stored config does not read back: "
+        "config: [budget] patience: must be >= 0, got -1"
     ]
