@@ -180,4 +180,29 @@ def average_prediction(out: torch.Tensor, n_outputs: int) -> torch.Tensor:
     return torch.log(out.softmax(-1).mean(0).clamp_min(1e-12))
 
 
-__all__ = ["GroupedRecurrent", "Members", "average_prediction", "can_group", "group"]
+def per_date_zscore(out: torch.Tensor, date: torch.Tensor) -> torch.Tensor:
+    """Members' (M, B) outputs standardised within each date of `date` (B,): every member's
+    cross-section to mean 0 and standard deviation 1, so networks of different output scales
+    weigh alike when averaged. A date with one row, or a constant member, gives 0."""
+    _, inverse = torch.unique(date, return_inverse=True)
+    n_dates = int(inverse.max()) + 1 if inverse.numel() else 0
+    idx = inverse[None].expand_as(out)
+    x = out.double()
+    count = torch.zeros(out.shape[0], n_dates, dtype=x.dtype, device=out.device)
+    count.scatter_add_(1, idx, torch.ones_like(x))
+    mean = torch.zeros_like(count).scatter_add_(1, idx, x) / count
+    dev = x - mean.gather(1, idx)
+    var = torch.zeros_like(count).scatter_add_(1, idx, dev * dev) / count
+    std = var.sqrt().gather(1, idx)
+    z = torch.where(std > 1e-12, dev / std.clamp_min(1e-12), torch.zeros_like(dev))
+    return z.to(out.dtype)
+
+
+__all__ = [
+    "GroupedRecurrent",
+    "Members",
+    "average_prediction",
+    "can_group",
+    "group",
+    "per_date_zscore",
+]

@@ -551,6 +551,12 @@ def train_parser() -> argparse.ArgumentParser:
         help="train N seeds of each configuration (its seed, seed + 1, ...) and average "
         "them, as confirm measures; a reproduction only when N is the study's seeds",
     )
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="reproduce the trial at the search's budget (its epochs, windows, seeds and "
+        "folds) instead of the final fit of [final]",
+    )
     p.add_argument("--no-tree", action="store_true", help="leave the LightGBM baseline out")
     return p
 

@@ -22,7 +22,6 @@ def run_train(args: argparse.Namespace) -> int:
 
     from search.evaluate.export import ExportError
     from search.evaluate.retrain import train_best
-    from search.evaluate.verdict import format_verdict
     from search.storage.rdb import StorageError
 
     out = Path(args.out or f"studies/{args.study_name}-model.pt")
@@ -40,6 +39,7 @@ def run_train(args: argparse.Namespace) -> int:
             ensemble=args.ensemble,
             tree=not args.no_tree,
             n_seeds=args.seeds,
+            exact=args.exact,
         )
     except (StorageError, ExportError, ConfigError, DataError) as e:
         return fail(str(e))
@@ -65,6 +65,9 @@ def run_train(args: argparse.Namespace) -> int:
     vals = ", ".join(f"{v:.6g}" for v in rep["retrained_value"])
     stored = ", ".join(f"{v:.6g}" for v in rep["trial_value"])
     first = f"its first member, trial {ckpt['trial_numbers'][0]}: " if n_models > 1 else ""
+    if ckpt["fit"] == "final":
+        print(final_line(ckpt, first + vals, stored), file=sys.stderr)
+        return _verdict_and_write(ckpt, out)
     if n_models > 1:
         print(
             "the ensemble's own validation and test figures are in the table below; "
@@ -90,6 +93,28 @@ def run_train(args: argparse.Namespace) -> int:
             f"value {vals} differs from the trial's {stored} (other data, device or threads)",
             file=sys.stderr,
         )
+    return _verdict_and_write(ckpt, out)
+
+
+def final_line(ckpt: dict[str, Any], vals: str, stored: str) -> str:
+    """What the final fit is: not the trial's reproduction, and at which budget."""
+    f = ckpt["final"]
+    windows = (
+        "every training window"
+        if not f["max_windows_per_epoch"]
+        else (f"{f['max_windows_per_epoch']:,} training windows")
+    )
+    return (
+        f"final fit ([final]): {windows} an epoch, up to {f['epochs']} epochs "
+        f"(patience {f['patience']}), {len(ckpt['models'][0]['states'])} seed(s) per "
+        f"configuration: validation {vals} (the trial, at the search's budget: {stored}); "
+        "`train --exact` reproduces the trial instead"
+    )
+
+
+def _verdict_and_write(ckpt: dict[str, Any], out: Path) -> int:
+    from search.evaluate.verdict import format_verdict
+
     print(format_verdict(ckpt["verdict"]), file=sys.stderr)
     if not ckpt["same_data_as_study"]:
         print("note: the data differ from the study's (fingerprint changed)", file=sys.stderr)

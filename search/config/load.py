@@ -58,6 +58,11 @@ DEFAULT_CPU_BUDGET: dict[str, Any] = {
     "val_windows": 4096,
 }
 
+# The final fit on a CPU: every window, fewer epochs (measured in bench/RESULTS.md, "The
+# final fit").
+DEFAULT_CPU_FINAL: dict[str, Any] = {"epochs": 12, "patience": 2}
+CPU_TABLES = {"budget": DEFAULT_CPU_BUDGET, "final": DEFAULT_CPU_FINAL}
+
 TOP_KEYS = [*SECTIONS, "space", "cpu"]
 Flags = Mapping[str, Mapping[str, Any]]
 
@@ -194,26 +199,30 @@ def _study_flags(
 
 def _cpu(raw: Mapping[str, Any], problems: list[str]) -> tuple[dict[str, Any], bool]:
     cpu_raw = _table(raw, "cpu", problems)
-    problems += unknown_keys("[cpu]", cpu_raw, ["limits", "space", "budget"])
+    problems += unknown_keys("[cpu]", cpu_raw, ["limits", "space", *CPU_TABLES])
     limits = cpu_raw.get("limits", True)
     if not isinstance(limits, bool):
         problems.append(f"[cpu] limits: expected true or false, got {limits!r}")
         limits = True
-    for sub in ("space", "budget"):
+    for sub in ("space", *CPU_TABLES):
         if not isinstance(cpu_raw.get(sub, {}), Mapping):
             problems.append(f"[cpu.{sub}]: expected a table, got {cpu_raw[sub]!r}")
             cpu_raw[sub] = {}
     return cpu_raw, limits
 
 
-def _budget(raw: Mapping[str, Any], cpu_raw: dict[str, Any], cpu: bool, limits: bool) -> Any:
-    table = raw.get("budget", {})
+def _cpu_sized(
+    raw: Mapping[str, Any], cpu_raw: dict[str, Any], name: str, cpu: bool, limits: bool
+) -> Any:
+    """Table `name` ([budget], [final]) with the built-in CPU limits and [cpu.NAME] over it
+    when training runs on a CPU."""
+    table = raw.get(name, {})
     if not cpu or not isinstance(table, Mapping):
         return table
     return {
-        **(DEFAULT_CPU_BUDGET if limits else {}),
+        **(CPU_TABLES[name] if limits else {}),
         **table,
-        **cpu_raw.get("budget", {}),
+        **cpu_raw.get(name, {}),
     }
 
 
@@ -262,7 +271,10 @@ def load_config(
     )
     notes += named
     cpu_raw, limits = _cpu(raw, problems)
-    tables: dict[str, Any] = {"data": data_raw, "budget": _budget(raw, cpu_raw, cpu, limits)}
+    tables: dict[str, Any] = {
+        "data": data_raw,
+        **{name: _cpu_sized(raw, cpu_raw, name, cpu, limits) for name in CPU_TABLES},
+    }
     given: dict[str, Any] = {"data": data_flags, "study": study_flags}
     sections = {
         name: _section(

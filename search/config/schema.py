@@ -169,12 +169,44 @@ class StorageConfig(Checked):
         return p
 
 
+@dataclass(frozen=True)
+class FinalConfig(Checked):
+    """The final fit of the selected configuration(s) (`train`; `train --exact` reproduces
+    the trial at the search's budget instead): search cheap, fit the winner in full."""
+
+    section: ClassVar[str] = "final"
+
+    max_windows_per_epoch: int = 0
+    """Training windows per epoch (0 = every training window each epoch)."""
+    epochs: int = 20
+    """At most this many epochs; the best epoch on validation is kept."""
+    patience: int = 3
+    """Stop after this many epochs without a better validation score (0 = off)."""
+    seeds: int = 3
+    """Networks per configuration (the trial's seed, seed + 1, ...), averaged."""
+    val_dates: int = 0
+    """Validation dates scored after each epoch to choose the best one (0 = every date)."""
+    val_windows: int = 0
+    """At most this many windows of those dates per epoch (0 = all)."""
+
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        for k in ("max_windows_per_epoch", "patience", "val_dates", "val_windows"):
+            if getattr(self, k) < 0:
+                p.append(f"[final] {k}: must be >= 0, got {getattr(self, k)}")
+        for k in ("epochs", "seeds"):
+            if getattr(self, k) < 1:
+                p.append(f"[final] {k}: must be >= 1, got {getattr(self, k)}")
+        return p
+
+
 SECTIONS: dict[str, type[Checked]] = {
     "study": StudyConfig,
     "data": DataConfig,
     "budget": BudgetConfig,
     "search": SearchConfig,
     "storage": StorageConfig,
+    "final": FinalConfig,
 }
 
 
@@ -197,6 +229,8 @@ class RunConfig(Checked):
     search: SearchConfig
     storage: StorageConfig
     space: SearchSpace
+    final: FinalConfig = field(default_factory=FinalConfig)
+    """The final fit's budget ([final]); a study stored before it existed reads the defaults."""
     config_path: str = ""
     """The study TOML the config was read from."""
     cpu_limits: bool = False
@@ -215,6 +249,7 @@ class RunConfig(Checked):
             "budget": asdict(self.budget),
             "search": asdict(self.search),
             "storage": asdict(self.storage),
+            "final": asdict(self.final),
             "space": self.space.as_dict(),
             "config_path": self.config_path,
             "cpu_limits": self.cpu_limits,

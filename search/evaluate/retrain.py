@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,12 @@ from models import (
     build_model,
     fit,
     group,
+    per_date_zscore,
     predict_members,
     to_floats,
     validate,
 )
-from search.config.schema import RunConfig
+from search.config.schema import FinalConfig, RunConfig
 from search.config.space import TrialParams
 from search.evaluate.export import ExportError, versions
 from search.study.objective import (
@@ -159,20 +160,35 @@ def retrain(
     data: Prepared,
     seed: int | None = None,
     n_seeds: int | None = None,
+    final: FinalConfig | None = None,
 ) -> Trained:
-    """Train `trial`'s configuration under the study's protocol (its own seed by default)."""
+    """Train `trial`'s configuration: under the study's protocol (its own seed by default,
+    its folds and budget: a reproduction), or, given `final`, at the final budget on the
+    plain train / validation split (`final.seeds` networks from the trial's seed on)."""
     params = full_params(ctx, trial)
     p = TrialParams(**params)
     if seed is None:
         if "seed" not in trial.user_attrs:
             raise ExportError(f"trial {trial.number} stored no seed: pass --seed")
         seed = int(trial.user_attrs["seed"])
-    seeds = n_seeds or int(ctx.spec.get("seeds", 1))
-    members = trial_members(seed, seeds, data.n_folds)
     budget = ctx.run.budget
     if budget.precision != "fp32" and data.device.type != "cuda":
         # a study searched in mixed precision on a GPU, retrained on a CPU: float32
         budget = replace(budget, precision="fp32")
+    if final is None:
+        seeds = n_seeds or int(ctx.spec.get("seeds", 1))
+        members = trial_members(seed, seeds, data.n_folds)
+    else:
+        seeds = n_seeds or final.seeds
+        members = [Member(-1, seed + j) for j in range(seeds)]
+        p = replace(p, epochs=final.epochs)
+        budget = replace(
+            budget,
+            max_windows_per_epoch=final.max_windows_per_epoch,
+            patience=final.patience,
+            val_dates=final.val_dates,
+            val_windows=final.val_windows,
+        )
     tp = train_params(p, budget, seed)
     model = make_members(p, data, members)
     result = fit(
@@ -191,7 +207,7 @@ def retrain(
     nets = model.to_nets()[-seeds:]  # type: ignore[operator]
     return Trained(
         trial=trial,
-        params=params,
+        params={**params, "epochs": p.epochs},
         seed=seed,
         nets=nets,
         value=objective_values(ctx.objective, best.val),
@@ -233,7 +249,14 @@ class EnsemblePredictor:
         return outs
 
     def __call__(self, ends: torch.Tensor) -> torch.Tensor:
-        return average_prediction(torch.cat(self.member_outputs(ends)), self.n_outputs)
+        """The members' average; a regression's outputs first standardised per date (each
+        member's cross-section to mean 0, sd 1), so every network weighs alike whatever the
+        scale of its outputs. One member, or one security, is averaged as it is."""
+        out = torch.cat(self.member_outputs(ends))
+        S = self.data.n_securities
+        if self.n_outputs == 1 and out.shape[0] > 1 and S > 1:
+            out = per_date_zscore(out, ends // S)
+        return average_prediction(out, self.n_outputs)
 
 
 def train_best(
@@ -246,8 +269,10 @@ def train_best(
     ensemble: int = 1,
     tree: bool = True,
     n_seeds: int | None = None,
+    exact: bool = False,
 ) -> dict[str, Any]:
-    """Retrain the chosen trial (or the K best), save the checkpoint, judge it."""
+    """Fit the chosen trial (or the K best) at the study's final budget ([final]), or with
+    `exact` reproduce it at the search's budget; save the checkpoint, judge it."""
     ctx = StudyContext.of(study)
     cfg = ctx.data_config(data_path)
     panel, data = ctx.prepare(cfg, device)
@@ -255,7 +280,8 @@ def train_best(
     trials = ctx.ranked(ensemble) if ensemble > 1 else [ctx.trial(trial_number)]
     steps = [int(full_params(ctx, t)["time_steps"]) for t in trials]
     check_windows(data, max([data.eval_time_steps, *steps]))
-    trained = [retrain(ctx, t, data, seed=seed, n_seeds=n_seeds) for t in trials]
+    final = None if exact else ctx.run.final
+    trained = [retrain(ctx, t, data, seed=seed, n_seeds=n_seeds, final=final) for t in trials]
     study_seeds = int(ctx.spec.get("seeds", 1))
     same_seeds = n_seeds is None or n_seeds == study_seeds
     verdict = judge(ctx, data, trained, tree)
@@ -268,7 +294,9 @@ def train_best(
         "same_seed": rep.seed == rep.trial.user_attrs.get("seed"),
         "same_seeds": same_seeds,
         "study_seeds": study_seeds,
-        "match": same_data
+        "fit": "exact" if exact else "final",
+        "match": exact
+        and same_data
         and same_seeds
         and all(
             math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
@@ -301,6 +329,8 @@ def train_best(
         "metrics": {seg: verdict[seg]["model"] for seg in ("val", "test") if seg in verdict},
         "verdict": verdict,
         "reproduced": reproduced,
+        "fit": "exact" if exact else "final",
+        "final": None if final is None else asdict(final),
         "objective": ctx.objective,
         "study_name": study.study_name,
         "trial_number": rep.trial.number,

@@ -58,7 +58,7 @@ def test_a_study_trains_on_cuda(tmp_path: Path) -> None:
     assert all(t.value is not None for t in trials)
     out = tmp_path / "m.pt"
     args = ["train", "--study-name", "cuda", "--storage", url, "--out", str(out), "--no-tree"]
-    assert main([*args, "--device", "cuda"]) == 0
+    assert main([*args, "--device", "cuda", "--exact"]) == 0
     rep = torch.load(out, weights_only=True)["reproduced"]
     # cuDNN kernels are not bitwise deterministic: close, not equal
     assert rep["retrained_value"][0] == pytest.approx(rep["trial_value"][0], abs=0.02)

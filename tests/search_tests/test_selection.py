@@ -48,6 +48,7 @@ def test_train_reproduces_its_trial(
     capsys.readouterr()
     out = tmp_path / "m.pt"
     args = ["train", "--study-name", "rep", "--storage", url, "--out", str(out), "--no-tree"]
+    args.append("--exact")
     assert main(args) == 0
     ckpt = torch.load(out, weights_only=True)
     rep = ckpt["reproduced"]
@@ -176,7 +177,7 @@ def test_confirm_names_a_winner_that_export_and_train_use(
     seeds = tmp_path / "seeds.pt"
     args = ["train", "--study-name", "cf", "--storage", url, "--out", str(seeds), "--no-tree"]
     capsys.readouterr()
-    assert main([*args, "--seeds", "2", "--seed", str(rec["seed"])]) == 0
+    assert main([*args, "--exact", "--seeds", "2", "--seed", str(rec["seed"])]) == 0
     assert "not a reproduction" in capsys.readouterr().err
     ck = torch.load(seeds, weights_only=True)
     assert len(ck["models"]) == 1 and len(ck["models"][0]["states"]) == 2

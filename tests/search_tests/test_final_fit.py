@@ -1,0 +1,84 @@
+"""`train` fits the selected configuration at the study's final budget ([final]); `train
+--exact` reproduces the trial; several networks are averaged on a common per-date scale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data import ConfigError
+from models import per_date_zscore
+from search.cli import main
+from search.config import build_config
+from tests.search_tests.helpers import run_cli, write_study
+
+FINAL = """
+[search]
+pruner = "none"
+[final]
+max_windows_per_epoch = 512
+epochs = 4
+patience = 0
+seeds = 2
+"""
+
+
+def test_final_fit_is_the_final_budget_and_deterministic(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/f.db"
+    cfg = write_study(tmp_path, "fin", extra=FINAL)
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "2", "--seed", "3") == 0
+    args = ["train", "--study-name", "fin", "--storage", url, "--no-tree", "--device", "cpu"]
+    a, b, exact = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "x.pt"
+    capsys.readouterr()
+    assert main([*args, "--out", str(a)]) == 0
+    err = capsys.readouterr().err
+    assert "final fit ([final]): 512 training windows an epoch, up to 4 epochs" in err
+    assert "`train --exact` reproduces the trial instead" in err
+    assert main([*args, "--out", str(b)]) == 0
+    ca, cb = (torch.load(p, weights_only=True) for p in (a, b))
+    assert ca["fit"] == "final" and ca["final"]["seeds"] == 2 and ca["final"]["epochs"] == 4
+    assert not ca["reproduced"]["match"]  # a final fit is not a reproduction
+    (ma,), (mb,) = ca["models"], cb["models"]
+    assert len(ma["states"]) == 2 and ma["params"]["epochs"] == 4
+    assert 1 <= ma["best_epoch"] <= 4
+    for sa, sb in zip(ma["states"], mb["states"], strict=True):  # the same on a CPU, bitwise
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert ca["verdict"]["test"]["model"] == cb["verdict"]["test"]["model"]
+    # --exact: the trial at the search's budget, its own seeds, reproduced
+    assert main([*args, "--out", str(exact), "--exact"]) == 0
+    cx = torch.load(exact, weights_only=True)
+    assert cx["fit"] == "exact" and cx["final"] is None and cx["reproduced"]["match"]
+    assert "reproduced the trial's value" in capsys.readouterr().err
+
+
+def test_final_config_on_a_cpu_and_its_checks(tmp_path: Path) -> None:
+    cfg = write_study(tmp_path, "c", extra="[final]\nepochs = 7\n[cpu.final]\nseeds = 5")
+    cpu, gpu = build_config(cfg, cpu=True), build_config(cfg, cpu=False)
+    assert (cpu.final.epochs, cpu.final.seeds) == (7, 5)
+    assert (gpu.final.epochs, gpu.final.seeds) == (7, 3)
+    assert build_config(None, cpu=True).final.epochs == 12  # the built-in CPU final fit
+    bad = write_study(tmp_path, "b", extra='[final]\nseeds = 0\nepochs = "x"\npatiense = 1')
+    with pytest.raises(ConfigError) as e:
+        build_config(bad, cpu=True)
+    msg = str(e.value)
+    assert "[final] seeds: must be >= 1, got 0" in msg
+    assert "epochs" in msg and "patiense" in msg and "did you mean 'patience'" in msg
+
+
+def test_per_date_zscore_by_hand() -> None:
+    # two members, dates 0 (three rows) and 1 (two rows); member 2 has ten times the scale
+    out = torch.tensor([[1.0, 2.0, 3.0, 5.0, 7.0], [10.0, 20.0, 30.0, 70.0, 50.0]])
+    date = torch.tensor([0, 0, 0, 1, 1])
+    z = per_date_zscore(out, date)
+    s = np.sqrt(2.0 / 3.0)  # population sd of (1, 2, 3)
+    want = [[-1 / s, 0.0, 1 / s, -1.0, 1.0], [-1 / s, 0.0, 1 / s, 1.0, -1.0]]
+    assert z.numpy() == pytest.approx(np.array(want), abs=1e-6)
+    # one row on a date, or a constant member: 0, not NaN
+    assert per_date_zscore(torch.tensor([[4.0, 4.0, 9.0]]), torch.tensor([0, 0, 1])).tolist() == [
+        [0.0, 0.0, 0.0]
+    ]
