@@ -1,0 +1,75 @@
+"""Every complete trial keeps its per-date validation values; the study's PBO and deflated
+Sharpe come from them (a real study through the CLI on the bundled sample)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from search.cli import main
+from search.evaluate.luck import daily_matrix, format_luck, study_luck
+from tests.search_tests.helpers import load, run_cli, write_study
+
+S = optuna.trial.TrialState
+FIXED_EPOCHS = """
+[space]
+time_steps = 4
+num_layers = 1
+hidden_dim = {{ low = 4, high = 8 }}
+head_dim = 0
+dropout = 0.0
+batch_size = 256
+epochs = 2
+optimizer = "adam"
+lr = {{ low = 1e-3, high = 3e-2, log = true }}
+"""
+
+
+def test_trials_keep_per_date_values_and_the_study_its_luck(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    extra = '[search]\nseeds = 2\npruner = "none"\n'
+    cfg = write_study(tmp_path, "luck", extra=extra, space=FIXED_EPOCHS)
+    text = cfg.read_text().replace('target_cs = "zscore"', 'target_cs = "zscore"\nfolds = 3')
+    cfg.write_text(
+        text.replace("max_windows_per_epoch = 256", "max_windows_per_epoch = 256\nval_dates = 5")
+    )
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "4", "--seed", "2") == 0
+    study = load(url, "luck")
+    done = [t for t in study.trials if t.state == S.COMPLETE]
+    assert len(done) == 4
+    for t in done:
+        d = t.user_attrs["daily_values"]
+        assert d["metric"] == "rank_ic" and len(d["ranges"]) == 3  # one range per fold
+        assert all(a[1] == b[0] for a, b in zip(d["ranges"], d["ranges"][1:], strict=False))
+        assert len(d["values"]) == d["ranges"][-1][1] - d["ranges"][0][0]
+        # every validation date (not the 5 of each epoch's report), members averaged:
+        # with equal dates per fold, their mean is the trial's value
+        vals = np.array([np.nan if v is None else v for v in d["values"]]).reshape(3, -1)
+        assert np.isfinite(vals).sum() > 3 * 5
+        assert np.nanmean(np.nanmean(vals, 1)) == pytest.approx(t.value, abs=1e-5)
+    m, numbers, metric, _ = daily_matrix(study.trials)
+    assert m.shape[1] == 4 and numbers == [t.number for t in done] and metric == "rank_ic"
+    luck = study_luck(study, n_blocks=8)
+    assert luck["winner"] == study.best_trial.number
+    assert 0.0 <= luck["pbo"]["pbo"] <= 1.0 and luck["pbo"]["trials"] == 4
+    assert 0.0 <= luck["dsr"]["dsr"] <= 1.0 and luck["dsr_effective"]["trials"] <= 4
+    text = format_luck(luck)
+    assert "probability of backtest overfitting" in text and "deflated Sharpe" in text
+    # the per-date values stay out of the exported metrics; the trials table still writes
+    out, table = tmp_path / "best.json", tmp_path / "trials.parquet"
+    argv = ["export", "--study-name", "luck", "--storage", url, "--out", str(out)]
+    assert main([*argv, "--trials", str(table)]) == 0
+    assert "daily_values" not in out.read_text()
+    assert len(pd.read_parquet(table)) == 4
+
+
+def test_a_study_without_per_date_values_says_so(tmp_path: Path) -> None:
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    luck = study_luck(study)
+    assert "pbo" not in luck and "two complete trials, has 0" in luck["note"]
+    assert format_luck(luck).startswith("luck: needs per-date values")
