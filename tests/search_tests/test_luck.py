@@ -73,3 +73,54 @@ def test_a_study_without_per_date_values_says_so(tmp_path: Path) -> None:
     luck = study_luck(study)
     assert "pbo" not in luck and "two complete trials, has 0" in luck["note"]
     assert format_luck(luck).startswith("luck: needs per-date values")
+
+
+def test_next_questions_on_the_sample() -> None:
+    """The baselines of the bundled sample on its test dates: ridge stands in for the
+    model, each figure recomputed with pandas from the same predictions."""
+    import torch
+
+    from data import DataConfig, Prepared, load_panel
+    from models.baselines import baselines
+    from search.evaluate.verdict import format_next_questions, next_questions
+    from tests.conftest import SAMPLE
+
+    cfg = DataConfig(path=str(SAMPLE), target_cs="zscore")
+    data = Prepared(load_panel(cfg), cfg, torch.device("cpu"), eval_time_steps=5)
+    ends = {seg: data.ends(seg, 5) for seg in ("train", "val", "test")}
+    fns = baselines(data, ends["train"], ends["val"], tree=False)
+    e = ends["test"]
+    outputs = {"model": fns["ridge"](e), **{n: f(e) for n, f in fns.items()}}
+    q = next_questions(data, outputs, e, "model", "reversal_1", cost_bps=10.0)
+    S = data.n_securities
+    df = pd.DataFrame(
+        {
+            "date": (e // S).numpy(),
+            "y": data.target[e // S, e % S].double().numpy(),
+            "m": outputs["model"].double().numpy(),
+            "b": outputs["reversal_1"].double().numpy(),
+        }
+    )
+    g = df.groupby("date")
+    corr = g.apply(lambda x: x.m.corr(x.b, method="spearman")).mean()
+    assert q["partner"] == "reversal_1" and q["correlation"] == pytest.approx(corr, abs=1e-9)
+    n = g.m.transform("size")
+    mixed = ((g.m.rank() - 1) / (n - 1) + (g.b.rank() - 1) / (n - 1)) / 2
+    df["blend"] = mixed
+    ric = df.groupby("date").apply(lambda x: x.blend.corr(x.y, method="spearman"))
+    ric_b = g.apply(lambda x: x.b.corr(x.y, method="spearman"))
+    assert q["rank_ic"]["blend"] == pytest.approx(ric.mean(), abs=1e-9)
+    assert q["blend_margin"] == pytest.approx((ric - ric_b).mean(), abs=1e-9)
+    assert q["blend_paired_se"] == pytest.approx((ric - ric_b).std() / len(ric) ** 0.5, rel=1e-6)
+    for name in ("model", "reversal_1"):
+        p = q["portfolios"][name]
+        assert p["horizon"] == cfg.horizon and p["cost_bps"] == 10.0
+        assert p["sharpe_after_cost"] < p["sharpe"] and p["turnover"] > 0
+    assert "transformed target" in q["note"]  # zscored: not returns
+    doubled = next_questions(data, outputs, e, "model", "reversal_1", fwd_return=2 * data.target)
+    twice, once = doubled["portfolios"]["model"], q["portfolios"]["model"]
+    assert twice["cumulative"] == pytest.approx(2 * once["cumulative"])
+    assert twice["sharpe"] == pytest.approx(once["sharpe"]) and "note" not in doubled
+    text = format_next_questions(q)
+    assert "rank correlation of model with reversal_1" in text
+    assert text.count("long-short decile portfolio") == 2
