@@ -69,14 +69,13 @@ ZERO_IS_NO_SKILL = (
 )
 
 
-def _score(pred: torch.Tensor) -> torch.Tensor:
-    """A prediction as one score per row (classes: the expected class, as in evaluate)."""
+def class_score(pred: torch.Tensor) -> torch.Tensor:
+    """One score per row: a regression prediction as it is; class logits as the expected
+    class index (for two classes: the probability of class 1, as evaluate scores them)."""
     if pred.dim() == 1:
         return pred.double()
-    prob = pred.double().softmax(-1)
-    if pred.shape[-1] == 2:
-        return prob[:, -1]
-    return (prob * torch.arange(pred.shape[-1], device=pred.device)).sum(-1)
+    k = torch.arange(pred.shape[-1], device=pred.device, dtype=torch.float64)
+    return pred.double().softmax(-1) @ k
 
 
 def _rowwise(kind: str, pred: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
@@ -123,7 +122,7 @@ def daily_values(
         return dates, 1 - err / _sum(ww * yd**2, inv, G)
     if kind == "pnl":
         return dates, _sum(ww * yd * (pred > 0).double(), inv, G)
-    s = _score(pred)
+    s = class_score(pred)
     if not panel:  # spread of one series: the sign strategy
         return dates, _sum(torch.sign(s) * yd, inv, G) / counts
     if kind == "pearson":

@@ -218,14 +218,6 @@ def _rank_ic_and_se(score: torch.Tensor, y: torch.Tensor, d: torch.Tensor) -> tu
     return float(v.mean()), float(v.std() / math.sqrt(v.numel()))
 
 
-def _as_score(pred: torch.Tensor) -> torch.Tensor:
-    """One score per row: a regression prediction, or the expected class of logits."""
-    if pred.dim() == 1:
-        return pred.double()
-    prob = pred.double().softmax(-1)
-    return (prob * torch.arange(pred.shape[-1], device=pred.device)).sum(-1)
-
-
 def next_questions(
     data: Prepared,
     outputs: dict[str, torch.Tensor],
@@ -241,6 +233,7 @@ def next_questions(
     (models.portfolio, rebalanced every horizon dates) of the model and the best baseline,
     before and after `cost_bps` per unit of turnover, earning `fwd_return` ((D, S) raw
     forward returns; default the target, which is a return only untransformed). JSON-ready."""
+    from models.luck import class_score
     from models.portfolio import blend, decile_portfolio, prediction_correlation, summary
 
     S = data.n_securities
@@ -249,7 +242,7 @@ def next_questions(
     partner = next((r for r in REFERENCES if r in outputs), best)
     d, s = ends // S, ends % S
     y = data.target[d, s].double()
-    sc = {n: _as_score(outputs[n]) for n in dict.fromkeys((model_name, partner, best))}
+    sc = {n: class_score(outputs[n]) for n in dict.fromkeys((model_name, partner, best))}
     mixed = blend(sc[model_name], sc[partner], date=d)
     diff = daily_rank_ic(mixed, y, d) - daily_rank_ic(sc[partner], y, d)
     diff = diff[torch.isfinite(diff)]

@@ -12,21 +12,13 @@ import pytest
 
 from search.cli import main
 from search.evaluate.luck import daily_matrix, format_luck, study_luck
-from tests.search_tests.helpers import load, run_cli, write_study
+from tests.search_tests.helpers import TINY_SPACE, load, run_cli, write_study
 
 S = optuna.trial.TrialState
-FIXED_EPOCHS = """
-[space]
-time_steps = 4
-num_layers = 1
-hidden_dim = {{ low = 4, high = 8 }}
-head_dim = 0
-dropout = 0.0
-batch_size = 256
-epochs = 2
-optimizer = "adam"
-lr = {{ low = 1e-3, high = 3e-2, log = true }}
-"""
+# the tiny space with every trial's time steps and epochs fixed (equal dates per fold)
+FIXED_EPOCHS = TINY_SPACE.replace("{{ low = 3, high = 6 }}", "4").replace(
+    "{{ low = 2, high = 9 }}", "2"
+)
 
 
 def test_trials_keep_per_date_values_and_the_study_its_luck(tmp_path: Path) -> None:
