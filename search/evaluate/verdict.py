@@ -203,3 +203,97 @@ def format_verdict(v: dict[str, Any]) -> str:
         lines.append("")
     lines.append("* best simple baseline, chosen on validation. " + v["summary"])
     return "\n".join(lines)
+
+
+# --- the questions a quant asks next (models.portfolio); not yet part of build_verdict ---
+
+COST_BPS = 10.0  # cost per unit of turnover of the long-short portfolios
+
+
+def _rank_ic_and_se(score: torch.Tensor, y: torch.Tensor, d: torch.Tensor) -> tuple[Any, Any]:
+    v = daily_rank_ic(score, y, d)
+    v = v[torch.isfinite(v)]
+    if v.numel() < 2:
+        return None, None
+    return float(v.mean()), float(v.std() / math.sqrt(v.numel()))
+
+
+def next_questions(
+    data: Prepared,
+    outputs: dict[str, torch.Tensor],
+    ends: torch.Tensor,
+    model_name: str,
+    best: str,
+    cost_bps: float = COST_BPS,
+    fwd_return: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """On the test windows `ends` (predictions `outputs` by name): how alike the model and
+    the tree (else the best baseline) rank securities, whether their 50/50 per-date rank
+    blend beats the tree (paired over dates), and the long-short decile portfolio
+    (models.portfolio, rebalanced every horizon dates) of the model and the best baseline,
+    before and after `cost_bps` per unit of turnover, earning `fwd_return` ((D, S) raw
+    forward returns; default the target, which is a return only untransformed). JSON-ready."""
+    from models.luck import class_score
+    from models.portfolio import blend, decile_portfolio, prediction_correlation, summary
+
+    S = data.n_securities
+    if S < 2:
+        return {"note": "a single series: no cross-section to rank or to hold"}
+    partner = next((r for r in REFERENCES if r in outputs), best)
+    d, s = ends // S, ends % S
+    y = data.target[d, s].double()
+    sc = {n: class_score(outputs[n]) for n in dict.fromkeys((model_name, partner, best))}
+    mixed = blend(sc[model_name], sc[partner], date=d)
+    diff = daily_rank_ic(mixed, y, d) - daily_rank_ic(sc[partner], y, d)
+    diff = diff[torch.isfinite(diff)]
+    out: dict[str, Any] = {"partner": partner, "best_baseline": best, "cost_bps": cost_bps}
+    corr = float(prediction_correlation(sc[model_name], sc[partner], d))
+    out["correlation"] = corr if math.isfinite(corr) else None
+    out["rank_ic"] = {n: _rank_ic_and_se(v, y, d)[0] for n, v in sc.items()}
+    out["rank_ic"]["blend"], _ = _rank_ic_and_se(mixed, y, d)
+    out["blend_margin"] = float(diff.mean()) if diff.numel() else None
+    out["blend_paired_se"] = (
+        float(diff.std() / math.sqrt(diff.numel())) if diff.numel() > 1 else None
+    )
+    if data.cfg.task != "regression":
+        out["portfolios"] = None
+        out["note"] = "no portfolio: the target is a class, not a forward return"
+        return out
+    n_dates, h = data.target.shape[0], data.cfg.horizon
+    r = y if fwd_return is None else fwd_return[d, s].double()
+    c = data.cfg
+    if fwd_return is None and (c.target_cs != "none" or c.target_winsor or c.target_scale != 1):
+        out["note"] = (
+            f"the portfolios earn the transformed target ([data] target_cs {c.target_cs!r}, "
+            f"target_winsor {c.target_winsor:g}, target_scale {c.target_scale:g}), not returns"
+        )
+    out["portfolios"] = {
+        n: summary(decile_portfolio(sc[n], r, d, s, n_dates, S, cost_bps, horizon=h))
+        for n in dict.fromkeys((model_name, best))
+    }
+    return out
+
+
+def format_next_questions(q: dict[str, Any], model_name: str = "model") -> str:
+    """The correlation, the blend and the portfolios as a few lines."""
+    if "partner" not in q:
+        return q.get("note", "")
+    partner, ric = q["partner"], q["rank_ic"]
+    se = q.get("blend_paired_se")
+    adds = q["blend_margin"] is not None and se is not None and q["blend_margin"] > 2 * se
+    lines = [
+        f"rank correlation of {model_name} with {partner}: {_f(q['correlation'])}; "
+        f"test rank IC {model_name} {_f(ric.get(model_name))}, {partner} {_f(ric.get(partner))}, "
+        f"50/50 rank blend {_f(ric.get('blend'))}: the blend {'ADDS' if adds else 'does not add'} "
+        f"to {partner} by more than 2 paired standard errors ({_f(q['blend_margin'])}, "
+        f"se {'n/a' if se is None else format(se, '.4f')})"
+    ]
+    for name, p in (q.get("portfolios") or {}).items():
+        lines.append(
+            f"long-short decile portfolio of {name}, rebalanced every {p['horizon']} dates: "
+            f"cumulative {_f(p['cumulative'])}, turnover {p['turnover']:.2f} per rebalance, "
+            f"Sharpe {_f(p['sharpe'])}, after {p['cost_bps']:g} bps {_f(p['sharpe_after_cost'])}"
+        )
+    if q.get("note"):
+        lines.append(q["note"])
+    return "\n".join(lines)

@@ -16,6 +16,7 @@ import torch
 from data import Prepared
 from models import (
     EpochResult,
+    FitResult,
     Interrupted,
     Member,
     NonFiniteLoss,
@@ -24,6 +25,7 @@ from models import (
     fit,
 )
 from models.ensemble import group
+from models.luck import trial_daily
 from models.metrics import OBJECTIVES
 from search.config.schema import BudgetConfig, RunConfig
 from search.config.space import TrialParams
@@ -186,12 +188,14 @@ class Objective:
                 should_stop=self.should_stop,
                 members=members,
                 score=score,
+                keep_best=True,  # for the per-date values of the best epoch
             )
             best = progress["best"] = result.best  # every validation date scored
             progress["fit_val"] += result.final_seconds
             values = objective_values(cfg.study.objective, best.val)
             if not all(math.isfinite(v) for v in values):
                 raise optuna.TrialPruned(f"objective not finite: {values}")
+            self._keep_daily(model, result, tp, members, progress)
             return values if cfg.study.multi else values[0]
         except NonFiniteLoss as e:
             trial.set_user_attr("prune_reason", str(e))
@@ -217,6 +221,23 @@ class Objective:
             self._release()
         trial.set_user_attr("fail_reason", oom)
         raise torch.OutOfMemoryError(oom)
+
+    def _keep_daily(
+        self,
+        model: torch.nn.Module,
+        result: FitResult,
+        tp: TrainParams,
+        members: list[Member],
+        progress: dict[str, Any],
+    ) -> None:
+        """The first objective's value on each validation date at the best epoch (the
+        members' mean; models.luck.trial_daily), kept as user attr `daily_values` of a
+        complete trial; its time counts as validation."""
+        t0 = time.perf_counter()
+        if result.best_state is not None:
+            model.load_state_dict(result.best_state)
+        progress["daily"] = trial_daily(model, self.data, tp, members, self.cfg.study.metrics[0])
+        progress["fit_val"] += time.perf_counter() - t0
 
     def _release(self) -> None:
         """Free what the trial left (cycles, cached device blocks) before the next one.
@@ -315,5 +336,7 @@ def record_trial(
             attrs["fold_values"] = [_finite(sum(f) / len(f)) for f in folds]
         # spread over seeds: the standard deviation within each fold, averaged over folds
         attrs["seed_std"] = _finite(sum(spread(f) for f in folds) / len(folds))
+        if progress.get("daily"):
+            attrs["daily_values"] = progress["daily"]
     finally:
         set_user_attrs(trial, attrs)

@@ -1,0 +1,105 @@
+"""How much of a study's edge is luck: the probability of backtest overfitting of its
+selection and the deflated Sharpe ratio of its best trial (models.luck), from the per-date
+validation values every complete trial keeps (user attr `daily_values`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import optuna
+
+from models.luck import luck_summary
+
+ATTR = "daily_values"
+
+
+def daily_matrix(
+    trials: list[optuna.trial.FrozenTrial],
+) -> tuple[np.ndarray, list[int], str | None, list[list[int]] | None]:
+    """(T dates x N trials) matrix of the complete trials' per-date values, their numbers,
+    the metric and the date ranges; trials whose dates or metric differ from the first
+    one's are left out (a study resumed under another split)."""
+    cols: list[list[float]] = []
+    numbers: list[int] = []
+    metric, ranges = None, None
+    for t in trials:
+        d = t.user_attrs.get(ATTR)
+        if t.state != optuna.trial.TrialState.COMPLETE or not isinstance(d, dict):
+            continue
+        if metric is None:
+            metric, ranges = d.get("metric"), d.get("ranges")
+        if d.get("metric") != metric or d.get("ranges") != ranges:
+            continue
+        cols.append([math.nan if v is None else float(v) for v in d.get("values", [])])
+        numbers.append(t.number)
+    if not cols:
+        return np.zeros((0, 0)), [], None, None
+    return np.array(cols, dtype=np.float64).T, numbers, metric, ranges
+
+
+def _selected(study: optuna.Study) -> int | None:
+    """The trial the study selects: the confirmed winner, else the best (first objective)."""
+    winner = (study.user_attrs.get("confirm") or {}).get("winner")
+    if isinstance(winner, int):
+        return winner
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        return None
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
+    return max(done, key=lambda t: (sign * t.values[0], -t.number)).number
+
+
+def study_luck(study: optuna.Study, n_blocks: int = 16, effective: bool = True) -> dict[str, Any]:
+    """PBO of the study's selection over `n_blocks` date blocks and the deflated Sharpe of
+    its selected trial (N = the complete trials kept; with `effective`, also N_eff), as a
+    JSON-ready dict; `note` says why a figure is missing."""
+    m, numbers, metric, ranges = daily_matrix(study.trials)
+    if metric is None or len(numbers) < 2:
+        return {"note": f"needs per-date values of two complete trials, has {len(numbers)}"}
+    pick = _selected(study)
+    col = numbers.index(pick) if pick in numbers else None
+    out = luck_summary(m, metric, col, n_blocks, effective)
+    out["winner"] = None if out["winner"] is None else numbers[out["winner"]]
+    out["ranges"] = ranges
+    if out["dsr"] is None:
+        out["note"] = f"no deflated Sharpe for {metric} (0 is not its no-skill value)"
+    return _json(out)
+
+
+def _json(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _json(x) for k, x in v.items()}
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _f(v: Any, fmt: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def format_luck(luck: dict[str, Any]) -> str:
+    """Two lines: the PBO of the selection, the deflated Sharpe of the winner."""
+    if "pbo" not in luck:
+        return f"luck: {luck.get('note', 'not measured')}"
+    p = luck["pbo"]
+    lines = [
+        f"probability of backtest overfitting: {_f(p.get('pbo'))} ({p.get('trials')} trials, "
+        f"{p.get('dates')} dates in {p.get('blocks')} blocks, {p.get('combinations')} "
+        f"splits, by {p.get('by')} of the daily {luck['metric']}; 0.5 = the choice is noise)"
+    ]
+    d = luck.get("dsr")
+    if d:
+        lines.append(
+            f"deflated Sharpe of trial {luck['winner']}: {_f(d['dsr'])} (per-date Sharpe "
+            f"{_f(d['sharpe'])} vs {_f(d['sharpe0'])} expected of the best of "
+            f"{_f(d['trials'], '.0f')} skill-less trials; > 0.95 = significant)"
+        )
+        e = luck.get("dsr_effective")
+        if e:
+            lines[-1] += f"; {_f(e['dsr'])} with {_f(e['trials'], '.1f')} effective trials"
+    else:
+        lines.append(f"deflated Sharpe: {luck.get('note', 'n/a')}")
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""Every complete trial keeps its per-date validation values; the study's PBO and deflated
+Sharpe come from them (a real study through the CLI on the bundled sample)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from search.cli import main
+from search.evaluate.luck import daily_matrix, format_luck, study_luck
+from tests.search_tests.helpers import TINY_SPACE, load, run_cli, write_study
+
+S = optuna.trial.TrialState
+# the tiny space with every trial's time steps and epochs fixed (equal dates per fold)
+FIXED_EPOCHS = TINY_SPACE.replace("{{ low = 3, high = 6 }}", "4").replace(
+    "{{ low = 2, high = 9 }}", "2"
+)
+
+
+def test_trials_keep_per_date_values_and_the_study_its_luck(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    extra = '[search]\nseeds = 2\npruner = "none"\n'
+    cfg = write_study(tmp_path, "luck", extra=extra, space=FIXED_EPOCHS)
+    text = cfg.read_text().replace('target_cs = "zscore"', 'target_cs = "zscore"\nfolds = 3')
+    cfg.write_text(
+        text.replace("max_windows_per_epoch = 256", "max_windows_per_epoch = 256\nval_dates = 5")
+    )
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "4", "--seed", "2") == 0
+    study = load(url, "luck")
+    done = [t for t in study.trials if t.state == S.COMPLETE]
+    assert len(done) == 4
+    for t in done:
+        d = t.user_attrs["daily_values"]
+        assert d["metric"] == "rank_ic" and len(d["ranges"]) == 3  # one range per fold
+        assert all(a[1] == b[0] for a, b in zip(d["ranges"], d["ranges"][1:], strict=False))
+        assert len(d["values"]) == d["ranges"][-1][1] - d["ranges"][0][0]
+        # every validation date (not the 5 of each epoch's report), members averaged:
+        # with equal dates per fold, their mean is the trial's value
+        vals = np.array([np.nan if v is None else v for v in d["values"]]).reshape(3, -1)
+        assert np.isfinite(vals).sum() > 3 * 5
+        assert np.nanmean(np.nanmean(vals, 1)) == pytest.approx(t.value, abs=1e-5)
+    m, numbers, metric, _ = daily_matrix(study.trials)
+    assert m.shape[1] == 4 and numbers == [t.number for t in done] and metric == "rank_ic"
+    luck = study_luck(study, n_blocks=8)
+    assert luck["winner"] == study.best_trial.number
+    assert 0.0 <= luck["pbo"]["pbo"] <= 1.0 and luck["pbo"]["trials"] == 4
+    assert 0.0 <= luck["dsr"]["dsr"] <= 1.0 and luck["dsr_effective"]["trials"] <= 4
+    text = format_luck(luck)
+    assert "probability of backtest overfitting" in text and "deflated Sharpe" in text
+    # the per-date values stay out of the exported metrics; the trials table still writes
+    out, table = tmp_path / "best.json", tmp_path / "trials.parquet"
+    argv = ["export", "--study-name", "luck", "--storage", url, "--out", str(out)]
+    assert main([*argv, "--trials", str(table)]) == 0
+    assert "daily_values" not in out.read_text()
+    assert len(pd.read_parquet(table)) == 4
+
+
+def test_a_study_without_per_date_values_says_so(tmp_path: Path) -> None:
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    luck = study_luck(study)
+    assert "pbo" not in luck and "two complete trials, has 0" in luck["note"]
+    assert format_luck(luck).startswith("luck: needs per-date values")
+
+
+def test_next_questions_on_the_sample() -> None:
+    """The baselines of the bundled sample on its test dates: ridge stands in for the
+    model, each figure recomputed with pandas from the same predictions."""
+    import torch
+
+    from data import DataConfig, Prepared, load_panel
+    from models.baselines import baselines
+    from search.evaluate.verdict import format_next_questions, next_questions
+    from tests.conftest import SAMPLE
+
+    cfg = DataConfig(path=str(SAMPLE), target_cs="zscore")
+    data = Prepared(load_panel(cfg), cfg, torch.device("cpu"), eval_time_steps=5)
+    ends = {seg: data.ends(seg, 5) for seg in ("train", "val", "test")}
+    fns = baselines(data, ends["train"], ends["val"], tree=False)
+    e = ends["test"]
+    outputs = {"model": fns["ridge"](e), **{n: f(e) for n, f in fns.items()}}
+    q = next_questions(data, outputs, e, "model", "reversal_1", cost_bps=10.0)
+    S = data.n_securities
+    df = pd.DataFrame(
+        {
+            "date": (e // S).numpy(),
+            "y": data.target[e // S, e % S].double().numpy(),
+            "m": outputs["model"].double().numpy(),
+            "b": outputs["reversal_1"].double().numpy(),
+        }
+    )
+    g = df.groupby("date")
+    corr = g.apply(lambda x: x.m.corr(x.b, method="spearman")).mean()
+    assert q["partner"] == "reversal_1" and q["correlation"] == pytest.approx(corr, abs=1e-9)
+    n = g.m.transform("size")
+    mixed = ((g.m.rank() - 1) / (n - 1) + (g.b.rank() - 1) / (n - 1)) / 2
+    df["blend"] = mixed
+    ric = df.groupby("date").apply(lambda x: x.blend.corr(x.y, method="spearman"))
+    ric_b = g.apply(lambda x: x.b.corr(x.y, method="spearman"))
+    assert q["rank_ic"]["blend"] == pytest.approx(ric.mean(), abs=1e-9)
+    assert q["blend_margin"] == pytest.approx((ric - ric_b).mean(), abs=1e-9)
+    assert q["blend_paired_se"] == pytest.approx((ric - ric_b).std() / len(ric) ** 0.5, rel=1e-6)
+    for name in ("model", "reversal_1"):
+        p = q["portfolios"][name]
+        assert p["horizon"] == cfg.horizon and p["cost_bps"] == 10.0
+        assert p["sharpe_after_cost"] < p["sharpe"] and p["turnover"] > 0
+    assert "transformed target" in q["note"]  # zscored: not returns
+    doubled = next_questions(data, outputs, e, "model", "reversal_1", fwd_return=2 * data.target)
+    twice, once = doubled["portfolios"]["model"], q["portfolios"]["model"]
+    assert twice["cumulative"] == pytest.approx(2 * once["cumulative"])
+    assert twice["sharpe"] == pytest.approx(once["sharpe"]) and "note" not in doubled
+    text = format_next_questions(q)
+    assert "rank correlation of model with reversal_1" in text
+    assert text.count("long-short decile portfolio") == 2
