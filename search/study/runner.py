@@ -26,12 +26,12 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import torch
 from sqlalchemy.exc import SQLAlchemyError
 
 from data import Panel, Prepared
+from data.cache import load_cached_panel, save_panel
 from models import Interrupted
 from search.cli.common import stacks_on_sigusr1
 from search.config.schema import RunConfig
@@ -220,33 +220,6 @@ class WorkerSpec:
     timeout: float | None
     max_trials: int | None
     worker: int
-
-
-def save_panel(panel: Panel, folder: Path) -> None:
-    """Write the panel as .npy files; workers memory-map them (one copy in RAM on a CPU)."""
-    np.save(folder / "values.npy", panel.values)
-    np.save(folder / "target.npy", panel.target)
-    np.save(folder / "valid.npy", panel.valid)
-    np.save(folder / "dates.npy", panel.dates)
-    np.save(folder / "ids.npy", panel.ids)
-    if panel.weight is not None:
-        np.save(folder / "weight.npy", panel.weight)
-    (folder / "features.txt").write_text("\n".join(panel.feature_names))
-    (folder / "source.txt").write_text(panel.source)
-
-
-def load_cached_panel(folder: Path) -> Panel:
-    w = folder / "weight.npy"
-    return Panel(
-        values=np.load(folder / "values.npy", mmap_mode="r"),
-        target=np.load(folder / "target.npy"),
-        valid=np.load(folder / "valid.npy"),
-        dates=np.load(folder / "dates.npy"),
-        ids=np.load(folder / "ids.npy"),
-        feature_names=(folder / "features.txt").read_text().split("\n"),
-        weight=np.load(w) if w.exists() else None,
-        source=(folder / "source.txt").read_text(),
-    )
 
 
 def _worker_main(spec: WorkerSpec, events: Any, stop_flag: Any) -> None:
