@@ -1,11 +1,9 @@
-"""`optuna-run train` (retrain a study's best params, save the model) and `optuna-run
-predict` (predictions from a saved model)."""
+"""`optuna-run predict`: predictions from a saved model."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,87 +12,28 @@ import numpy as np
 import polars as pl
 
 from data import ConfigError, DataError, load_panel
-from search.cli.common import fail, load_existing, resolve_device
+from search.cli.common import DEVICES_HELP, Parser, fail, resolve_device
+from search.cli.flags import _out_file
 
 
-def run_train(args: argparse.Namespace) -> int:
-    import torch
-
-    from search.evaluate.export import ExportError
-    from search.evaluate.retrain import train_best
-    from search.evaluate.verdict import format_verdict
-    from search.storage.rdb import StorageError
-
-    out = Path(args.out or f"studies/{args.study_name}-model.pt")
-    try:
-        device = resolve_device(args.device)
-        study = load_existing(args.storage, args.study_name)
-        t0 = time.perf_counter()
-        ckpt = train_best(
-            study,
-            out,
-            torch.device(device),
-            args.data,
-            seed=args.seed,
-            trial_number=args.trial,
-            ensemble=args.ensemble,
-            tree=not args.no_tree,
-            n_seeds=args.seeds,
-        )
-    except (StorageError, ExportError, ConfigError, DataError) as e:
-        return fail(str(e))
-    rep = ckpt["reproduced"]
-    n_models = len(ckpt["trial_numbers"])
-    which = (
-        f"trials {ckpt['trial_numbers']} (ensemble)"
-        if n_models > 1
-        else f"trial {ckpt['trial_number']}"
+def predict_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="optuna-run predict",
+        description="Predict with a trained model: one row per (date, id) window end.",
     )
-    if args.ensemble > n_models:
-        print(
-            f"--ensemble {args.ensemble}: only {n_models} trial(s) to average (the confirmed "
-            "ones when the study was confirmed, else its complete ones); the ensemble holds "
-            f"{n_models}",
-            file=sys.stderr,
-        )
-    print(
-        f"trained {which} on {device} in {time.perf_counter() - t0:.1f}s "
-        f"(best epoch {ckpt['best_epoch']}, seed {rep['seed']})",
-        file=sys.stderr,
+    p.add_argument("--model", required=True, help="checkpoint from `optuna-run train`")
+    p.add_argument("--data", default=None, help="Parquet/CSV file (default: the training file)")
+    p.add_argument("--out", type=_out_file, required=True, help="predictions .csv or .parquet")
+    p.add_argument(
+        "--dates",
+        default="last",
+        choices=["last", "test", "all"],
+        help="last date only (a submission), the test segment, or every date",
     )
-    vals = ", ".join(f"{v:.6g}" for v in rep["retrained_value"])
-    stored = ", ".join(f"{v:.6g}" for v in rep["trial_value"])
-    first = f"its first member, trial {ckpt['trial_numbers'][0]}: " if n_models > 1 else ""
-    if n_models > 1:
-        print(
-            "the ensemble's own validation and test figures are in the table below; "
-            "the check below is of " + first.rstrip(": "),
-            file=sys.stderr,
-        )
-    if not rep.get("same_seeds", True):
-        print(
-            f"--seeds {args.seeds}: {args.seeds} seeds averaged where the trial trained "
-            f"{rep['study_seeds']}, so not a reproduction: value {vals} (the trial had {stored})",
-            file=sys.stderr,
-        )
-    elif args.seed is not None and not rep["same_seed"]:
-        print(
-            f"--seed {args.seed}: another seed than the trial's, so not a reproduction: "
-            f"value {vals} (the trial had {stored})",
-            file=sys.stderr,
-        )
-    elif rep["match"]:
-        print(f"{first}reproduced the trial's value: {vals} (study: {stored})", file=sys.stderr)
-    else:
-        print(
-            f"value {vals} differs from the trial's {stored} (other data, device or threads)",
-            file=sys.stderr,
-        )
-    print(format_verdict(ckpt["verdict"]), file=sys.stderr)
-    if not ckpt["same_data_as_study"]:
-        print("note: the data differ from the study's (fingerprint changed)", file=sys.stderr)
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
+    p.add_argument("--date", default=None, help="time-axis column of --data (default: the model's)")
+    p.add_argument("--id", default=None, help="security column of --data ('' for one series)")
+    p.add_argument("--device", default="auto", help=DEVICES_HELP)
+    return p
 
 
 def run_predict(args: argparse.Namespace) -> int:
