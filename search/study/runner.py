@@ -1,9 +1,9 @@
 """Run a study: one in-process worker, or N spawned worker processes on one study.
 
-Signals: the first SIGINT/SIGTERM asks every worker to end its running trial (it is told to
-the storage as FAIL with the reason) and start no other; a second one exits at once (a trial
-left RUNNING then is failed by the heartbeat, or by the next run's start-up check). Worker
-processes ignore SIGINT (a terminal's Ctrl-C reaches the whole process group): the parent
+Signals (one handler, search.study.stop.SignalStop): the first SIGINT/SIGTERM asks every
+worker to end its running trial (it is told to the storage as FAIL with the reason) and start
+no other; a second one exits at once (a trial left RUNNING then is failed by the heartbeat,
+or by the next run's start-up check). Worker processes ignore SIGINT (a terminal's Ctrl-C reaches the whole process group): the parent
 passes the request on through a byte of shared memory that every worker polls with its
 stop flag. A SIGTERM sent to a worker itself (e.g. by a service manager that signals the
 whole group) also ends its trial; a second one exits it at once.
@@ -47,6 +47,7 @@ from search.storage.rdb import (
 from search.study.objective import Objective
 from search.study.progress import Reporter, trial_event
 from search.study.pruners import make_pruner, make_sampler
+from search.study.stop import SignalStop, Stop
 
 try:
     from grpc import RpcError
@@ -61,21 +62,6 @@ STORAGE_ERRORS = (SQLAlchemyError, optuna.exceptions.StorageInternalError, RpcEr
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
-class Stop:
-    """A stop request, set from a signal handler (or through a byte shared with the parent
-    process) and polled between batches."""
-
-    def __init__(self, shared: Any = None) -> None:
-        self.requested = False
-        self.signal_name = ""
-        self.shared = shared  # a lock-free shared byte (multiprocessing RawValue) or None
-
-    def __call__(self) -> bool:
-        if not self.requested and self.shared is not None and self.shared.value:
-            self.requested = True
-        return self.requested
-
-
 def run_trials(
     cfg: RunConfig,
     url: str,
@@ -87,21 +73,19 @@ def run_trials(
     on_trial: Callable[[dict[str, Any]], None],
     stop: Stop,
     worker: int = 0,
+    storage: ServiceCache | ProxyStorage | None = None,
 ) -> None:
     """One worker's optimisation loop on the shared study.
 
     Returns when `n_trials` ran, `timeout` passed, a stop was requested, or the study holds
     `max_trials` COMPLETE or PRUNED trials. Raises StorageError (password masked) when the
     storage fails, and Interrupted (a KeyboardInterrupt) when a stop ended a running trial.
+    `storage` is the process's storage of `url` when it has one already (made with
+    `max_trials`); else one is opened here, and closed at the end.
     """
-    st = cfg.storage
-    storage = make_storage(
-        url,
-        heartbeat_interval=st.heartbeat_interval,
-        grace_period=st.grace_period,
-        max_retry=st.max_retry,
-        max_trials=max_trials,
-    )
+    own = storage is None
+    if storage is None:
+        storage = open_storage(cfg, url, max_trials)
     objective = Objective(cfg, data, should_stop=stop)
     here = f"{socket.gethostname()}:{os.getpid()}"
     current: dict[str, optuna.Trial] = {}
@@ -176,7 +160,20 @@ def run_trials(
         cause = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
         raise StorageError(f"storage failed: {scrub(cause[0], url)}") from None
     finally:
-        storage.close()
+        if own:
+            storage.close()
+
+
+def open_storage(cfg: RunConfig, url: str, max_trials: int | None) -> ServiceCache | ProxyStorage:
+    """The storage of a run of `cfg` at `url`: its heartbeat and retries, the trial cap."""
+    st = cfg.storage
+    return make_storage(
+        url,
+        heartbeat_interval=st.heartbeat_interval,
+        grace_period=st.grace_period,
+        max_retry=st.max_retry,
+        max_trials=max_trials,
+    )
 
 
 def wait_for_room(
@@ -228,15 +225,7 @@ def _worker_main(spec: WorkerSpec, events: Any, stop_flag: Any) -> None:
     # requested while this process was starting is not missed. Events go to the parent
     # through this worker's own pipe: a worker killed mid-write corrupts nothing shared.
     stop = Stop(stop_flag)
-    hits = {"n": 0}
-
-    def on_term(signum: int, _: Any) -> None:
-        hits["n"] += 1
-        if hits["n"] > 1:
-            os._exit(130)
-        stop.requested = True
-
-    signal.signal(signal.SIGTERM, on_term)
+    SignalStop(stop, signals=(signal.SIGTERM,)).install()
     stacks_on_sigusr1()
     torch.set_num_threads(spec.threads)
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -311,6 +300,31 @@ def _death(exitcode: int | None) -> str:
     return f"exited with status {exitcode}"
 
 
+def _gather(
+    readers: list[Connection], reporter: Reporter, exited: set[int], errors: list[str]
+) -> bool:
+    """The workers' events until every pipe is closed: trials to the reporter, each worker's
+    exit into `exited` (its error into `errors`); True when a worker was interrupted."""
+    interrupted = False
+    live = list(readers)
+    while live:
+        for r in wait(live, timeout=0.5):
+            assert isinstance(r, Connection)
+            try:
+                ev = r.recv()
+            except (EOFError, OSError):
+                live.remove(r)
+                continue
+            if "worker_exit" in ev:
+                exited.add(ev["worker_exit"])
+                if ev.get("error"):
+                    errors.append(f"worker {ev['worker_exit']}: {ev['error']}")
+                interrupted |= bool(ev.get("interrupted"))
+            else:
+                reporter.trial(ev)
+    return interrupted
+
+
 def run_parallel(
     cfg: RunConfig,
     url: str,
@@ -345,50 +359,31 @@ def run_parallel(
         spec = WorkerSpec(cfg, url, str(cache), dev, threads, shares[i], timeout, max_trials, i)
         pipes[i] = ctx.Pipe(duplex=False)
         procs[i] = ctx.Process(target=_worker_main, args=(spec, pipes[i][1], stop_flag))
-    signals = {"n": 0}
 
-    def on_signal(signum: int, _: Any) -> None:
-        signals["n"] += 1
-        if signals["n"] == 1:
-            reporter.write(
-                f"{signal.Signals(signum).name}: ending the running trials (FAIL) and stopping; "
-                "press Ctrl-C again to exit at once"
-            )
-            stop_flag.value = 1  # each worker ends its trial at its next batch
-        else:
-            for p in procs.values():
-                if p.is_alive() and p.pid:
-                    os.kill(p.pid, signal.SIGKILL)
-            shutil.rmtree(cache, ignore_errors=True)
-            os._exit(130)
+    def say(name: str) -> None:
+        reporter.write(
+            f"{name}: ending the running trials (FAIL) and stopping; "
+            "press Ctrl-C again to exit at once"
+        )
+        stop_flag.value = 1  # each worker ends its trial at its next batch
 
+    def kill_all() -> None:
+        for p in procs.values():
+            if p.is_alive() and p.pid:
+                os.kill(p.pid, signal.SIGKILL)
+        shutil.rmtree(cache, ignore_errors=True)
+
+    handler = SignalStop(Stop(), on_first=say, at_exit=kill_all)
     errors: list[str] = []
-    interrupted = False
     exited: set[int] = set()
     # The workers inherit SIGINT and SIGTERM ignored; each installs its own SIGTERM handler.
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    handler.ignore()
     try:
         for i, p in procs.items():
             p.start()
             pipes[i][1].close()  # the worker holds the writing end: EOF when it is gone
-        for s in old:
-            signal.signal(s, on_signal)
-        readers = {pipes[i][0]: i for i in procs}
-        while readers:
-            for r in wait(list(readers), timeout=0.5):
-                assert isinstance(r, Connection)
-                try:
-                    ev = r.recv()
-                except (EOFError, OSError):
-                    del readers[r]
-                    continue
-                if "worker_exit" in ev:
-                    exited.add(ev["worker_exit"])
-                    if ev.get("error"):
-                        errors.append(f"worker {ev['worker_exit']}: {ev['error']}")
-                    interrupted |= bool(ev.get("interrupted"))
-                else:
-                    reporter.trial(ev)
+        handler.install()
+        interrupted = _gather([pipes[i][0] for i in procs], reporter, exited, errors)
         for i, p in procs.items():
             p.join()
             if i not in exited:
@@ -397,7 +392,6 @@ def run_parallel(
                     f"retried once its heartbeat is {cfg.storage.grace_period}s old"
                 )
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        handler.restore()
         shutil.rmtree(cache, ignore_errors=True)
-    return interrupted or signals["n"] > 0, errors
+    return interrupted or handler.hits > 0, errors
