@@ -7,7 +7,8 @@ import sys
 import time
 
 from data import ConfigError, DataError
-from search.cli.common import DEVICES_HELP, Parser, fail, load_existing, resolve_device
+from search.api import DEVICES_HELP, load_existing, resolve_device
+from search.cli.common import Parser, fail
 from search.cli.flags import _positive_int, _seed
 from search.evaluate.confirm import DEFAULT_SEED, confirm
 

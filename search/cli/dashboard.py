@@ -33,7 +33,8 @@ def run_dashboard(args: argparse.Namespace) -> int:
 
     import optuna
 
-    from search.cli.common import fail, missing_sqlite
+    from search.api import missing_sqlite
+    from search.cli.common import fail
     from search.storage.rdb import StorageError, describe, resolve_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -31,7 +31,8 @@ def export_parser() -> argparse.ArgumentParser:
 
 def run_export(args: argparse.Namespace) -> int:
     from data import ConfigError
-    from search.cli.common import fail, load_existing
+    from search.api import load_existing
+    from search.cli.common import fail
     from search.storage.rdb import StorageError
 
     try:

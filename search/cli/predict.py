@@ -12,7 +12,8 @@ import numpy as np
 import polars as pl
 
 from data import ConfigError, DataError, load_panel
-from search.cli.common import DEVICES_HELP, Parser, fail, resolve_device
+from search.api import DEVICES_HELP, resolve_device
+from search.cli.common import Parser, fail
 from search.cli.flags import _out_file
 
 

@@ -34,7 +34,8 @@ def report_parser() -> argparse.ArgumentParser:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from search.cli.common import fail, missing_sqlite
+    from search.api import missing_sqlite
+    from search.cli.common import fail
     from search.storage.rdb import StorageError, describe, make_storage, resolve_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from data import ConfigError, DataError
-from search.cli.common import DEVICES_HELP, Parser, fail, resolve_device
+from search.api import DEVICES_HELP, resolve_device
+from search.cli.common import Parser, fail
 from search.cli.flags import SEED_MAX, _port, _positive_float, _positive_int, _seed, _workers
 
 

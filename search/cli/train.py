@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from data import ConfigError, DataError
-from search.cli.common import DEVICES_HELP, Parser, fail, load_existing, resolve_device
+from search.api import DEVICES_HELP, load_existing, resolve_device
+from search.cli.common import Parser, fail
 from search.cli.flags import _nonnegative_int, _out_file, _positive_int, _seed
 
 
