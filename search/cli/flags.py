@@ -9,8 +9,8 @@ import math
 from pathlib import Path
 
 from search.cli.common import out_problem
+from search.study.session import SEED_MAX
 
-SEED_MAX = 2**32 - 1  # what the samplers (NumPy's legacy seeding) take
 PORT_MAX = 65535
 
 
