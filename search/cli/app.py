@@ -1,50 +1,63 @@
-"""`optuna-run`: run a study (default), or `optuna-run export` its best trial, `train`,
-`predict`, or `proxy` (the gRPC storage proxy)."""
+"""`optuna-run`: run a study (the default verb), or `optuna-run VERB` with one of the verbs
+below. Each verb is a module of search.cli with `parser()` (its flags, checked while they
+are parsed) and `handle(args)` (a call of the Python API, search.api, and what it says);
+the errors the API raises for bad input become one line and exit status 2."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-from search.cli.common import stacks_on_sigusr1
+from search.cli.common import fail, stacks_on_sigusr1
 
-# verb -> (the module of its parser and handler, the parser's name, the handler's name)
-VERBS: dict[str, tuple[str, str, str]] = {
-    "export": ("search.cli.export", "export_parser", "run_export"),
-    "train": ("search.cli.train", "train_parser", "run_train"),
-    "predict": ("search.cli.predict", "predict_parser", "run_predict"),
-    "confirm": ("search.cli.confirm", "confirm_parser", "run_confirm"),
-    "dashboard": ("search.cli.dashboard", "dashboard_parser", "run_dashboard"),
-    "report": ("search.cli.report", "report_parser", "run_report"),
+# verb -> the module of its parser and handler
+VERBS: dict[str, str] = {
+    "run": "search.cli.run",
+    "confirm": "search.cli.confirm",
+    "export": "search.cli.export",
+    "train": "search.cli.train",
+    "predict": "search.cli.predict",
+    "dashboard": "search.cli.dashboard",
+    "report": "search.cli.report",
+    "proxy": "search.cli.proxy",
 }
+
+
+def input_errors() -> tuple[type[Exception], ...]:
+    """What the API raises for bad input, each with a one-line message."""
+    from data import ConfigError, DataError
+    from search.dashboard import DashboardError
+    from search.evaluate.export import ExportError
+    from search.evaluate.report import ReportError
+    from search.storage.rdb import StorageError
+    from search.study.create import IncompatibleStudy
+
+    return (ConfigError, DataError, StorageError, ExportError, ReportError) + (
+        IncompatibleStudy,
+        DashboardError,
+    )
 
 
 def run_verb(name: str, argv: list[str]) -> int:
     """Import the verb's module, parse its flags and call its handler."""
-    module, parser, func = VERBS[name]
-    mod = importlib.import_module(module)
-    args = getattr(mod, parser)().parse_args(argv)
-    return int(getattr(mod, func)(args))
+    mod = importlib.import_module(VERBS[name])
+    args = mod.parser().parse_args(argv)
+    try:
+        return int(mod.handle(args))
+    except Exception as e:
+        if isinstance(e, input_errors()):
+            return fail(str(e))
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     stacks_on_sigusr1()
-    verb = argv[0] if argv and (argv[0] in VERBS or argv[0] == "proxy") else None
+    verb = argv.pop(0) if argv and argv[0] in VERBS else "run"
     try:
-        if verb == "proxy":
-            from search.cli.proxy import cmd_proxy
-
-            return cmd_proxy(argv[1:])
-        if verb is not None:
-            return run_verb(verb, argv[1:])
-        if argv and argv[0] == "run":
-            argv = argv[1:]
-        from search.cli.run import cmd_run
-
-        return cmd_run(argv)
+        return run_verb(verb, argv)
     except KeyboardInterrupt:
-        if verb is not None:
+        if verb != "run":
             print(f"optuna-run {verb}: interrupted", file=sys.stderr)
         else:  # a search: before any trial started (loading data, opening storage)
             print("optuna-run: interrupted before any trial started", file=sys.stderr)

@@ -8,26 +8,24 @@ import threading
 from typing import Any
 
 from search.cli.common import Parser
-from search.cli.flags import _port
+from search.cli.flags import add_storage, port_number
 from search.dashboard import DashboardError, make_dashboard, server_url
 
 
-def dashboard_parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="optuna-run dashboard",
         description="Serve optuna-dashboard on the study storage (Ctrl-C stops it).",
     )
-    p.add_argument(
-        "--storage",
-        default=None,
-        help="storage URL (default: $OPTUNA_STORAGE, else sqlite:///studies/optuna.db)",
-    )
+    add_storage(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 = a free one)")
+    p.add_argument(
+        "--port", type=port_number, default=8080, help="port (default 8080; 0 = a free one)"
+    )
     return p
 
 
-def run_dashboard(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C / SIGTERM; the URL is the first line on stdout."""
     import signal
 

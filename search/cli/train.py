@@ -6,83 +6,79 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from data import ConfigError, DataError
-from search.api import DEVICES_HELP, load_existing, resolve_device
-from search.cli.common import Parser, fail
-from search.cli.flags import _nonnegative_int, _out_file, _positive_int, _seed
+from search.cli.common import Parser
+from search.cli.flags import (
+    add_device,
+    add_no_tree,
+    add_seed,
+    add_storage,
+    add_study_name,
+    nonnegative_int,
+    out_file,
+    positive_int,
+)
 
 
-def train_parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="optuna-run train",
         description="Retrain the best trial's params of a study and save the model.",
     )
-    p.add_argument("--study-name", required=True)
+    add_study_name(p)
     p.add_argument(
         "--out",
-        type=_out_file,
+        type=out_file,
         default=None,
         help="checkpoint file (default studies/<study>-model.pt)",
     )
-    p.add_argument("--storage", default=None, help="storage URL (as for a run)")
+    add_storage(p)
     p.add_argument("--data", default=None, help="train on this file instead of the study's")
-    p.add_argument("--device", default="auto", help=DEVICES_HELP)
+    add_device(p)
     p.add_argument(
         "--trial",
-        type=_nonnegative_int,
+        type=nonnegative_int,
         default=None,
         help="trial number (default: the confirmed winner, else the best trial)",
     )
-    p.add_argument(
-        "--seed",
-        type=_seed,
-        default=None,
-        help="train with this seed instead of the trial's own (no longer a reproduction)",
-    )
+    add_seed(p, "train with this seed instead of the trial's own (no longer a reproduction)")
     p.add_argument(
         "--ensemble",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="average the K best (confirmed) configurations x their seeds",
     )
     p.add_argument(
         "--seeds",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="train N seeds of each configuration (its seed, seed + 1, ...) and average "
         "them, as confirm measures; a reproduction only when N is the study's seeds",
     )
-    p.add_argument("--no-tree", action="store_true", help="leave the LightGBM baseline out")
+    add_no_tree(p)
     return p
 
 
-def run_train(args: argparse.Namespace) -> int:
-    import torch
-
-    from search.evaluate.export import ExportError
-    from search.evaluate.retrain import train_best
+def handle(args: argparse.Namespace) -> int:
+    from search.api import model_path, resolve_device, train
     from search.evaluate.verdict import format_verdict
-    from search.storage.rdb import StorageError
 
-    out = Path(args.out or f"studies/{args.study_name}-model.pt")
-    try:
-        device = resolve_device(args.device)
-        study = load_existing(args.storage, args.study_name)
-        t0 = time.perf_counter()
-        ckpt = train_best(
-            study,
-            out,
-            torch.device(device),
-            args.data,
-            seed=args.seed,
-            trial_number=args.trial,
-            ensemble=args.ensemble,
-            tree=not args.no_tree,
-            n_seeds=args.seeds,
-        )
-    except (StorageError, ExportError, ConfigError, DataError) as e:
-        return fail(str(e))
+    out = Path(args.out) if args.out else model_path(args.study_name)
+    device = resolve_device(args.device)
+    t0 = time.perf_counter()
+    ckpt = train(
+        study_name=args.study_name,
+        storage=args.storage,
+        out=out,
+        data=args.data,
+        device=device,
+        trial=args.trial,
+        seed=args.seed,
+        ensemble=args.ensemble,
+        seeds=args.seeds,
+        tree=not args.no_tree,
+    )
     rep = ckpt["reproduced"]
     n_models = len(ckpt["trial_numbers"])
     which = (
@@ -102,6 +98,18 @@ def run_train(args: argparse.Namespace) -> int:
         f"(best epoch {ckpt['best_epoch']}, seed {rep['seed']})",
         file=sys.stderr,
     )
+    _say_reproduction(args, ckpt)
+    print(format_verdict(ckpt["verdict"]), file=sys.stderr)
+    if not ckpt["same_data_as_study"]:
+        print("note: the data differ from the study's (fingerprint changed)", file=sys.stderr)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _say_reproduction(args: argparse.Namespace, ckpt: dict[str, Any]) -> None:
+    """Whether the retrained value is the trial's (or why it cannot be)."""
+    rep = ckpt["reproduced"]
+    n_models = len(ckpt["trial_numbers"])
     vals = ", ".join(f"{v:.6g}" for v in rep["retrained_value"])
     stored = ", ".join(f"{v:.6g}" for v in rep["trial_value"])
     first = f"its first member, trial {ckpt['trial_numbers'][0]}: " if n_models > 1 else ""
@@ -130,8 +138,3 @@ def run_train(args: argparse.Namespace) -> int:
             f"value {vals} differs from the trial's {stored} (other data, device or threads)",
             file=sys.stderr,
         )
-    print(format_verdict(ckpt["verdict"]), file=sys.stderr)
-    if not ckpt["same_data_as_study"]:
-        print("note: the data differ from the study's (fingerprint changed)", file=sys.stderr)
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
