@@ -3,8 +3,12 @@
 The Python API (see search.api), Optuna-style, every argument keyword-only:
 
     import search
+    db = "sqlite:///studies/optuna.db"
     cfg = search.load_config(path="studies/default.toml", device="cpu")
-    study = search.run_study(config=cfg, storage="sqlite:///studies/optuna.db", n_trials=20)
+    study = search.run_study(config=cfg, storage=db, n_trials=20)
+    search.confirm(study_name=study.study_name, storage=db)
+    ckpt = search.train(study_name=study.study_name, storage=db)
+    df = search.predict(model=f"studies/{study.study_name}-model.pt", dates="test")
 
 The API is imported on first use, so `optuna-run` starts without it.
 """
@@ -20,7 +24,6 @@ from search.config.space import SearchSpace, TrialParams
 if TYPE_CHECKING:
     from data import ConfigError, DataError
     from search.api import (
-        RunError,
         confirm,
         export,
         load_config,
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
     from search.evaluate.report import ReportError
     from search.storage.rdb import StorageError
     from search.study.create import IncompatibleStudy
+    from search.study.session import RunError
 
 # public name -> the module that holds it
 _LAZY = {
@@ -50,10 +54,10 @@ _LAZY = {
             "verdict",
             "export",
             "report",
-            "RunError",
         ],
         "search.api",
     ),
+    "RunError": "search.study.session",
     "ConfigError": "data",
     "DataError": "data",
     "StorageError": "search.storage.rdb",

@@ -1,18 +1,10 @@
-"""The search service's Python API: what `optuna-run` does, callable from a notebook.
-
-    import search
-    cfg = search.load_config(path="studies/default.toml", device="cpu")
-    study = search.run_study(config=cfg, storage="sqlite:///studies/optuna.db", n_trials=20)
-    search.confirm(study_name=study.study_name, storage="sqlite:///studies/optuna.db")
-    ckpt = search.train(study_name=study.study_name, storage="sqlite:///studies/optuna.db")
-    df = search.predict(model="studies/NAME-model.pt", dates="test")
-
-Every argument is keyword-only. Bad input raises before any trial starts or any file is
-written: ConfigError (a config key, an argument), DataError (the data file, its column),
-StorageError (the storage URL or database, its password masked), and IncompatibleStudy,
-ExportError, ReportError, DashboardError where those apply; each message is one line that
-names what is at fault. Progress and summaries go to stderr, as from the command line.
-`storage` None means $OPTUNA_STORAGE, else sqlite:///studies/optuna.db.
+"""The search service's Python API: what `optuna-run` does, callable from a notebook (the
+names are re-exported by `search`, whose docstring has an example). Every argument is
+keyword-only; `storage` None means $OPTUNA_STORAGE, else sqlite:///studies/optuna.db. Bad
+input raises before any trial starts or any file is written: ConfigError (a config key, an
+argument), DataError (the data file, its column), StorageError (the storage, its password
+masked), IncompatibleStudy, ExportError, ReportError, DashboardError; each message is one
+line that names what is at fault. Progress and summaries go to stderr, as from the CLI.
 """
 
 from __future__ import annotations
@@ -64,16 +56,6 @@ def resolve_device(name: str) -> str:
             raise ConfigError([f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)"])
         return name
     raise ConfigError([f"--device: expected {DEVICES_HELP}, got {name!r}"])
-
-
-class RunError(RuntimeError):
-    """Worker processes of `run_study` failed (e.g. one was killed); the trials they and the
-    others finished are in `study`, the errors in `errors`."""
-
-    def __init__(self, study: optuna.Study, errors: list[str]) -> None:
-        self.study = study
-        self.errors = list(errors)
-        super().__init__("; ".join(self.errors))
 
 
 def _storage_url(storage: str | None) -> str:
@@ -213,7 +195,7 @@ def run_study(
     if out.errors and plan.workers == 1:
         raise StorageError(out.errors[0])
     if out.errors:
-        raise RunError(out.study, out.errors)
+        raise session.RunError(out.study, out.errors)
     if out.interrupted:
         raise KeyboardInterrupt(f"study {cfg.study.name!r} interrupted; run it again to resume")
     return out.study

@@ -80,8 +80,7 @@ def run_trials(
     Returns when `n_trials` ran, `timeout` passed, a stop was requested, or the study holds
     `max_trials` COMPLETE or PRUNED trials. Raises StorageError (password masked) when the
     storage fails, and Interrupted (a KeyboardInterrupt) when a stop ended a running trial.
-    `storage` is the process's storage of `url` when it has one already (made with
-    `max_trials`); else one is opened here, and closed at the end.
+    `storage`: the process's storage of `url` (with `max_trials`), else one is opened here.
     """
     own = storage is None
     if storage is None:
@@ -95,18 +94,6 @@ def run_trials(
         # Which machine and process ran (or died on) the trial, for the dashboard.
         trial.set_user_attr("worker", here)
         return objective(trial)
-
-    def taken_away() -> int | None:
-        """The number of the trial this worker was running if it was failed under it: its
-        heartbeat went stale while the worker was cut off from the storage, and a retry of
-        its params was queued. Optuna's tell then fails on the finished trial (ValueError,
-        UpdateFinishedTrialError, or its own "Should not reach" AssertionError)."""
-        trial = current.pop("trial", None)
-        if trial is None:
-            return None
-        state = storage.get_trial(trial._trial_id).state
-        failed = state == optuna.trial.TrialState.FAIL
-        return trial.number if failed and trial.number is not None else None
 
     deadline = None if timeout is None else time.monotonic() + timeout
     ran = {"n": 0}
@@ -147,21 +134,32 @@ def run_trials(
                     return
             except (ValueError, AssertionError, optuna.exceptions.UpdateFinishedTrialError):
                 # Telling the trial's end failed: was it finished elsewhere?
-                number = taken_away()
-                if number is None:
+                if not _taken_away(storage, current.pop("trial", None)):
                     raise
-                print(
-                    f"optuna-run: trial {number} was failed by its heartbeat while this worker "
-                    "could not reach the storage; a retry runs its params again",
-                    file=sys.stderr,
-                    flush=True,
-                )
     except STORAGE_ERRORS as e:
         cause = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
         raise StorageError(f"storage failed: {scrub(cause[0], url)}") from None
     finally:
         if own:
             storage.close()
+
+
+def _taken_away(storage: ServiceCache | ProxyStorage, trial: optuna.Trial | None) -> bool:
+    """Whether the trial this worker was running was failed under it (said if so): its
+    heartbeat went stale while the worker was cut off from the storage, and a retry of its
+    params was queued. Optuna's tell then fails on the finished trial (ValueError,
+    UpdateFinishedTrialError, or its own "Should not reach" AssertionError)."""
+    if trial is None or trial.number is None:
+        return False
+    if storage.get_trial(trial._trial_id).state != optuna.trial.TrialState.FAIL:
+        return False
+    print(
+        f"optuna-run: trial {trial.number} was failed by its heartbeat while this worker "
+        "could not reach the storage; a retry runs its params again",
+        file=sys.stderr,
+        flush=True,
+    )
+    return True
 
 
 def open_storage(cfg: RunConfig, url: str, max_trials: int | None) -> ServiceCache | ProxyStorage:

@@ -115,6 +115,16 @@ class Outcome:
     errors: list[str] = field(default_factory=list)
 
 
+class RunError(RuntimeError):
+    """Worker processes of `run_study` failed (e.g. one was killed); the trials they and the
+    others finished are in `study`, the errors in `errors`."""
+
+    def __init__(self, study: optuna.Study, errors: list[str]) -> None:
+        self.study = study
+        self.errors = list(errors)
+        super().__init__("; ".join(self.errors))
+
+
 def prepare(
     cfg: RunConfig,
     *,
