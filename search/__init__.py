@@ -1,8 +1,101 @@
-"""The search service: CLI, config, search space, storage, objective, runner, export."""
+"""The search service: a study of LSTM hyperparameters on market panel data, run with Optuna.
+
+The Python API (see search.api), Optuna-style, every argument keyword-only:
+
+    import search
+    db = "sqlite:///studies/optuna.db"
+    cfg = search.load_config(path="studies/default.toml", device="cpu")
+    study = search.run_study(config=cfg, storage=db, n_trials=20)
+    search.confirm(study_name=study.study_name, storage=db)
+    ckpt = search.train(study_name=study.study_name, storage=db)
+    df = search.predict(model=f"studies/{study.study_name}-model.pt", dates="test")
+
+The API is imported on first use, so `optuna-run` starts without it.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from search.config.schema import RunConfig, build_config
 from search.config.space import SearchSpace, TrialParams
 
-__all__ = ["RunConfig", "SearchSpace", "TrialParams", "build_config"]
+if TYPE_CHECKING:
+    from data import ConfigError, DataError
+    from search.api import (
+        confirm,
+        export,
+        load_config,
+        load_study,
+        predict,
+        report,
+        run_study,
+        train,
+        verdict,
+    )
+    from search.dashboard import DashboardError
+    from search.evaluate.export import ExportError
+    from search.evaluate.report import ReportError
+    from search.storage.rdb import StorageError
+    from search.study.create import IncompatibleStudy
+    from search.study.session import RunError
+
+# public name -> the module that holds it
+_LAZY = {
+    **dict.fromkeys(
+        [
+            "load_config",
+            "run_study",
+            "load_study",
+            "confirm",
+            "train",
+            "predict",
+            "verdict",
+            "export",
+            "report",
+        ],
+        "search.api",
+    ),
+    "RunError": "search.study.session",
+    "ConfigError": "data",
+    "DataError": "data",
+    "StorageError": "search.storage.rdb",
+    "IncompatibleStudy": "search.study.create",
+    "ExportError": "search.evaluate.export",
+    "ReportError": "search.evaluate.report",
+    "DashboardError": "search.dashboard",
+}
+
+__all__ = [
+    "ConfigError",
+    "DashboardError",
+    "DataError",
+    "ExportError",
+    "IncompatibleStudy",
+    "ReportError",
+    "RunConfig",
+    "RunError",
+    "SearchSpace",
+    "StorageError",
+    "TrialParams",
+    "build_config",
+    "confirm",
+    "export",
+    "load_config",
+    "load_study",
+    "predict",
+    "report",
+    "run_study",
+    "train",
+    "verdict",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'search' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -8,9 +8,7 @@ a free one) and a busy port is a one-line error.
 
 from __future__ import annotations
 
-import argparse
 import errno
-import sys
 import threading
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -82,44 +80,3 @@ class Background:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
-
-
-def run_dashboard(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C / SIGTERM; the URL is the first line on stdout."""
-    import signal
-
-    import optuna
-
-    from search.cli.common import fail, missing_sqlite
-    from search.storage.rdb import StorageError, describe, resolve_url
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = resolve_url(args.storage)
-    missing = missing_sqlite(url)
-    if missing is not None:
-        return fail(f"{missing}; to watch a new study as it starts, run it with --dashboard [PORT]")
-    try:
-        server = make_dashboard(url, args.host, args.port)
-    except (DashboardError, StorageError) as e:
-        return fail(str(e))
-
-    def on_signal(signum: int, _: Any) -> None:
-        # serve_forever's loop ends after the request in hand; shutdown() waits for that,
-        # so it is called from another thread (a KeyboardInterrupt raised inside a request
-        # would be caught and logged by wsgiref, and the server would go on)
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    print(server_url(server), flush=True)
-    print(
-        f"optuna-run: dashboard of {describe(url)} at {server_url(server)} (Ctrl-C stops it)",
-        file=sys.stderr,
-        flush=True,
-    )
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-        for s, h in old.items():
-            signal.signal(s, h)
-    return 0

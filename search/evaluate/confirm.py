@@ -10,17 +10,12 @@ by the mean, flagging a winner whose margin over the runner-up is inside their s
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
-import time
 from typing import Any
 
 import optuna
 import torch
 
-from data import ConfigError, DataError
-from search.cli.common import fail, load_existing, resolve_device
 from search.evaluate.export import ExportError
 from search.evaluate.retrain import StudyContext, Trained, judge, retrain
 from search.study.objective import spread
@@ -107,38 +102,3 @@ def _per_seed(member_values: list[float], seeds: int) -> list[float]:
         v = [member_values[f * seeds + j] for f in range(folds)]
         out.append(sum(v) / len(v) if all(math.isfinite(x) for x in v) else math.nan)
     return out
-
-
-def run_confirm(args: argparse.Namespace) -> int:
-    import torch
-
-    from search.evaluate.export import ExportError
-    from search.evaluate.verdict import format_verdict
-    from search.storage.rdb import StorageError
-
-    try:
-        device = resolve_device(args.device)
-        study = load_existing(args.storage, args.study_name)
-        t0 = time.perf_counter()
-        rec = confirm(
-            study,
-            torch.device(device),
-            top=args.top,
-            seeds=args.seeds,
-            seed=DEFAULT_SEED if args.seed is None else args.seed,
-            tree=not args.no_tree,
-            log=lambda line: print(line, file=sys.stderr),
-        )
-    except (StorageError, ExportError, ConfigError, DataError) as e:
-        return fail(str(e))
-    w = rec["trials"][str(rec["winner"])]
-    print(
-        f"confirmed {len(rec['trials'])} trials x {rec['seeds']} seeds in "
-        f"{time.perf_counter() - t0:.1f}s; winner: trial {rec['winner']} "
-        f"({rec['objective']} {w['mean']:.5g} +- {w['std']:.2g})",
-        file=sys.stderr,
-    )
-    if rec["flag"]:
-        print(f"warning: {rec['flag']}", file=sys.stderr)
-    print(format_verdict(rec["verdict"]), file=sys.stderr)
-    return 0

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
@@ -148,29 +146,3 @@ def export_trials(study: optuna.Study, out: Path) -> int:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return len(df)
-
-
-def run_export(args: argparse.Namespace) -> int:
-    from data import ConfigError
-    from search.cli.common import fail, load_existing
-    from search.storage.rdb import StorageError
-
-    try:
-        # every flag is checked before anything is written (argparse checked the paths)
-        if args.trials:
-            check_trials_path(Path(args.trials))
-            if Path(args.trials).resolve() == Path(args.out).resolve():
-                raise ExportError(f"--trials {args.trials}: the same file as --out")
-        study = load_existing(args.storage, args.study_name)
-        rec = export_best(study, Path(args.out))
-        if "pareto_front" in rec:
-            what = f"the Pareto front ({len(rec['pareto_front'])} trials)"
-        else:
-            what = f"trial {rec['trial_number']} value={rec['value']:.6g} ({rec['selected_by']})"
-        print(f"wrote {args.out}: {what}", file=sys.stderr)
-        if args.trials:
-            n = export_trials(study, Path(args.trials))
-            print(f"wrote {args.trials}: {n} trials", file=sys.stderr)
-    except (StorageError, ExportError, ConfigError) as e:
-        return fail(str(e))
-    return 0

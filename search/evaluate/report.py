@@ -11,10 +11,8 @@ optuna.visualization's plotly figures; the PNGs are drawn by optuna.visualizatio
 
 from __future__ import annotations
 
-import argparse
 import html
 import math
-import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -376,35 +374,3 @@ def write_report(study: optuna.Study, out: Path) -> tuple[Path, list[Path]]:
         page = out / "report.html"
         page.write_text(render_html(study, figs), encoding="utf-8")
     return page, pngs
-
-
-def run_report(args: argparse.Namespace) -> int:
-    from search.cli.common import fail, missing_sqlite
-    from search.storage.rdb import StorageError, describe, make_storage, resolve_url
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = resolve_url(args.storage)
-    missing = missing_sqlite(url)
-    if missing:
-        return fail(missing)
-    try:
-        storage = make_storage(url, heartbeat_interval=None)
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        name = args.study_name
-        if name is None:
-            if len(names) != 1:
-                return fail(
-                    f"--study-name: {describe(url)} holds {len(names)} studies, name one: {names}"
-                )
-            name = names[0]
-        if name not in names:
-            return fail(
-                f"--study-name: no study {name!r} in {describe(url)}; studies there: {names}"
-            )
-        study = optuna.load_study(study_name=name, storage=storage)
-        out = Path(args.out or f"studies/{name}-report")
-        page, pngs = write_report(study, out)
-    except (StorageError, ReportError) as e:
-        return fail(str(e))
-    print(f"wrote {page} and {len(pngs)} PNG figures in {out}", file=sys.stderr)
-    return 0

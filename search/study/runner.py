@@ -1,9 +1,9 @@
 """Run a study: one in-process worker, or N spawned worker processes on one study.
 
-Signals: the first SIGINT/SIGTERM asks every worker to end its running trial (it is told to
-the storage as FAIL with the reason) and start no other; a second one exits at once (a trial
-left RUNNING then is failed by the heartbeat, or by the next run's start-up check). Worker
-processes ignore SIGINT (a terminal's Ctrl-C reaches the whole process group): the parent
+Signals (one handler, search.study.stop.SignalStop): the first SIGINT/SIGTERM asks every
+worker to end its running trial (it is told to the storage as FAIL with the reason) and start
+no other; a second one exits at once (a trial left RUNNING then is failed by the heartbeat,
+or by the next run's start-up check). Worker processes ignore SIGINT (a terminal's Ctrl-C reaches the whole process group): the parent
 passes the request on through a byte of shared memory that every worker polls with its
 stop flag. A SIGTERM sent to a worker itself (e.g. by a service manager that signals the
 whole group) also ends its trial; a second one exits it at once.
@@ -26,12 +26,12 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import torch
 from sqlalchemy.exc import SQLAlchemyError
 
 from data import Panel, Prepared
+from data.cache import load_cached_panel, save_panel
 from models import Interrupted
 from search.cli.common import stacks_on_sigusr1
 from search.config.schema import RunConfig
@@ -47,6 +47,7 @@ from search.storage.rdb import (
 from search.study.objective import Objective
 from search.study.progress import Reporter, trial_event
 from search.study.pruners import make_pruner, make_sampler
+from search.study.stop import SignalStop, Stop
 
 try:
     from grpc import RpcError
@@ -61,21 +62,6 @@ STORAGE_ERRORS = (SQLAlchemyError, optuna.exceptions.StorageInternalError, RpcEr
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
-class Stop:
-    """A stop request, set from a signal handler (or through a byte shared with the parent
-    process) and polled between batches."""
-
-    def __init__(self, shared: Any = None) -> None:
-        self.requested = False
-        self.signal_name = ""
-        self.shared = shared  # a lock-free shared byte (multiprocessing RawValue) or None
-
-    def __call__(self) -> bool:
-        if not self.requested and self.shared is not None and self.shared.value:
-            self.requested = True
-        return self.requested
-
-
 def run_trials(
     cfg: RunConfig,
     url: str,
@@ -87,21 +73,18 @@ def run_trials(
     on_trial: Callable[[dict[str, Any]], None],
     stop: Stop,
     worker: int = 0,
+    storage: ServiceCache | ProxyStorage | None = None,
 ) -> None:
     """One worker's optimisation loop on the shared study.
 
     Returns when `n_trials` ran, `timeout` passed, a stop was requested, or the study holds
     `max_trials` COMPLETE or PRUNED trials. Raises StorageError (password masked) when the
     storage fails, and Interrupted (a KeyboardInterrupt) when a stop ended a running trial.
+    `storage`: the process's storage of `url` (with `max_trials`), else one is opened here.
     """
-    st = cfg.storage
-    storage = make_storage(
-        url,
-        heartbeat_interval=st.heartbeat_interval,
-        grace_period=st.grace_period,
-        max_retry=st.max_retry,
-        max_trials=max_trials,
-    )
+    own = storage is None
+    if storage is None:
+        storage = open_storage(cfg, url, max_trials)
     objective = Objective(cfg, data, should_stop=stop)
     here = f"{socket.gethostname()}:{os.getpid()}"
     current: dict[str, optuna.Trial] = {}
@@ -111,18 +94,6 @@ def run_trials(
         # Which machine and process ran (or died on) the trial, for the dashboard.
         trial.set_user_attr("worker", here)
         return objective(trial)
-
-    def taken_away() -> int | None:
-        """The number of the trial this worker was running if it was failed under it: its
-        heartbeat went stale while the worker was cut off from the storage, and a retry of
-        its params was queued. Optuna's tell then fails on the finished trial (ValueError,
-        UpdateFinishedTrialError, or its own "Should not reach" AssertionError)."""
-        trial = current.pop("trial", None)
-        if trial is None:
-            return None
-        state = storage.get_trial(trial._trial_id).state
-        failed = state == optuna.trial.TrialState.FAIL
-        return trial.number if failed and trial.number is not None else None
 
     deadline = None if timeout is None else time.monotonic() + timeout
     ran = {"n": 0}
@@ -163,20 +134,44 @@ def run_trials(
                     return
             except (ValueError, AssertionError, optuna.exceptions.UpdateFinishedTrialError):
                 # Telling the trial's end failed: was it finished elsewhere?
-                number = taken_away()
-                if number is None:
+                if not _taken_away(storage, current.pop("trial", None)):
                     raise
-                print(
-                    f"optuna-run: trial {number} was failed by its heartbeat while this worker "
-                    "could not reach the storage; a retry runs its params again",
-                    file=sys.stderr,
-                    flush=True,
-                )
     except STORAGE_ERRORS as e:
         cause = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
         raise StorageError(f"storage failed: {scrub(cause[0], url)}") from None
     finally:
-        storage.close()
+        if own:
+            storage.close()
+
+
+def _taken_away(storage: ServiceCache | ProxyStorage, trial: optuna.Trial | None) -> bool:
+    """Whether the trial this worker was running was failed under it (said if so): its
+    heartbeat went stale while the worker was cut off from the storage, and a retry of its
+    params was queued. Optuna's tell then fails on the finished trial (ValueError,
+    UpdateFinishedTrialError, or its own "Should not reach" AssertionError)."""
+    if trial is None or trial.number is None:
+        return False
+    if storage.get_trial(trial._trial_id).state != optuna.trial.TrialState.FAIL:
+        return False
+    print(
+        f"optuna-run: trial {trial.number} was failed by its heartbeat while this worker "
+        "could not reach the storage; a retry runs its params again",
+        file=sys.stderr,
+        flush=True,
+    )
+    return True
+
+
+def open_storage(cfg: RunConfig, url: str, max_trials: int | None) -> ServiceCache | ProxyStorage:
+    """The storage of a run of `cfg` at `url`: its heartbeat and retries, the trial cap."""
+    st = cfg.storage
+    return make_storage(
+        url,
+        heartbeat_interval=st.heartbeat_interval,
+        grace_period=st.grace_period,
+        max_retry=st.max_retry,
+        max_trials=max_trials,
+    )
 
 
 def wait_for_room(
@@ -222,48 +217,13 @@ class WorkerSpec:
     worker: int
 
 
-def save_panel(panel: Panel, folder: Path) -> None:
-    """Write the panel as .npy files; workers memory-map them (one copy in RAM on a CPU)."""
-    np.save(folder / "values.npy", panel.values)
-    np.save(folder / "target.npy", panel.target)
-    np.save(folder / "valid.npy", panel.valid)
-    np.save(folder / "dates.npy", panel.dates)
-    np.save(folder / "ids.npy", panel.ids)
-    if panel.weight is not None:
-        np.save(folder / "weight.npy", panel.weight)
-    (folder / "features.txt").write_text("\n".join(panel.feature_names))
-    (folder / "source.txt").write_text(panel.source)
-
-
-def load_cached_panel(folder: Path) -> Panel:
-    w = folder / "weight.npy"
-    return Panel(
-        values=np.load(folder / "values.npy", mmap_mode="r"),
-        target=np.load(folder / "target.npy"),
-        valid=np.load(folder / "valid.npy"),
-        dates=np.load(folder / "dates.npy"),
-        ids=np.load(folder / "ids.npy"),
-        feature_names=(folder / "features.txt").read_text().split("\n"),
-        weight=np.load(w) if w.exists() else None,
-        source=(folder / "source.txt").read_text(),
-    )
-
-
 def _worker_main(spec: WorkerSpec, events: Any, stop_flag: Any) -> None:
     # SIGINT and SIGTERM arrive ignored (inherited from the parent while it started the
     # workers): install the handler first, then look at the parent's stop flag, so a stop
     # requested while this process was starting is not missed. Events go to the parent
     # through this worker's own pipe: a worker killed mid-write corrupts nothing shared.
     stop = Stop(stop_flag)
-    hits = {"n": 0}
-
-    def on_term(signum: int, _: Any) -> None:
-        hits["n"] += 1
-        if hits["n"] > 1:
-            os._exit(130)
-        stop.requested = True
-
-    signal.signal(signal.SIGTERM, on_term)
+    SignalStop(stop, signals=(signal.SIGTERM,)).install()
     stacks_on_sigusr1()
     torch.set_num_threads(spec.threads)
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -338,6 +298,31 @@ def _death(exitcode: int | None) -> str:
     return f"exited with status {exitcode}"
 
 
+def _gather(
+    readers: list[Connection], reporter: Reporter, exited: set[int], errors: list[str]
+) -> bool:
+    """The workers' events until every pipe is closed: trials to the reporter, each worker's
+    exit into `exited` (its error into `errors`); True when a worker was interrupted."""
+    interrupted = False
+    live = list(readers)
+    while live:
+        for r in wait(live, timeout=0.5):
+            assert isinstance(r, Connection)
+            try:
+                ev = r.recv()
+            except (EOFError, OSError):
+                live.remove(r)
+                continue
+            if "worker_exit" in ev:
+                exited.add(ev["worker_exit"])
+                if ev.get("error"):
+                    errors.append(f"worker {ev['worker_exit']}: {ev['error']}")
+                interrupted |= bool(ev.get("interrupted"))
+            else:
+                reporter.trial(ev)
+    return interrupted
+
+
 def run_parallel(
     cfg: RunConfig,
     url: str,
@@ -372,50 +357,31 @@ def run_parallel(
         spec = WorkerSpec(cfg, url, str(cache), dev, threads, shares[i], timeout, max_trials, i)
         pipes[i] = ctx.Pipe(duplex=False)
         procs[i] = ctx.Process(target=_worker_main, args=(spec, pipes[i][1], stop_flag))
-    signals = {"n": 0}
 
-    def on_signal(signum: int, _: Any) -> None:
-        signals["n"] += 1
-        if signals["n"] == 1:
-            reporter.write(
-                f"{signal.Signals(signum).name}: ending the running trials (FAIL) and stopping; "
-                "press Ctrl-C again to exit at once"
-            )
-            stop_flag.value = 1  # each worker ends its trial at its next batch
-        else:
-            for p in procs.values():
-                if p.is_alive() and p.pid:
-                    os.kill(p.pid, signal.SIGKILL)
-            shutil.rmtree(cache, ignore_errors=True)
-            os._exit(130)
+    def say(name: str) -> None:
+        reporter.write(
+            f"{name}: ending the running trials (FAIL) and stopping; "
+            "press Ctrl-C again to exit at once"
+        )
+        stop_flag.value = 1  # each worker ends its trial at its next batch
 
+    def kill_all() -> None:
+        for p in procs.values():
+            if p.is_alive() and p.pid:
+                os.kill(p.pid, signal.SIGKILL)
+        shutil.rmtree(cache, ignore_errors=True)
+
+    handler = SignalStop(Stop(), on_first=say, at_exit=kill_all)
     errors: list[str] = []
-    interrupted = False
     exited: set[int] = set()
     # The workers inherit SIGINT and SIGTERM ignored; each installs its own SIGTERM handler.
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    handler.ignore()
     try:
         for i, p in procs.items():
             p.start()
             pipes[i][1].close()  # the worker holds the writing end: EOF when it is gone
-        for s in old:
-            signal.signal(s, on_signal)
-        readers = {pipes[i][0]: i for i in procs}
-        while readers:
-            for r in wait(list(readers), timeout=0.5):
-                assert isinstance(r, Connection)
-                try:
-                    ev = r.recv()
-                except (EOFError, OSError):
-                    del readers[r]
-                    continue
-                if "worker_exit" in ev:
-                    exited.add(ev["worker_exit"])
-                    if ev.get("error"):
-                        errors.append(f"worker {ev['worker_exit']}: {ev['error']}")
-                    interrupted |= bool(ev.get("interrupted"))
-                else:
-                    reporter.trial(ev)
+        handler.install()
+        interrupted = _gather([pipes[i][0] for i in procs], reporter, exited, errors)
         for i, p in procs.items():
             p.join()
             if i not in exited:
@@ -424,7 +390,6 @@ def run_parallel(
                     f"retried once its heartbeat is {cfg.storage.grace_period}s old"
                 )
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        handler.restore()
         shutil.rmtree(cache, ignore_errors=True)
-    return interrupted or signals["n"] > 0, errors
+    return interrupted or handler.hits > 0, errors

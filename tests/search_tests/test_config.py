@@ -334,7 +334,7 @@ def test_load_config_overrides_lie_between_the_toml_and_the_flags(tmp_path: Path
         )
     assert e.value.problems == [
         "overrides: unknown key 'spce' (did you mean 'space'?); known keys are "
-        "['study', 'data', 'budget', 'search', 'storage', 'space', 'cpu']",
+        "['study', 'data', 'budget', 'search', 'storage', 'final', 'space', 'cpu']",
         "overrides: [data] horizon: expected int, got 'x'",
         "--seeds / [search] seeds: must be >= 1, got 0",
         "overrides: [space].epochs: must be >= 1, got 0",

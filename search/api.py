@@ -1,0 +1,388 @@
+"""The search service's Python API: what `optuna-run` does, callable from a notebook (the
+names are re-exported by `search`, whose docstring has an example). Every argument is
+keyword-only; `storage` None means $OPTUNA_STORAGE, else sqlite:///studies/optuna.db. Bad
+input raises before any trial starts or any file is written: ConfigError (a config key, an
+argument), DataError (the data file, its column), StorageError (the storage, its password
+masked), IncompatibleStudy, ExportError, ReportError, DashboardError; each message is one
+line that names what is at fault. Progress and summaries go to stderr, as from the CLI.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from data import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+    import polars as pl
+    import torch
+
+    from search.config.schema import RunConfig
+
+DEVICES_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
+
+
+def missing_sqlite(url: str) -> str | None:
+    """Why a study cannot be read from `url`: a SQLite file that does not exist (reading a
+    study must not create an empty database); None otherwise."""
+    from search.storage.rdb import describe
+
+    if not url.startswith("sqlite:///"):
+        return None
+    path = describe(url).split("?", 1)[0]
+    if Path(path).is_file():
+        return None
+    return (
+        f"--storage: no SQLite file {path}: no study has run there "
+        "(give the study's --storage, or set $OPTUNA_STORAGE)"
+    )
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return "cpu"
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ConfigError([f"--device {name}: CUDA is not available on this machine"])
+        if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+            raise ConfigError([f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)"])
+        return name
+    raise ConfigError([f"--device: expected {DEVICES_HELP}, got {name!r}"])
+
+
+def _storage_url(storage: str | None) -> str:
+    """The storage's URL (None: $OPTUNA_STORAGE, else the default file), checked."""
+    import optuna
+
+    from search.storage.rdb import check_url, resolve_url
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = resolve_url(storage)
+    check_url(url)
+    return url
+
+
+def load_study(*, study_name: str | None = None, storage: str | None = None) -> optuna.Study:
+    """The named study of a storage that holds it (None: the storage's only study); an error
+    names the studies that are there. A SQLite file that does not exist is not created.
+    Raises StorageError or ConfigError."""
+    import optuna
+
+    from search.storage.rdb import describe, make_storage
+
+    url = _storage_url(storage)
+    missing = missing_sqlite(url)
+    if missing:
+        raise ConfigError([missing])
+    opened = make_storage(url, heartbeat_interval=None)
+    names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
+    if study_name is None:
+        if len(names) != 1:
+            raise ConfigError(
+                [f"--study-name: {describe(url)} holds {len(names)} studies, name one: {names}"]
+            )
+        study_name = names[0]
+    if study_name not in names:
+        raise ConfigError(
+            [f"--study-name: no study {study_name!r} in {describe(url)}; studies there: {names}"]
+        )
+    return optuna.load_study(study_name=study_name, storage=opened)
+
+
+def _stored(study_name: str, storage: str | None, device: str) -> tuple[optuna.Study, torch.device]:
+    """What confirm and train start from: the device resolved, then the stored study."""
+    import torch
+
+    dev = torch.device(resolve_device(device))
+    return load_study(study_name=study_name, storage=storage), dev
+
+
+def _check(name: str, value: Any, low: float, *, allow: tuple[Any, ...] = (None,)) -> None:
+    """An integer argument (a number of seconds for timeout) >= `low`, or one of `allow`."""
+    if value in allow and not isinstance(value, bool):
+        return
+    number = name == "timeout" and isinstance(value, float) and math.isfinite(value)
+    if isinstance(value, bool) or not (isinstance(value, int) or number) or value < low:
+        what = "a finite number of seconds > 0" if name == "timeout" else f"an integer >= {low}"
+        raise ConfigError([f"{name}: expected {what}, got {value!r}"])
+
+
+def load_config(
+    *,
+    path: str | Path | None = None,
+    device: str = "auto",
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
+    """The study config: built-in defaults < the TOML at `path` (None: studies/default.toml) <
+    `overrides`, laid over the TOML table by table as if written in it (e.g. {"data":
+    {"path": "train.parquet"}, "space": {"epochs": 2}}); the [cpu] limits apply when
+    `device` is a CPU. Raises ConfigError, every problem at once."""
+    from search.config.load import load_config as load
+
+    cpu = resolve_device(device) == "cpu"
+    return load(path=path, cpu=cpu, overrides=overrides)
+
+
+def run_study(
+    *,
+    config: RunConfig | str | Path | None = None,
+    storage: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    workers: int | str = 1,
+    max_trials: int | None = None,
+    device: str = "auto",
+    dashboard: int | None = None,
+    quiet: bool = True,
+) -> optuna.Study:
+    """Run trials of the study (`config`: a RunConfig, or a TOML path for load_config) and
+    return it; a study of that name in `storage` is resumed. `n_trials` in all by this call
+    (None: until `timeout` seconds, or 100), `workers` processes ("auto": measured),
+    `max_trials` the study's finished trials at most, `dashboard` a port served meanwhile.
+
+    The first SIGINT/SIGTERM ends the running trial as FAIL and starts no other, then
+    KeyboardInterrupt is raised; a second one exits the process at once (status 130).
+    Raises ConfigError, DataError, StorageError, IncompatibleStudy or DashboardError before
+    any trial, StorageError when the storage fails mid-run, RunError when workers failed.
+    """
+    from search.config.schema import RunConfig
+    from search.storage.rdb import StorageError
+    from search.study import session
+
+    _check("n_trials", n_trials, 1)
+    _check("max_trials", max_trials, 1)
+    _check("workers", workers, 1, allow=("auto",))
+    _check("dashboard", dashboard, 0)
+    if timeout is not None:
+        _check("timeout", float(timeout) if isinstance(timeout, int) else timeout, 1e-300)
+    url = _storage_url(storage)  # a storage that cannot be used fails before the data load
+    dev = resolve_device(device)
+    cfg = config if isinstance(config, RunConfig) else load_config(path=config, device=dev)
+    plan = session.prepare(
+        cfg, device=dev, workers=workers, seed_where=f"{cfg.config_path}: [search] seed"
+    )
+    out = session.run(
+        plan,
+        url,
+        n_trials=n_trials,
+        timeout=timeout,
+        max_trials=max_trials,
+        dashboard=dashboard,
+        quiet=quiet,
+    )
+    if out.errors and plan.workers == 1:
+        raise StorageError(out.errors[0])
+    if out.errors:
+        raise session.RunError(out.study, out.errors)
+    if out.interrupted:
+        raise KeyboardInterrupt(f"study {cfg.study.name!r} interrupted; run it again to resume")
+    return out.study
+
+
+def confirm(
+    *,
+    study_name: str,
+    storage: str | None = None,
+    top: int = 5,
+    seeds: int = 5,
+    seed: int | None = None,
+    device: str = "auto",
+    tree: bool = True,
+) -> dict[str, Any]:
+    """Re-train the `top` best trials with `seeds` fresh seeds each (from `seed`), name the
+    winner by the mean and store the record in the study (export, train and the summaries
+    then use the winner); returns it, with the winner's verdict. Says each trial on stderr."""
+    from search.evaluate.confirm import DEFAULT_SEED
+    from search.evaluate.confirm import confirm as confirm_study
+
+    _check("top", top, 1)
+    _check("seeds", seeds, 1)
+    study, dev = _stored(study_name, storage, device)
+    return confirm_study(
+        study,
+        dev,
+        top=top,
+        seeds=seeds,
+        seed=DEFAULT_SEED if seed is None else seed,
+        tree=tree,
+        log=lambda line: print(line, file=sys.stderr),
+    )
+
+
+def model_path(study_name: str) -> Path:
+    """Where `train` writes a study's model by default."""
+    return Path(f"studies/{study_name}-model.pt")
+
+
+def train(
+    *,
+    study_name: str,
+    storage: str | None = None,
+    out: str | Path | None = None,
+    data: str | None = None,
+    device: str = "auto",
+    trial: int | None = None,
+    seed: int | None = None,
+    ensemble: int = 1,
+    seeds: int | None = None,
+    tree: bool = True,
+    exact: bool = False,
+) -> dict[str, Any]:
+    """Fit the confirmed winner (else the best trial, or trial number `trial`; the K best
+    with `ensemble` K) at the study's final budget ([final]: every training window an epoch,
+    early stopping on validation, several seeds), or with `exact` reproduce the trial at the
+    search's budget; on the study's data (or `data`), save the checkpoint at `out` (default
+    studies/<study>-model.pt) and return it: which fit it is (`fit`), its verdict against
+    the baselines, and whether the trial's value was reproduced. Raises ConfigError,
+    DataError, ExportError."""
+    from search.evaluate.retrain import train_best
+
+    _check("trial", trial, 0)
+    _check("ensemble", ensemble, 1)
+    _check("seeds", seeds, 1)
+    study, dev = _stored(study_name, storage, device)
+    return train_best(
+        study,
+        Path(out) if out is not None else model_path(study_name),
+        dev,
+        data,
+        seed=seed,
+        trial_number=trial,
+        ensemble=ensemble,
+        tree=tree,
+        n_seeds=seeds,
+        exact=exact,
+    )
+
+
+def predict(
+    *,
+    model: str | Path,
+    data: str | Path | None = None,
+    dates: str = "last",
+    date_column: str | None = None,
+    id_column: str | None = None,
+    device: str = "auto",
+) -> pl.DataFrame:
+    """Predictions of a trained model (`train`'s checkpoint) on `data` (default: its training
+    file): one row per (date, id) window end on the file's last date ("last"), its test
+    segment ("test") or every date ("all"), with `prediction`, `target` (the model's scale)
+    and `target_raw`. `date_column` / `id_column` name another file's columns ("" id: one
+    series). The data's problems are DataWarnings; raises DataError or ConfigError."""
+    import torch
+
+    from search.evaluate.retrain import load_checkpoint, predict_file
+
+    if dates not in ("last", "test", "all"):
+        raise ConfigError([f"--dates: expected last, test or all, got {dates!r}"])
+    dev = torch.device(resolve_device(device))
+    ckpt = load_checkpoint(Path(model))
+    ckpt["data"] = with_columns(ckpt["data"], date_column, id_column)
+    path = str(data) if data is not None else ckpt["data"]["path"]
+    df = predict_file(ckpt, path, dates, dev)
+    return with_raw_target(df, ckpt["data"], path)
+
+
+def with_columns(settings: dict[str, Any], date: str | None, ident: str | None) -> dict[str, Any]:
+    """The checkpoint's data settings with the --date / --id column names of another file."""
+    s = dict(settings)
+    if date:
+        s["date"] = date
+    if ident is not None:
+        s["id"] = ident or None
+    return s
+
+
+def with_raw_target(df: pl.DataFrame, settings: dict[str, Any], path: str) -> pl.DataFrame:
+    """Add `target_raw`, the target before any transform (the given column, or the forward
+    return); `target` stays what the model was trained to predict, on the model's scale
+    (after the per-date transform, winsorising and scaling; class codes for classes)."""
+    import numpy as np
+    import polars as pl
+
+    from data import load_panel
+    from search.evaluate.retrain import data_config
+
+    raw = dict(settings, task="regression", target_cs="none", target_winsor=0.0, target_scale=1.0)
+    panel = load_panel(data_config(raw, path), for_prediction=True)
+    if not panel.has_target:
+        return df.with_columns(pl.lit(None, dtype=pl.Float32).alias("target_raw"))
+    cfg = data_config(settings, path)
+    time_col = cfg.order or cfg.date
+    d = np.searchsorted(panel.dates, df.get_column(time_col).to_numpy())
+    if cfg.id:
+        pos = {v: i for i, v in enumerate(panel.ids)}
+        s = np.array([pos[v] for v in df.get_column(cfg.id).to_list()], dtype=np.int64)
+    else:
+        s = np.zeros(df.height, dtype=np.int64)
+    return df.with_columns(
+        pl.Series("target_raw", panel.target[d, s] if df.height else np.zeros(0))
+    )
+
+
+def verdict(
+    *, model: str | Path | None = None, study_name: str | None = None, storage: str | None = None
+) -> dict[str, Any]:
+    """The verdict (the model's validation and test metrics against the baselines) of a
+    trained `model`, else the one stored in the study by its last confirm or train;
+    `search.evaluate.verdict.format_verdict` writes it as the CLI shows it."""
+    from search.evaluate.export import ExportError
+    from search.evaluate.retrain import load_checkpoint
+
+    if (model is None) == (study_name is None):
+        raise ConfigError(["verdict: give a model, or a study_name (not both)"])
+    if model is not None:
+        return dict(load_checkpoint(Path(model))["verdict"])
+    study = load_study(study_name=study_name, storage=storage)
+    found = study.user_attrs.get("verdict")
+    if not found:
+        raise ExportError(
+            f"study {study.study_name!r} has no verdict yet: confirm or train it first"
+        )
+    return dict(found)
+
+
+def export(
+    *,
+    study_name: str,
+    out: str | Path,
+    storage: str | None = None,
+    trials: str | Path | None = None,
+) -> dict[str, Any]:
+    """Write the study's selected trial (the confirmed winner, else the best; a Pareto front
+    for several objectives) as JSON at `out`, and every trial to `trials` (.csv/.parquet)
+    when given; returns the JSON record. Raises ExportError, ConfigError, StorageError."""
+    from search.evaluate.export import ExportError, check_trials_path, export_best
+
+    if trials is not None:  # every argument is checked before anything is written
+        check_trials_path(Path(trials))
+        if Path(trials).resolve() == Path(out).resolve():
+            raise ExportError(f"--trials {trials}: the same file as --out")
+    study = load_study(study_name=study_name, storage=storage)
+    record = export_best(study, Path(out))
+    if trials is not None:
+        from search.evaluate.export import export_trials
+
+        record = {**record, "trials_written": export_trials(study, Path(trials))}
+    return record
+
+
+def report(
+    *, study_name: str | None = None, storage: str | None = None, out: str | Path | None = None
+) -> tuple[Path, list[Path]]:
+    """Write the study's figures (None: the storage's only study) into the folder `out`
+    (default studies/<study>-report): one self-contained HTML page and PNGs; returns their
+    paths. Raises ReportError, ConfigError, StorageError."""
+    from search.evaluate.report import write_report
+
+    study = load_study(study_name=study_name, storage=storage)
+    folder = Path(out) if out is not None else Path(f"studies/{study.study_name}-report")
+    return write_report(study, folder)

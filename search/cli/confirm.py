@@ -1,0 +1,59 @@
+"""`optuna-run confirm`: re-train the K best trials with fresh seeds, pick by the mean."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from search.cli.common import Parser
+from search.cli.flags import (
+    add_device,
+    add_no_tree,
+    add_seed,
+    add_storage,
+    add_study_name,
+    positive_int,
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="optuna-run confirm",
+        description="Re-train the K best trials with fresh seeds; name the winner by the mean.",
+    )
+    add_study_name(p)
+    add_storage(p)
+    p.add_argument("--top", type=positive_int, default=5, help="trials (default 5)")
+    p.add_argument("--seeds", type=positive_int, default=5, help="seeds (default 5)")
+    add_seed(p, "first fresh seed")
+    add_device(p)
+    add_no_tree(p)
+    return p
+
+
+def handle(args: argparse.Namespace) -> int:
+    from search.api import confirm
+    from search.evaluate.verdict import format_verdict
+
+    t0 = time.perf_counter()
+    rec = confirm(
+        study_name=args.study_name,
+        storage=args.storage,
+        top=args.top,
+        seeds=args.seeds,
+        seed=args.seed,
+        device=args.device,
+        tree=not args.no_tree,
+    )
+    w = rec["trials"][str(rec["winner"])]
+    print(
+        f"confirmed {len(rec['trials'])} trials x {rec['seeds']} seeds in "
+        f"{time.perf_counter() - t0:.1f}s; winner: trial {rec['winner']} "
+        f"({rec['objective']} {w['mean']:.5g} +- {w['std']:.2g})",
+        file=sys.stderr,
+    )
+    if rec["flag"]:
+        print(f"warning: {rec['flag']}", file=sys.stderr)
+    print(format_verdict(rec["verdict"]), file=sys.stderr)
+    return 0

@@ -1,0 +1,76 @@
+"""`optuna-run predict`: predictions from a saved model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from search.cli.common import Parser, fail
+from search.cli.flags import add_device, out_file
+
+
+def parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="optuna-run predict",
+        description="Predict with a trained model: one row per (date, id) window end.",
+    )
+    p.add_argument("--model", required=True, help="checkpoint from `optuna-run train`")
+    p.add_argument("--data", default=None, help="Parquet/CSV file (default: the training file)")
+    p.add_argument("--out", type=out_file, required=True, help="predictions .csv or .parquet")
+    p.add_argument(
+        "--dates",
+        default="last",
+        choices=["last", "test", "all"],
+        help="last date only (a submission), the test segment, or every date",
+    )
+    p.add_argument("--date", default=None, help="time-axis column of --data (default: the model's)")
+    p.add_argument("--id", default=None, help="security column of --data ('' for one series)")
+    add_device(p)
+    return p
+
+
+def handle(args: argparse.Namespace) -> int:
+    from data import ConfigError, DataError
+    from data.load import DataWarning
+    from search.api import predict
+
+    out = Path(args.out)
+    if out.suffix not in (".csv", ".parquet"):
+        return fail(f"--out {out}: expected a .csv or .parquet file name")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        try:
+            df = predict(
+                model=args.model,
+                data=args.data,
+                dates=args.dates,
+                date_column=args.date,
+                id_column=args.id,
+                device=args.device,
+            )
+        except (ConfigError, DataError) as e:
+            error: str | None = str(e)
+        else:
+            error = None
+    # each once, one line each: the file is read twice (the model's target and the raw one)
+    for w in caught or []:
+        if not issubclass(w.category, DataWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    ours = (str(w.message) for w in caught or [] if issubclass(w.category, DataWarning))
+    for msg in dict.fromkeys(ours):
+        print(f"optuna-run: warning: {msg}", file=sys.stderr)
+    if error is not None:
+        return fail(error)
+    from search.evaluate.export import atomic_write
+
+    if out.suffix == ".csv":
+        atomic_write(out, df.write_csv())
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        df.write_parquet(tmp)
+        tmp.replace(out)
+    print(f"wrote {out}: {df.height} predictions", file=sys.stderr)
+    return 0

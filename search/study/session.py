@@ -1,0 +1,342 @@
+"""One run of a study in this process: the study's data loaded and checked, its storage and
+study opened once, its trials run by this process or by spawned workers, what is said on the
+way (to stderr). `run` is the whole of it, for the CLI and the Python API alike.
+
+Stages, each raising before the next starts: `check_url` (a storage that cannot be used fails
+before the data are loaded), `prepare` (ConfigError, DataError), `open_run` (StorageError,
+IncompatibleStudy, DashboardError), then `execute`, whose storage failures and workers'
+errors are returned in the Outcome, after the run's summary.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from data import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from data import Panel, Prepared
+    from search.config.schema import RunConfig
+    from search.dashboard import Background
+    from search.study.progress import Reporter
+
+SEED_MAX = 2**32 - 1  # what the samplers (NumPy's legacy seeding) take
+
+
+def check_seed(seed: Any, where: str, workers: int) -> None:
+    """The study's seed (flag or config) is one every worker's sampler takes: worker k of
+    --workers N seeds its sampler with seed + k, which must stay <= SEED_MAX."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError([f"{where}: expected a seed from 0 to {SEED_MAX}, got {seed!r}"])
+    if seed + workers - 1 > SEED_MAX:
+        raise ConfigError(
+            [
+                f"{where} {seed} with --workers {workers}: worker k seeds its sampler "
+                f"with {seed} + k; expected a seed from 0 to {SEED_MAX - workers + 1}"
+            ]
+        )
+
+
+def auto_workers(device: str, cfg: Any, data: Any) -> int:
+    """--workers auto on this device (see search.study.autoworkers); 1 with a warning when the
+    measurement cannot run."""
+    from search.study.autoworkers import choose, middle_shape
+
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    if device.startswith("cuda:"):
+        print(
+            f"optuna-run: --workers auto with --device {device}: every worker on that GPU",
+            file=sys.stderr,
+        )
+    try:
+        return choose(
+            kind,
+            middle_shape(
+                cfg.space,
+                data.n_features,
+                members=cfg.search.seeds * data.n_folds,
+                precision=cfg.budget.precision,
+            ),
+            log=lambda line: print(f"optuna-run: {line}", file=sys.stderr, flush=True),
+            single_gpu=device if device.startswith("cuda:") else None,
+        )
+    except Exception as e:  # a measurement that failed must not stop the study
+        print(
+            f"optuna-run: warning: --workers auto could not measure ({type(e).__name__}: {e}); "
+            "running 1 worker",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def tempfile_root() -> str:
+    import tempfile
+
+    shm = Path("/dev/shm")
+    return str(shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir()))
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+@dataclass
+class Plan:
+    """A study ready to run: its config, device, data (dropped before workers are spawned),
+    the data's fingerprint and the worker count (`--workers auto` resolved)."""
+
+    cfg: RunConfig
+    device: str
+    panel: Panel
+    data: Prepared | None
+    fingerprint: str
+    workers: int
+    loaded_s: float
+
+
+@dataclass
+class Outcome:
+    """What a run did: the study, whether a signal stopped it, the errors that ended it or its
+    workers (after their trials were recorded)."""
+
+    study: optuna.Study
+    interrupted: bool
+    errors: list[str] = field(default_factory=list)
+
+
+class RunError(RuntimeError):
+    """Worker processes of `run_study` failed (e.g. one was killed); the trials they and the
+    others finished are in `study`, the errors in `errors`."""
+
+    def __init__(self, study: optuna.Study, errors: list[str]) -> None:
+        self.study = study
+        self.errors = list(errors)
+        super().__init__("; ".join(self.errors))
+
+
+def prepare(
+    cfg: RunConfig,
+    *,
+    device: str,
+    workers: int | str,
+    seed_where: str,
+    warn: Callable[[str], None] | None = None,
+) -> Plan:
+    """Load and check the study's data on `device` (a resolved name: cpu, cuda, cuda:N);
+    `warn` takes each DataWarning's message (else they are Python warnings). Raises
+    ConfigError or DataError before any storage is opened."""
+    import torch
+
+    from data import Prepared, fingerprint, load_panel
+    from data.load import DataWarning
+
+    check_seed(cfg.search.seed, seed_where, 1 if workers == "auto" else int(workers))
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=warn is not None) as caught:
+        if warn is not None:
+            warnings.simplefilter("always", DataWarning)
+        panel = load_panel(cfg.data)
+    for w in caught or []:
+        assert warn is not None
+        warn(str(w.message))
+    steps = int(cfg.space.max("time_steps"))
+    data = Prepared(
+        panel,
+        cfg.data,
+        torch.device(device if device != "cuda" else "cuda:0"),
+        eval_time_steps=steps,
+    )
+    data.check_time_steps(steps)
+    data.check_objective(cfg.study.metrics)
+    fp = fingerprint(cfg.data)
+    loaded_s = time.perf_counter() - t0
+    if workers == "auto":
+        workers = auto_workers(device, cfg, data)
+        check_seed(cfg.search.seed, seed_where, workers)
+    return Plan(cfg, device, panel, data, fp, int(workers), loaded_s)
+
+
+def start_lines(plan: Plan, url: str) -> list[str]:
+    """What a run says before it opens the storage: study, data, space notes, device, objective."""
+    from data.panel import describe as describe_panel
+    from search.storage.rdb import describe
+    from search.study.notes import start_lines as space_lines
+
+    cfg, data = plan.cfg, plan.data
+    assert data is not None
+    info = describe_panel(plan.panel)
+    return [
+        f"optuna-run: study {cfg.study.name!r}, storage {describe(url)}",
+        f"data: {plan.panel.source} -> {info['dates']} dates x {info['securities']} securities x "
+        f"{info['features']} features ({info['first_date']} .. {info['last_date']}), "
+        f"split train/val/test = {len(data.split.train)}/{len(data.split.val)}/"
+        f"{len(data.split.test)} dates, loaded in {plan.loaded_s:.1f}s",
+        *space_lines(cfg, data),
+        f"device: {plan.device}"
+        + (" ([cpu] limits apply: a CPU-sized space and budget)" if cfg.cpu_limits else ""),
+        f"objective: {cfg.study.objective} ({', '.join(cfg.study.directions)}); "
+        f"{cfg.search.seeds} seed(s) x {data.n_folds} fold(s) per trial; validation rows: "
+        f"windows of {data.eval_time_steps} valid dates, the same for every trial"
+        + ("; several objectives: no pruning" if cfg.study.multi else ""),
+    ]
+
+
+@dataclass
+class Opened:
+    """The run's storage (the one this process uses), its study, the dashboard beside it."""
+
+    storage: Any
+    study: optuna.Study
+    dashboard: Background | None
+
+
+def open_run(plan: Plan, url: str, *, max_trials: int | None, dashboard: int | None) -> Opened:
+    """Open the storage once and the study in it (created, or checked against the plan's),
+    with the dashboard's port bound first: a busy one stops the run before a study is
+    created. Raises StorageError, IncompatibleStudy or DashboardError."""
+    from search.dashboard import Background, make_dashboard
+    from search.storage.rdb import fail_stale
+    from search.study.create import open_study
+    from search.study.notes import annotate_study
+    from search.study.pruners import make_pruner, make_sampler
+    from search.study.runner import open_storage
+
+    cfg = plan.cfg
+    assert plan.data is not None
+    server = None
+    try:
+        if dashboard is not None:
+            server = make_dashboard(url, port=dashboard, flag="--dashboard")
+        # max_trials is refused here, early, for a grpc:// storage
+        storage = open_storage(cfg, url, max_trials)
+        study = open_study(storage, cfg, plan.fingerprint, make_sampler(cfg), make_pruner(cfg))
+        annotate_study(study, cfg, plan.data, plan.fingerprint, plan.device)
+        fail_stale(study)
+    except BaseException:
+        if server is not None:
+            server.server_close()
+        raise
+    return Opened(storage, study, None if server is None else Background(server))
+
+
+def execute(
+    plan: Plan,
+    opened: Opened,
+    url: str,
+    *,
+    n_trials: int | None,
+    timeout: float | None,
+    max_trials: int | None,
+    reporter: Reporter,
+) -> tuple[bool, list[str]]:
+    """Run the trials: in this process on the opened storage (one worker), else in spawned
+    workers (each opens its own). Returns (interrupted, errors)."""
+    import torch
+
+    from search.storage.rdb import StorageError
+    from search.study.runner import run_parallel, run_trials, torch_threads
+    from search.study.stop import SignalStop, Stop
+
+    if plan.workers > 1:
+        plan.data = None  # the workers prepare their own; none held here (a GPU's memory)
+        return run_parallel(
+            plan.cfg,
+            url,
+            plan.panel,
+            workers=plan.workers,
+            device=plan.device,
+            n_trials=n_trials,
+            timeout=timeout,
+            max_trials=max_trials,
+            reporter=reporter,
+            cache_root=Path(tempfile_root()),
+        )
+    assert plan.data is not None
+    stop = Stop()
+
+    def on_first(name: str) -> None:
+        reporter.write(
+            f"{name}: ending the running trial (FAIL) and stopping; "
+            "press Ctrl-C again to exit at once"
+        )
+
+    interrupted = False
+    errors: list[str] = []
+    torch.set_num_threads(torch_threads())
+    with SignalStop(stop, on_first=on_first):
+        try:
+            run_trials(
+                plan.cfg,
+                url,
+                plan.data,
+                n_trials=n_trials,
+                timeout=timeout,
+                max_trials=max_trials,
+                on_trial=reporter.trial,
+                stop=stop,
+                storage=opened.storage,
+            )
+        except KeyboardInterrupt:
+            interrupted = True
+        except StorageError as e:
+            errors.append(str(e))
+    return interrupted or stop.requested, errors
+
+
+def run(
+    plan: Plan,
+    url: str,
+    *,
+    n_trials: int | None,
+    timeout: float | None,
+    max_trials: int | None,
+    dashboard: int | None,
+    quiet: bool,
+) -> Outcome:
+    """Open the storage and study of a prepared plan, run its trials with a progress bar and a
+    log beside the study, and say the summary. `n_trials` None and no `timeout`: 100."""
+    import optuna
+
+    from search.study.progress import Reporter, log_path
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg = plan.cfg
+    for line in start_lines(plan, url):
+        say(line)
+    opened = open_run(plan, url, max_trials=max_trials, dashboard=dashboard)
+    if opened.dashboard is not None:
+        say(f"dashboard: {opened.dashboard.url} (stops with the search)")
+    total = n_trials if n_trials or timeout else 100
+    log = log_path(url, cfg.study.name)
+    say(f"log: {log}")
+    reporter = Reporter(total, cfg.study.direction, quiet=quiet, log=log)
+    try:
+        interrupted, errors = execute(
+            plan,
+            opened,
+            url,
+            n_trials=total,
+            timeout=timeout,
+            max_trials=max_trials,
+            reporter=reporter,
+        )
+    finally:
+        reporter.close()
+        if opened.dashboard is not None:
+            opened.dashboard.stop()
+    study = optuna.load_study(study_name=cfg.study.name, storage=opened.storage)
+    say(reporter.summary(study, url, interrupted))
+    for err in errors:
+        say(f"optuna-run: worker error: {err}")
+    return Outcome(study, interrupted, errors)

@@ -1,0 +1,96 @@
+"""A run's stop request and the one SIGINT/SIGTERM handler that sets it.
+
+The first signal asks the running trial to end (it is told to the storage as FAIL with the
+reason "interrupted (SIGINT/SIGTERM)") and no new trial to start; a second one exits the
+process at once with status 130 (a trial left RUNNING then is failed by the heartbeat, or by
+the next run's start-up check). The same handler serves the in-process run, each spawned
+worker and the parent of the workers; what differs is said by `on_first` (a line for the
+person, the request relayed to the workers) and `at_exit` (the workers killed first).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stop:
+    """A stop request, set from a signal handler (or through a byte shared with the parent
+    process) and polled between batches."""
+
+    def __init__(self, shared: Any = None) -> None:
+        self.requested = False
+        self.signal_name = ""
+        self.shared = shared  # a lock-free shared byte (multiprocessing RawValue) or None
+
+    def __call__(self) -> bool:
+        if not self.requested and self.shared is not None and self.shared.value:
+            self.requested = True
+        return self.requested
+
+
+class SignalStop:
+    """The handler of `signals` for one run: the first one sets `stop` and calls
+    `on_first(signal name)`; a second calls `at_exit()` and exits at once with 130.
+
+    `install()` and `ignore()` remember the handlers they replace, `restore()` puts them
+    back. Outside the main thread (where Python cannot set handlers) all three do nothing.
+    """
+
+    def __init__(
+        self,
+        stop: Stop,
+        *,
+        signals: tuple[signal.Signals, ...] = SIGNALS,
+        on_first: Callable[[str], None] | None = None,
+        at_exit: Callable[[], None] | None = None,
+    ) -> None:
+        self.stop = stop
+        self.signals = signals
+        self.on_first = on_first
+        self.at_exit = at_exit
+        self.hits = 0
+        self._old: dict[signal.Signals, Any] = {}
+
+    def __call__(self, signum: int, _: FrameType | None) -> None:
+        self.hits += 1
+        if self.hits > 1:
+            if self.at_exit is not None:
+                self.at_exit()
+            os._exit(130)
+        self.stop.requested = True
+        self.stop.signal_name = signal.Signals(signum).name
+        if self.on_first is not None:
+            self.on_first(self.stop.signal_name)
+
+    def _set(self, handler: Any) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in self.signals:
+            old = signal.signal(s, handler)
+            self._old.setdefault(s, old)
+
+    def install(self) -> SignalStop:
+        self._set(self)
+        return self
+
+    def ignore(self) -> None:
+        """Ignore the signals for now (e.g. while starting processes that inherit that)."""
+        self._set(signal.SIG_IGN)
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old.clear()
+
+    def __enter__(self) -> SignalStop:
+        return self.install()
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
