@@ -56,4 +56,8 @@ def handle(args: argparse.Namespace) -> int:
     if rec["flag"]:
         print(f"warning: {rec['flag']}", file=sys.stderr)
     print(format_verdict(rec["verdict"]), file=sys.stderr)
+    if rec.get("luck"):
+        from search.study.luck import format_luck
+
+        print(format_luck(rec["luck"]), file=sys.stderr)
     return 0

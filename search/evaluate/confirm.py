@@ -18,6 +18,7 @@ import torch
 
 from search.evaluate.export import ExportError
 from search.evaluate.retrain import StudyContext, Trained, judge, retrain
+from search.study.luck import record_luck
 from search.study.objective import spread
 
 DEFAULT_SEED = 20_240_601
@@ -91,6 +92,7 @@ def confirm(
     verdict = judge(ctx, data, [trained[winner]], tree)
     study.set_user_attr("verdict", {**verdict, "trials": [winner], "source": "confirm"})
     record["verdict"] = verdict
+    record["luck"] = record_luck(study)  # the confirmed winner is the selection now
     return record
 
 

@@ -98,6 +98,10 @@ def best_record(study: optuna.Study) -> dict[str, Any]:
         head["confirm"] = {k: v for k, v in confirmed.items() if k != "verdict"}
     if study.user_attrs.get("verdict"):
         head["verdict"] = study.user_attrs["verdict"]
+    if not multi:
+        from search.study.luck import study_luck
+
+        head["luck"] = study.user_attrs.get("luck") or study_luck(study)
     return {
         **head,
         "data_fingerprint": spec.get("data_fingerprint"),

@@ -108,7 +108,7 @@ def _best(study: optuna.Study) -> optuna.trial.FrozenTrial:
 
 def best_trial_rows(study: optuna.Study) -> tuple[list[list[Any]], list[list[Any]]]:
     best = _best(study)
-    skip = {"fail_reason", "prune_reason"}
+    skip = {"fail_reason", "prune_reason", "daily_values"}
     values = [[name, v] for name, v in zip(_objective_names(study), best.values, strict=True)]
     metrics: list[list[Any]] = values if len(values) > 1 else [["value", best.value]]
     metrics += [["trial", best.number]]
@@ -297,15 +297,27 @@ def build_figures(study: optuna.Study) -> list[Figure]:
     if isinstance(verdict, dict):
         header, rows = verdict_table(verdict)
         summary = verdict.get("summary", "")
+        if verdict.get("next"):
+            from search.evaluate.verdict import format_next_questions
+
+            summary = f"{summary}\n{format_next_questions(verdict['next'])}"
         figs.append(
             Figure(
                 "verdict",
                 "Verdict: the model against the baselines",
-                table=(f"<p>{html.escape(str(summary))}</p>" if summary else "")
+                table=(
+                    f"<p>{html.escape(str(summary))}</p>".replace("\n", "<br>") if summary else ""
+                )
                 + _table(header, rows),
                 png=_table_png("Verdict: the model against the baselines", header, rows),
             )
         )
+    luck = study.user_attrs.get("luck")
+    if isinstance(luck, dict):
+        from search.study.luck import format_luck
+
+        text = html.escape(format_luck(luck)).replace("\n", "<br>")
+        figs.append(Figure("luck", "How much of the edge is luck", table=f"<p>{text}</p>"))
     confirm = study.user_attrs.get("confirm")
     if isinstance(confirm, dict) and confirm.get("trials"):
         fig, save = _confirm_figures(confirm)

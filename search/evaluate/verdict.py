@@ -142,7 +142,18 @@ def build_verdict(
         if ref in table["test"] and mv is not None and table["test"][ref][select] is not None:
             rv = table["test"][ref][select]
             result["summary"] += f" Beside the {ref} tree ({_f(rv)}): {_f(sign * (mv - rv))}."
+    if data.cfg.task == "regression" or binary:
+        result["next"] = next_questions(
+            data, outputs["test"], ends["test"], model_name, best, fwd_return=raw_return(data)
+        )
     return result
+
+
+def raw_return(data: Prepared) -> torch.Tensor | None:
+    """The (D, S) untransformed target the portfolios earn, when the panel keeps it apart
+    from a transformed one (None: the target is already untransformed)."""
+    raw = getattr(data.panel, "target_raw", None)
+    return None if raw is None else torch.as_tensor(raw).to(data.device)
 
 
 def _std(v: list[float]) -> float:
@@ -202,10 +213,12 @@ def format_verdict(v: dict[str, Any]) -> str:
             )
         lines.append("")
     lines.append("* best simple baseline, chosen on validation. " + v["summary"])
+    if v.get("next"):
+        lines.append(format_next_questions(v["next"]))
     return "\n".join(lines)
 
 
-# --- the questions a quant asks next (models.portfolio); not yet part of build_verdict ---
+# --- the questions a quant asks next (models.portfolio) ---
 
 COST_BPS = 10.0  # cost per unit of turnover of the long-short portfolios
 

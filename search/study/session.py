@@ -337,6 +337,11 @@ def run(
             opened.dashboard.stop()
     study = optuna.load_study(study_name=cfg.study.name, storage=opened.storage)
     say(reporter.summary(study, url, interrupted))
+    from search.study.luck import format_luck, record_luck
+
+    luck = record_luck(study)
+    if luck is not None:
+        say(format_luck(luck))
     for err in errors:
         say(f"optuna-run: worker error: {err}")
     return Outcome(study, interrupted, errors)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from search.cli import main
-from search.evaluate.luck import daily_matrix, format_luck, study_luck
+from search.study.luck import daily_matrix, format_luck, study_luck
 from tests.search_tests.helpers import TINY_SPACE, load, run_cli, write_study
 
 S = optuna.trial.TrialState

@@ -68,6 +68,16 @@ def study_luck(study: optuna.Study, n_blocks: int = 16, effective: bool = True) 
     return _json(out)
 
 
+def record_luck(study: optuna.Study) -> dict[str, Any] | None:
+    """`study_luck` stored as the study's `luck` user attr (after a search, after confirm);
+    None for a study of several objectives (no single selection to judge)."""
+    if len(study.directions) > 1:
+        return None
+    luck = study_luck(study)
+    study.set_user_attr("luck", luck)
+    return luck
+
+
 def _json(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _json(x) for k, x in v.items()}
