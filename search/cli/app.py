@@ -8,7 +8,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-from search.cli.common import fail, stacks_on_sigusr1
+from search.cli.common import fail
+from search.study.stop import stacks_on_sigusr1
 
 # verb -> the module of its parser and handler
 VERBS: dict[str, str] = {

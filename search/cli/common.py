@@ -4,24 +4,10 @@ errors), output paths checked before anything is written, and the device flag.""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import faulthandler
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
-
-
-def stacks_on_sigusr1() -> None:
-    """`kill -USR1 PID` writes every thread's stack to stderr (where a hung process waits);
-    nothing when stderr is no file (e.g. captured in-process) or the platform has no
-    SIGUSR1."""
-    if not hasattr(signal, "SIGUSR1"):
-        return
-    # io.UnsupportedOperation (an OSError and a ValueError): stderr has no fileno
-    with contextlib.suppress(AttributeError, OSError, ValueError):
-        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
 
 
 def fail(msg: str, code: int = 2) -> int:

@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import tempfile
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import optuna
 
+from search.study.notes import versions
+
 
 class ExportError(ValueError):
     pass
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("lstm-panel-search", "optuna", "optuna-dashboard", "torch", "numpy", "polars"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
 
 
 def _follow_umask(fd: int) -> None:

@@ -43,7 +43,8 @@ from models import (
 )
 from search.config.schema import FinalConfig, RunConfig
 from search.config.space import TrialParams
-from search.evaluate.export import ExportError, versions
+from search.evaluate.export import ExportError
+from search.study.notes import versions
 from search.study.objective import (
     make_members,
     objective_values,

@@ -4,7 +4,9 @@ markdown note shown by optuna-dashboard (data, search space, the commands that f
 
 from __future__ import annotations
 
+import platform
 import warnings
+from importlib import metadata
 from typing import Any
 
 import optuna
@@ -12,7 +14,6 @@ import optuna
 from data import DataConfig, Prepared
 from data.panel import describe as describe_panel
 from search.config.schema import RunConfig
-from search.evaluate.export import versions
 
 
 def target_description(cfg: DataConfig) -> str:
@@ -153,3 +154,13 @@ def start_lines(cfg: RunConfig, data: Prepared) -> list[str]:
     lines.append(f"features ({len(feats)}): {shown}")
     lines.append(f"target: {target_description(cfg.data)}")
     return lines
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("lstm-panel-search", "optuna", "optuna-dashboard", "torch", "numpy", "polars"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out

@@ -33,7 +33,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from data import Panel, Prepared
 from data.cache import load_cached_panel, save_panel
 from models import Interrupted
-from search.cli.common import stacks_on_sigusr1
 from search.config.schema import RunConfig
 from search.storage.rdb import (
     ProxyStorage,
@@ -47,7 +46,7 @@ from search.storage.rdb import (
 from search.study.objective import Objective
 from search.study.progress import Reporter, trial_event
 from search.study.pruners import make_pruner, make_sampler
-from search.study.stop import SignalStop, Stop
+from search.study.stop import SignalStop, Stop, stacks_on_sigusr1
 
 try:
     from grpc import RpcError

@@ -10,8 +10,11 @@ person, the request relayed to the workers) and `at_exit` (the workers killed fi
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -94,3 +97,14 @@ class SignalStop:
 
     def __exit__(self, *exc: object) -> None:
         self.restore()
+
+
+def stacks_on_sigusr1() -> None:
+    """`kill -USR1 PID` writes every thread's stack to stderr (where a hung process waits);
+    nothing when stderr is no file (e.g. captured in-process) or the platform has no
+    SIGUSR1."""
+    if not hasattr(signal, "SIGUSR1"):
+        return
+    # io.UnsupportedOperation (an OSError and a ValueError): stderr has no fileno
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)

@@ -1,0 +1,71 @@
+"""The dependency rule of docs/ARCHITECTURE.md, read off every module's imports (top-level and
+inside functions alike): no import points back up the layers, and only the fenced package
+imports Optuna's private modules."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# a package -> the packages it must never import
+FORBIDDEN = {
+    "data": ("models", "search", "optuna"),
+    "models": ("search", "optuna"),
+    "search.config": ("search.study", "search.evaluate", "search.api", "search.cli"),
+    "search.storage": ("search.study", "search.evaluate", "search.api", "search.cli"),
+    "search.study": ("search.evaluate", "search.api", "search.cli"),
+    "search.evaluate": ("search.api", "search.cli"),
+    "search.api": ("search.cli",),
+}
+FENCE = "search.storage._optuna"
+
+
+def imports(path: Path) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+            names += [f"{node.module}.{a.name}" for a in node.names]
+    return names
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def under(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def test_no_import_points_back_up_the_layers() -> None:
+    bad = []
+    for top in ("data", "models", "search"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            mod = module_name(path)
+            for package, banned in FORBIDDEN.items():
+                if under(mod, package):
+                    bad += [
+                        f"{mod} imports {n}" for n in imports(path) for b in banned if under(n, b)
+                    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_only_the_fence_imports_optunas_private_modules() -> None:
+    bad = []
+    for top in ("data", "models", "search"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            mod = module_name(path)
+            if under(mod, FENCE):
+                continue
+            private = [
+                n
+                for n in imports(path)
+                if under(n, "optuna") and any(p.startswith("_") for p in n.split(".")[1:])
+            ]
+            bad += [f"{mod} imports {n}" for n in private]
+    assert not bad, "\n".join(bad)
