@@ -1,0 +1,1 @@
+"""Everything of the service that reaches into Optuna's private API."""

@@ -1,0 +1,251 @@
+"""The service's RDB storage: trial starts atomic across processes (the trial cap), a
+trial's first heartbeat written with it, stale trials failed with their retries queued."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import optuna
+from optuna.storages._rdb import models as rdb_models
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import func, select
+
+from search.storage._optuna.statements import _to_utc
+from search.storage._optuna.writes import FastWrites
+from search.storage.common import CLAIMED, RECONNECT_S, StudyFull
+from search.storage.locks import _file_lock, _pg_lock
+from search.storage.retry import _with_retries
+
+
+@_with_retries
+class ServiceStorage(FastWrites):
+    """An RDBStorage whose trial starts are atomic across processes.
+
+    With `max_trials` set, creating a trial (or starting a WAITING one, e.g. a retry of a
+    dead worker's trial) first takes the study's lock, counts its COMPLETE, PRUNED and
+    RUNNING trials and raises StudyFull when they reach `max_trials`. On SQLite every state
+    change also takes the file lock: SQLite ignores SELECT ... FOR UPDATE, so without it two
+    processes could both start the same WAITING trial, or both fail (and retry) one stale
+    trial.
+    """
+
+    max_trials: int | None = None
+    lock_file: str | None = None
+    # Write a trial's first heartbeat with its creation or start (see
+    # _get_prepared_new_trial): only where every client beats (this service's workers); not
+    # behind the proxy, whose clients may be stock Optuna clients without heartbeats.
+    beat_on_create = True
+    reconnect_s: float = RECONNECT_S
+    display = ""
+    display_url = ""
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _claim(self, study_id: int) -> contextlib.AbstractContextManager[None]:
+        if self.lock_file is not None:
+            return _file_lock(self.lock_file)
+        if self.engine.dialect.name == "postgresql":
+            return _pg_lock(self.engine, study_id)
+        return contextlib.nullcontext()
+
+    def count(self, study_id: int, states: Sequence[TrialState] = CLAIMED) -> int:
+        """Trials of the study in `states` (default COMPLETE, PRUNED, RUNNING), counted in
+        the database."""
+        t = rdb_models.TrialModel
+        query = select(func.count()).select_from(t).where(t.study_id == study_id)
+        with self.engine.connect() as con:
+            return int(con.execute(query.where(t.state.in_(states))).scalar_one())
+
+    def _check_room(self, study_id: int, queued: bool = False) -> None:
+        """StudyFull when the study holds `max_trials` COMPLETE, PRUNED or RUNNING trials;
+        with `queued` (a new trial, not a queued one starting), its WAITING trials count
+        too: a retry queued for a dead worker's trial keeps that trial's place, and no new
+        trial takes it."""
+        if self.max_trials is not None:
+            n = self.count(study_id, (*CLAIMED, TrialState.WAITING) if queued else CLAIMED)
+            if n >= self.max_trials:
+                what = "finished, running or queued" if queued else "finished or running"
+                raise StudyFull(
+                    f"the study holds {n} {what} trials (--max-trials {self.max_trials})",
+                    self.max_trials,
+                )
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Empty: the stale trials are failed here, each with its retry queued (the
+        storage's RetryHeartbeatStaleTrialCallback) under the study's claim, so Optuna's
+        fail_stale_trials finds nothing left to do. Optuna fails all, then queues the
+        retries: in between, a capped study (--max-trials) would have room that a new trial
+        could take, leaving a retry that can never start."""
+        self.fail_stale_and_retry(study_id)
+        return []
+
+    def fail_stale_and_retry(self, study_id: int) -> list[int]:
+        """Fail the study's trials whose heartbeat went stale and queue their retries, all
+        while holding the study's claim; the ids of the trials failed."""
+        # trial id -> study id: failed here, retry not queued yet (a call cut off between
+        # the two leaves it here: the trial is no longer stale, its retry still owed)
+        owed: dict[int, int] = self.__dict__.setdefault("_retry_owed", {})
+        if not super()._get_stale_trial_ids(study_id) and study_id not in owed.values():
+            return []
+        retry = self.get_heartbeat_stale_trial_callback()
+        failed: list[int] = []
+        with self._claim(study_id):
+            for trial_id in super()._get_stale_trial_ids(study_id):
+                try:
+                    if self._set_state(trial_id, TrialState.FAIL, None):
+                        failed.append(trial_id)
+                        if retry is not None:
+                            owed[trial_id] = study_id
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    pass  # failed by another process meanwhile
+            here = [t for t, s in owed.items() if s == study_id]
+            if here and retry is not None:
+                study = optuna.Study(study_name=self.get_study_name_from_id(study_id), storage=self)
+                for trial_id in here:
+                    retry(study, copy.deepcopy(self.get_trial(trial_id)))
+                    del owed[trial_id]
+        return failed
+
+    def _study_of(self, trial_id: int) -> int:
+        t = rdb_models.TrialModel
+        with self.engine.connect() as con:
+            study_id: Any = con.execute(
+                select(t.study_id).where(t.trial_id == trial_id)
+            ).scalar_one()
+            return int(study_id)
+
+    def _create_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None = None
+    ) -> FrozenTrial:
+        if template_trial is not None or self.max_trials is None:
+            return self._new_trial(study_id, template_trial)
+        with self._claim(study_id):
+            self._check_room(study_id, queued=True)
+            return self._new_trial(study_id, template_trial)
+
+    def _new_trial(self, study_id: int, template_trial: FrozenTrial | None) -> FrozenTrial:
+        """Optuna's creation of a trial; a plain new one (no template) as SQL Core
+        statements in one transaction, as Optuna makes it: the study's row locked, the
+        trial inserted, its number = the study's earlier trials, counted under that lock
+        (and, on SQLite, under the write lock the insert took); with heartbeats on, its
+        first heartbeat too (see _get_prepared_new_trial)."""
+        stmts = self._core()
+        if stmts is None or template_trial is not None or "new" not in stmts:
+            return super()._create_new_trial(study_id, template_trial)
+        start = datetime.now()
+        with self.engine.begin() as con:
+            if con.execute(stmts["lock_study"], {"lock_study_id": study_id}).first() is None:
+                raise KeyError(rdb_models.NOT_FOUND_MSG)
+            if "g_new" in stmts:  # PostgreSQL: the rest in one statement
+                one = stmts["g_new_beat" if self._beats_on_create() else "g_new"]
+                args = {"n_study_id": study_id, "n_state": TrialState.RUNNING}
+                made = con.execute(one, {**args, "n_start": _to_utc(start)}).one()
+                trial_id, number = int(made[0]), int(made[1])
+            else:
+                new = {
+                    "study_id": study_id,
+                    "state": TrialState.RUNNING,
+                    "datetime_start": _to_utc(start),
+                }
+                trial_id = int(con.execute(stmts["new"], new).scalar_one())
+                before = {"count_study_id": study_id, "count_trial_id": trial_id}
+                number = int(con.execute(stmts["count_before"], before).scalar_one())
+                con.execute(stmts["number"], {"number_trial_id": trial_id, "number": number})
+                if self._beats_on_create():
+                    con.execute(stmts["beat"], {"trial_id": trial_id})
+        if self._beats_on_create():
+            self._beat_written(trial_id)
+        return FrozenTrial(
+            number=number,
+            state=TrialState.RUNNING,
+            value=None,
+            values=None,
+            datetime_start=start,
+            datetime_complete=None,
+            params={},
+            distributions={},
+            user_attrs={},
+            system_attrs={},
+            intermediate_values={},
+            trial_id=trial_id,
+        )
+
+    def _get_prepared_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None, session: Any
+    ) -> Any:
+        """Optuna's new trial, plus (with heartbeats on) its first heartbeat in the same
+        transaction. Optuna records the first heartbeat only once `ask` has returned, and
+        never fails a RUNNING trial without one: a worker killed, or cut off from the
+        database, between creating a trial and its first heartbeat (a lost commit reply
+        makes the retry create a second one) would leave that trial RUNNING forever, and
+        a study capped by --max-trials waiting on it. With it, such a trial goes stale
+        after the grace period and is failed and re-run like any dead worker's."""
+        trial = super()._get_prepared_new_trial(study_id, template_trial, session)
+        if self._beats_on_create() and trial.state == TrialState.RUNNING:
+            session.add(rdb_models.TrialHeartbeatModel(trial_id=trial.trial_id))
+            self._beat_written(int(trial.trial_id))
+        return trial
+
+    def _beats_on_create(self) -> bool:
+        return bool(self.heartbeat_interval) and self.beat_on_create
+
+    def _beat_at(self) -> dict[int, float]:
+        """Trial id -> when this process wrote the trial's heartbeat with its creation or
+        start (monotonic); kept until Optuna's heartbeat thread makes its first beat."""
+        return self.__dict__.setdefault("_beats", {})
+
+    def _beat_written(self, trial_id: int) -> None:
+        """This process just wrote the trial's heartbeat with its creation or start."""
+        beats = self._beat_at()
+        if len(beats) > 1024:  # trials whose heartbeat thread never started
+            beats.clear()
+        beats[trial_id] = time.monotonic()
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """Optuna's heartbeat, except the heartbeat thread's first beat when the trial's
+        heartbeat was written with its creation or start an instant before (one write a
+        trial fewer). Skipped only well within the grace period: the thread's next beat
+        comes one interval later, before the trial could go stale."""
+        at = self._beat_at().pop(trial_id, None)
+        assert self.heartbeat_interval is not None
+        grace = self.grace_period or 2 * self.heartbeat_interval
+        window = min(self.heartbeat_interval, grace - self.heartbeat_interval) / 2
+        if at is not None and time.monotonic() - at < window:
+            return
+        super().record_heartbeat(trial_id)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        for key in (
+            "_core_stmts",
+            "_auto_engine",
+            "_beats",
+            "_end_times",
+            "_ending",
+            "_retry_owed",
+        ):
+            state.pop(key, None)
+        return state
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        if state == TrialState.RUNNING and self._beats_on_create():
+            # A WAITING trial (a retry) about to start: its heartbeat first, for the reason
+            # given in _get_prepared_new_trial (harmless if another process starts it).
+            super().record_heartbeat(trial_id)
+            self._beat_written(trial_id)
+        starting = state == TrialState.RUNNING and self.max_trials is not None
+        if not starting and self.lock_file is None:
+            return self._set_state(trial_id, state, values)
+        study_id = self._study_of(trial_id) if starting else 0
+        with self._claim(study_id):
+            if starting:
+                self._check_room(study_id)
+            return self._set_state(trial_id, state, values)
