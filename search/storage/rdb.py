@@ -28,10 +28,12 @@ import random
 import sqlite3
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial
 from sqlalchemy import event
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -78,6 +80,7 @@ __all__ = [
     "mask",
     "resolve_url",
     "scrub",
+    "storage_backend",
 ]
 
 
@@ -91,6 +94,7 @@ def make_storage(
     attempts: int = 8,
     reconnect_s: float = RECONNECT_S,
     beat_on_create: bool = True,
+    stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
 ) -> ServiceCache | ProxyStorage:
     """An RDB storage for `url` (behind ServiceCache), creating the schema if needed; for grpc://HOST:PORT, a
     client of `optuna-run proxy` (the proxy then owns the trial cap: `max_trials` must be
@@ -100,6 +104,10 @@ def make_storage(
     it still collide with a process that does not take the lock (SQLite 'database is
     locked', PostgreSQL UniqueViolation on pg_type), the set-up is retried with jittered
     back-off. Errors are raised as StorageError with the password masked.
+
+    With heartbeats on, a trial whose heartbeat went stale is failed and
+    `stale_trial_callback` called on it (default: RetryHeartbeatStaleTrialCallback queueing
+    its params again, up to `max_retry` times).
     """
     check_url(url)
     scheme = _scheme(url)
@@ -125,7 +133,7 @@ def make_storage(
     if heartbeat_interval:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+            retry = stale_trial_callback or RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
         hb = dict(
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
@@ -180,3 +188,10 @@ def fail_stale(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def storage_backend(storage: BaseStorage) -> BaseStorage:
+    """The RDB storage below `make_storage`'s trial cache (the storage itself if it has none)."""
+    if isinstance(storage, ServiceCache):
+        return storage.backend
+    return storage

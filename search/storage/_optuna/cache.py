@@ -202,6 +202,12 @@ class ServiceCache(_HeldTrials, _CachedStorage):
         self._study_ids: dict[str, int] = {}
         self._stale_at: dict[int, float] = {}  # study id -> time of the last stale check
 
+    @property
+    def backend(self) -> ServiceStorage:
+        """The RDB storage below this cache."""
+        backend: ServiceStorage = self._backend  # type: ignore[assignment]
+        return backend
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name in ("_backend", "_own", "_own_study", "_read_at"):
             raise AttributeError(name)
