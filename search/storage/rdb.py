@@ -129,8 +129,8 @@ def make_storage(
         engine_kwargs = {"pool_pre_ping": False, "pool_size": 2, "max_overflow": 2}
     else:
         engine_kwargs = {"pool_pre_ping": True}
-    hb: dict[str, Any] = {}
-    if heartbeat_interval:
+    hb: dict[str, Any] = {"grace_period": grace_period}  # checked by Optuna even alone
+    if heartbeat_interval is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             retry = stale_trial_callback or RetryHeartbeatStaleTrialCallback(max_retry=max_retry)

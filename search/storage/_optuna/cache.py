@@ -78,6 +78,16 @@ class _HeldTrials:
             self._read_at.pop(study_id, None)
         return trial_id
 
+    def delete_study(self, study_id: int) -> None:
+        """The study deleted, and with it the trials of it this process held (a database
+        may give its id to the next study created)."""
+        for trial_id, sid in tuple(self._own_study.items()):
+            if sid == study_id:
+                self._own.pop(trial_id, None)
+                del self._own_study[trial_id]
+        self._read_at.pop(study_id, None)
+        super().delete_study(study_id)  # type: ignore[misc]
+
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
@@ -286,5 +296,5 @@ class ServiceCache(_HeldTrials, _CachedStorage):
 
     def delete_study(self, study_id: int) -> None:
         self._study_ids = {k: v for k, v in self._study_ids.items() if v != study_id}
-        self._read_at.pop(study_id, None)
+        self._stale_at.pop(study_id, None)
         super().delete_study(study_id)

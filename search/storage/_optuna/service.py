@@ -76,18 +76,13 @@ class ServiceStorage(FastWrites):
                     self.max_trials,
                 )
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        """Empty: the stale trials are failed here, each with its retry queued (the
-        storage's RetryHeartbeatStaleTrialCallback) under the study's claim, so Optuna's
-        fail_stale_trials finds nothing left to do. Optuna fails all, then queues the
-        retries: in between, a capped study (--max-trials) would have room that a new trial
-        could take, leaving a retry that can never start."""
-        self.fail_stale_and_retry(study_id)
-        return []
-
     def fail_stale_and_retry(self, study_id: int) -> list[int]:
         """Fail the study's trials whose heartbeat went stale and queue their retries, all
-        while holding the study's claim; the ids of the trials failed."""
+        while holding the study's claim; the ids of the trials failed. (Optuna's
+        fail_stale_trials fails all, then queues the retries: in between, a capped study
+        (--max-trials) would have room that a new trial could take, leaving a retry that
+        can never start. ServiceCache, which every study of the service goes through, does
+        it this way; this storage's own `_get_stale_trial_ids` is Optuna's.)"""
         # trial id -> study id: failed here, retry not queued yet (a call cut off between
         # the two leaves it here: the trial is no longer stale, its retry still owed)
         owed: dict[int, int] = self.__dict__.setdefault("_retry_owed", {})
@@ -213,11 +208,11 @@ class ServiceStorage(FastWrites):
         trial fewer). Skipped only well within the grace period: the thread's next beat
         comes one interval later, before the trial could go stale."""
         at = self._beat_at().pop(trial_id, None)
-        assert self.heartbeat_interval is not None
-        grace = self.grace_period or 2 * self.heartbeat_interval
-        window = min(self.heartbeat_interval, grace - self.heartbeat_interval) / 2
-        if at is not None and time.monotonic() - at < window:
-            return
+        interval = self.heartbeat_interval
+        if at is not None and interval:
+            grace = self.grace_period or 2 * interval
+            if time.monotonic() - at < min(interval, grace - interval) / 2:
+                return
         super().record_heartbeat(trial_id)
 
     def __getstate__(self) -> dict[Any, Any]:

@@ -113,7 +113,11 @@ class FastWrites(RDBStorage):
                 trial_id, param_name, param_value_internal, distribution, previous_distribution
             )
             return
-        check_distribution_compatibility(previous_distribution, distribution)
+        try:
+            check_distribution_compatibility(previous_distribution, distribution)
+        except ValueError:
+            self._check_unfinished(trial_id)  # Optuna refuses a finished trial first
+            raise
         row = {
             "trial_id": trial_id,
             "param_name": param_name,
@@ -125,6 +129,15 @@ class FastWrites(RDBStorage):
         with self.engine.begin() as con:
             self._lock_running(con, trial_id)
             con.execute(stmts["param"], row)
+
+    def _check_unfinished(self, trial_id: int) -> None:
+        """KeyError for a missing trial, UpdateFinishedTrialError for a finished one."""
+        t = rdb_models.TrialModel.__table__
+        with self.engine.connect() as con:
+            row = con.execute(select(t.c.state).where(t.c.trial_id == trial_id)).first()
+        if row is None:
+            raise KeyError(rdb_models.NOT_FOUND_MSG)
+        self.check_trial_is_updatable(trial_id, row[0])
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         self.set_trial_user_attrs(trial_id, {key: value})
