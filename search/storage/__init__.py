@@ -1,13 +1,20 @@
-"""Study storages: URLs, SQLite and PostgreSQL set-up, locks, retries, the gRPC proxy."""
+"""Study storages: URLs, SQLite and PostgreSQL set-up, locks, retries, the gRPC proxy.
 
+What reaches into Optuna's private API lives in search/storage/_optuna (the fast path, used
+with the Optuna releases it was tested with); search/storage/stock.py is the stock path."""
+
+from typing import Any
+
+from search.storage import rdb
 from search.storage.rdb import (
     CLAIMED,
     DEFAULT_STORAGE,
     HEARTBEAT_ATTR,
-    ProxyStorage,
-    ServiceCache,
+    StockProxy,
+    StockStorage,
     StorageError,
     StudyFull,
+    StudyStorage,
     check_url,
     describe,
     fail_stale,
@@ -24,8 +31,12 @@ __all__ = [
     "HEARTBEAT_ATTR",
     "ProxyStorage",
     "ServiceCache",
+    "ServiceStorage",
+    "StockProxy",
+    "StockStorage",
     "StorageError",
     "StudyFull",
+    "StudyStorage",
     "check_url",
     "describe",
     "fail_stale",
@@ -35,3 +46,8 @@ __all__ = [
     "scrub",
     "storage_backend",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """ServiceCache, ServiceStorage, ProxyStorage: see search.storage.rdb.__getattr__."""
+    return getattr(rdb, name)

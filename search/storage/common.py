@@ -1,7 +1,13 @@
-"""What every storage module shares: the service's storage constants and errors."""
+"""What every storage module shares: the service's storage constants and errors, and the
+storage API the service uses (StudyStorage)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
@@ -39,3 +45,27 @@ class StudyFull(RuntimeError):
     def __init__(self, message: str, limit: int) -> None:
         super().__init__(message)
         self.limit = limit
+
+
+class StudyStorage(BaseStorage):
+    """What `make_storage` returns, on either path (search/storage/_optuna, stock.py): an
+    Optuna storage with what the service adds: `count`, `close`, `write_user_attrs`, and
+    where it lives for messages (`display`, its password masked; `display_url`, the URL to
+    scrub from errors)."""
+
+    heartbeat_interval: int | None
+    reconnect_s: float
+    display: str
+    display_url: str
+
+    def count(self, study_id: int, states: Sequence[TrialState] = CLAIMED) -> int:
+        """Trials of the study in `states` (default COMPLETE, PRUNED, RUNNING)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def write_user_attrs(self, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+        """`trial.set_user_attr` for each item (a storage with a batch: one write)."""
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)

@@ -29,17 +29,15 @@ import sqlite3
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 from sqlalchemy import event
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from search.storage._optuna.cache import ServiceCache
-from search.storage._optuna.grpc import ProxyStorage, _make_proxy_client
-from search.storage._optuna.service import ServiceStorage
+from search.storage import _optuna
 from search.storage.common import (
     CLAIMED,
     DEFAULT_STORAGE,
@@ -50,8 +48,10 @@ from search.storage.common import (
     TRANSIENT,
     StorageError,
     StudyFull,
+    StudyStorage,
 )
 from search.storage.locks import _on_sqlite_connect, _prepare_sqlite, _setup_lock
+from search.storage.stock import StockProxy, StockStorage, connect_proxy
 from search.storage.urls import (
     _scheme,
     _sqlite_file,
@@ -62,6 +62,11 @@ from search.storage.urls import (
     scrub,
 )
 
+if TYPE_CHECKING:
+    from search.storage._optuna.cache import ServiceCache
+    from search.storage._optuna.grpc import ProxyStorage
+    from search.storage._optuna.service import ServiceStorage
+
 __all__ = [
     "CLAIMED",
     "DEFAULT_STORAGE",
@@ -71,8 +76,11 @@ __all__ = [
     "ProxyStorage",
     "ServiceCache",
     "ServiceStorage",
+    "StockProxy",
+    "StockStorage",
     "StorageError",
     "StudyFull",
+    "StudyStorage",
     "check_url",
     "describe",
     "fail_stale",
@@ -95,10 +103,12 @@ def make_storage(
     reconnect_s: float = RECONNECT_S,
     beat_on_create: bool = True,
     stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-) -> ServiceCache | ProxyStorage:
-    """An RDB storage for `url` (behind ServiceCache), creating the schema if needed; for grpc://HOST:PORT, a
+) -> StudyStorage:
+    """An RDB storage for `url`, creating the schema if needed; for grpc://HOST:PORT, a
     client of `optuna-run proxy` (the proxy then owns the trial cap: `max_trials` must be
-    None there).
+    None there). On the fast path (search/storage/_optuna) the service's storage behind
+    its trial cache (ServiceCache); on the stock path Optuna's RDBStorage (StockStorage),
+    or its gRPC client, with the same trial cap, retries and messages.
 
     The schema of a fresh database is created under a lock (one process at a time); should
     it still collide with a process that does not take the lock (SQLite 'database is
@@ -117,7 +127,13 @@ def make_storage(
                 "--max-trials cannot be counted by a worker behind the storage proxy; "
                 "give it to the proxy instead: optuna-run proxy --storage URL --max-trials N"
             )
-        client = _make_proxy_client(url, heartbeat_interval, timeout=min(reconnect_s, 30))
+        timeout = min(reconnect_s, 30)
+        grpc_fast = _optuna.fast("grpc")
+        client: StudyStorage
+        if grpc_fast is None:
+            client = connect_proxy(url, timeout, StockProxy)
+        else:
+            client = grpc_fast.make_proxy_client(url, heartbeat_interval, timeout)
         client.reconnect_s = reconnect_s
         return client
     sqlite_file = _sqlite_file(url)
@@ -139,6 +155,8 @@ def make_storage(
             grace_period=grace_period,
             heartbeat_stale_trial_callback=retry,
         )
+    service = _optuna.fast("service")
+    storage_class = RDBStorage if service is None else service.ServiceStorage
     last: Exception | None = None
     for attempt in range(attempts):
         try:
@@ -147,17 +165,21 @@ def make_storage(
                     _prepare_sqlite(sqlite_file)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    storage = ServiceStorage(url, engine_kwargs=engine_kwargs, **hb)
-            storage.max_trials = max_trials
-            storage.reconnect_s = reconnect_s
-            storage.beat_on_create = beat_on_create
-            storage.display, storage.display_url = describe(url), url
-            if sqlite_file is not None:
-                storage.lock_file = sqlite_file + "-lock"
+                    storage = storage_class(url, engine_kwargs=engine_kwargs, **hb)
             if scheme == "sqlite":
                 event.listen(storage.engine, "connect", _on_sqlite_connect)
                 storage.engine.dispose()  # later connections get the pragmas
-            return ServiceCache(storage)
+            cache = _optuna.fast("cache")
+            capped: Any = StockStorage(storage) if cache is None else storage
+            capped.max_trials = max_trials
+            capped.reconnect_s = reconnect_s
+            capped.display, capped.display_url = describe(url), url
+            if sqlite_file is not None:
+                capped.lock_file = sqlite_file + "-lock"
+            if cache is None:
+                return capped
+            capped.beat_on_create = beat_on_create
+            return cache.ServiceCache(storage)
         except ArgumentError as e:
             raise StorageError(
                 f"storage URL {mask(url)!r} is not valid: {scrub(str(e), url)}"
@@ -192,6 +214,17 @@ def fail_stale(study: optuna.Study) -> None:
 
 def storage_backend(storage: BaseStorage) -> BaseStorage:
     """The RDB storage below `make_storage`'s trial cache (the storage itself if it has none)."""
-    if isinstance(storage, ServiceCache):
-        return storage.backend
-    return storage
+    backend = getattr(type(storage), "backend", None)
+    return storage.backend if isinstance(backend, property) else storage  # type: ignore[attr-defined]
+
+
+def __getattr__(name: str) -> Any:
+    """ServiceCache, ServiceStorage, ProxyStorage: the fast path's classes, imported only
+    when it is taken (else the stock path's counterparts); for annotations and isinstance."""
+    where = {"ServiceCache": "cache", "ServiceStorage": "service", "ProxyStorage": "grpc"}
+    if name not in where:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _optuna.fast(where[name])
+    if module is None:
+        return StockProxy if name == "ProxyStorage" else StockStorage
+    return getattr(module, name)

@@ -105,8 +105,9 @@ def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-# The storage calls that reach the database (or the proxy), retried when it is unreachable.
-STORAGE_CALLS = (
+# The storage calls of Optuna's public storage API that reach the database (or the proxy),
+# retried when it is unreachable; each class adds those of its own it has.
+PUBLIC_CALLS = (
     "create_new_study",
     "delete_study",
     "set_study_user_attr",
@@ -118,31 +119,30 @@ STORAGE_CALLS = (
     "get_study_system_attrs",
     "get_all_studies",
     "create_new_trial",
-    "_create_new_trial",
     "set_trial_param",
-    "_set_trial_param",
     "get_trial_id_from_study_id_trial_number",
     "set_trial_state_values",
     "set_trial_intermediate_value",
     "set_trial_user_attr",
-    "set_trial_user_attrs",
     "set_trial_system_attr",
     "get_trial",
     "get_all_trials",
-    "_get_trials",
     "get_best_trial",
-    "_get_best_trial_id",
-    "get_n_trials",
-    "record_heartbeat",
-    "_get_stale_trial_ids",
-    "fail_stale_and_retry",
-    "count",
-    "completed_at",
 )
 
 
-def _with_retries(cls: type) -> type:
-    for name in STORAGE_CALLS:
-        if hasattr(cls, name):
+def with_retries(*names: str) -> Callable[[type], type]:
+    """A class decorator: PUBLIC_CALLS and `names` retried while the storage is
+    unreachable. A name the class lacks (e.g. an Optuna method renamed) raises here, at
+    import: the protection never vanishes silently."""
+
+    def decorate(cls: type) -> type:
+        every = (*PUBLIC_CALLS, *names)
+        missing = [n for n in every if not callable(getattr(cls, n, None))]
+        if missing:
+            raise AttributeError(f"{cls.__name__} has no {', '.join(missing)} to retry")
+        for name in every:
             setattr(cls, name, _retrying(getattr(cls, name)))
-    return cls
+        return cls
+
+    return decorate

@@ -36,10 +36,9 @@ from models import Interrupted
 from search.cli.common import stacks_on_sigusr1
 from search.config.schema import RunConfig
 from search.storage.rdb import (
-    ProxyStorage,
-    ServiceCache,
     StorageError,
     StudyFull,
+    StudyStorage,
     fail_stale,
     make_storage,
     scrub,
@@ -181,7 +180,7 @@ def run_trials(
 
 def wait_for_room(
     study: optuna.Study,
-    storage: ServiceCache | ProxyStorage,
+    storage: StudyStorage,
     max_trials: int,
     stop: Stop,
     deadline: float | None,

@@ -7,12 +7,13 @@ import time
 from collections.abc import Container, Sequence
 from typing import Any
 
+import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from search.storage._optuna.service import ServiceStorage
-from search.storage.common import HEARTBEAT_ATTR
+from search.storage.common import CLAIMED, HEARTBEAT_ATTR, StudyStorage
 
 
 class _HeldTrials:
@@ -166,6 +167,12 @@ class _HeldTrials:
     def _batch_target(self) -> Any:
         return None
 
+    def write_user_attrs(self, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+        """The trial's user attrs in one write (set_trial_user_attrs), and the trial's own
+        copy of itself updated as Optuna's `set_user_attr` updates it."""
+        self.set_trial_user_attrs(trial._trial_id, attrs)
+        trial._cached_frozen_trial.user_attrs.update(attrs)
+
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         super().set_trial_system_attr(trial_id, key, value)  # type: ignore[misc]
         t = self._own.get(trial_id)
@@ -197,7 +204,7 @@ def _detached(t: FrozenTrial) -> FrozenTrial:
     return c
 
 
-class ServiceCache(_HeldTrials, _CachedStorage):
+class ServiceCache(_HeldTrials, _CachedStorage, StudyStorage):
     """Optuna's trial cache (what `optuna.load_study` puts around an RDBStorage: finished
     trials read once, then only new and unfinished ones), with the trials this process runs
     held in memory and the trial list re-read on change or every `refresh_s` (see
@@ -211,6 +218,12 @@ class ServiceCache(_HeldTrials, _CachedStorage):
         self._held_init()
         self._study_ids: dict[str, int] = {}
         self._stale_at: dict[int, float] = {}  # study id -> time of the last stale check
+
+    def count(self, study_id: int, states: Sequence[TrialState] = CLAIMED) -> int:
+        return self.backend.count(study_id, states)
+
+    def close(self) -> None:
+        self.backend.close()
 
     @property
     def backend(self) -> ServiceStorage:

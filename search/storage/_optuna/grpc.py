@@ -3,10 +3,8 @@ runs held in memory, heartbeats sent as a reserved trial system attr."""
 
 from __future__ import annotations
 
-import re
 import time
-import warnings
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container
 from typing import Any
 
 import optuna
@@ -15,28 +13,13 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from search.storage._optuna.cache import _HeldTrials
-from search.storage.common import CLAIMED, HEARTBEAT_ATTR, RECONNECT_S, StorageError, StudyFull
-from search.storage.retry import _with_retries
-from search.storage.urls import mask
+from search.storage.common import HEARTBEAT_ATTR, StudyFull
+from search.storage.retry import with_retries
+from search.storage.stock import StockProxy, connect_proxy
 
 
-def _grpc_status(e: BaseException) -> str:
-    code = getattr(e, "code", None)
-    return str(code()).rsplit(".", 1)[-1] if callable(code) else ""
-
-
-def _study_full(e: BaseException) -> StudyFull | None:
-    """The proxy's refusal to start a trial (RESOURCE_EXHAUSTED, 'limit=N ...') as StudyFull."""
-    cause = e.__cause__ or e
-    if _grpc_status(cause) != "RESOURCE_EXHAUSTED":
-        return None
-    details = str(cause.details()) if hasattr(cause, "details") else ""
-    m = re.match(r"limit=(\d+) (.*)", details)
-    return StudyFull(m.group(2), int(m.group(1))) if m else StudyFull(details, 0)
-
-
-@_with_retries
-class ProxyStorage(_HeldTrials, GrpcStorageProxy, BaseHeartbeat):
+@with_retries("set_trial_user_attrs", "record_heartbeat", "_get_stale_trial_ids")
+class ProxyStorage(_HeldTrials, StockProxy, BaseHeartbeat):
     """A worker's storage behind `optuna-run proxy` (grpc://HOST:PORT).
 
     Heartbeats: while a trial runs, Optuna's heartbeat thread calls `record_heartbeat`,
@@ -46,13 +29,10 @@ class ProxyStorage(_HeldTrials, GrpcStorageProxy, BaseHeartbeat):
     comes back as StudyFull.
     """
 
-    reconnect_s: float = RECONNECT_S
-
     def __init__(self, host: str, port: int, heartbeat_interval: int | None) -> None:
         super().__init__(host=host, port=port)
         self._held_init()
         self.heartbeat_interval = heartbeat_interval
-        self.display = self.display_url = f"grpc://{host}:{port}"
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
@@ -101,53 +81,33 @@ class ProxyStorage(_HeldTrials, GrpcStorageProxy, BaseHeartbeat):
     ) -> Callable[[optuna.Study, FrozenTrial], None] | None:
         return None
 
-    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        try:
-            return super().create_new_trial(study_id, template_trial)
-        except Exception as e:
-            full = _study_full(e)
-            if full is None:
-                raise
-            raise full from None
 
-    def set_trial_state_values(
-        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
-    ) -> bool:
-        try:
-            return super().set_trial_state_values(trial_id, state, values)
-        except Exception as e:
-            full = _study_full(e)
-            if full is None:
-                raise
-            raise full from None
-
-    def count(self, study_id: int, states: Container[TrialState] = CLAIMED) -> int:
-        """Trials of the study in `states`, from the client's incremental trial cache."""
-        return len(self.get_all_trials(study_id, deepcopy=False, states=states))
+def make_proxy_client(url: str, heartbeat_interval: int | None, timeout: float) -> ProxyStorage:
+    return connect_proxy(
+        url, timeout, lambda host, port: ProxyStorage(host, port, heartbeat_interval)
+    )
 
 
-def _make_proxy_client(url: str, heartbeat_interval: int | None, timeout: float) -> ProxyStorage:
-    m = re.fullmatch(r"grpc://(\[[^\]]+\]|[^:/\[\]]+):(\d+)/?", url)
-    if not m:
-        raise StorageError(f"storage URL {mask(url)!r}: expected grpc://HOST:PORT")
-    try:
-        import grpc  # noqa: F401
-        from optuna.storages._grpc.auto_generated import api_pb2  # noqa: F401 (protobuf)
-    except ImportError:
-        raise StorageError(
-            f"storage URL {url!r} needs grpcio and protobuf, which are not installed: "
-            "pip install 'lstm-panel-search[grpc]'"
-        ) from None
-    host, port = m.group(1).strip("[]"), int(m.group(2))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = ProxyStorage(host, port, heartbeat_interval)
-    try:
-        storage.wait_server_ready(timeout=timeout)
-    except ConnectionError:
-        storage.close()
-        raise StorageError(
-            f"cannot reach the storage proxy at {url} within {timeout:.0f}s "
-            "(is `optuna-run proxy` running there?)"
-        ) from None
-    return storage
+def add_proxy_service(storage: optuna.storages.BaseStorage, server: Any) -> None:
+    """Optuna's storage servicer for `storage` added to the gRPC `server`; a refused trial
+    start (StudyFull) answered as RESOURCE_EXHAUSTED, 'limit=N reason'."""
+    import grpc
+    from optuna.storages._grpc.auto_generated import api_pb2_grpc
+    from optuna.storages._grpc.servicer import OptunaStorageProxyService
+
+    class Service(OptunaStorageProxyService):
+        """Optuna's servicer; a refused trial start becomes RESOURCE_EXHAUSTED."""
+
+        def CreateNewTrial(self, request: Any, context: Any) -> Any:  # noqa: N802
+            try:
+                return super().CreateNewTrial(request, context)
+            except StudyFull as e:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"limit={e.limit} {e}")
+
+        def SetTrialStateValues(self, request: Any, context: Any) -> Any:  # noqa: N802
+            try:
+                return super().SetTrialStateValues(request, context)
+            except StudyFull as e:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"limit={e.limit} {e}")
+
+    api_pb2_grpc.add_StorageServiceServicer_to_server(Service(storage), server)

@@ -3,7 +3,6 @@ trial's first heartbeat written with it, stale trials failed with their retries 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from collections.abc import Sequence
@@ -17,42 +16,32 @@ from sqlalchemy import func, select
 
 from search.storage._optuna.statements import _to_utc
 from search.storage._optuna.writes import FastWrites
-from search.storage.common import CLAIMED, RECONNECT_S, StudyFull
-from search.storage.locks import _file_lock, _pg_lock
-from search.storage.retry import _with_retries
+from search.storage.common import CLAIMED
+from search.storage.locks import TrialCap
+from search.storage.retry import with_retries
 
 
-@_with_retries
-class ServiceStorage(FastWrites):
-    """An RDBStorage whose trial starts are atomic across processes.
+@with_retries(
+    "_create_new_trial",
+    "_set_trial_param",
+    "_get_trials",
+    "_get_best_trial_id",
+    "set_trial_user_attrs",
+    "record_heartbeat",
+    "_get_stale_trial_ids",
+    "fail_stale_and_retry",
+    "count",
+    "completed_at",
+)
+class ServiceStorage(TrialCap, FastWrites):
+    """The service's RDB storage: Optuna's, with the fast write path (FastWrites), trial
+    starts atomic across processes (TrialCap), a trial's first heartbeat written with it,
+    and stale trials failed with their retries queued under the study's claim."""
 
-    With `max_trials` set, creating a trial (or starting a WAITING one, e.g. a retry of a
-    dead worker's trial) first takes the study's lock, counts its COMPLETE, PRUNED and
-    RUNNING trials and raises StudyFull when they reach `max_trials`. On SQLite every state
-    change also takes the file lock: SQLite ignores SELECT ... FOR UPDATE, so without it two
-    processes could both start the same WAITING trial, or both fail (and retry) one stale
-    trial.
-    """
-
-    max_trials: int | None = None
-    lock_file: str | None = None
     # Write a trial's first heartbeat with its creation or start (see
     # _get_prepared_new_trial): only where every client beats (this service's workers); not
     # behind the proxy, whose clients may be stock Optuna clients without heartbeats.
     beat_on_create = True
-    reconnect_s: float = RECONNECT_S
-    display = ""
-    display_url = ""
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    def _claim(self, study_id: int) -> contextlib.AbstractContextManager[None]:
-        if self.lock_file is not None:
-            return _file_lock(self.lock_file)
-        if self.engine.dialect.name == "postgresql":
-            return _pg_lock(self.engine, study_id)
-        return contextlib.nullcontext()
 
     def count(self, study_id: int, states: Sequence[TrialState] = CLAIMED) -> int:
         """Trials of the study in `states` (default COMPLETE, PRUNED, RUNNING), counted in
@@ -61,20 +50,6 @@ class ServiceStorage(FastWrites):
         query = select(func.count()).select_from(t).where(t.study_id == study_id)
         with self.engine.connect() as con:
             return int(con.execute(query.where(t.state.in_(states))).scalar_one())
-
-    def _check_room(self, study_id: int, queued: bool = False) -> None:
-        """StudyFull when the study holds `max_trials` COMPLETE, PRUNED or RUNNING trials;
-        with `queued` (a new trial, not a queued one starting), its WAITING trials count
-        too: a retry queued for a dead worker's trial keeps that trial's place, and no new
-        trial takes it."""
-        if self.max_trials is not None:
-            n = self.count(study_id, (*CLAIMED, TrialState.WAITING) if queued else CLAIMED)
-            if n >= self.max_trials:
-                what = "finished, running or queued" if queued else "finished or running"
-                raise StudyFull(
-                    f"the study holds {n} {what} trials (--max-trials {self.max_trials})",
-                    self.max_trials,
-                )
 
     def fail_stale_and_retry(self, study_id: int) -> list[int]:
         """Fail the study's trials whose heartbeat went stale and queue their retries, all
@@ -118,11 +93,7 @@ class ServiceStorage(FastWrites):
     def _create_new_trial(
         self, study_id: int, template_trial: FrozenTrial | None = None
     ) -> FrozenTrial:
-        if template_trial is not None or self.max_trials is None:
-            return self._new_trial(study_id, template_trial)
-        with self._claim(study_id):
-            self._check_room(study_id, queued=True)
-            return self._new_trial(study_id, template_trial)
+        return self._capped_new(study_id, template_trial, self._new_trial)
 
     def _new_trial(self, study_id: int, template_trial: FrozenTrial | None) -> FrozenTrial:
         """Optuna's creation of a trial; a plain new one (no template) as SQL Core
@@ -236,11 +207,4 @@ class ServiceStorage(FastWrites):
             # given in _get_prepared_new_trial (harmless if another process starts it).
             super().record_heartbeat(trial_id)
             self._beat_written(trial_id)
-        starting = state == TrialState.RUNNING and self.max_trials is not None
-        if not starting and self.lock_file is None:
-            return self._set_state(trial_id, state, values)
-        study_id = self._study_of(trial_id) if starting else 0
-        with self._claim(study_id):
-            if starting:
-                self._check_room(study_id)
-            return self._set_state(trial_id, state, values)
+        return self._capped_state(trial_id, state, lambda: self._set_state(trial_id, state, values))
