@@ -10,8 +10,8 @@ never part of the project). The plugin beside this file (optuna_suite_plugin.py)
 Optuna's test helper StorageSupplier (and test_with_server.py's get_storage) at
 `make_storage`; the deliberate deviations are listed there, each with its reason.
 
-Without the sdist (no network, no pip), prints one line saying why and exits 0. Extra
-arguments go to pytest (e.g. `-k heartbeat`, `-x`).
+Without the sdist (no network, no pip), or without PostgreSQL for its backend, prints one
+line saying why and exits 0. Extra arguments go to pytest (e.g. `-k heartbeat`, `-x`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
+import socket
 import subprocess
 import sys
 import tarfile
@@ -58,6 +59,17 @@ def sdist(version: str) -> tuple[Path | None, str]:
     return tree, ""
 
 
+def _reachable(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    try:
+        with socket.create_connection((u.host or "127.0.0.1", u.port or 5432), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
@@ -68,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     mode = "stock" if os.environ.get("OPTUNA_RUN_STOCK_STORAGE") == "1" else "ours"
     if tree is None:
         print(f"optuna-suite: skipped (optuna {version}, {args.backend}, {mode}): {why}")
+        return 0
+    if args.backend == "postgresql" and not _reachable(args.pg):
+        print(
+            f"optuna-suite: skipped (optuna {version}, postgresql, {mode}): {args.pg} unreachable"
+        )
         return 0
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
