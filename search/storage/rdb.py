@@ -92,6 +92,55 @@ __all__ = [
 ]
 
 
+def _proxy_client(
+    url: str, heartbeat_interval: int | None, max_trials: int | None, reconnect_s: float
+) -> StudyStorage:
+    """A client of `optuna-run proxy` at grpc://HOST:PORT (ours on the fast path)."""
+    if max_trials is not None:
+        raise StorageError(
+            "--max-trials cannot be counted by a worker behind the storage proxy; "
+            "give it to the proxy instead: optuna-run proxy --storage URL --max-trials N"
+        )
+    timeout = min(reconnect_s, 30)
+    grpc_fast = _optuna.fast("grpc")
+    client: StudyStorage
+    if grpc_fast is None:
+        client = connect_proxy(url, timeout, StockProxy)
+    else:
+        client = grpc_fast.make_proxy_client(url, heartbeat_interval, timeout)
+    client.reconnect_s = reconnect_s
+    return client
+
+
+def _engine_kwargs(scheme: str) -> dict[str, Any]:
+    if scheme == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+    if scheme == "postgresql":
+        # No ping before each use (a round trip per storage call): a connection found dead
+        # is retried at once on a fresh one (_retrying), which is what the ping would do.
+        return {"pool_pre_ping": False, "pool_size": 2, "max_overflow": 2}
+    return {"pool_pre_ping": True}
+
+
+def _heartbeat_args(
+    heartbeat_interval: int | None,
+    grace_period: int | None,
+    max_retry: int,
+    stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None,
+) -> dict[str, Any]:
+    """RDBStorage's heartbeat arguments (Optuna checks `grace_period` even alone)."""
+    if heartbeat_interval is None:
+        return {"grace_period": grace_period}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = stale_trial_callback or RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    return dict(
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        heartbeat_stale_trial_callback=retry,
+    )
+
+
 def make_storage(
     url: str,
     *,
@@ -122,39 +171,10 @@ def make_storage(
     check_url(url)
     scheme = _scheme(url)
     if scheme == "grpc":
-        if max_trials is not None:
-            raise StorageError(
-                "--max-trials cannot be counted by a worker behind the storage proxy; "
-                "give it to the proxy instead: optuna-run proxy --storage URL --max-trials N"
-            )
-        timeout = min(reconnect_s, 30)
-        grpc_fast = _optuna.fast("grpc")
-        client: StudyStorage
-        if grpc_fast is None:
-            client = connect_proxy(url, timeout, StockProxy)
-        else:
-            client = grpc_fast.make_proxy_client(url, heartbeat_interval, timeout)
-        client.reconnect_s = reconnect_s
-        return client
+        return _proxy_client(url, heartbeat_interval, max_trials, reconnect_s)
     sqlite_file = _sqlite_file(url)
-    if scheme == "sqlite":
-        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
-    elif scheme == "postgresql":
-        # No ping before each use (a round trip per storage call): a connection found dead
-        # is retried at once on a fresh one (_retrying), which is what the ping would do.
-        engine_kwargs = {"pool_pre_ping": False, "pool_size": 2, "max_overflow": 2}
-    else:
-        engine_kwargs = {"pool_pre_ping": True}
-    hb: dict[str, Any] = {"grace_period": grace_period}  # checked by Optuna even alone
-    if heartbeat_interval is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = stale_trial_callback or RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-        hb = dict(
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=retry,
-        )
+    engine_kwargs = _engine_kwargs(scheme)
+    hb = _heartbeat_args(heartbeat_interval, grace_period, max_retry, stale_trial_callback)
     service = _optuna.fast("service")
     storage_class = RDBStorage if service is None else service.ServiceStorage
     last: Exception | None = None
