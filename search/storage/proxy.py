@@ -33,31 +33,10 @@ from typing import Any
 
 import optuna
 
-from search.storage.rdb import StorageError, StudyFull, describe, make_storage
+from search.storage import _optuna
+from search.storage.rdb import StorageError, describe, make_storage
 
 DEFAULT_PORT = 13000
-
-
-def _service(storage: optuna.storages.BaseStorage) -> Any:
-    import grpc
-    from optuna.storages._grpc.servicer import OptunaStorageProxyService
-
-    class Service(OptunaStorageProxyService):
-        """Optuna's servicer; a refused trial start becomes RESOURCE_EXHAUSTED."""
-
-        def CreateNewTrial(self, request: Any, context: Any) -> Any:  # noqa: N802
-            try:
-                return super().CreateNewTrial(request, context)
-            except StudyFull as e:
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"limit={e.limit} {e}")
-
-        def SetTrialStateValues(self, request: Any, context: Any) -> Any:  # noqa: N802
-            try:
-                return super().SetTrialStateValues(request, context)
-            except StudyFull as e:
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"limit={e.limit} {e}")
-
-    return Service(storage)
 
 
 def _fail_stale_forever(storage: optuna.storages.BaseStorage, every: float, done: Any) -> None:
@@ -90,12 +69,18 @@ def serve(
     `optuna-run proxy: serving STORAGE on grpc://HOST:PORT` (PORT resolved when 0)."""
     try:
         import grpc
-        from optuna.storages._grpc.auto_generated import api_pb2_grpc
     except ImportError:
         raise StorageError(
             "the storage proxy needs grpcio and protobuf, which are not installed: "
             "pip install 'lstm-panel-search[grpc]'"
         ) from None
+    fast = _optuna.fast("grpc")
+    if fast is None:
+        raise StorageError(
+            f"the storage proxy is built on Optuna's gRPC servicer, used only with the Optuna "
+            f"releases it was tested with ({_optuna.stock_reason()}); run the workers on the "
+            "database URL instead"
+        )
     if url.startswith("grpc://"):
         raise StorageError("--storage: the proxy serves a database URL, not another proxy")
     backend = make_storage(
@@ -109,7 +94,7 @@ def serve(
     )
     storage = optuna.storages.get_storage(backend)  # Optuna's in-process trial cache
     server = grpc.server(ThreadPoolExecutor(max_workers=threads))
-    api_pb2_grpc.add_StorageServiceServicer_to_server(_service(storage), server)
+    fast.add_proxy_service(storage, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if not bound:
         raise StorageError(f"--host/--port: cannot listen on {host}:{port}")

@@ -29,6 +29,7 @@ from models.luck import trial_daily
 from models.metrics import OBJECTIVES
 from search.config.schema import BudgetConfig, RunConfig
 from search.config.space import TrialParams
+from search.storage.common import StudyStorage
 
 
 def train_params(p: TrialParams, b: BudgetConfig, seed: int | None) -> TrainParams:
@@ -281,14 +282,13 @@ KEPT_METRICS = (
 
 def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
     """`trial.set_user_attr` for each item, as one storage write where the storage has a
-    batch (search.storage.rdb's do; others get one write per key)."""
-    batch = getattr(trial.storage, "set_trial_user_attrs", None)
-    if batch is None:
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
+    batch (the service's storages, StudyStorage.write_user_attrs; others get one write per
+    key)."""
+    if isinstance(trial.storage, StudyStorage):
+        trial.storage.write_user_attrs(trial, attrs)
         return
-    batch(trial._trial_id, attrs)
-    trial._cached_frozen_trial.user_attrs.update(attrs)
+    for k, v in attrs.items():
+        trial.set_user_attr(k, v)
 
 
 def _finite(v: float) -> float | None:

@@ -35,10 +35,9 @@ from data.cache import load_cached_panel, save_panel
 from models import Interrupted
 from search.config.schema import RunConfig
 from search.storage.rdb import (
-    ProxyStorage,
-    ServiceCache,
     StorageError,
     StudyFull,
+    StudyStorage,
     fail_stale,
     make_storage,
     scrub,
@@ -175,7 +174,7 @@ def open_storage(cfg: RunConfig, url: str, max_trials: int | None) -> ServiceCac
 
 def wait_for_room(
     study: optuna.Study,
-    storage: ServiceCache | ProxyStorage,
+    storage: StudyStorage,
     max_trials: int,
     stop: Stop,
     deadline: float | None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -40,6 +41,11 @@ from tests.search_tests.studyrun import (
 )
 
 SECRET = "Zq7-s3cret-pw"
+# What only the fast path does (search/storage/_optuna); the stock path is Optuna's own.
+fast_only = pytest.mark.skipif(
+    os.environ.get("OPTUNA_RUN_STOCK_STORAGE") == "1",
+    reason="the fast path's own behaviour; OPTUNA_RUN_STOCK_STORAGE=1 takes Optuna's",
+)
 
 # ------------------------------------------------------------------ URL resolution, masking
 
@@ -311,15 +317,18 @@ def _batched_attrs(url: str) -> None:
     storage.close()
 
 
+@fast_only
 def test_user_attrs_written_in_one_transaction_sqlite(tmp_path):
     _batched_attrs(f"sqlite:///{tmp_path / 'attrs.db'}")
 
 
+@fast_only
 @pytest.mark.postgres
 def test_user_attrs_written_in_one_transaction_postgres(fresh_pg):
     _batched_attrs(fresh_pg)
 
 
+@fast_only
 @pytest.mark.postgres
 def test_running_trial_writes_skip_the_fsync_but_its_end_does_not(fresh_pg):
     """Reports, params and user attrs of a running trial commit with synchronous_commit off;
@@ -396,10 +405,12 @@ def _orphans_go_stale(url: str) -> None:
     storage.close()
 
 
+@fast_only
 def test_trial_without_a_heartbeat_thread_goes_stale_sqlite(tmp_path):
     _orphans_go_stale(f"sqlite:///{tmp_path / 'orphan.db'}")
 
 
+@fast_only
 @pytest.mark.postgres
 def test_trial_without_a_heartbeat_thread_goes_stale_postgres(fresh_pg):
     _orphans_go_stale(fresh_pg)
@@ -427,9 +438,8 @@ def _retry_keeps_its_place(url: str) -> None:
     assert states[dead.number] == TrialState.FAIL and states[live.number] == TrialState.RUNNING
     (retry,) = [t for t in trials if t.state == TrialState.WAITING]
     assert retry.params == dead.params
-    backend = storage._backend
     with pytest.raises(StudyFull, match=r"3 finished, running or queued trials \(--max-trials 3\)"):
-        backend.create_new_trial(study._study_id)  # a new trial: no place for it
+        storage.create_new_trial(study._study_id)  # a new trial: no place for it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         started = study.ask(space)  # the retry, which has a place
@@ -441,15 +451,18 @@ def _retry_keeps_its_place(url: str) -> None:
     storage.close()
 
 
+@fast_only
 def test_a_retry_keeps_its_place_in_a_capped_study_sqlite(tmp_path):
     _retry_keeps_its_place(f"sqlite:///{tmp_path / 'keep.db'}")
 
 
+@fast_only
 @pytest.mark.postgres
 def test_a_retry_keeps_its_place_in_a_capped_study_postgres(fresh_pg):
     _retry_keeps_its_place(fresh_pg)
 
 
+@fast_only
 def test_first_thread_heartbeat_is_not_written_twice(tmp_path):
     """The heartbeat written with the trial stands for the heartbeat thread's first beat,
     which follows it at once; every later beat is written."""
@@ -649,10 +662,12 @@ def _lost_end_reply(url: str) -> None:
     storage.close()
 
 
+@fast_only
 def test_an_end_retried_after_its_reply_was_lost_sqlite(tmp_path):
     _lost_end_reply(f"sqlite:///{tmp_path / 'lost.db'}")
 
 
+@fast_only
 @pytest.mark.postgres
 def test_an_end_retried_after_its_reply_was_lost_postgres(fresh_pg):
     _lost_end_reply(fresh_pg)

@@ -1,0 +1,71 @@
+"""What every storage module shares: the service's storage constants and errors, and the
+storage API the service uses (StudyStorage)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
+
+DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
+ENV_VAR = "OPTUNA_STORAGE"
+SQLITE_TIMEOUT_S = 120
+SCHEMES = ("sqlite", "postgresql", "mysql", "grpc")
+RECONNECT_S = 120.0
+# A worker behind the gRPC proxy records its heartbeat as this trial system attr; the
+# proxy's storage writes a heartbeat row instead of storing it.
+HEARTBEAT_ATTR = "optuna_run:heartbeat"
+# PostgreSQL advisory locks of this service: (LOCK_CLASS, 0) guards schema creation,
+# (LOCK_CLASS, study_id) the start of a trial in a study with a trial cap.
+LOCK_CLASS = 0x4F505452
+SETUP_KEY = 0
+CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+PASSWORD_KEYS = ("password", "passwd", "pwd")
+TRANSIENT = (
+    "locked",
+    "unique",
+    "duplicate",
+    "already exists",
+    "deadlock",
+    "concurrently",
+    "could not serialize",
+)
+
+
+class StorageError(RuntimeError):
+    """A storage URL that cannot be used; the message never holds a password."""
+
+
+class StudyFull(RuntimeError):
+    """The study holds `max_trials` COMPLETE, PRUNED or RUNNING trials: start no other."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class StudyStorage(BaseStorage):
+    """What `make_storage` returns, on either path (search/storage/_optuna, stock.py): an
+    Optuna storage with what the service adds: `count`, `close`, `write_user_attrs`, and
+    where it lives for messages (`display`, its password masked; `display_url`, the URL to
+    scrub from errors)."""
+
+    heartbeat_interval: int | None
+    reconnect_s: float
+    display: str
+    display_url: str
+
+    def count(self, study_id: int, states: Sequence[TrialState] = CLAIMED) -> int:
+        """Trials of the study in `states` (default COMPLETE, PRUNED, RUNNING)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def write_user_attrs(self, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+        """`trial.set_user_attr` for each item (a storage with a batch: one write)."""
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)

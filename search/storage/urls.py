@@ -1,0 +1,149 @@
+"""Storage URLs: resolution (--storage, $OPTUNA_STORAGE, the default file), validation before
+anything is opened, and masking: passwords never leave this module unmasked."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import unquote
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from search.storage.common import DEFAULT_STORAGE, ENV_VAR, PASSWORD_KEYS, SCHEMES, StorageError
+
+
+def resolve_url(flag: str | None) -> str:
+    """--storage wins over $OPTUNA_STORAGE, which wins over the default SQLite file.
+
+    A relative SQLite path is made absolute against the current directory;
+    `postgresql://` and `postgres://` mean the psycopg 3 driver.
+    """
+    url = flag or os.environ.get(ENV_VAR) or DEFAULT_STORAGE
+    for alias in ("postgresql://", "postgres://"):
+        if url.startswith(alias):
+            url = "postgresql+psycopg://" + url[len(alias) :]
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rel = url[len("sqlite:///") :]
+        if rel and not rel.startswith(":memory:"):
+            url = "sqlite:///" + str(Path(rel).resolve())
+    return url
+
+
+def _raw_secrets(url: str) -> list[str]:
+    """Passwords as written in the URL (maybe %-encoded), found without parsing it."""
+    found = re.findall(r"://[^:/@]*:([^@/]*)@", url)
+    found += re.findall(r"[?&](?:password|passwd|pwd)=([^&]*)", url, flags=re.IGNORECASE)
+    return found + [unquote(s) for s in found]
+
+
+def _secrets(url: str) -> list[str]:
+    out = _raw_secrets(url)
+    try:
+        u = make_url(url)
+    except (ArgumentError, ValueError):
+        return [s for s in out if s]
+    if u.password:
+        out.append(str(u.password))
+    for k, v in u.query.items():
+        if k.lower() in PASSWORD_KEYS:
+            out.extend([v] if isinstance(v, str) else list(v))
+    return sorted({s for s in out if s}, key=len, reverse=True)
+
+
+def mask(url: str) -> str:
+    """The URL with any password (user info or `?password=` query) replaced by ***."""
+    try:
+        u = make_url(url)
+        hidden = {k: "***" for k in u.query if k.lower() in PASSWORD_KEYS}
+        if hidden:
+            u = u.update_query_dict(hidden)
+        return u.render_as_string(hide_password=True).replace("=%2A%2A%2A", "=***")
+    except (ArgumentError, ValueError):
+        out = re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
+        return re.sub(r"([?&](?:password|passwd|pwd)=)[^&]*", r"\1***", out, flags=re.IGNORECASE)
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` with the URL and its password (plain or %-encoded) masked."""
+    out = text.replace(url, mask(url))
+    for secret in _secrets(url):
+        out = out.replace(secret, "***")
+    return out
+
+
+def describe(url: str) -> str:
+    """Where the study lives, for people: the SQLite file's absolute path, or the masked URL."""
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///") :]
+    return mask(url)
+
+
+def _scheme(url: str) -> str:
+    return url.split(":", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The SQLite database file of `url`, or None for an in-memory database or another URL."""
+    if _scheme(url) != "sqlite":
+        return None
+    db = make_url(url).database
+    return None if not db or db.startswith(":memory:") else db
+
+
+EXPECTED_URL = (
+    "expected sqlite:///FILE, postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE or "
+    "grpc://HOST:PORT (`optuna-run proxy`)"
+)
+
+
+def _as_written(url: str) -> str:
+    """The URL as given (not re-rendered, so nothing %-encoded), its passwords masked."""
+    out = re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
+    out = re.sub(r"([?&](?:password|passwd|pwd)=)[^&]*", r"\1***", out, flags=re.IGNORECASE)
+    for secret in _secrets(url):
+        out = out.replace(secret, "***")
+    return out
+
+
+def check_url(url: str) -> None:
+    """Refuse, before anything is opened, a storage URL that cannot hold a study: another
+    scheme, one that does not parse (e.g. a port that is no number), a port out of range, an
+    in-memory SQLite database. Raises StorageError with the password masked."""
+    scheme = _scheme(url)
+    shown = _as_written(url)
+    if scheme not in SCHEMES:
+        raise StorageError(
+            f"storage URL {shown!r}: {EXPECTED_URL} (journal files are not "
+            "offered: they have no heartbeat, so a dead worker's trial would stay RUNNING)"
+        )
+    if scheme == "grpc":
+        m = re.fullmatch(r"grpc://(\[[^\]]+\]|[^:/\[\]]+):(\d+)/?", url)
+        if not m:
+            raise StorageError(f"storage URL {shown!r}: expected grpc://HOST:PORT")
+        port: int | None = int(m.group(2))
+    else:
+        try:
+            u = make_url(url)
+            port = u.port
+        except (ArgumentError, ValueError):
+            raise StorageError(
+                f"storage URL {shown!r} is not valid: {EXPECTED_URL} (PORT a number)"
+            ) from None
+        if scheme == "sqlite" and _in_memory(u.database or "", u.query.get("mode")):
+            raise StorageError(
+                f"storage URL {shown!r}: an in-memory SQLite database cannot hold a study "
+                "(it is gone when the process ends, and other processes cannot share it); "
+                "give a file: sqlite:///FILE, e.g. sqlite:///studies/optuna.db"
+            )
+    if port is not None and not 1 <= port <= 65535:
+        raise StorageError(f"storage URL {shown!r}: expected a PORT from 1 to 65535, got {port}")
+
+
+def _in_memory(database: str, mode: str | Sequence[str] | None) -> bool:
+    """`sqlite://`, `sqlite:///:memory:` or `?mode=memory`: a database that lives in one
+    process only."""
+    modes = [mode] if isinstance(mode, str) else list(mode or [])
+    return not database or database.startswith((":memory:", "file::memory:")) or "memory" in modes
