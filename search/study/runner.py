@@ -71,7 +71,7 @@ def run_trials(
     on_trial: Callable[[dict[str, Any]], None],
     stop: Stop,
     worker: int = 0,
-    storage: ServiceCache | ProxyStorage | None = None,
+    storage: StudyStorage | None = None,
 ) -> None:
     """One worker's optimisation loop on the shared study.
 
@@ -142,7 +142,7 @@ def run_trials(
             storage.close()
 
 
-def _taken_away(storage: ServiceCache | ProxyStorage, trial: optuna.Trial | None) -> bool:
+def _taken_away(storage: StudyStorage, trial: optuna.Trial | None) -> bool:
     """Whether the trial this worker was running was failed under it (said if so): its
     heartbeat went stale while the worker was cut off from the storage, and a retry of its
     params was queued. Optuna's tell then fails on the finished trial (ValueError,
@@ -160,7 +160,7 @@ def _taken_away(storage: ServiceCache | ProxyStorage, trial: optuna.Trial | None
     return True
 
 
-def open_storage(cfg: RunConfig, url: str, max_trials: int | None) -> ServiceCache | ProxyStorage:
+def open_storage(cfg: RunConfig, url: str, max_trials: int | None) -> StudyStorage:
     """The storage of a run of `cfg` at `url`: its heartbeat and retries, the trial cap."""
     st = cfg.storage
     return make_storage(
