@@ -17,3 +17,7 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(self.problems))
+
+
+class DataWarning(UserWarning):
+    """Something in the data was left out or changed without being an error."""

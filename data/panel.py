@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from data.columns import resolve_columns
 from data.config import DataConfig
-from data.errors import DataError
+from data.errors import DataError, DataWarning
 from data.features import (
     class_target,
     cs_rank,
@@ -21,14 +22,7 @@ from data.features import (
     ohlcv_features,
     transform_target,
 )
-from data.load import (
-    DataWarning,
-    empty_columns,
-    read_dense,
-    read_index,
-    resolve_columns,
-    scan,
-)
+from data.load import empty_columns, read_dense, read_index, scan
 
 
 @dataclass
