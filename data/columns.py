@@ -36,7 +36,7 @@ def resolve_columns(
     for_prediction: bool = False,
 ) -> Columns:
     """The columns `cfg` names in a file of `schema`; `empty`: the columns with no value
-    (see `empty_columns`), taken as numeric. `for_prediction`: a given target column may be
+    (see `settle_types`), taken as numeric. `for_prediction`: a given target column may be
     absent or empty (data without labels, to predict)."""
     path = cfg.file
     names = list(schema.names())
@@ -136,12 +136,17 @@ def resolve_columns(
                 DataWarning,
                 stacklevel=2,
             )
-    for f in feats:
-        if not (schema[f].is_numeric() or schema[f] == pl.Boolean):
-            raise DataError(
-                f"{path}: feature column {f!r} ([data] features) has type {schema[f]}, "
-                "expected a numeric type"
-            )
+    text = [f for f in feats if not (schema[f].is_numeric() or schema[f] == pl.Boolean)]
+    if len(text) == 1:
+        raise DataError(
+            f"{path}: feature column {text[0]!r} ([data] features) has type {schema[text[0]]}, "
+            "expected a numeric type"
+        )
+    if text:
+        raise DataError(
+            f"{path}: feature columns {', '.join(f'{f!r} ({schema[f]})' for f in text)} "
+            f"([data] features) are not numeric: expected numeric types"
+        )
     roles_used = ((target, "target"), (weight, "weight"), (tradable, "tradable"))
     for col, key in (*roles_used, *((c, r) for r, c in ohlcv.items())):
         if col and col in empty:

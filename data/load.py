@@ -16,6 +16,8 @@ SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv
 # Read as missing in a CSV file (as an empty field is): a numeric column holding one of these
 # stays numeric instead of turning into a string column.
 MISSING_MARKERS = ["", "NA", "N/A", "n/a", "na", "NaN", "nan", "null", "NULL", "None", "-"]
+# Rows of a CSV file its column types are first guessed from (see `settle_types`).
+INFER_ROWS = 10_000
 # Columns read per pass when filling the dense panel: bounds the frame held beside the panel.
 CHUNK_COLUMNS = 16
 
@@ -37,13 +39,7 @@ def scan(path: Path) -> pl.LazyFrame:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty ([data] path / --data), expected {kind} data")
     try:
-        if kind == "parquet":
-            lf = pl.scan_parquet(path)
-        else:
-            sep = "\t" if path.suffix.lower() == ".tsv" else ","
-            lf = pl.scan_csv(
-                path, separator=sep, infer_schema_length=10_000, null_values=MISSING_MARKERS
-            )
+        lf = pl.scan_parquet(path) if kind == "parquet" else _scan_csv(path)
         lf.collect_schema()
         n_rows = lf.select(pl.len()).collect().item()
     except Exception as e:  # polars raises many types for unreadable files
@@ -53,22 +49,69 @@ def scan(path: Path) -> pl.LazyFrame:
     return lf
 
 
-def empty_columns(lf: pl.LazyFrame, path: Path) -> frozenset[str]:
-    """Columns with no value at all, whose type the file cannot tell: of type Null (a Parquet
-    column written with nulls only), or, in a CSV file, every field empty or a missing marker
-    (read as text). They are numeric columns with no value, not text columns."""
+def _scan_csv(path: Path, types: dict[str, pl.DataType] | None = None) -> pl.LazyFrame:
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    return pl.scan_csv(
+        path,
+        separator=sep,
+        infer_schema_length=INFER_ROWS,
+        null_values=MISSING_MARKERS,
+        schema_overrides=types,
+    )
+
+
+def settle_types(lf: pl.LazyFrame, path: Path) -> tuple[pl.LazyFrame, frozenset[str]]:
+    """The file with each column's type taken from all its rows, and its columns with no value.
+
+    A CSV file's types are guessed from its first INFER_ROWS rows: a column still empty there
+    (a 60-date factor on the first 60 dates of a date-sorted file) reads as text, and one of
+    whole numbers there as integers, though later rows hold decimals. One pass over those
+    columns, read as text, finds the type every value fits: integers, numbers, booleans
+    (true / false), else text; the file is read with those types.
+
+    The columns with no value at all are of type Null (a Parquet column written with nulls
+    only) or, in a CSV file, every field empty or a missing marker. They are numeric columns
+    with no value, not text columns (read as Float64).
+    """
     schema = lf.collect_schema()
     empty = {n for n, t in schema.items() if t == pl.Null}
-    text = [n for n, t in schema.items() if t == pl.String]
-    if text and SUFFIXES.get(path.suffix.lower()) == "csv":
-        rows = "rows"
-        while rows in schema:
-            rows += "_"
-        counts = collect(
-            lf.select(pl.len().alias(rows), *(pl.col(c).null_count() for c in text)), path, text
-        ).row(0)
-        empty |= {c for c, k in zip(text, counts[1:], strict=True) if k == counts[0]}
-    return frozenset(empty)
+    unsure = [n for n, t in schema.items() if t == pl.String or t.is_integer()]
+    if not unsure or SUFFIXES.get(path.suffix.lower()) != "csv":
+        return lf, frozenset(empty)
+    text = _scan_csv(path, {n: pl.String() for n in unsure})
+    counts = collect(text.select(_bad_counts(unsure)), path, unsure).row(0)
+    rows, types = counts[0], {}
+    for j, name in enumerate(unsure):
+        nulls, bad_int, bad_num, bad_bool = counts[1 + 4 * j : 5 + 4 * j]
+        if nulls == rows:
+            empty.add(name)
+            fits: pl.DataType = pl.Float64()
+        elif bad_int == nulls:
+            fits = pl.Int64()
+        elif bad_num == nulls:
+            fits = pl.Float64()
+        elif bad_bool == 0:
+            fits = pl.Boolean()
+        else:
+            fits = pl.String()
+        if fits != schema[name]:
+            types[name] = fits
+    return (_scan_csv(path, types) if types else lf), frozenset(empty)
+
+
+def _bad_counts(columns: list[str]) -> list[pl.Expr]:
+    """The row count, then per text column: its nulls, its values (or nulls) that are not
+    integers, not numbers, and its non-null values that are not booleans."""
+    out = [pl.len().alias("rows")]
+    for j, c in enumerate(columns):
+        x = pl.col(c)
+        out += [
+            x.null_count().alias(f"{j}n"),
+            x.cast(pl.Int64, strict=False).null_count().alias(f"{j}i"),
+            x.cast(pl.Float64, strict=False).null_count().alias(f"{j}f"),
+            (~x.str.to_lowercase().is_in(["true", "false"])).sum().alias(f"{j}b"),
+        ]
+    return out
 
 
 def collect(lf: pl.LazyFrame, path: Path, columns: list[str]) -> pl.DataFrame:

@@ -22,7 +22,7 @@ from data.features import (
     ohlcv_features,
     transform_target,
 )
-from data.load import empty_columns, read_dense, read_index, scan
+from data.load import read_dense, read_index, scan, settle_types
 
 
 @dataclass
@@ -85,8 +85,8 @@ def load_panel(cfg: DataConfig, for_prediction: bool = False) -> Panel:
     value is only warned about (the model sees it as missing on every row).
     """
     path = cfg.file
-    lf = scan(path)
-    cols = resolve_columns(cfg, lf.collect_schema(), empty_columns(lf, path), for_prediction)
+    lf, empty = settle_types(scan(path), path)
+    cols = resolve_columns(cfg, lf.collect_schema(), empty, for_prediction)
     index = read_index(lf, cols, path)
     D, S = len(index.dates), len(index.ids)
     if S == 1:
