@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
-from data.columns import resolve_columns
+from data.columns import Columns, resolve_columns
 from data.config import DataConfig
 from data.errors import DataError, DataWarning
 from data.features import (
@@ -22,7 +23,7 @@ from data.features import (
     ohlcv_features,
     transform_target,
 )
-from data.load import read_dense, read_index, scan, settle_types
+from data.load import Index, read_dense, read_index, scan, settle_types
 
 
 @dataclass
@@ -87,40 +88,97 @@ def load_panel(cfg: DataConfig, for_prediction: bool = False) -> Panel:
     path = cfg.file
     lf, empty = settle_types(scan(path), path)
     cols = resolve_columns(cfg, lf.collect_schema(), empty, for_prediction)
-    index = read_index(lf, cols, path)
-    D, S = len(index.dates), len(index.ids)
-    if S == 1:
-        per_date = {
-            "target_cs": cfg.target_cs != "none" and cfg.task == "regression",
-            "n_classes": cfg.task == "classification" and cfg.n_classes > 2,
-            "normalize": cfg.normalize in ("cs_zscore", "cs_rank"),
-        }
-        for key, wrong in per_date.items():
-            if wrong:
-                raise DataError(
-                    f"{path}: [data] {key} = {getattr(cfg, key)!r} works across securities per "
-                    "date, but the file is one series (no [data] id); use a per-series setting"
-                )
+    rd = _Reader(lf, read_index(lf, cols, path), path)
+    _check_one_series(cfg, path, len(rd.index.ids))
+    ok, ohlcv = _rows(rd, cols)
+    values, names = _features(rd, cfg, cols, ohlcv, for_prediction)
+    close = ohlcv.pop("close", None)
+    del ohlcv
+    y = _target(rd, cfg, cols, ok, close, for_prediction)
+    del close
+    weight = _weight(rd, cols, ok)
+    valid = ok & (missing_share(values) <= cfg.max_missing)
+    if cfg.normalize in ("cs_zscore", "cs_rank"):
+        cross_sectional(values, valid, cfg.normalize)
+    return Panel(
+        values=values,
+        target=y.astype(np.float32),
+        valid=valid,
+        dates=rd.index.dates,
+        ids=rd.index.ids,
+        feature_names=names,
+        weight=weight,
+        source=str(path),
+        has_target=cols.has_target,
+    )
 
-    def plane(col: str, dtype: type = np.float64) -> np.ndarray:
-        return read_dense(lf, [col], index, path, dtype=dtype)[:, :, 0]  # (D, S)
 
-    ok = np.zeros((D, S), dtype=bool)  # present and tradable
-    ok[index.di, index.si] = True
+@dataclass
+class _Reader:
+    """One file's columns read into dense (D, S[, F]) arrays on its (date, id) index."""
+
+    lf: pl.LazyFrame
+    index: Index
+    path: Path
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.index.dates), len(self.index.ids)
+
+    def dense(self, columns: list[str], out: np.ndarray, empty: list[str]) -> None:
+        read_dense(self.lf, columns, self.index, self.path, out=out, empty=empty)
+
+    def plane(self, col: str, dtype: type = np.float64) -> np.ndarray:
+        return read_dense(self.lf, [col], self.index, self.path, dtype=dtype)[:, :, 0]  # (D, S)
+
+
+def _check_one_series(cfg: DataConfig, path: Path, n_ids: int) -> None:
+    """Refuse a per-date (cross-sectional) setting on a file of one series."""
+    if n_ids > 1:
+        return
+    per_date = {
+        "target_cs": cfg.target_cs != "none" and cfg.task == "regression",
+        "n_classes": cfg.task == "classification" and cfg.n_classes > 2,
+        "normalize": cfg.normalize in ("cs_zscore", "cs_rank"),
+    }
+    for key, wrong in per_date.items():
+        if wrong:
+            raise DataError(
+                f"{path}: [data] {key} = {getattr(cfg, key)!r} works across securities per "
+                "date, but the file is one series (no [data] id); use a per-series setting"
+            )
+
+
+def _rows(rd: _Reader, cols: Columns) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(D, S) present and tradable (with a close price when one is mapped), and the (D, S)
+    OHLCV planes, NaN where not tradable."""
+    ok = np.zeros(rd.shape, dtype=bool)
+    ok[rd.index.di, rd.index.si] = True
     if cols.tradable:
-        ok &= plane(cols.tradable, np.float32) == 1  # absent or empty: not tradable
+        ok &= rd.plane(cols.tradable, np.float32) == 1  # absent or empty: not tradable
     ohlcv: dict[str, np.ndarray] = {}
     for role, col in cols.ohlcv.items():
-        x = plane(col)  # (D, S)
+        x = rd.plane(col)  # (D, S)
         x[~ok] = np.nan
         ohlcv[role] = x
     close = ohlcv.get("close")
     if close is not None:
         ok &= np.isfinite(close)
+    return ok, ohlcv
 
+
+def _features(
+    rd: _Reader,
+    cfg: DataConfig,
+    cols: Columns,
+    ohlcv: dict[str, np.ndarray],
+    for_prediction: bool,
+) -> tuple[np.ndarray, list[str]]:
+    """(D, S, F) float32 features, derived ones first, and their names; the OHLCV planes
+    other than close are dropped once used."""
     derived = ohlcv_feature_names(ohlcv) if cols.derive else []
     names = derived + list(cols.features)
-    values = np.full((D, S, len(names)), np.nan, dtype=np.float32)  # (D, S, F)
+    values = np.full((*rd.shape, len(names)), np.nan, dtype=np.float32)  # (D, S, F)
     if cols.derive:
         for j, (name, x) in enumerate(ohlcv_features(ohlcv)):
             assert name == names[j]
@@ -129,54 +187,52 @@ def load_panel(cfg: DataConfig, for_prediction: bool = False) -> Panel:
         del ohlcv[role]
     if cols.features:
         no_value: list[str] = []
-        read_dense(
-            lf, list(cols.features), index, path, out=values[:, :, len(derived) :], empty=no_value
-        )
+        rd.dense(list(cols.features), values[:, :, len(derived) :], no_value)
         if no_value:
             named = set(no_value) <= set(cfg.features)  # not from a glob or the default
-            _no_value(path, no_value, named=named, warn=for_prediction)
+            _no_value(rd.path, no_value, named=named, warn=for_prediction)
+    return values, names
 
+
+def _target(
+    rd: _Reader,
+    cfg: DataConfig,
+    cols: Columns,
+    ok: np.ndarray,
+    close: np.ndarray | None,
+    for_prediction: bool,
+) -> np.ndarray:
+    """(D, S) float64 target as the model learns it: the given column or the forward return,
+    NaN where not tradable, then classes or the per-date transform."""
     if cols.target:
-        y = plane(cols.target)  # (D, S)
+        y = rd.plane(cols.target)  # (D, S)
         y[~ok] = np.nan
     elif not cols.has_target:
-        y = np.full((D, S), np.nan)
+        y = np.full(rd.shape, np.nan)
     else:
         assert close is not None
         y = forward_return(close, ok, cfg.horizon)  # (D, S)
-    del close, ohlcv
     if not for_prediction and not np.isfinite(y).any():
         what = f"column {cols.target!r} ([data] target)" if cols.target else "derived target"
-        raise DataError(f"{path}: {what} has no finite value on a tradable row; expected numbers")
+        raise DataError(
+            f"{rd.path}: {what} has no finite value on a tradable row; expected numbers"
+        )
     if cfg.task == "classification":
-        y = class_target(y, cfg.n_classes)
-    else:
-        y = transform_target(y, cfg.target_cs, cfg.target_winsor, cfg.target_scale)
+        return class_target(y, cfg.n_classes)
+    return transform_target(y, cfg.target_cs, cfg.target_winsor, cfg.target_scale)
 
-    weight = None
-    if cols.weight:
-        weight = plane(cols.weight, np.float32)
-        bad = ok & ~(weight >= 0)
-        if bad.any():
-            raise DataError(
-                f"{path}: column {cols.weight!r} ([data] weight) has {int(bad.sum())} negative or "
-                "empty values on tradable rows; expected weights >= 0"
-            )
 
-    valid = ok & (missing_share(values) <= cfg.max_missing)
-    if cfg.normalize in ("cs_zscore", "cs_rank"):
-        cross_sectional(values, valid, cfg.normalize)
-    return Panel(
-        values=values,
-        target=y.astype(np.float32),
-        valid=valid,
-        dates=index.dates,
-        ids=index.ids,
-        feature_names=names,
-        weight=weight,
-        source=str(path),
-        has_target=cols.has_target,
-    )
+def _weight(rd: _Reader, cols: Columns, ok: np.ndarray) -> np.ndarray | None:
+    if not cols.weight:
+        return None
+    weight = rd.plane(cols.weight, np.float32)
+    bad = ok & ~(weight >= 0)
+    if bad.any():
+        raise DataError(
+            f"{rd.path}: column {cols.weight!r} ([data] weight) has {int(bad.sum())} negative "
+            "or empty values on tradable rows; expected weights >= 0"
+        )
+    return weight
 
 
 def _no_value(path: Path, columns: list[str], named: bool, warn: bool) -> None:
