@@ -205,11 +205,13 @@ def read_dense(
     out: np.ndarray | None = None,
     dtype: type = np.float32,
     empty: list[str] | None = None,
+    infinite: dict[str, int] | None = None,
 ) -> np.ndarray:
     """Scatter `columns` into a dense (D, S, len(columns)) array, NaN where a row is absent.
 
     Reads CHUNK_COLUMNS columns at a time, so only a slice of the long frame is held beside
-    the dense array. Infinite values are refused (they are not missing values, they are errors).
+    the dense array. Infinite values are errors, not missing values: each column holding some
+    is counted in `infinite` when given (the caller refuses them all at once), else refused.
     The columns with no value (every row empty or NaN) are appended to `empty` when given.
     """
     D, S = len(index.dates), len(index.ids)
@@ -222,13 +224,24 @@ def read_dense(
         for j, c in enumerate(chunk):
             x = frame.get_column(c).to_numpy()  # (N,) NaN where empty
             n_inf = int(np.isinf(x).sum())
-            if n_inf:
-                raise DataError(
-                    f"{path}: column {c!r} has {n_inf} infinite values (or values beyond "
-                    f"{np.dtype(dtype).name} range); expected finite numbers, or empty for missing"
-                )
+            if n_inf and infinite is not None:
+                infinite[c] = n_inf
+            elif n_inf:
+                refuse_infinite(path, {c: n_inf})
             if empty is not None and np.isnan(x).all():
                 empty.append(c)
             out[index.di, index.si, j0 + j] = x
         del frame
     return out
+
+
+def refuse_infinite(path: Path, counts: dict[str, int]) -> None:
+    """A DataError naming every column with infinite values and how many rows hold them."""
+    if not counts:
+        return
+    rows = ", ".join(f"{c!r} ({n} row{'s' if n > 1 else ''})" for c, n in counts.items())
+    s = "s" if len(counts) > 1 else ""
+    raise DataError(
+        f"{path}: infinite values (or values beyond float32 range) in {len(counts)} "
+        f"column{s}: {rows}; expected finite numbers, or empty for missing"
+    )

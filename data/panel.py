@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from data.features import (
     ohlcv_features,
     transform_target,
 )
-from data.load import Index, read_dense, read_index, scan, settle_types
+from data.load import Index, read_dense, read_index, refuse_infinite, scan, settle_types
 
 
 @dataclass
@@ -94,9 +94,10 @@ def load_panel(cfg: DataConfig, for_prediction: bool = False) -> Panel:
     values, names = _features(rd, cfg, cols, ohlcv, for_prediction)
     close = ohlcv.pop("close", None)
     del ohlcv
-    y = _target(rd, cfg, cols, ok, close, for_prediction)
+    weight = rd.plane(cols.weight, np.float32) if cols.weight else None
+    y = _target(rd, cfg, cols, ok, close, for_prediction)  # refuses infinite values first
     del close
-    weight = _weight(rd, cols, ok)
+    _check_weight(rd.path, cols, weight, ok)
     valid = ok & (missing_share(values) <= cfg.max_missing)
     if cfg.normalize in ("cs_zscore", "cs_rank"):
         cross_sectional(values, valid, cfg.normalize)
@@ -120,16 +121,20 @@ class _Reader:
     lf: pl.LazyFrame
     index: Index
     path: Path
+    infinite: dict[str, int] = field(default_factory=dict)  # column -> rows, refused at once
 
     @property
     def shape(self) -> tuple[int, int]:
         return len(self.index.dates), len(self.index.ids)
 
     def dense(self, columns: list[str], out: np.ndarray, empty: list[str]) -> None:
-        read_dense(self.lf, columns, self.index, self.path, out=out, empty=empty)
+        read_dense(
+            self.lf, columns, self.index, self.path, out, empty=empty, infinite=self.infinite
+        )
 
     def plane(self, col: str, dtype: type = np.float64) -> np.ndarray:
-        return read_dense(self.lf, [col], self.index, self.path, dtype=dtype)[:, :, 0]  # (D, S)
+        x = read_dense(self.lf, [col], self.index, self.path, dtype=dtype, infinite=self.infinite)
+        return x[:, :, 0]  # (D, S)
 
 
 def _check_one_series(cfg: DataConfig, path: Path, n_ids: int) -> None:
@@ -212,6 +217,7 @@ def _target(
     else:
         assert close is not None
         y = forward_return(close, ok, cfg.horizon)  # (D, S)
+    refuse_infinite(rd.path, rd.infinite)  # every column read by now: all named at once
     if not for_prediction and not np.isfinite(y).any():
         what = f"column {cols.target!r} ([data] target)" if cols.target else "derived target"
         raise DataError(
@@ -222,17 +228,15 @@ def _target(
     return transform_target(y, cfg.target_cs, cfg.target_winsor, cfg.target_scale)
 
 
-def _weight(rd: _Reader, cols: Columns, ok: np.ndarray) -> np.ndarray | None:
-    if not cols.weight:
-        return None
-    weight = rd.plane(cols.weight, np.float32)
+def _check_weight(path: Path, cols: Columns, weight: np.ndarray | None, ok: np.ndarray) -> None:
+    if weight is None:
+        return
     bad = ok & ~(weight >= 0)
     if bad.any():
         raise DataError(
-            f"{rd.path}: column {cols.weight!r} ([data] weight) has {int(bad.sum())} negative "
+            f"{path}: column {cols.weight!r} ([data] weight) has {int(bad.sum())} negative "
             "or empty values on tradable rows; expected weights >= 0"
         )
-    return weight
 
 
 def _no_value(path: Path, columns: list[str], named: bool, warn: bool) -> None:
