@@ -19,8 +19,10 @@ from data.features import (
     class_target,
     cs_rank,
     forward_return,
+    lag_correlations,
     ohlcv_feature_names,
     ohlcv_features,
+    overlap_horizon,
     transform_target,
 )
 from data.load import Index, read_dense, read_index, refuse_infinite, scan, settle_types
@@ -212,6 +214,8 @@ def _target(
     if cols.target:
         y = rd.plane(cols.target)  # (D, S)
         y[~ok] = np.nan
+        if not for_prediction:
+            _check_horizon(rd.path, cfg, cols.target, y)
     elif not cols.has_target:
         y = np.full(rd.shape, np.nan)
     else:
@@ -226,6 +230,25 @@ def _target(
     if cfg.task == "classification":
         return class_target(y, cfg.n_classes)
     return transform_target(y, cfg.target_cs, cfg.target_winsor, cfg.target_scale)
+
+
+def _check_horizon(path: Path, cfg: DataConfig, target: str, y: np.ndarray) -> None:
+    """Warn when a given target overlaps itself over more dates than `horizon` purges: its
+    correlation with its later values says how many dates ahead it looks (`overlap_horizon`)."""
+    rho = lag_correlations(y)
+    h = overlap_horizon(rho, int((np.isfinite(y[:-1]) & np.isfinite(y[1:])).sum()))
+    if h <= cfg.horizon:
+        return
+    gap = cfg.horizon + cfg.embargo
+    warnings.warn(
+        f"{path}: column {target!r} ([data] target) looks like a return over about {h} dates: "
+        f"its values on consecutive dates correlate {rho[0]:.2f} (returns over h dates overlap "
+        f"by h - 1 of them), but [data] horizon = {cfg.horizon}, so the purge before validation "
+        f"and test drops {gap} date{'s' if gap > 1 else ''} and training labels overlap the "
+        f"later segments; set [data] horizon to the target's horizon (about {h})",
+        DataWarning,
+        stacklevel=4,
+    )
 
 
 def _check_weight(path: Path, cols: Columns, weight: np.ndarray | None, ok: np.ndarray) -> None:

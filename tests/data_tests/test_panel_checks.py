@@ -31,3 +31,27 @@ def test_every_column_with_infinite_values_is_named_at_once(tmp_path: Path) -> N
     assert msg.startswith(f"{path}: infinite values (or values beyond float32 range) in 4 ")
     assert "'f1' (1 row), 'f2' (4 rows), 'f3' (2 rows), 'target' (1 row)" in msg
     assert "'f0'" not in msg
+
+
+def _returns_file(tmp_path: Path, horizon: int) -> Path:
+    """A given target: the sum of the next `horizon` daily returns (iid), 250 dates x 10 ids."""
+    r = np.random.default_rng(0).normal(0, 0.01, (250 + horizon, 10))
+    y = np.stack([r[d + 1 : d + 1 + horizon].sum(0) for d in range(250)])
+    return long_file(
+        tmp_path / f"h{horizon}.parquet", 250, 10, {"f0": f0, "target": lambda d, s: y[d, s]}
+    )
+
+
+def test_a_given_target_longer_than_the_horizon_is_warned_about(tmp_path: Path) -> None:
+    five = _returns_file(tmp_path, 5)
+    with pytest.warns(DataWarning) as caught:
+        load(five)  # horizon left at 1
+    (w,) = [str(c.message) for c in caught]
+    assert w.startswith(f"{five}: column 'target' ([data] target) looks like a return over ")
+    assert "about 5 dates" in w and "[data] horizon = 1, so the purge" in w
+    assert "drops 1 date and training labels overlap" in w
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        load(five, horizon=5)
+        load(five, horizon=6)  # a longer purge than needed is safe
+        load(_returns_file(tmp_path, 1))
