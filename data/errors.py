@@ -11,6 +11,17 @@ class DataError(ValueError):
     """
 
 
+class SegmentError(DataError):
+    """A segment of the split too thin for what is asked of it: `source` is the file, `facts`
+    what it lacks (which segment, how many dates or securities). A caller that knows which
+    setting asked for it may re-raise the facts with that setting's name."""
+
+    def __init__(self, source: str, facts: str) -> None:
+        self.source = source
+        self.facts = facts
+        super().__init__(f"{source}: {facts}")
+
+
 class ConfigError(ValueError):
     """One or more invalid configuration values, all reported together."""
 

@@ -276,6 +276,7 @@ def cmd_run(argv: list[str]) -> int:
     )
     from search.study.create import IncompatibleStudy, open_study
     from search.study.notes import annotate_study, start_lines
+    from search.study.objective import check_data
     from search.study.progress import Reporter, log_path
     from search.study.pruners import make_pruner, make_sampler
     from search.study.runner import Stop, run_parallel, run_trials, torch_threads
@@ -331,8 +332,7 @@ def cmd_run(argv: list[str]) -> int:
             torch.device(device if device != "cuda" else "cuda:0"),
             eval_time_steps=int(cfg.space.max("time_steps")),
         )
-        data.check_time_steps(int(cfg.space.max("time_steps")))
-        data.check_objective(cfg.study.metrics)
+        check_data(data, cfg)
         fp = fingerprint(cfg.data)
         loaded_s = time.perf_counter() - t0
         if args.workers == "auto":

@@ -13,7 +13,8 @@ from typing import Any
 import optuna
 import torch
 
-from data import Prepared
+from data import DataError, Prepared
+from data.errors import SegmentError
 from models import (
     EpochResult,
     Interrupted,
@@ -24,7 +25,7 @@ from models import (
     fit,
 )
 from models.ensemble import group
-from models.metrics import OBJECTIVES
+from models.metrics import OBJECTIVES, PER_DATE
 from search.config.schema import BudgetConfig, RunConfig
 from search.config.space import TrialParams
 
@@ -317,3 +318,24 @@ def record_trial(
         attrs["seed_std"] = _finite(sum(spread(f) for f in folds) / len(folds))
     finally:
         set_user_attrs(trial, attrs)
+
+
+def check_data(data: Prepared, cfg: RunConfig) -> None:
+    """Refuse, before any trial, a panel too short for the longest `[space] time_steps` or
+    too thin across securities for a per-date objective; the error names the setting."""
+    steps = int(cfg.space.max("time_steps"))
+    try:
+        data.check_time_steps(steps)
+    except SegmentError as e:
+        raise DataError(f"{e}; lower [space] time_steps or use more dates") from None
+    per_date = sorted(set(PER_DATE) & set(cfg.study.metrics))
+    if not per_date:
+        return
+    try:
+        data.check_cross_section()
+    except SegmentError as e:
+        raise DataError(
+            f"{e.source}: --objective / [study] objective {per_date} is computed per date "
+            f"across securities, but {e.facts}; use --objective val_loss (or mse) on so few "
+            "securities"
+        ) from None

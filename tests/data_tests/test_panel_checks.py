@@ -55,3 +55,31 @@ def test_a_given_target_longer_than_the_horizon_is_warned_about(tmp_path: Path) 
         load(five, horizon=5)
         load(five, horizon=6)  # a longer purge than needed is safe
         load(_returns_file(tmp_path, 1))
+
+
+def test_segment_errors_give_the_facts_in_the_data_layers_words(tmp_path: Path) -> None:
+    import torch
+
+    from data import Prepared
+    from data.errors import SegmentError
+
+    path = long_file(tmp_path / "p.parquet", 30, 3, {"f0": f0, "target": lambda d, s: 0.1 * s})
+    panel, cfg = load(path)
+    data = Prepared(panel, cfg, torch.device("cpu"), eval_time_steps=2)
+    with pytest.raises(SegmentError) as e:
+        data.check_cross_section(min_count=5)
+    assert e.value.source == str(path)
+    assert e.value.facts == (
+        "no validation date has 5 securities with a window (at most 3 of 3 on any of its "
+        f"{len(data.split.val)} dates)"
+    )
+    data.check_cross_section(min_count=3)
+    with pytest.raises(SegmentError) as e:
+        data.check_time_steps(23)
+    assert str(e.value) == (
+        f"{path}: no train window of time_steps=23: the train segment has "
+        f"{len(data.split.train)} dates and no security has 23 consecutive valid dates ending "
+        "in it"
+    )
+    for words in ("--", "[space]", "[study]", "objective"):
+        assert words not in str(e.value)
