@@ -8,7 +8,8 @@
 - ridge: a ridge regression on the last step's normalised features, fitted on the training
   dates, its penalty picked on validation from a small grid;
 - lgbm: a gradient-boosted tree (LightGBM, 63 leaves) on the same features and rows, fitted
-  on the training dates and early-stopped on validation; only when lightgbm is installed.
+  on the training dates and early-stopped on validation; only when lightgbm is installed
+  (else `missing_baselines` says so).
 
 Every baseline is a (D, S) signal or a function of the end points, so it is scored by the
 same metrics on exactly the same windows as the model.
@@ -125,6 +126,18 @@ def ridge_baseline(
 
 def lgbm_available() -> bool:
     return importlib.util.find_spec("lightgbm") is not None
+
+
+TREE_INSTALL = 'pip install -e ".[tree]"'
+
+
+def missing_baselines(tree: bool = True) -> list[str]:
+    """One line for each baseline asked for but left out: why, and how to have it."""
+    if tree and not lgbm_available():
+        return [
+            f"no lgbm row: LightGBM is not installed; {TREE_INSTALL} adds it (the `tree` extra)"
+        ]
+    return []
 
 
 def lgbm_baseline(
