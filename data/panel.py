@@ -26,6 +26,7 @@ from data.features import (
     transform_target,
 )
 from data.load import Index, read_dense, read_index, refuse_infinite, scan, settle_types
+from data.split import make_split
 
 
 @dataclass
@@ -100,6 +101,8 @@ def load_panel(cfg: DataConfig, for_prediction: bool = False) -> Panel:
     y = _target(rd, cfg, cols, ok, close, for_prediction)  # refuses infinite values first
     del close
     _check_weight(rd.path, cols, weight, ok)
+    if not for_prediction:
+        values, names = _drop_constant(rd.path, cfg, rd.index.dates, values, names)
     valid = ok & (missing_share(values) <= cfg.max_missing)
     if cfg.normalize in ("cs_zscore", "cs_rank"):
         cross_sectional(values, valid, cfg.normalize)
@@ -249,6 +252,48 @@ def _check_horizon(path: Path, cfg: DataConfig, target: str, y: np.ndarray) -> N
         DataWarning,
         stacklevel=4,
     )
+
+
+def _drop_constant(
+    path: Path, cfg: DataConfig, dates: np.ndarray, values: np.ndarray, names: list[str]
+) -> tuple[np.ndarray, list[str]]:
+    """The features less those constant (or with no value) over the training dates, which
+    teach a model nothing, each named in a warning. The kept features are moved to the front
+    of the same memory: no second (D, S, F) array is made. Dates that cannot be split are
+    left for the split to refuse, where the panel is split."""
+    try:
+        train = make_split(dates, cfg).train
+    except DataError:
+        return values, names
+    D, S, F = values.shape
+    lo = np.full(F, np.nan, dtype=np.float32)
+    hi = lo.copy()
+    for d0 in range(train.start, train.stop, 16):
+        block = values[d0 : min(d0 + 16, train.stop)]  # (<=16, S, F)
+        lo = np.fmin(lo, np.fmin.reduce(block, axis=(0, 1)))  # NaN ignored
+        hi = np.fmax(hi, np.fmax.reduce(block, axis=(0, 1)))
+    drop = np.isnan(lo) | (lo == hi)
+    if not drop.any():
+        return values, names
+    why = [
+        f"{n!r} ({'no value' if np.isnan(lo[j]) else 'constant'})"
+        for j, n in enumerate(names)
+        if drop[j]
+    ]
+    s = "s" if len(why) > 1 else ""
+    them = "them" if len(why) > 1 else "it"
+    warnings.warn(
+        f"{path}: feature column{s} {', '.join(why)} over the {len(train)} training dates "
+        f"([data] features): left out, a model learns nothing from {them}",
+        DataWarning,
+        stacklevel=3,
+    )
+    keep = np.flatnonzero(~drop)
+    flat = values.reshape(-1)
+    k = len(keep)
+    for d in range(D):  # date d's kept values end before date d + 1's start: never overwritten
+        flat[d * S * k : (d + 1) * S * k] = values[d][:, keep].reshape(-1)
+    return flat[: D * S * k].reshape(D, S, k), [names[j] for j in keep]
 
 
 def _check_weight(path: Path, cols: Columns, weight: np.ndarray | None, ok: np.ndarray) -> None:

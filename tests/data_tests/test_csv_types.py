@@ -47,7 +47,8 @@ def test_a_csv_column_empty_on_its_first_rows_stays_numeric(tmp_path: Path) -> N
     path = factor_file(tmp_path / "by_date.csv")
     guess = pl.scan_csv(path, infer_schema_length=INFER_ROWS).collect_schema()
     assert guess["f_late"] == pl.String and guess["f_ints"] == pl.Int64
-    panel, _ = load(path, features=("f_*",), tradable="flag")
+    split = {"val_frac": 0.02, "test_frac": 0.01}  # f_late has values on training dates
+    panel, _ = load(path, features=("f_*",), tradable="flag", **split)
     assert panel.feature_names == ["f_plain", "f_late", "f_late2", "f_ints"]
     assert np.isnan(panel.values[: N_DATES - 10, :, 1]).all()
     assert panel.values[-1, 3, 1] == N_DATES - 1 + 3
@@ -55,7 +56,7 @@ def test_a_csv_column_empty_on_its_first_rows_stays_numeric(tmp_path: Path) -> N
     assert not panel.valid[: N_DATES - 10].any()  # tradable empty: not tradable
     assert panel.valid[-10:, 1::2].all() and not panel.valid[-10:, ::2].any()
     other = factor_file(tmp_path / "by_symbol.csv", by_symbol=True)
-    again, _ = load(other, features=("f_*",), tradable="flag")
+    again, _ = load(other, features=("f_*",), tradable="flag", **split)
     np.testing.assert_array_equal(again.values, panel.values)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data import DataError
+from data import DataError, load_panel
 from data.errors import DataWarning
 from tests.data_tests.panels import f0, load, long_file
 
@@ -83,3 +83,27 @@ def test_segment_errors_give_the_facts_in_the_data_layers_words(tmp_path: Path) 
     )
     for words in ("--", "[space]", "[study]", "objective"):
         assert words not in str(e.value)
+
+
+def test_a_feature_constant_over_the_training_dates_is_named_and_left_out(
+    tmp_path: Path,
+) -> None:
+    cols = {
+        "f0": f0,
+        "openint": lambda d, s: 0.0 if d < 30 else float(s),  # zero on every training date
+        "f1": lambda d, s: float(d % 3 - s),
+        "late": lambda d, s: None if d < 30 else 1.0 + d,  # no value on the training dates
+        "target": lambda d, s: 0.1 * ((d * 7 + s) % 5),
+    }
+    path = long_file(tmp_path / "p.parquet", 40, 3, cols)
+    with pytest.warns(DataWarning) as caught:
+        panel, cfg = load(path, features=("f0", "openint", "f1", "late"))
+    (w,) = [str(c.message) for c in caught]
+    assert w.startswith(f"{path}: feature columns 'openint' (constant), 'late' (no value) ")
+    assert "over the 27 training dates" in w and "left out" in w
+    assert panel.feature_names == ["f0", "f1"]
+    assert panel.values.shape == (40, 3, 2) and panel.values.flags.c_contiguous
+    assert panel.values[7, 2].tolist() == [f0(7, 2), float(7 % 3 - 2)]
+    assert panel.values[39, 1].tolist() == [f0(39, 1), float(39 % 3 - 1)]
+    kept = load_panel(cfg, for_prediction=True)
+    assert kept.feature_names == ["f0", "openint", "f1", "late"]
