@@ -12,21 +12,19 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from data.checks import check_horizon, check_weight, drop_constant, refuse_no_value
 from data.columns import Columns, resolve_columns
 from data.config import DataConfig
-from data.errors import DataError, DataWarning
+from data.errors import DataError
 from data.features import (
     class_target,
     cs_rank,
     forward_return,
-    lag_correlations,
     ohlcv_feature_names,
     ohlcv_features,
-    overlap_horizon,
     transform_target,
 )
 from data.load import Index, read_dense, read_index, refuse_infinite, scan, settle_types
-from data.split import make_split
 
 
 @dataclass
@@ -100,9 +98,9 @@ def load_panel(cfg: DataConfig, for_prediction: bool = False) -> Panel:
     weight = rd.plane(cols.weight, np.float32) if cols.weight else None
     y = _target(rd, cfg, cols, ok, close, for_prediction)  # refuses infinite values first
     del close
-    _check_weight(rd.path, cols, weight, ok)
+    check_weight(rd.path, cols, weight, ok)
     if not for_prediction:
-        values, names = _drop_constant(rd.path, cfg, rd.index.dates, values, names)
+        values, names = drop_constant(rd.path, cfg, rd.index.dates, values, names)
     valid = ok & (missing_share(values) <= cfg.max_missing)
     if cfg.normalize in ("cs_zscore", "cs_rank"):
         cross_sectional(values, valid, cfg.normalize)
@@ -200,7 +198,7 @@ def _features(
         rd.dense(list(cols.features), values[:, :, len(derived) :], no_value)
         if no_value:
             named = set(no_value) <= set(cfg.features)  # not from a glob or the default
-            _no_value(rd.path, no_value, named=named, warn=for_prediction)
+            refuse_no_value(rd.path, no_value, named=named, warn=for_prediction)
     return values, names
 
 
@@ -218,7 +216,7 @@ def _target(
         y = rd.plane(cols.target)  # (D, S)
         y[~ok] = np.nan
         if not for_prediction:
-            _check_horizon(rd.path, cfg, cols.target, y)
+            check_horizon(rd.path, cfg, cols.target, y)
     elif not cols.has_target:
         y = np.full(rd.shape, np.nan)
     else:
@@ -233,106 +231,6 @@ def _target(
     if cfg.task == "classification":
         return class_target(y, cfg.n_classes)
     return transform_target(y, cfg.target_cs, cfg.target_winsor, cfg.target_scale)
-
-
-def _check_horizon(path: Path, cfg: DataConfig, target: str, y: np.ndarray) -> None:
-    """Warn when a given target overlaps itself over more dates than `horizon` purges: its
-    correlation with its later values says how many dates ahead it looks (`overlap_horizon`)."""
-    rho = lag_correlations(y)
-    h = overlap_horizon(rho, int((np.isfinite(y[:-1]) & np.isfinite(y[1:])).sum()))
-    if h <= cfg.horizon:
-        return
-    gap = cfg.horizon + cfg.embargo
-    warnings.warn(
-        f"{path}: column {target!r} ([data] target) looks like a return over about {h} dates: "
-        f"its values on consecutive dates correlate {rho[0]:.2f} (returns over h dates overlap "
-        f"by h - 1 of them), but [data] horizon = {cfg.horizon}, so the purge before validation "
-        f"and test drops {gap} date{'s' if gap > 1 else ''} and training labels overlap the "
-        f"later segments; set [data] horizon to the target's horizon (about {h})",
-        DataWarning,
-        stacklevel=4,
-    )
-
-
-def _drop_constant(
-    path: Path, cfg: DataConfig, dates: np.ndarray, values: np.ndarray, names: list[str]
-) -> tuple[np.ndarray, list[str]]:
-    """The features less those constant (or with no value) over the training dates, which
-    teach a model nothing, each named in a warning. The kept features are moved to the front
-    of the same memory: no second (D, S, F) array is made. Dates that cannot be split are
-    left for the split to refuse, where the panel is split."""
-    try:
-        train = make_split(dates, cfg).train
-    except DataError:
-        return values, names
-    D, S, F = values.shape
-    lo = np.full(F, np.nan, dtype=np.float32)
-    hi = lo.copy()
-    for d0 in range(train.start, train.stop, 16):
-        block = values[d0 : min(d0 + 16, train.stop)]  # (<=16, S, F)
-        lo = np.fmin(lo, np.fmin.reduce(block, axis=(0, 1)))  # NaN ignored
-        hi = np.fmax(hi, np.fmax.reduce(block, axis=(0, 1)))
-    drop = np.isnan(lo) | (lo == hi)
-    if not drop.any():
-        return values, names
-    why = [
-        f"{n!r} ({'no value' if np.isnan(lo[j]) else 'constant'})"
-        for j, n in enumerate(names)
-        if drop[j]
-    ]
-    s = "s" if len(why) > 1 else ""
-    them = "them" if len(why) > 1 else "it"
-    warnings.warn(
-        f"{path}: feature column{s} {', '.join(why)} over the {len(train)} training dates "
-        f"([data] features): left out, a model learns nothing from {them}",
-        DataWarning,
-        stacklevel=3,
-    )
-    keep = np.flatnonzero(~drop)
-    flat = values.reshape(-1)
-    k = len(keep)
-    for d in range(D):  # date d's kept values end before date d + 1's start: never overwritten
-        flat[d * S * k : (d + 1) * S * k] = values[d][:, keep].reshape(-1)
-    return flat[: D * S * k].reshape(D, S, k), [names[j] for j in keep]
-
-
-def _check_weight(path: Path, cols: Columns, weight: np.ndarray | None, ok: np.ndarray) -> None:
-    if weight is None:
-        return
-    bad = ok & ~(weight >= 0)
-    if bad.any():
-        raise DataError(
-            f"{path}: column {cols.weight!r} ([data] weight) has {int(bad.sum())} negative "
-            "or empty values on tradable rows; expected weights >= 0"
-        )
-
-
-def _no_value(path: Path, columns: list[str], named: bool, warn: bool) -> None:
-    """Refuse (or, for predictions, warn about) feature columns with no value."""
-    which = (
-        f"feature column {columns[0]!r}"
-        if len(columns) == 1
-        else f"feature columns {', '.join(map(repr, columns))}"
-    )
-    has = "has" if len(columns) == 1 else "have"
-    if warn:
-        warnings.warn(
-            f"{path}: {which} ([data] features) {has} no value (every row is empty or NaN): "
-            "the model sees missing values there",
-            DataWarning,
-            stacklevel=3,
-        )
-        return
-    it = "it" if len(columns) == 1 else "them"
-    how = (
-        f"leave {it} out of [data] features (--features)"
-        if named
-        else f"name the feature columns without {it} in [data] features (--features)"
-    )
-    raise DataError(
-        f"{path}: {which} ([data] features) {has} no value: every row is empty or NaN; "
-        f"expected numbers; {how}"
-    )
 
 
 def missing_share(values: np.ndarray, block: int = 16) -> np.ndarray:
