@@ -6,6 +6,7 @@ import difflib
 import fnmatch
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -185,3 +186,43 @@ def resolve_columns(
 
 def _is_glob(s: str) -> bool:
     return any(ch in s for ch in "*?[")
+
+
+def feature_differences(
+    path: Path, present: list[str], wanted: list[str], patterns: tuple[str, ...], roles: set[str]
+) -> list[str]:
+    """Check a file of columns `present` holds every feature of `wanted` (a model's, matched by
+    name: their order in the file does not matter). Refused otherwise, naming only the
+    differences: the columns missing, what each may have been renamed to, and the file's other
+    columns (those matching the glob `patterns` when there are some, else any not in `roles`).
+    Returns those other columns, which the model does not use."""
+    known = set(wanted)
+    globs = [p for p in patterns if _is_glob(p)]
+    others = [
+        n
+        for n in present
+        if n not in known
+        and n not in roles
+        and (not globs or any(fnmatch.fnmatchcase(n, p) for p in globs))
+    ]
+    have = set(present)
+    missing = [n for n in wanted if n not in have]
+    if not missing:
+        return others
+    renamed = []
+    for m in missing:
+        close = [o for o in others if o.startswith(m) or m.startswith(o)]
+        close = close or difflib.get_close_matches(m, others, n=1, cutoff=0.6)
+        if close:
+            renamed.append(f"{m!r} -> {close[0]!r}")
+    raise DataError(
+        f"{path}: {len(missing)} of the model's {len(wanted)} feature columns not found: "
+        f"{_few(missing)}"
+        + (f"; renamed? {_few(renamed, quote=False)}" if renamed else "")
+        + (f"; the file's columns the model does not know: {_few(others)}" if others else "")
+    )
+
+
+def _few(names: list[str], quote: bool = True, n: int = 8) -> str:
+    shown = ", ".join(repr(x) if quote else x for x in names[:n])
+    return shown + (f" and {len(names) - n} more" if len(names) > n else "")

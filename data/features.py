@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 OHLCV_FEATURES = ("ret_1", "ret_5", "ret_20", "hl_range", "oc_ret", "vol_chg", "volat_20")
+# Dates before its own that an OHLCV feature reads (ret_20; volat_20 over 20 one-date returns).
+OHLCV_LOOKBACK = 20
 
 
 def _log(x: np.ndarray) -> np.ndarray:

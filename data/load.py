@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -141,30 +142,7 @@ def read_index(lf: pl.LazyFrame, cols: Columns, path: Path) -> Index:
     """Read the time and id columns, parse dates, and check (date, id) pairs are unique."""
     keys = [cols.time] + ([cols.id] if cols.id else [])
     frame = collect(lf.select(keys), path, keys)
-    t = frame.get_column(cols.time)
-    key = cols.time_key
-    if t.null_count():
-        raise DataError(
-            f"{path}: column {cols.time!r} ([data] {key}) has {t.null_count()} empty values"
-        )
-    if t.dtype == pl.String:
-        parsed = t.str.to_date(strict=False)
-        if parsed.null_count():
-            parsed_dt = t.str.to_datetime(strict=False)
-            if parsed_dt.null_count() < parsed.null_count():
-                parsed = parsed_dt
-        if parsed.null_count():
-            bad = t.filter(parsed.is_null()).head(3).to_list()
-            raise DataError(
-                f"{path}: column {cols.time!r} ([data] {key}) has {parsed.null_count()} "
-                f"unparseable dates, e.g. {bad}; expected ISO dates like 2024-01-31"
-            )
-        t = parsed
-    elif not (t.dtype.is_temporal() or t.dtype.is_integer()):
-        raise DataError(
-            f"{path}: column {cols.time!r} ([data] {key}) has type {t.dtype}, "
-            "expected dates, datetimes or integers"
-        )
+    t = parse_time(frame.get_column(cols.time), cols.time_key, path)
     dates_s = t.unique().sort()
     di = (t.rank("dense") - 1).cast(pl.Int64).to_numpy()
     del t
@@ -195,6 +173,44 @@ def read_index(lf: pl.LazyFrame, cols: Columns, path: Path) -> Index:
             + (" and id" if cols.id else " (set [data] id for a panel)")
         )
     return Index(di, si, dates_s.to_numpy(), ids)
+
+
+def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:
+    """The time column `t` ([data] `key`) as dates, datetimes or integers: ISO strings parsed;
+    empty or unparseable values and other types refused."""
+    col = t.name
+    if t.null_count():
+        raise DataError(f"{path}: column {col!r} ([data] {key}) has {t.null_count()} empty values")
+    if t.dtype == pl.String:
+        parsed = t.str.to_date(strict=False)
+        if parsed.null_count():
+            parsed_dt = t.str.to_datetime(strict=False)
+            if parsed_dt.null_count() < parsed.null_count():
+                parsed = parsed_dt
+        if parsed.null_count():
+            bad = t.filter(parsed.is_null()).head(3).to_list()
+            raise DataError(
+                f"{path}: column {col!r} ([data] {key}) has {parsed.null_count()} "
+                f"unparseable dates, e.g. {bad}; expected ISO dates like 2024-01-31"
+            )
+        t = parsed
+    elif not (t.dtype.is_temporal() or t.dtype.is_integer()):
+        raise DataError(
+            f"{path}: column {col!r} ([data] {key}) has type {t.dtype}, "
+            "expected dates, datetimes or integers"
+        )
+    return t
+
+
+def since(lf: pl.LazyFrame, cols: Columns, path: Path, first: Any) -> pl.LazyFrame:
+    """The rows of time >= `first` (a value of the parsed time axis): a Parquet file's other
+    row groups are not read."""
+    dtype = lf.collect_schema()[cols.time]
+    if dtype.is_temporal() or dtype.is_integer():
+        return lf.filter(pl.col(cols.time) >= first)
+    raw = collect(lf.select(cols.time), path, [cols.time]).get_column(cols.time)
+    kept = raw.filter(parse_time(raw, cols.time_key, path) >= first).unique()
+    return lf.filter(pl.col(cols.time).is_in(kept.implode()))
 
 
 def read_dense(

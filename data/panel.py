@@ -24,7 +24,17 @@ from data.features import (
     ohlcv_features,
     transform_target,
 )
-from data.load import Index, read_dense, read_index, refuse_infinite, scan, settle_types
+from data.load import (
+    Index,
+    collect,
+    parse_time,
+    read_dense,
+    read_index,
+    refuse_infinite,
+    scan,
+    settle_types,
+    since,
+)
 
 
 @dataclass
@@ -45,6 +55,7 @@ class Panel:
     weight: np.ndarray | None = None  # (D, S) float32
     source: str = ""
     has_target: bool = True  # False: read to predict, the given target column absent (all NaN)
+    target_raw: np.ndarray | None = None  # (D, S) float32, read to predict: before transforms
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -75,7 +86,18 @@ def fingerprint(cfg: DataConfig) -> str:
     return hashlib.blake2b((file_digest(cfg.file) + settings).encode(), digest_size=12).hexdigest()
 
 
-def load_panel(cfg: DataConfig, for_prediction: bool = False) -> Panel:
+def time_axis(cfg: DataConfig) -> pl.Series:
+    """The file's dates (or order values), parsed, unique and sorted: its time column only."""
+    path = cfg.file
+    lf = scan(path)
+    col, key = (cfg.order, "order") if cfg.order else (cfg.date, "date")
+    if col not in lf.collect_schema():
+        raise DataError(f"{path}: column {col!r} ([data] {key}) not found")
+    t = collect(lf.select(col), path, [col]).get_column(col)
+    return parse_time(t, key, path).unique().sort()
+
+
+def load_panel(cfg: DataConfig, for_prediction: bool = False, first: Any = None) -> Panel:
     """Read, check and pivot the file described by `cfg` into a Panel.
 
     Peak memory is the dense arrays plus a few (D, S) planes and one chunk of columns of the
@@ -84,11 +106,15 @@ def load_panel(cfg: DataConfig, for_prediction: bool = False) -> Panel:
     A feature column with no value (every row empty or NaN) is refused. `for_prediction`:
     the data of a trained model's predictions, where a given target column may be absent or
     empty (the panel then has no labels: `has_target` is False) and a feature column with no
-    value is only warned about (the model sees it as missing on every row).
+    value is only warned about (the model sees it as missing on every row), and `first`, a
+    value of the `time_axis`, keeps only the dates from it on (the rest is not read), and the
+    target before any transform is kept as `target_raw`.
     """
     path = cfg.file
     lf, empty = settle_types(scan(path), path)
     cols = resolve_columns(cfg, lf.collect_schema(), empty, for_prediction)
+    if first is not None:
+        lf = since(lf, cols, path, first)
     rd = _Reader(lf, read_index(lf, cols, path), path)
     _check_one_series(cfg, path, len(rd.index.ids))
     ok, ohlcv = _rows(rd, cols)
@@ -96,7 +122,7 @@ def load_panel(cfg: DataConfig, for_prediction: bool = False) -> Panel:
     close = ohlcv.pop("close", None)
     del ohlcv
     weight = rd.plane(cols.weight, np.float32) if cols.weight else None
-    y = _target(rd, cfg, cols, ok, close, for_prediction)  # refuses infinite values first
+    y, raw = _target(rd, cfg, cols, ok, close, for_prediction)  # refuses infinite values first
     del close
     check_weight(rd.path, cols, weight, ok)
     if not for_prediction:
@@ -114,6 +140,7 @@ def load_panel(cfg: DataConfig, for_prediction: bool = False) -> Panel:
         weight=weight,
         source=str(path),
         has_target=cols.has_target,
+        target_raw=raw,
     )
 
 
@@ -209,9 +236,10 @@ def _target(
     ok: np.ndarray,
     close: np.ndarray | None,
     for_prediction: bool,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(D, S) float64 target as the model learns it: the given column or the forward return,
-    NaN where not tradable, then classes or the per-date transform."""
+    NaN where not tradable, then classes or the per-date transform; and for predictions,
+    (D, S) float32 the target before those (None otherwise)."""
     if cols.target:
         y = rd.plane(cols.target)  # (D, S)
         y[~ok] = np.nan
@@ -228,9 +256,10 @@ def _target(
         raise DataError(
             f"{rd.path}: {what} has no finite value on a tradable row; expected numbers"
         )
+    raw = y.astype(np.float32) if for_prediction else None
     if cfg.task == "classification":
-        return class_target(y, cfg.n_classes)
-    return transform_target(y, cfg.target_cs, cfg.target_winsor, cfg.target_scale)
+        return class_target(y, cfg.n_classes), raw
+    return transform_target(y, cfg.target_cs, cfg.target_winsor, cfg.target_scale), raw
 
 
 def missing_share(values: np.ndarray, block: int = 16) -> np.ndarray:

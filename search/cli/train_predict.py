@@ -10,10 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import polars as pl
-
-from data import ConfigError, DataError, load_panel
+from data import ConfigError, DataError
 from search.cli.common import fail, load_existing, resolve_device
 
 
@@ -114,7 +111,6 @@ def run_predict(args: argparse.Namespace) -> int:
             ckpt["data"] = with_columns(ckpt["data"], args.date, args.id)
             path = args.data or ckpt["data"]["path"]
             df = predict_file(ckpt, path, args.dates, torch.device(device))
-            df = with_raw_target(df, ckpt["data"], path)
         except (ConfigError, DataError) as e:
             error: str | None = str(e)
         else:
@@ -149,26 +145,3 @@ def with_columns(settings: dict[str, Any], date: str | None, ident: str | None) 
     if ident is not None:
         s["id"] = ident or None
     return s
-
-
-def with_raw_target(df: pl.DataFrame, settings: dict[str, Any], path: str) -> pl.DataFrame:
-    """Add `target_raw`, the target before any transform (the given column, or the forward
-    return); `target` stays what the model was trained to predict, on the model's scale
-    (after the per-date transform, winsorising and scaling; class codes for classes)."""
-    from search.evaluate.retrain import data_config
-
-    raw = dict(settings, task="regression", target_cs="none", target_winsor=0.0, target_scale=1.0)
-    panel = load_panel(data_config(raw, path), for_prediction=True)
-    if not panel.has_target:
-        return df.with_columns(pl.lit(None, dtype=pl.Float32).alias("target_raw"))
-    cfg = data_config(settings, path)
-    time_col = cfg.order or cfg.date
-    d = np.searchsorted(panel.dates, df.get_column(time_col).to_numpy())
-    if cfg.id:
-        pos = {v: i for i, v in enumerate(panel.ids)}
-        s = np.array([pos[v] for v in df.get_column(cfg.id).to_list()], dtype=np.int64)
-    else:
-        s = np.zeros(df.height, dtype=np.int64)
-    return df.with_columns(
-        pl.Series("target_raw", panel.target[d, s] if df.height else np.zeros(0))
-    )
