@@ -98,7 +98,7 @@ def run_predict(args: argparse.Namespace) -> int:
     import torch
 
     from data.load import DataWarning
-    from search.evaluate.retrain import load_checkpoint, predict_file
+    from search.evaluate.predict import load_checkpoint, predict_file
 
     out = Path(args.out)
     if out.suffix not in (".csv", ".parquet"):
