@@ -7,12 +7,15 @@ security trades `horizon` dates later.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 
 OHLCV_FEATURES = ("ret_1", "ret_5", "ret_20", "hl_range", "oc_ret", "vol_chg", "volat_20")
+# Dates before its own that an OHLCV feature reads (ret_20; volat_20 over 20 one-date returns).
+OHLCV_LOOKBACK = 20
 
 
 def _log(x: np.ndarray) -> np.ndarray:
@@ -137,3 +140,33 @@ def class_target(y: np.ndarray, n_classes: int) -> np.ndarray:
         out = np.minimum(np.floor(r * n_classes), n_classes - 1)
     out[~ok] = np.nan
     return out
+
+
+def lag_correlations(y: np.ndarray, max_lag: int = 40) -> np.ndarray:
+    """(L,) pooled correlation of a (D, S) series with itself k = 1..L dates later, each
+    security centred on its own mean (L = max_lag, at most a quarter of the dates)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a security with no value
+        z = y - np.nanmean(y, axis=0)
+    z = np.nan_to_num(z, nan=0.0)  # a missing value adds nothing to the sums
+    out = np.full(max(min(max_lag, len(z) // 4), 0), np.nan)
+    for k in range(1, len(out) + 1):
+        a, b = z[:-k], z[k:]
+        den = math.sqrt(float(np.vdot(a, a)) * float(np.vdot(b, b)))
+        out[k - 1] = float(np.vdot(a, b)) / den if den > 0 else np.nan
+    return out
+
+
+def overlap_horizon(rho: np.ndarray, n_pairs: int) -> int:
+    """The horizon h whose forward returns best explain the lag correlations `rho` (lags
+    1..L): h-date returns on consecutive dates share h - k of their h dates at lag k, so
+    rho_k = max(0, 1 - k / h). Least squares over h = 1..4L. 1 when `rho` is too short, its
+    lag-1 value within noise (3 / sqrt(n_pairs), the pairs of values it is computed on) or
+    the best h the longest tried (a level that persists, not an overlap of returns)."""
+    if len(rho) < 2 or not np.isfinite(rho).all() or rho[0] < 3 / math.sqrt(max(n_pairs, 1)):
+        return 1
+    k = np.arange(1, len(rho) + 1)
+    tried = range(1, 4 * len(k) + 1)
+    errors = [float(((rho - np.maximum(0.0, 1.0 - k / h)) ** 2).sum()) for h in tried]
+    best = int(np.argmin(errors)) + 1
+    return 1 if best == tried[-1] else best

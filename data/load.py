@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from data.config import DataConfig
+from data.columns import Columns
 from data.errors import DataError
+from data.errors import DataWarning as DataWarning  # where callers import it from
 
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv"}
 # Read as missing in a CSV file (as an empty field is): a numeric column holding one of these
 # stays numeric instead of turning into a string column.
 MISSING_MARKERS = ["", "NA", "N/A", "n/a", "na", "NaN", "nan", "null", "NULL", "None", "-"]
+# Rows of a CSV file its column types are first guessed from (see `settle_types`).
+INFER_ROWS = 10_000
 # Columns read per pass when filling the dense panel: bounds the frame held beside the panel.
 CHUNK_COLUMNS = 16
 
@@ -39,13 +40,7 @@ def scan(path: Path) -> pl.LazyFrame:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty ([data] path / --data), expected {kind} data")
     try:
-        if kind == "parquet":
-            lf = pl.scan_parquet(path)
-        else:
-            sep = "\t" if path.suffix.lower() == ".tsv" else ","
-            lf = pl.scan_csv(
-                path, separator=sep, infer_schema_length=10_000, null_values=MISSING_MARKERS
-            )
+        lf = pl.scan_parquet(path) if kind == "parquet" else _scan_csv(path)
         lf.collect_schema()
         n_rows = lf.select(pl.len()).collect().item()
     except Exception as e:  # polars raises many types for unreadable files
@@ -55,22 +50,69 @@ def scan(path: Path) -> pl.LazyFrame:
     return lf
 
 
-def empty_columns(lf: pl.LazyFrame, path: Path) -> frozenset[str]:
-    """Columns with no value at all, whose type the file cannot tell: of type Null (a Parquet
-    column written with nulls only), or, in a CSV file, every field empty or a missing marker
-    (read as text). They are numeric columns with no value, not text columns."""
+def _scan_csv(path: Path, types: dict[str, pl.DataType] | None = None) -> pl.LazyFrame:
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    return pl.scan_csv(
+        path,
+        separator=sep,
+        infer_schema_length=INFER_ROWS,
+        null_values=MISSING_MARKERS,
+        schema_overrides=types,
+    )
+
+
+def settle_types(lf: pl.LazyFrame, path: Path) -> tuple[pl.LazyFrame, frozenset[str]]:
+    """The file with each column's type taken from all its rows, and its columns with no value.
+
+    A CSV file's types are guessed from its first INFER_ROWS rows: a column still empty there
+    (a 60-date factor on the first 60 dates of a date-sorted file) reads as text, and one of
+    whole numbers there as integers, though later rows hold decimals. One pass over those
+    columns, read as text, finds the type every value fits: integers, numbers, booleans
+    (true / false), else text; the file is read with those types.
+
+    The columns with no value at all are of type Null (a Parquet column written with nulls
+    only) or, in a CSV file, every field empty or a missing marker. They are numeric columns
+    with no value, not text columns (read as Float64).
+    """
     schema = lf.collect_schema()
     empty = {n for n, t in schema.items() if t == pl.Null}
-    text = [n for n, t in schema.items() if t == pl.String]
-    if text and SUFFIXES.get(path.suffix.lower()) == "csv":
-        rows = "rows"
-        while rows in schema:
-            rows += "_"
-        counts = collect(
-            lf.select(pl.len().alias(rows), *(pl.col(c).null_count() for c in text)), path, text
-        ).row(0)
-        empty |= {c for c, k in zip(text, counts[1:], strict=True) if k == counts[0]}
-    return frozenset(empty)
+    unsure = [n for n, t in schema.items() if t == pl.String or t.is_integer()]
+    if not unsure or SUFFIXES.get(path.suffix.lower()) != "csv":
+        return lf, frozenset(empty)
+    text = _scan_csv(path, {n: pl.String() for n in unsure})
+    counts = collect(text.select(_bad_counts(unsure)), path, unsure).row(0)
+    rows, types = counts[0], {}
+    for j, name in enumerate(unsure):
+        nulls, bad_int, bad_num, bad_bool = counts[1 + 4 * j : 5 + 4 * j]
+        if nulls == rows:
+            empty.add(name)
+            fits: pl.DataType = pl.Float64()
+        elif bad_int == nulls:
+            fits = pl.Int64()
+        elif bad_num == nulls:
+            fits = pl.Float64()
+        elif bad_bool == 0:
+            fits = pl.Boolean()
+        else:
+            fits = pl.String()
+        if fits != schema[name]:
+            types[name] = fits
+    return (_scan_csv(path, types) if types else lf), frozenset(empty)
+
+
+def _bad_counts(columns: list[str]) -> list[pl.Expr]:
+    """The row count, then per text column: its nulls, its values (or nulls) that are not
+    integers, not numbers, and its non-null values that are not booleans."""
+    out = [pl.len().alias("rows")]
+    for j, c in enumerate(columns):
+        x = pl.col(c)
+        out += [
+            x.null_count().alias(f"{j}n"),
+            x.cast(pl.Int64, strict=False).null_count().alias(f"{j}i"),
+            x.cast(pl.Float64, strict=False).null_count().alias(f"{j}f"),
+            (~x.str.to_lowercase().is_in(["true", "false"])).sum().alias(f"{j}b"),
+        ]
+    return out
 
 
 def collect(lf: pl.LazyFrame, path: Path, columns: list[str]) -> pl.DataFrame:
@@ -84,179 +126,6 @@ def collect(lf: pl.LazyFrame, path: Path, columns: list[str]) -> pl.DataFrame:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
-
-
-class DataWarning(UserWarning):
-    """Something in the data was left out or changed without being an error."""
-
-
-@dataclass(frozen=True)
-class Columns:
-    """The file's columns, resolved from the config."""
-
-    time: str
-    time_key: str  # the [data] key naming the time column: "date" or "order"
-    id: str | None
-    target: str | None
-    ohlcv: dict[str, str]  # role -> column, only those present; derivation on when non-empty
-    features: tuple[str, ...]  # raw feature columns copied into the panel
-    tradable: str | None
-    weight: str | None
-    derive: bool  # derive OHLCV features
-    has_target: bool = True  # False: the given target column is absent (read to predict)
-
-
-def resolve_columns(
-    cfg: DataConfig,
-    schema: pl.Schema,
-    empty: frozenset[str] = frozenset(),
-    for_prediction: bool = False,
-) -> Columns:
-    """The columns `cfg` names in a file of `schema`; `empty`: the columns with no value
-    (see `empty_columns`), taken as numeric. `for_prediction`: a given target column may be
-    absent or empty (data without labels, to predict)."""
-    path = cfg.file
-    names = list(schema.names())
-    schema = pl.Schema({n: pl.Float64 if n in empty else t for n, t in schema.items()})
-    target_given = bool(cfg.target)
-    has_target = not (
-        for_prediction and target_given and (cfg.target not in schema or cfg.target in empty)
-    )
-
-    missing: list[str] = []
-
-    def need(col: str | None, key: str, hint: str = "") -> str | None:
-        if col is None or col == "":
-            return None
-        if col not in schema:
-            close = difflib.get_close_matches(col, names, n=1, cutoff=0.6)
-            mean = f" (did you mean {close[0]!r}?)" if close else ""
-            missing.append(f"column {col!r} ([data] {key}) not found{mean}{hint}")
-            return None
-        return col
-
-    def check_missing() -> None:
-        if missing:
-            raise DataError(
-                f"{path}: {'; '.join(missing)}; columns are {names[:30]}"
-                + (" ..." if len(names) > 30 else "")
-            )
-
-    time_key = "order" if cfg.order else "date"
-    time = need(cfg.order or cfg.date, time_key)
-    ident = need(cfg.id, "id", "; set [data] id = \"\" (--id '') if the file is one series")
-    target = need(cfg.target, "target") if has_target else None
-    tradable = need(cfg.tradable, "tradable")
-    weight = need(cfg.weight, "weight")
-    for pat in cfg.features:
-        if not _is_glob(pat):
-            need(pat, "features")
-    check_missing()
-    assert time is not None
-    roles = {r: getattr(cfg, r) for r in ("open", "high", "low", "close", "volume")}
-    derive = cfg.ohlcv_features
-    if derive is None:
-        derive = roles["close"] in schema
-    ohlcv: dict[str, str] = {}
-    if derive or not target_given:
-        if roles["close"] not in schema:
-            why = "to derive OHLCV features" if derive else "to derive the forward-return target"
-            raise DataError(
-                f"{path}: column {roles['close']!r} ([data] close) not found, needed {why}; "
-                f"set [data] target (--target) to a target column, or map [data] close"
-            )
-        ohlcv = {r: c for r, c in roles.items() if c in schema}
-        if not derive:
-            ohlcv = {"close": ohlcv["close"]}
-    used = {c for c in (time, ident, cfg.target, tradable, weight, cfg.date) if c}
-    levels = set(roles.values())
-    if cfg.features:
-        feats: list[str] = []
-        for pat in cfg.features:
-            if _is_glob(pat):
-                hits = [n for n in names if fnmatch.fnmatchcase(n, pat) and n not in used]
-                if not hits:
-                    raise DataError(f"{path}: pattern {pat!r} ([data] features) matches no column")
-            else:
-                if pat in used:
-                    raise DataError(
-                        f"{path}: column {pat!r} ([data] features) is already the time, id, "
-                        "target, tradable or weight column; it cannot also be a feature"
-                    )
-                hits = [pat]
-            feats += [h for h in hits if h not in feats]
-    else:
-        candidates = [n for n in names if n not in used and n not in levels and n != cfg.order]
-        feats = [n for n in candidates if schema[n].is_numeric()]
-        if target_given and feats:
-            # A given target usually sits beside other labels (other horizons, other
-            # responders): never take a column as a feature unless it is named.
-            if not derive:
-                raise DataError(
-                    f"{path}: [data] target = {target!r} is given but [data] features is not; "
-                    "name the feature columns (names or globs, --features), since other "
-                    f"columns may be labels too; numeric candidates: {feats[:30]}"
-                    + (" ..." if len(feats) > 30 else "")
-                )
-            warnings.warn(
-                f"{path}: [data] target is given, so only the features derived from OHLCV are "
-                f"used; name other columns in [data] features to use them: {feats[:30]}",
-                DataWarning,
-                stacklevel=2,
-            )
-            feats = []
-        left_out = [f"{n} ({schema[n]})" for n in candidates if not schema[n].is_numeric()]
-        if left_out:
-            warnings.warn(
-                f"{path}: column(s) left out of the features for their non-numeric type: "
-                f"{', '.join(left_out)}; list them in [data] features (--features) to be told why",
-                DataWarning,
-                stacklevel=2,
-            )
-    for f in feats:
-        if not (schema[f].is_numeric() or schema[f] == pl.Boolean):
-            raise DataError(
-                f"{path}: feature column {f!r} ([data] features) has type {schema[f]}, "
-                "expected a numeric type"
-            )
-    roles_used = ((target, "target"), (weight, "weight"), (tradable, "tradable"))
-    for col, key in (*roles_used, *((c, r) for r, c in ohlcv.items())):
-        if col and col in empty:
-            expected = "booleans (or 0/1 integers)" if key == "tradable" else "numbers"
-            raise DataError(
-                f"{path}: column {col!r} ([data] {key}) has no value: every row is empty; "
-                f"expected {expected}"
-            )
-    for col, key in ((target, "target"), (weight, "weight"), *((c, r) for r, c in ohlcv.items())):
-        if col and not schema[col].is_numeric():
-            raise DataError(
-                f"{path}: column {col!r} ([data] {key}) has type {schema[col]}, expected numeric"
-            )
-    if tradable and not (schema[tradable] == pl.Boolean or schema[tradable].is_integer()):
-        raise DataError(
-            f"{path}: column {tradable!r} ([data] tradable) has type {schema[tradable]}, "
-            "expected boolean (or 0/1 integers)"
-        )
-    if not feats and not derive:
-        raise DataError(
-            f"{path}: no feature columns: set [data] features (--features) or provide OHLCV columns"
-        )
-    return Columns(
-        time,
-        time_key,
-        ident,
-        target,
-        ohlcv,
-        tuple(feats),
-        tradable,
-        weight,
-        bool(derive),
-        has_target,
-    )
-
-
-def _is_glob(s: str) -> bool:
-    return any(ch in s for ch in "*?[")
 
 
 @dataclass(frozen=True)
@@ -273,30 +142,7 @@ def read_index(lf: pl.LazyFrame, cols: Columns, path: Path) -> Index:
     """Read the time and id columns, parse dates, and check (date, id) pairs are unique."""
     keys = [cols.time] + ([cols.id] if cols.id else [])
     frame = collect(lf.select(keys), path, keys)
-    t = frame.get_column(cols.time)
-    key = cols.time_key
-    if t.null_count():
-        raise DataError(
-            f"{path}: column {cols.time!r} ([data] {key}) has {t.null_count()} empty values"
-        )
-    if t.dtype == pl.String:
-        parsed = t.str.to_date(strict=False)
-        if parsed.null_count():
-            parsed_dt = t.str.to_datetime(strict=False)
-            if parsed_dt.null_count() < parsed.null_count():
-                parsed = parsed_dt
-        if parsed.null_count():
-            bad = t.filter(parsed.is_null()).head(3).to_list()
-            raise DataError(
-                f"{path}: column {cols.time!r} ([data] {key}) has {parsed.null_count()} "
-                f"unparseable dates, e.g. {bad}; expected ISO dates like 2024-01-31"
-            )
-        t = parsed
-    elif not (t.dtype.is_temporal() or t.dtype.is_integer()):
-        raise DataError(
-            f"{path}: column {cols.time!r} ([data] {key}) has type {t.dtype}, "
-            "expected dates, datetimes or integers"
-        )
+    t = parse_time(frame.get_column(cols.time), cols.time_key, path)
     dates_s = t.unique().sort()
     di = (t.rank("dense") - 1).cast(pl.Int64).to_numpy()
     del t
@@ -329,6 +175,44 @@ def read_index(lf: pl.LazyFrame, cols: Columns, path: Path) -> Index:
     return Index(di, si, dates_s.to_numpy(), ids)
 
 
+def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:
+    """The time column `t` ([data] `key`) as dates, datetimes or integers: ISO strings parsed;
+    empty or unparseable values and other types refused."""
+    col = t.name
+    if t.null_count():
+        raise DataError(f"{path}: column {col!r} ([data] {key}) has {t.null_count()} empty values")
+    if t.dtype == pl.String:
+        parsed = t.str.to_date(strict=False)
+        if parsed.null_count():
+            parsed_dt = t.str.to_datetime(strict=False)
+            if parsed_dt.null_count() < parsed.null_count():
+                parsed = parsed_dt
+        if parsed.null_count():
+            bad = t.filter(parsed.is_null()).head(3).to_list()
+            raise DataError(
+                f"{path}: column {col!r} ([data] {key}) has {parsed.null_count()} "
+                f"unparseable dates, e.g. {bad}; expected ISO dates like 2024-01-31"
+            )
+        t = parsed
+    elif not (t.dtype.is_temporal() or t.dtype.is_integer()):
+        raise DataError(
+            f"{path}: column {col!r} ([data] {key}) has type {t.dtype}, "
+            "expected dates, datetimes or integers"
+        )
+    return t
+
+
+def since(lf: pl.LazyFrame, cols: Columns, path: Path, first: Any) -> pl.LazyFrame:
+    """The rows of time >= `first` (a value of the parsed time axis): a Parquet file's other
+    row groups are not read."""
+    dtype = lf.collect_schema()[cols.time]
+    if dtype.is_temporal() or dtype.is_integer():
+        return lf.filter(pl.col(cols.time) >= first)
+    raw = collect(lf.select(cols.time), path, [cols.time]).get_column(cols.time)
+    kept = raw.filter(parse_time(raw, cols.time_key, path) >= first).unique()
+    return lf.filter(pl.col(cols.time).is_in(kept.implode()))
+
+
 def read_dense(
     lf: pl.LazyFrame,
     columns: list[str],
@@ -337,11 +221,13 @@ def read_dense(
     out: np.ndarray | None = None,
     dtype: type = np.float32,
     empty: list[str] | None = None,
+    infinite: dict[str, int] | None = None,
 ) -> np.ndarray:
     """Scatter `columns` into a dense (D, S, len(columns)) array, NaN where a row is absent.
 
     Reads CHUNK_COLUMNS columns at a time, so only a slice of the long frame is held beside
-    the dense array. Infinite values are refused (they are not missing values, they are errors).
+    the dense array. Infinite values are errors, not missing values: each column holding some
+    is counted in `infinite` when given (the caller refuses them all at once), else refused.
     The columns with no value (every row empty or NaN) are appended to `empty` when given.
     """
     D, S = len(index.dates), len(index.ids)
@@ -354,13 +240,24 @@ def read_dense(
         for j, c in enumerate(chunk):
             x = frame.get_column(c).to_numpy()  # (N,) NaN where empty
             n_inf = int(np.isinf(x).sum())
-            if n_inf:
-                raise DataError(
-                    f"{path}: column {c!r} has {n_inf} infinite values (or values beyond "
-                    f"{np.dtype(dtype).name} range); expected finite numbers, or empty for missing"
-                )
+            if n_inf and infinite is not None:
+                infinite[c] = n_inf
+            elif n_inf:
+                refuse_infinite(path, {c: n_inf})
             if empty is not None and np.isnan(x).all():
                 empty.append(c)
             out[index.di, index.si, j0 + j] = x
         del frame
     return out
+
+
+def refuse_infinite(path: Path, counts: dict[str, int]) -> None:
+    """A DataError naming every column with infinite values and how many rows hold them."""
+    if not counts:
+        return
+    rows = ", ".join(f"{c!r} ({n} row{'s' if n > 1 else ''})" for c, n in counts.items())
+    s = "s" if len(counts) > 1 else ""
+    raise DataError(
+        f"{path}: infinite values (or values beyond float32 range) in {len(counts)} "
+        f"column{s}: {rows}; expected finite numbers, or empty for missing"
+    )

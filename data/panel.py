@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
+from data.checks import check_horizon, check_weight, drop_constant, refuse_no_value
+from data.columns import Columns, resolve_columns
 from data.config import DataConfig
 from data.errors import DataError
 from data.features import (
@@ -22,12 +25,15 @@ from data.features import (
     transform_target,
 )
 from data.load import (
-    DataWarning,
-    empty_columns,
+    Index,
+    collect,
+    parse_time,
     read_dense,
     read_index,
-    resolve_columns,
+    refuse_infinite,
     scan,
+    settle_types,
+    since,
 )
 
 
@@ -49,6 +55,7 @@ class Panel:
     weight: np.ndarray | None = None  # (D, S) float32
     source: str = ""
     has_target: bool = True  # False: read to predict, the given target column absent (all NaN)
+    target_raw: np.ndarray | None = None  # (D, S) float32, read to predict: before transforms
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -79,7 +86,18 @@ def fingerprint(cfg: DataConfig) -> str:
     return hashlib.blake2b((file_digest(cfg.file) + settings).encode(), digest_size=12).hexdigest()
 
 
-def load_panel(cfg: DataConfig, for_prediction: bool = False) -> Panel:
+def time_axis(cfg: DataConfig) -> pl.Series:
+    """The file's dates (or order values), parsed, unique and sorted: its time column only."""
+    path = cfg.file
+    lf = scan(path)
+    col, key = (cfg.order, "order") if cfg.order else (cfg.date, "date")
+    if col not in lf.collect_schema():
+        raise DataError(f"{path}: column {col!r} ([data] {key}) not found")
+    t = collect(lf.select(col), path, [col]).get_column(col)
+    return parse_time(t, key, path).unique().sort()
+
+
+def load_panel(cfg: DataConfig, for_prediction: bool = False, first: Any = None) -> Panel:
     """Read, check and pivot the file described by `cfg` into a Panel.
 
     Peak memory is the dense arrays plus a few (D, S) planes and one chunk of columns of the
@@ -88,45 +106,114 @@ def load_panel(cfg: DataConfig, for_prediction: bool = False) -> Panel:
     A feature column with no value (every row empty or NaN) is refused. `for_prediction`:
     the data of a trained model's predictions, where a given target column may be absent or
     empty (the panel then has no labels: `has_target` is False) and a feature column with no
-    value is only warned about (the model sees it as missing on every row).
+    value is only warned about (the model sees it as missing on every row), and `first`, a
+    value of the `time_axis`, keeps only the dates from it on (the rest is not read), and the
+    target before any transform is kept as `target_raw`.
     """
     path = cfg.file
-    lf = scan(path)
-    cols = resolve_columns(cfg, lf.collect_schema(), empty_columns(lf, path), for_prediction)
-    index = read_index(lf, cols, path)
-    D, S = len(index.dates), len(index.ids)
-    if S == 1:
-        per_date = {
-            "target_cs": cfg.target_cs != "none" and cfg.task == "regression",
-            "n_classes": cfg.task == "classification" and cfg.n_classes > 2,
-            "normalize": cfg.normalize in ("cs_zscore", "cs_rank"),
-        }
-        for key, wrong in per_date.items():
-            if wrong:
-                raise DataError(
-                    f"{path}: [data] {key} = {getattr(cfg, key)!r} works across securities per "
-                    "date, but the file is one series (no [data] id); use a per-series setting"
-                )
+    lf, empty = settle_types(scan(path), path)
+    cols = resolve_columns(cfg, lf.collect_schema(), empty, for_prediction)
+    if first is not None:
+        lf = since(lf, cols, path, first)
+    rd = _Reader(lf, read_index(lf, cols, path), path)
+    _check_one_series(cfg, path, len(rd.index.ids))
+    ok, ohlcv = _rows(rd, cols)
+    values, names = _features(rd, cfg, cols, ohlcv, for_prediction)
+    close = ohlcv.pop("close", None)
+    del ohlcv
+    weight = rd.plane(cols.weight, np.float32) if cols.weight else None
+    y, raw = _target(rd, cfg, cols, ok, close, for_prediction)  # refuses infinite values first
+    del close
+    check_weight(rd.path, cols, weight, ok)
+    if not for_prediction:
+        values, names = drop_constant(rd.path, cfg, rd.index.dates, values, names)
+    valid = ok & (missing_share(values) <= cfg.max_missing)
+    if cfg.normalize in ("cs_zscore", "cs_rank"):
+        cross_sectional(values, valid, cfg.normalize)
+    return Panel(
+        values=values,
+        target=y.astype(np.float32),
+        valid=valid,
+        dates=rd.index.dates,
+        ids=rd.index.ids,
+        feature_names=names,
+        weight=weight,
+        source=str(path),
+        has_target=cols.has_target,
+        target_raw=raw,
+    )
 
-    def plane(col: str, dtype: type = np.float64) -> np.ndarray:
-        return read_dense(lf, [col], index, path, dtype=dtype)[:, :, 0]  # (D, S)
 
-    ok = np.zeros((D, S), dtype=bool)  # present and tradable
-    ok[index.di, index.si] = True
+@dataclass
+class _Reader:
+    """One file's columns read into dense (D, S[, F]) arrays on its (date, id) index."""
+
+    lf: pl.LazyFrame
+    index: Index
+    path: Path
+    infinite: dict[str, int] = field(default_factory=dict)  # column -> rows, refused at once
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.index.dates), len(self.index.ids)
+
+    def dense(self, columns: list[str], out: np.ndarray, empty: list[str]) -> None:
+        read_dense(
+            self.lf, columns, self.index, self.path, out, empty=empty, infinite=self.infinite
+        )
+
+    def plane(self, col: str, dtype: type = np.float64) -> np.ndarray:
+        x = read_dense(self.lf, [col], self.index, self.path, dtype=dtype, infinite=self.infinite)
+        return x[:, :, 0]  # (D, S)
+
+
+def _check_one_series(cfg: DataConfig, path: Path, n_ids: int) -> None:
+    """Refuse a per-date (cross-sectional) setting on a file of one series."""
+    if n_ids > 1:
+        return
+    per_date = {
+        "target_cs": cfg.target_cs != "none" and cfg.task == "regression",
+        "n_classes": cfg.task == "classification" and cfg.n_classes > 2,
+        "normalize": cfg.normalize in ("cs_zscore", "cs_rank"),
+    }
+    for key, wrong in per_date.items():
+        if wrong:
+            raise DataError(
+                f"{path}: [data] {key} = {getattr(cfg, key)!r} works across securities per "
+                "date, but the file is one series (no [data] id); use a per-series setting"
+            )
+
+
+def _rows(rd: _Reader, cols: Columns) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(D, S) present and tradable (with a close price when one is mapped), and the (D, S)
+    OHLCV planes, NaN where not tradable."""
+    ok = np.zeros(rd.shape, dtype=bool)
+    ok[rd.index.di, rd.index.si] = True
     if cols.tradable:
-        ok &= plane(cols.tradable, np.float32) == 1  # absent or empty: not tradable
+        ok &= rd.plane(cols.tradable, np.float32) == 1  # absent or empty: not tradable
     ohlcv: dict[str, np.ndarray] = {}
     for role, col in cols.ohlcv.items():
-        x = plane(col)  # (D, S)
+        x = rd.plane(col)  # (D, S)
         x[~ok] = np.nan
         ohlcv[role] = x
     close = ohlcv.get("close")
     if close is not None:
         ok &= np.isfinite(close)
+    return ok, ohlcv
 
+
+def _features(
+    rd: _Reader,
+    cfg: DataConfig,
+    cols: Columns,
+    ohlcv: dict[str, np.ndarray],
+    for_prediction: bool,
+) -> tuple[np.ndarray, list[str]]:
+    """(D, S, F) float32 features, derived ones first, and their names; the OHLCV planes
+    other than close are dropped once used."""
     derived = ohlcv_feature_names(ohlcv) if cols.derive else []
     names = derived + list(cols.features)
-    values = np.full((D, S, len(names)), np.nan, dtype=np.float32)  # (D, S, F)
+    values = np.full((*rd.shape, len(names)), np.nan, dtype=np.float32)  # (D, S, F)
     if cols.derive:
         for j, (name, x) in enumerate(ohlcv_features(ohlcv)):
             assert name == names[j]
@@ -135,82 +222,44 @@ def load_panel(cfg: DataConfig, for_prediction: bool = False) -> Panel:
         del ohlcv[role]
     if cols.features:
         no_value: list[str] = []
-        read_dense(
-            lf, list(cols.features), index, path, out=values[:, :, len(derived) :], empty=no_value
-        )
+        rd.dense(list(cols.features), values[:, :, len(derived) :], no_value)
         if no_value:
             named = set(no_value) <= set(cfg.features)  # not from a glob or the default
-            _no_value(path, no_value, named=named, warn=for_prediction)
+            refuse_no_value(rd.path, no_value, named=named, warn=for_prediction)
+    return values, names
 
+
+def _target(
+    rd: _Reader,
+    cfg: DataConfig,
+    cols: Columns,
+    ok: np.ndarray,
+    close: np.ndarray | None,
+    for_prediction: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(D, S) float64 target as the model learns it: the given column or the forward return,
+    NaN where not tradable, then classes or the per-date transform; and for predictions,
+    (D, S) float32 the target before those (None otherwise)."""
     if cols.target:
-        y = plane(cols.target)  # (D, S)
+        y = rd.plane(cols.target)  # (D, S)
         y[~ok] = np.nan
+        if not for_prediction:
+            check_horizon(rd.path, cfg, cols.target, y)
     elif not cols.has_target:
-        y = np.full((D, S), np.nan)
+        y = np.full(rd.shape, np.nan)
     else:
         assert close is not None
         y = forward_return(close, ok, cfg.horizon)  # (D, S)
-    del close, ohlcv
+    refuse_infinite(rd.path, rd.infinite)  # every column read by now: all named at once
     if not for_prediction and not np.isfinite(y).any():
         what = f"column {cols.target!r} ([data] target)" if cols.target else "derived target"
-        raise DataError(f"{path}: {what} has no finite value on a tradable row; expected numbers")
-    if cfg.task == "classification":
-        y = class_target(y, cfg.n_classes)
-    else:
-        y = transform_target(y, cfg.target_cs, cfg.target_winsor, cfg.target_scale)
-
-    weight = None
-    if cols.weight:
-        weight = plane(cols.weight, np.float32)
-        bad = ok & ~(weight >= 0)
-        if bad.any():
-            raise DataError(
-                f"{path}: column {cols.weight!r} ([data] weight) has {int(bad.sum())} negative or "
-                "empty values on tradable rows; expected weights >= 0"
-            )
-
-    valid = ok & (missing_share(values) <= cfg.max_missing)
-    if cfg.normalize in ("cs_zscore", "cs_rank"):
-        cross_sectional(values, valid, cfg.normalize)
-    return Panel(
-        values=values,
-        target=y.astype(np.float32),
-        valid=valid,
-        dates=index.dates,
-        ids=index.ids,
-        feature_names=names,
-        weight=weight,
-        source=str(path),
-        has_target=cols.has_target,
-    )
-
-
-def _no_value(path: Path, columns: list[str], named: bool, warn: bool) -> None:
-    """Refuse (or, for predictions, warn about) feature columns with no value."""
-    which = (
-        f"feature column {columns[0]!r}"
-        if len(columns) == 1
-        else f"feature columns {', '.join(map(repr, columns))}"
-    )
-    has = "has" if len(columns) == 1 else "have"
-    if warn:
-        warnings.warn(
-            f"{path}: {which} ([data] features) {has} no value (every row is empty or NaN): "
-            "the model sees missing values there",
-            DataWarning,
-            stacklevel=3,
+        raise DataError(
+            f"{rd.path}: {what} has no finite value on a tradable row; expected numbers"
         )
-        return
-    it = "it" if len(columns) == 1 else "them"
-    how = (
-        f"leave {it} out of [data] features (--features)"
-        if named
-        else f"name the feature columns without {it} in [data] features (--features)"
-    )
-    raise DataError(
-        f"{path}: {which} ([data] features) {has} no value: every row is empty or NaN; "
-        f"expected numbers; {how}"
-    )
+    raw = y.astype(np.float32) if for_prediction else None
+    if cfg.task == "classification":
+        return class_target(y, cfg.n_classes), raw
+    return transform_target(y, cfg.target_cs, cfg.target_winsor, cfg.target_scale), raw
 
 
 def missing_share(values: np.ndarray, block: int = 16) -> np.ndarray:

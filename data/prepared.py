@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from data.config import DataConfig
-from data.errors import DataError
+from data.errors import SegmentError
 from data.normalize import Scaler, apply, fit_robust, identity
 from data.panel import Panel
 from data.split import Split, make_folds, make_split
@@ -148,20 +148,19 @@ class Prepared(PanelTensors):
     def count(self, segment: str, time_steps: int, fold: int = -1) -> int:
         return int(len(self.windows.ends(*self._where(segment, time_steps, fold % self.n_folds))))
 
-    def check_objective(self, metrics: tuple[str, ...], min_count: int = 5) -> None:
-        """Refuse a cross-sectional objective on a panel whose validation dates never have
-        `min_count` securities (the per-date correlation would be undefined)."""
-        per_date = {"ic", "rank_ic", "icir", "rank_icir", "spread", "sharpe"}
-        if self.n_securities == 1 or not per_date & set(metrics):
+    def check_cross_section(self, min_count: int = 5) -> None:
+        """Refuse a panel whose validation dates never have `min_count` securities with a
+        window: a per-date statistic across securities (a correlation) is undefined there."""
+        if self.n_securities == 1:
             return
         e = self.ends("val", self.eval_time_steps)
         counts = torch.bincount(e // self.n_securities)
-        if not bool((counts >= min_count).any()):
-            raise DataError(
-                f"{self.panel.source}: --objective / [study] objective "
-                f"{sorted(per_date & set(metrics))} is computed per date across securities, "
-                f"but no validation date has {min_count} securities with a window; use "
-                "--objective val_loss (or mse) on so few securities"
+        most = int(counts.max()) if len(counts) else 0
+        if most < min_count:
+            raise SegmentError(
+                self.panel.source,
+                f"no validation date has {min_count} securities with a window (at most {most} "
+                f"of {self.n_securities} on any of its {len(self.split.val)} dates)",
             )
 
     def segment_without_window(self, time_steps: int) -> tuple[str, int] | None:
@@ -179,9 +178,9 @@ class Prepared(PanelTensors):
         short = self.segment_without_window(max_time_steps)
         if short is not None:
             which, n = short
-            raise DataError(
-                f"{self.panel.source}: no {which} window of time_steps={max_time_steps}: "
-                f"the {which} segment has {n} dates and no security has "
-                f"{max_time_steps} consecutive valid dates ending in it; lower [space] "
-                "time_steps or use more dates"
+            raise SegmentError(
+                self.panel.source,
+                f"no {which} window of time_steps={max_time_steps}: the {which} segment has "
+                f"{n} dates and no security has {max_time_steps} consecutive valid dates "
+                "ending in it",
             )

@@ -8,7 +8,8 @@
 - ridge: a ridge regression on the last step's normalised features, fitted on the training
   dates, its penalty picked on validation from a small grid;
 - lgbm: a gradient-boosted tree (LightGBM, 63 leaves) on the same features and rows, fitted
-  on the training dates and early-stopped on validation; only when lightgbm is installed.
+  on the training dates and early-stopped on validation; only when lightgbm is installed
+  (else `missing_baselines` says so).
 
 Every baseline is a (D, S) signal or a function of the end points, so it is scored by the
 same metrics on exactly the same windows as the model.
@@ -26,6 +27,8 @@ from data.prepared import Prepared
 
 # rows drawn from the training windows to fit ridge / the tree
 FIT_ROWS = 300_000
+# windows gathered at a time to fit or apply ridge
+CHUNK_ROWS = 32_768
 
 
 def _lagged_sum(y: torch.Tensor, start: int, length: int) -> torch.Tensor:
@@ -97,34 +100,79 @@ def _subsample(ends: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     return ends[torch.randperm(len(ends), generator=g)[:n].to(ends.device)]
 
 
+def _chunks(ends: torch.Tensor, rows: int = CHUNK_ROWS) -> list[torch.Tensor]:
+    return list(ends.split(rows))
+
+
+def _moments(data: Prepared, ends: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Float64 sums over the windows `ends` of x, y, x x^T and x y (x: the last step's
+    features, y: the target), CHUNK_ROWS windows at a time: no (rows, F) float64 copy."""
+    S, F = data.n_securities, data.n_features
+    dev = data.device
+    sx = torch.zeros(F, dtype=torch.float64, device=dev)
+    xtx = torch.zeros(F, F, dtype=torch.float64, device=dev)
+    sy = torch.zeros((), dtype=torch.float64, device=dev)
+    xty = torch.zeros(F, dtype=torch.float64, device=dev)
+    for e in _chunks(ends):
+        x = last_step(data, e).double()  # (chunk, F)
+        y = data.target[e // S, e % S].double()
+        sx += x.sum(0)
+        sy += y.sum()
+        xtx += x.T @ x
+        xty += x.T @ y
+    return sx, sy, xtx, xty
+
+
 def ridge_baseline(
     data: Prepared, train_ends: torch.Tensor, val_ends: torch.Tensor
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Ridge on the last step's features; the penalty (x rows) picked by validation rank IC."""
+    """Ridge on the last step's features; the penalty (x rows) picked by validation rank IC.
+    Fitted from the centred moments, so it holds no copy of the fitting rows."""
     S = data.n_securities
     e = _subsample(train_ends, FIT_ROWS)
-    X = last_step(data, e).double()
-    y = data.target[e // S, e % S].double()
-    mx, my = X.mean(0), y.mean()
-    Xc, yc = X - mx, y - my
-    xtx, xty = Xc.T @ Xc, Xc.T @ yc
-    Xv = last_step(data, val_ends).double()
+    n = len(e)
+    sx, sy, xtx, xty = _moments(data, e)
+    mx, my = sx / n, sy / n
+    xtx = xtx - n * torch.outer(mx, mx)  # centred: sum of (x - mx)(x - mx)^T
+    xty = xty - n * mx * my
     dv = val_ends // S
     yv = data.target[dv, val_ends % S]
     best: tuple[float, torch.Tensor] | None = None
-    eye = torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
+    eye = torch.eye(len(mx), dtype=torch.float64, device=mx.device)
     for lam in (1e-3, 1e-1, 1e1, 1e3):
-        beta = torch.linalg.solve(xtx + lam * len(e) * eye, xty)
-        ric = _rank_ic(((Xv - mx) @ beta).float(), yv, dv)
+        beta = torch.linalg.solve(xtx + lam * n * eye, xty)
+        ric = _rank_ic(_linear(data, val_ends, mx, beta, my), yv, dv)
         if best is None or ric > best[0]:
             best = (ric, beta)
     assert best is not None
     beta = best[1]
-    return lambda ends: ((last_step(data, ends).double() - mx) @ beta + my).float()
+    return lambda ends: _linear(data, ends, mx, beta, my)
+
+
+def _linear(
+    data: Prepared, ends: torch.Tensor, mx: torch.Tensor, beta: torch.Tensor, my: torch.Tensor
+) -> torch.Tensor:
+    """(x - mx) beta + my at each end point, CHUNK_ROWS windows at a time."""
+    if len(ends) == 0:
+        return torch.zeros(0, device=ends.device)
+    parts = [((last_step(data, e).double() - mx) @ beta + my).float() for e in _chunks(ends)]
+    return torch.cat(parts)
 
 
 def lgbm_available() -> bool:
     return importlib.util.find_spec("lightgbm") is not None
+
+
+TREE_INSTALL = 'pip install -e ".[tree]"'
+
+
+def missing_baselines(tree: bool = True) -> list[str]:
+    """One line for each baseline asked for but left out: why, and how to have it."""
+    if tree and not lgbm_available():
+        return [
+            f"no lgbm row: LightGBM is not installed; {TREE_INSTALL} adds it (the `tree` extra)"
+        ]
+    return []
 
 
 def lgbm_baseline(

@@ -41,6 +41,8 @@ OBJECTIVES: dict[str, tuple[str, str]] = {
     "auc": ("auc", "maximize"),
 }
 CLASSIFICATION_ONLY = ("accuracy", "log_loss", "auc")
+# Computed per date across securities: undefined on a date with too few of them.
+PER_DATE = ("ic", "rank_ic", "icir", "rank_icir", "spread", "sharpe")
 REGRESSION_ONLY = ("mse", "mse_skill", "r2_weighted", "utility")
 
 

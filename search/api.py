@@ -279,7 +279,7 @@ def predict(
     series). The data's problems are DataWarnings; raises DataError or ConfigError."""
     import torch
 
-    from search.evaluate.retrain import load_checkpoint, predict_file
+    from search.evaluate.predict import load_checkpoint, predict_file
 
     if dates not in ("last", "test", "all"):
         raise ConfigError([f"--dates: expected last, test or all, got {dates!r}"])
@@ -287,8 +287,7 @@ def predict(
     ckpt = load_checkpoint(Path(model))
     ckpt["data"] = with_columns(ckpt["data"], date_column, id_column)
     path = str(data) if data is not None else ckpt["data"]["path"]
-    df = predict_file(ckpt, path, dates, dev)
-    return with_raw_target(df, ckpt["data"], path)
+    return predict_file(ckpt, path, dates, dev)
 
 
 def with_columns(settings: dict[str, Any], date: str | None, ident: str | None) -> dict[str, Any]:
@@ -301,33 +300,6 @@ def with_columns(settings: dict[str, Any], date: str | None, ident: str | None) 
     return s
 
 
-def with_raw_target(df: pl.DataFrame, settings: dict[str, Any], path: str) -> pl.DataFrame:
-    """Add `target_raw`, the target before any transform (the given column, or the forward
-    return); `target` stays what the model was trained to predict, on the model's scale
-    (after the per-date transform, winsorising and scaling; class codes for classes)."""
-    import numpy as np
-    import polars as pl
-
-    from data import load_panel
-    from search.evaluate.retrain import data_config
-
-    raw = dict(settings, task="regression", target_cs="none", target_winsor=0.0, target_scale=1.0)
-    panel = load_panel(data_config(raw, path), for_prediction=True)
-    if not panel.has_target:
-        return df.with_columns(pl.lit(None, dtype=pl.Float32).alias("target_raw"))
-    cfg = data_config(settings, path)
-    time_col = cfg.order or cfg.date
-    d = np.searchsorted(panel.dates, df.get_column(time_col).to_numpy())
-    if cfg.id:
-        pos = {v: i for i, v in enumerate(panel.ids)}
-        s = np.array([pos[v] for v in df.get_column(cfg.id).to_list()], dtype=np.int64)
-    else:
-        s = np.zeros(df.height, dtype=np.int64)
-    return df.with_columns(
-        pl.Series("target_raw", panel.target[d, s] if df.height else np.zeros(0))
-    )
-
-
 def verdict(
     *, model: str | Path | None = None, study_name: str | None = None, storage: str | None = None
 ) -> dict[str, Any]:
@@ -335,7 +307,7 @@ def verdict(
     trained `model`, else the one stored in the study by its last confirm or train;
     `search.evaluate.verdict.format_verdict` writes it as the CLI shows it."""
     from search.evaluate.export import ExportError
-    from search.evaluate.retrain import load_checkpoint
+    from search.evaluate.predict import load_checkpoint
 
     if (model is None) == (study_name is None):
         raise ConfigError(["verdict: give a model, or a study_name (not both)"])

@@ -59,8 +59,9 @@ def _trial_record(
 
 
 def best_record(study: optuna.Study) -> dict[str, Any]:
-    """The selected trial: the confirmed winner when `confirm` ran, else the best trial; a
-    study of several objectives exports its Pareto front."""
+    """The selected trial: the confirmed winner when `confirm` ran (its `value` and `seed_std`
+    then the confirmed mean and spread, the search's as `search_value` and `search_seed_std`),
+    else the best trial; a study of several objectives exports its Pareto front."""
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
         raise ExportError(
@@ -84,6 +85,10 @@ def best_record(study: optuna.Study) -> dict[str, Any]:
             winner = next(t for t in done if t.number == int(confirmed["winner"]))
         head.update(_trial_record(winner, fixed, False))
         head["selected_by"] = "confirm" if confirmed else "best value"
+        row = (confirmed or {}).get("trials", {}).get(str(winner.number))
+        if row:  # the confirmed mean and spread over fresh seeds; the search's kept beside
+            head["search_value"], head["search_seed_std"] = head["value"], head["seed_std"]
+            head["value"], head["seed_std"] = row["mean"], row["std"]
     if confirmed:
         head["confirm"] = {k: v for k, v in confirmed.items() if k != "verdict"}
     if study.user_attrs.get("verdict"):

@@ -13,27 +13,19 @@ with `torch.load(..., weights_only=True)`.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
-import polars as pl
 import torch
 from torch import nn
 
 from data import ConfigError, DataConfig, DataError, Panel, Prepared, fingerprint, load_panel
-from data.load import DataWarning
-from data.normalize import Scaler
 from data.prepared import PanelTensors
-from data.split import make_split
-from data.windows import run_lengths, window_ends
 from models import (
     Member,
     average_prediction,
-    build_model,
     fit,
     group,
     per_date_zscore,
@@ -392,96 +384,3 @@ def _verdict_metric(metric: str) -> str:
     from search.evaluate.verdict import COLUMNS
 
     return metric if metric in COLUMNS else "rank_ic"
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise DataError(f"{path}: model file not found (--model)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise DataError(f"{path}: not a model checkpoint: {str(e).splitlines()[0]}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise DataError(f"{path}: not a checkpoint written by this version of `optuna-run train`")
-    return ckpt
-
-
-def checkpoint_nets(ckpt: dict[str, Any]) -> list[tuple[int, list[nn.Module]]]:
-    groups = []
-    for m in ckpt["models"]:
-        arch = dict(m["arch"])
-        name = arch.pop("name")
-        nets = []
-        for state in m["states"]:
-            net = build_model(name, **arch)
-            net.load_state_dict(state)
-            nets.append(net)
-        groups.append((int(arch["time_steps"]), nets))
-    return groups
-
-
-def predict_file(
-    ckpt: dict[str, Any], data_path: str, dates: str, device: torch.device
-) -> pl.DataFrame:
-    """Predictions for every window of the model's time_steps valid dates ending on the
-    chosen dates (the longest time_steps of an ensemble).
-
-    `dates`: "last" (the file's last date, a submission for the next horizon), "test" (the
-    test segment of the study's split, with targets to score) or "all". A window needs its
-    dates valid, not labelled: a file without the given target column (unlabelled data) is
-    scored, its `target` left empty. No window on those dates is a DataError.
-    """
-    cfg = data_config(ckpt["data"], data_path)
-    panel = load_panel(cfg, for_prediction=True)
-    if not panel.has_target:
-        warnings.warn(
-            f"{data_path}: column {cfg.target!r} ([data] target) is absent or empty: "
-            "predicting without labels, the target and target_raw columns are left empty",
-            DataWarning,
-            stacklevel=2,
-        )
-    if list(panel.feature_names) != list(ckpt["feature_names"]):
-        raise DataError(
-            f"{data_path}: features {panel.feature_names} differ from the model's "
-            f"{ckpt['feature_names']}"
-        )
-    groups = checkpoint_nets(ckpt)
-    sc = ckpt["scaler"]
-    scaler = Scaler(sc["center"].numpy(), sc["scale"].numpy(), float(sc["clip"]))
-    data = PanelTensors(panel, cfg, device, [scaler])
-    T = max(t for t, _ in groups)
-    D, S, _ = panel.values.shape
-    if dates == "last":
-        segment = range(D - 1, D)
-    elif dates == "test":
-        segment = make_split(panel.dates, cfg).test
-    else:
-        segment = range(0, D)
-    ends = window_ends(run_lengths(panel.valid), panel.valid, T, segment)
-    if len(ends) == 0:
-        where = {"last": "its last date", "test": "a test-segment date"}.get(dates, "any date")
-        raise DataError(
-            f"{data_path}: no security has time_steps = {T} consecutive valid dates ending "
-            f"on {where} (--dates {dates}), so there is nothing to predict; the model needs "
-            f"{T} dates of history per prediction and the file has {D} dates"
-        )
-    predictor = EnsemblePredictor(data, groups)
-    e_t = torch.as_tensor(ends).to(device)
-    with torch.inference_mode():
-        pred = predictor(e_t).cpu().numpy()
-    d, s = ends // S, ends % S
-    cols: dict[str, Any] = {cfg.date if not cfg.order else cfg.order: panel.dates[d]}
-    if cfg.id:
-        cols[cfg.id] = panel.ids[s]
-    if pred.ndim == 2:
-        prob = np.exp(pred)
-        for k in range(pred.shape[1]):
-            cols[f"prob_{k}"] = prob[:, k]
-        cols["prediction"] = pred.argmax(-1)
-    else:
-        cols["prediction"] = pred
-    if panel.has_target:
-        cols["target"] = panel.target[d, s]
-    else:
-        cols["target"] = pl.Series([None] * len(ends), dtype=pl.Float32)
-    return pl.DataFrame(cols)

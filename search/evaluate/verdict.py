@@ -15,7 +15,7 @@ import torch
 
 from data import Prepared
 from models import OBJECTIVES, evaluate
-from models.baselines import baselines
+from models.baselines import baselines, missing_baselines
 from models.metrics import daily_rank_ic
 
 COLUMNS = ("mse", "ic", "rank_ic", "rank_ic_se", "rank_icir", "sharpe")
@@ -103,6 +103,8 @@ def build_verdict(
     sign = 1.0 if _direction(select) == "maximize" else -1.0
     others = [n for n in preds if n not in (model_name, *REFERENCES)]
     result: dict[str, Any] = {"select": select, "columns": list(COLUMNS), **table}
+    if len(preds) > 1 and (notes := missing_baselines(tree)):  # baselines apply, one missing
+        result["notes"] = notes
     if not others:
         result["summary"] = "no baselines apply to this task (quantile classes)"
         return result
@@ -212,6 +214,7 @@ def format_verdict(v: dict[str, Any]) -> str:
                 + "".join(f"{'n/a' if m[c] is None else format(m[c], '.4f'):>10}" for c in COLUMNS)
             )
         lines.append("")
+    lines += v.get("notes", [])
     lines.append("* best simple baseline, chosen on validation. " + v["summary"])
     if v.get("next"):
         lines.append(format_next_questions(v["next"]))

@@ -13,7 +13,8 @@ from typing import Any
 import optuna
 import torch
 
-from data import Prepared
+from data import DataError, Prepared
+from data.errors import SegmentError
 from models import (
     EpochResult,
     FitResult,
@@ -26,7 +27,7 @@ from models import (
 )
 from models.ensemble import group
 from models.luck import trial_daily
-from models.metrics import OBJECTIVES
+from models.metrics import OBJECTIVES, PER_DATE
 from search.config.schema import BudgetConfig, RunConfig
 from search.config.space import TrialParams
 from search.storage.common import StudyStorage
@@ -340,3 +341,24 @@ def record_trial(
             attrs["daily_values"] = progress["daily"]
     finally:
         set_user_attrs(trial, attrs)
+
+
+def check_data(data: Prepared, cfg: RunConfig) -> None:
+    """Refuse, before any trial, a panel too short for the longest `[space] time_steps` or
+    too thin across securities for a per-date objective; the error names the setting."""
+    steps = int(cfg.space.max("time_steps"))
+    try:
+        data.check_time_steps(steps)
+    except SegmentError as e:
+        raise DataError(f"{e}; lower [space] time_steps or use more dates") from None
+    per_date = sorted(set(PER_DATE) & set(cfg.study.metrics))
+    if not per_date:
+        return
+    try:
+        data.check_cross_section()
+    except SegmentError as e:
+        raise DataError(
+            f"{e.source}: --objective / [study] objective {per_date} is computed per date "
+            f"across securities, but {e.facts}; use --objective val_loss (or mse) on so few "
+            "securities"
+        ) from None

@@ -140,6 +140,7 @@ def prepare(
 
     from data import Prepared, fingerprint, load_panel
     from data.load import DataWarning
+    from search.study.objective import check_data
 
     check_seed(cfg.search.seed, seed_where, 1 if workers == "auto" else int(workers))
     t0 = time.perf_counter()
@@ -157,8 +158,7 @@ def prepare(
         torch.device(device if device != "cuda" else "cuda:0"),
         eval_time_steps=steps,
     )
-    data.check_time_steps(steps)
-    data.check_objective(cfg.study.metrics)
+    check_data(data, cfg)
     fp = fingerprint(cfg.data)
     loaded_s = time.perf_counter() - t0
     if workers == "auto":

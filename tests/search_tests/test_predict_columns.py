@@ -137,3 +137,84 @@ def test_predict_refuses_a_file_shorter_than_time_steps(
         assert "no security has time_steps = 3 consecutive valid dates" in err
         assert "the file has 2 dates" in err
         assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def glob_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(folder, model): the tiny study with its features by a glob (f*: f0..f3) on a 60-date,
+    3-id panel, one trial retrained into a model of time_steps 3; its predictions on every
+    date of the panel in ref.csv."""
+    from tests.conftest import write_panel
+
+    folder = tmp_path_factory.mktemp("glob_model")
+    data = write_panel(folder / "panel.parquet", n_dates=60, n_ids=3, n_features=4)
+    study = TINY_STUDY.format(name="glob", data=data, time_steps=3)
+    cfg = folder / "glob.toml"
+    cfg.write_text(study.replace('features = ["f0", "f1"]', 'features = ["f*"]'))
+    url = f"sqlite:///{folder}/g.db"
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
+    model = folder / "m.pt"
+    train = ["train", "--study-name", "glob", "--storage", url, "--out", str(model), "--no-tree"]
+    assert main(train) == 0
+    assert _predict(model, data, folder / "ref.csv", "all") == 0
+    return folder, model
+
+
+def _predict(model: Path, data: Path, out: Path, dates: str) -> int:
+    args = ["--data", str(data), "--out", str(out), "--dates", dates]
+    return main(["predict", "--model", str(model), *args])
+
+
+def test_predict_finds_features_by_name_and_names_only_the_differences(
+    glob_model: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, model = glob_model
+    panel = pl.read_parquet(folder / "panel.parquet")
+    ref = folder / "ref.csv"
+    # the same names in another order, and a column the glob matches that the model lacks
+    other = folder / "reordered.parquet"
+    panel.select("f3", "target", "f1", "id", "f0", "date", "f2").with_columns(
+        f9=pl.lit(1.0)
+    ).write_parquet(other)
+    out = folder / "reordered.csv"
+    capsys.readouterr()
+    assert _predict(model, other, out, "all") == 0
+    err = capsys.readouterr().err
+    assert "column(s) 'f9' match [data] features but the model was not trained on them" in err
+    want, got = pl.read_csv(ref), pl.read_csv(out)
+    assert got.select("date", "id").equals(want.select("date", "id"))
+    np.testing.assert_allclose(got["prediction"].to_numpy(), want["prediction"].to_numpy())
+    # two features gone, one of them renamed: only the differences, on one short line
+    bad = folder / "renamed.parquet"
+    panel.drop("f3").rename({"f2": "f2_v2"}).write_parquet(bad)
+    assert _predict(model, bad, folder / "bad.csv", "all") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 300
+    assert err.startswith(f"optuna-run: error: {bad}: 2 of the model's 4 feature columns ")
+    assert "not found: 'f2', 'f3'; renamed? 'f2' -> 'f2_v2'" in err
+
+
+def test_predict_reads_only_the_dates_its_windows_need(
+    glob_model: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, model = glob_model
+    ref = pl.read_csv(folder / "ref.csv")
+    # an infinite value on the first date: refused by what reads it, not by what does not
+    first = pl.col("date") == pl.col("date").min()
+    spoilt = folder / "spoilt.parquet"
+    pl.read_parquet(folder / "panel.parquet").with_columns(
+        f1=pl.when(first).then(float("inf")).otherwise("f1")
+    ).write_parquet(spoilt)
+    capsys.readouterr()
+    assert _predict(model, spoilt, folder / "all.csv", "all") == 2
+    assert "infinite values" in capsys.readouterr().err
+    for dates in ("last", "test"):
+        out = folder / f"{dates}.csv"
+        assert _predict(model, spoilt, out, dates) == 0
+        got = pl.read_csv(out)
+        want = ref.filter(pl.col("date").is_in(got["date"].unique().implode()))
+        assert got.height == want.height > 0
+        np.testing.assert_allclose(got["prediction"].to_numpy(), want["prediction"].to_numpy())
+        np.testing.assert_allclose(got["target_raw"].to_numpy(), want["target_raw"].to_numpy())
+    assert pl.read_csv(folder / "last.csv")["date"].unique().to_list() == [ref["date"].max()]
+    assert pl.read_csv(folder / "test.csv").height > 3

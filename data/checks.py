@@ -1,0 +1,114 @@
+"""Checks of a panel as it is read: what is refused, warned about or left out."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from data.columns import Columns
+from data.config import DataConfig
+from data.errors import DataError, DataWarning
+from data.features import lag_correlations, overlap_horizon
+from data.split import make_split
+
+
+def check_horizon(path: Path, cfg: DataConfig, target: str, y: np.ndarray) -> None:
+    """Warn when a given target overlaps itself over more dates than `horizon` purges: its
+    correlation with its later values says how many dates ahead it looks (`overlap_horizon`)."""
+    rho = lag_correlations(y)
+    h = overlap_horizon(rho, int((np.isfinite(y[:-1]) & np.isfinite(y[1:])).sum()))
+    if h <= cfg.horizon:
+        return
+    gap = cfg.horizon + cfg.embargo
+    warnings.warn(
+        f"{path}: column {target!r} ([data] target) looks like a return over about {h} dates: "
+        f"its values on consecutive dates correlate {rho[0]:.2f} (returns over h dates overlap "
+        f"by h - 1 of them), but [data] horizon = {cfg.horizon}, so the purge before validation "
+        f"and test drops {gap} date{'s' if gap > 1 else ''} and training labels overlap the "
+        f"later segments; set [data] horizon to the target's horizon (about {h})",
+        DataWarning,
+        stacklevel=4,
+    )
+
+
+def drop_constant(
+    path: Path, cfg: DataConfig, dates: np.ndarray, values: np.ndarray, names: list[str]
+) -> tuple[np.ndarray, list[str]]:
+    """The features less those constant (or with no value) over the training dates, which
+    teach a model nothing, each named in a warning. The kept features are moved to the front
+    of the same memory: no second (D, S, F) array is made. Dates that cannot be split are
+    left for the split to refuse, where the panel is split."""
+    try:
+        train = make_split(dates, cfg).train
+    except DataError:
+        return values, names
+    D, S, F = values.shape
+    lo = np.full(F, np.nan, dtype=np.float32)
+    hi = lo.copy()
+    for d0 in range(train.start, train.stop, 16):
+        block = values[d0 : min(d0 + 16, train.stop)]  # (<=16, S, F)
+        lo = np.fmin(lo, np.fmin.reduce(block, axis=(0, 1)))  # NaN ignored
+        hi = np.fmax(hi, np.fmax.reduce(block, axis=(0, 1)))
+    drop = np.isnan(lo) | (lo == hi)
+    if not drop.any():
+        return values, names
+    why = [
+        f"{n!r} ({'no value' if np.isnan(lo[j]) else 'constant'})"
+        for j, n in enumerate(names)
+        if drop[j]
+    ]
+    s = "s" if len(why) > 1 else ""
+    them = "them" if len(why) > 1 else "it"
+    warnings.warn(
+        f"{path}: feature column{s} {', '.join(why)} over the {len(train)} training dates "
+        f"([data] features): left out, a model learns nothing from {them}",
+        DataWarning,
+        stacklevel=3,
+    )
+    keep = np.flatnonzero(~drop)
+    flat = values.reshape(-1)
+    k = len(keep)
+    for d in range(D):  # date d's kept values end before date d + 1's start: never overwritten
+        flat[d * S * k : (d + 1) * S * k] = values[d][:, keep].reshape(-1)
+    return flat[: D * S * k].reshape(D, S, k), [names[j] for j in keep]
+
+
+def check_weight(path: Path, cols: Columns, weight: np.ndarray | None, ok: np.ndarray) -> None:
+    if weight is None:
+        return
+    bad = ok & ~(weight >= 0)
+    if bad.any():
+        raise DataError(
+            f"{path}: column {cols.weight!r} ([data] weight) has {int(bad.sum())} negative "
+            "or empty values on tradable rows; expected weights >= 0"
+        )
+
+
+def refuse_no_value(path: Path, columns: list[str], named: bool, warn: bool) -> None:
+    """Refuse (or, for predictions, warn about) feature columns with no value."""
+    which = (
+        f"feature column {columns[0]!r}"
+        if len(columns) == 1
+        else f"feature columns {', '.join(map(repr, columns))}"
+    )
+    has = "has" if len(columns) == 1 else "have"
+    if warn:
+        warnings.warn(
+            f"{path}: {which} ([data] features) {has} no value (every row is empty or NaN): "
+            "the model sees missing values there",
+            DataWarning,
+            stacklevel=4,  # the caller of load_panel
+        )
+        return
+    it = "it" if len(columns) == 1 else "them"
+    how = (
+        f"leave {it} out of [data] features (--features)"
+        if named
+        else f"name the feature columns without {it} in [data] features (--features)"
+    )
+    raise DataError(
+        f"{path}: {which} ([data] features) {has} no value: every row is empty or NaN; "
+        f"expected numbers; {how}"
+    )

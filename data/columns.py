@@ -1,0 +1,228 @@
+"""Which columns of a file play which role: the time axis, the id, the target, the features."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from data.config import DataConfig
+from data.errors import DataError, DataWarning
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The file's columns, resolved from the config."""
+
+    time: str
+    time_key: str  # the [data] key naming the time column: "date" or "order"
+    id: str | None
+    target: str | None
+    ohlcv: dict[str, str]  # role -> column, only those present; derivation on when non-empty
+    features: tuple[str, ...]  # raw feature columns copied into the panel
+    tradable: str | None
+    weight: str | None
+    derive: bool  # derive OHLCV features
+    has_target: bool = True  # False: the given target column is absent (read to predict)
+
+
+def resolve_columns(
+    cfg: DataConfig,
+    schema: pl.Schema,
+    empty: frozenset[str] = frozenset(),
+    for_prediction: bool = False,
+) -> Columns:
+    """The columns `cfg` names in a file of `schema`; `empty`: the columns with no value
+    (see `settle_types`), taken as numeric. `for_prediction`: a given target column may be
+    absent or empty (data without labels, to predict)."""
+    path = cfg.file
+    names = list(schema.names())
+    schema = pl.Schema({n: pl.Float64 if n in empty else t for n, t in schema.items()})
+    target_given = bool(cfg.target)
+    has_target = not (
+        for_prediction and target_given and (cfg.target not in schema or cfg.target in empty)
+    )
+
+    missing: list[str] = []
+
+    def need(col: str | None, key: str, hint: str = "") -> str | None:
+        if col is None or col == "":
+            return None
+        if col not in schema:
+            close = difflib.get_close_matches(col, names, n=1, cutoff=0.6)
+            mean = f" (did you mean {close[0]!r}?)" if close else ""
+            missing.append(f"column {col!r} ([data] {key}) not found{mean}{hint}")
+            return None
+        return col
+
+    def check_missing() -> None:
+        if missing:
+            raise DataError(
+                f"{path}: {'; '.join(missing)}; columns are {names[:30]}"
+                + (" ..." if len(names) > 30 else "")
+            )
+
+    time_key = "order" if cfg.order else "date"
+    time = need(cfg.order or cfg.date, time_key)
+    ident = need(cfg.id, "id", "; set [data] id = \"\" (--id '') if the file is one series")
+    target = need(cfg.target, "target") if has_target else None
+    tradable = need(cfg.tradable, "tradable")
+    weight = need(cfg.weight, "weight")
+    for pat in cfg.features:
+        if not _is_glob(pat):
+            need(pat, "features")
+    check_missing()
+    assert time is not None
+    roles = {r: getattr(cfg, r) for r in ("open", "high", "low", "close", "volume")}
+    derive = cfg.ohlcv_features
+    if derive is None:
+        derive = roles["close"] in schema
+    ohlcv: dict[str, str] = {}
+    if derive or not target_given:
+        if roles["close"] not in schema:
+            why = "to derive OHLCV features" if derive else "to derive the forward-return target"
+            raise DataError(
+                f"{path}: column {roles['close']!r} ([data] close) not found, needed {why}; "
+                f"set [data] target (--target) to a target column, or map [data] close"
+            )
+        ohlcv = {r: c for r, c in roles.items() if c in schema}
+        if not derive:
+            ohlcv = {"close": ohlcv["close"]}
+    used = {c for c in (time, ident, cfg.target, tradable, weight, cfg.date) if c}
+    levels = set(roles.values())
+    if cfg.features:
+        feats: list[str] = []
+        for pat in cfg.features:
+            if _is_glob(pat):
+                hits = [n for n in names if fnmatch.fnmatchcase(n, pat) and n not in used]
+                if not hits:
+                    raise DataError(f"{path}: pattern {pat!r} ([data] features) matches no column")
+            else:
+                if pat in used:
+                    raise DataError(
+                        f"{path}: column {pat!r} ([data] features) is already the time, id, "
+                        "target, tradable or weight column; it cannot also be a feature"
+                    )
+                hits = [pat]
+            feats += [h for h in hits if h not in feats]
+    else:
+        candidates = [n for n in names if n not in used and n not in levels and n != cfg.order]
+        feats = [n for n in candidates if schema[n].is_numeric()]
+        if target_given and feats:
+            # A given target usually sits beside other labels (other horizons, other
+            # responders): never take a column as a feature unless it is named.
+            if not derive:
+                raise DataError(
+                    f"{path}: [data] target = {target!r} is given but [data] features is not; "
+                    "name the feature columns (names or globs, --features), since other "
+                    f"columns may be labels too; numeric candidates: {feats[:30]}"
+                    + (" ..." if len(feats) > 30 else "")
+                )
+            warnings.warn(
+                f"{path}: [data] target is given, so only the features derived from OHLCV are "
+                f"used; name other columns in [data] features to use them: {feats[:30]}",
+                DataWarning,
+                stacklevel=2,
+            )
+            feats = []
+        left_out = [f"{n} ({schema[n]})" for n in candidates if not schema[n].is_numeric()]
+        if left_out:
+            warnings.warn(
+                f"{path}: column(s) left out of the features for their non-numeric type: "
+                f"{', '.join(left_out)}; list them in [data] features (--features) to be told why",
+                DataWarning,
+                stacklevel=2,
+            )
+    text = [f for f in feats if not (schema[f].is_numeric() or schema[f] == pl.Boolean)]
+    if len(text) == 1:
+        raise DataError(
+            f"{path}: feature column {text[0]!r} ([data] features) has type {schema[text[0]]}, "
+            "expected a numeric type"
+        )
+    if text:
+        raise DataError(
+            f"{path}: feature columns {', '.join(f'{f!r} ({schema[f]})' for f in text)} "
+            f"([data] features) are not numeric: expected numeric types"
+        )
+    roles_used = ((target, "target"), (weight, "weight"), (tradable, "tradable"))
+    for col, key in (*roles_used, *((c, r) for r, c in ohlcv.items())):
+        if col and col in empty:
+            expected = "booleans (or 0/1 integers)" if key == "tradable" else "numbers"
+            raise DataError(
+                f"{path}: column {col!r} ([data] {key}) has no value: every row is empty; "
+                f"expected {expected}"
+            )
+    for col, key in ((target, "target"), (weight, "weight"), *((c, r) for r, c in ohlcv.items())):
+        if col and not schema[col].is_numeric():
+            raise DataError(
+                f"{path}: column {col!r} ([data] {key}) has type {schema[col]}, expected numeric"
+            )
+    if tradable and not (schema[tradable] == pl.Boolean or schema[tradable].is_integer()):
+        raise DataError(
+            f"{path}: column {tradable!r} ([data] tradable) has type {schema[tradable]}, "
+            "expected boolean (or 0/1 integers)"
+        )
+    if not feats and not derive:
+        raise DataError(
+            f"{path}: no feature columns: set [data] features (--features) or provide OHLCV columns"
+        )
+    return Columns(
+        time,
+        time_key,
+        ident,
+        target,
+        ohlcv,
+        tuple(feats),
+        tradable,
+        weight,
+        bool(derive),
+        has_target,
+    )
+
+
+def _is_glob(s: str) -> bool:
+    return any(ch in s for ch in "*?[")
+
+
+def feature_differences(
+    path: Path, present: list[str], wanted: list[str], patterns: tuple[str, ...], roles: set[str]
+) -> list[str]:
+    """Check a file of columns `present` holds every feature of `wanted` (a model's, matched by
+    name: their order in the file does not matter). Refused otherwise, naming only the
+    differences: the columns missing, what each may have been renamed to, and the file's other
+    columns (those matching the glob `patterns` when there are some, else any not in `roles`).
+    Returns those other columns, which the model does not use."""
+    known = set(wanted)
+    globs = [p for p in patterns if _is_glob(p)]
+    others = [
+        n
+        for n in present
+        if n not in known
+        and n not in roles
+        and (not globs or any(fnmatch.fnmatchcase(n, p) for p in globs))
+    ]
+    have = set(present)
+    missing = [n for n in wanted if n not in have]
+    if not missing:
+        return others
+    renamed = []
+    for m in missing:
+        close = [o for o in others if o.startswith(m) or m.startswith(o)]
+        close = close or difflib.get_close_matches(m, others, n=1, cutoff=0.6)
+        if close:
+            renamed.append(f"{m!r} -> {close[0]!r}")
+    raise DataError(
+        f"{path}: {len(missing)} of the model's {len(wanted)} feature columns not found: "
+        f"{_few(missing)}"
+        + (f"; renamed? {_few(renamed, quote=False)}" if renamed else "")
+        + (f"; the file's columns the model does not know: {_few(others)}" if others else "")
+    )
+
+
+def _few(names: list[str], quote: bool = True, n: int = 8) -> str:
+    shown = ", ".join(repr(x) if quote else x for x in names[:n])
+    return shown + (f" and {len(names) - n} more" if len(names) > n else "")

@@ -1,0 +1,172 @@
+"""`predict`: read a checkpoint written by `train` and score a file with it."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from data import DataConfig, DataError, Panel, load_panel
+from data.columns import feature_differences
+from data.features import OHLCV_FEATURES, OHLCV_LOOKBACK
+from data.load import DataWarning, scan
+from data.normalize import Scaler
+from data.panel import time_axis
+from data.prepared import PanelTensors
+from data.split import make_split
+from data.windows import run_lengths, window_ends
+from models import build_model
+from search.evaluate.retrain import FORMAT, EnsemblePredictor, data_config
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise DataError(f"{path}: model file not found (--model)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DataError(f"{path}: not a model checkpoint: {str(e).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise DataError(f"{path}: not a checkpoint written by this version of `optuna-run train`")
+    return ckpt
+
+
+def checkpoint_nets(ckpt: dict[str, Any]) -> list[tuple[int, list[nn.Module]]]:
+    groups = []
+    for m in ckpt["models"]:
+        arch = dict(m["arch"])
+        name = arch.pop("name")
+        nets = []
+        for state in m["states"]:
+            net = build_model(name, **arch)
+            net.load_state_dict(state)
+            nets.append(net)
+        groups.append((int(arch["time_steps"]), nets))
+    return groups
+
+
+def predict_file(
+    ckpt: dict[str, Any], data_path: str, dates: str, device: torch.device
+) -> pl.DataFrame:
+    """Predictions for every window of the model's time_steps valid dates ending on the
+    chosen dates (the longest time_steps of an ensemble).
+
+    `dates`: "last" (the file's last date, a submission for the next horizon), "test" (the
+    test segment of the study's split, with targets to score) or "all". Only the dates the
+    windows need are read (with the history the OHLCV features need before them). The
+    model's features are found by name, in any order. A window needs its dates valid, not
+    labelled: a file without the given target column (unlabelled data) is scored, its
+    `target` and `target_raw` left empty. No window on those dates is a DataError.
+    """
+    model_features = list(ckpt["feature_names"])
+    cfg = _by_name(data_config(ckpt["data"], data_path), model_features)
+    groups = checkpoint_nets(ckpt)
+    T = max(t for t, _ in groups)
+    derived = any(n in OHLCV_FEATURES for n in model_features)
+    axis = time_axis(cfg)
+    first, start = _first_date(axis, cfg, dates, T - 1 + (OHLCV_LOOKBACK if derived else 0))
+    panel = _in_model_order(load_panel(cfg, for_prediction=True, first=first), model_features)
+    if not panel.has_target:
+        warnings.warn(
+            f"{data_path}: column {cfg.target!r} ([data] target) is absent or empty: "
+            "predicting without labels, the target and target_raw columns are left empty",
+            DataWarning,
+            stacklevel=2,
+        )
+    sc = ckpt["scaler"]
+    scaler = Scaler(sc["center"].numpy(), sc["scale"].numpy(), float(sc["clip"]))
+    data = PanelTensors(panel, cfg, device, [scaler])
+    D, S, _ = panel.values.shape
+    if dates == "test":
+        segment = range(D if start is None else int(np.searchsorted(panel.dates, start)), D)
+    else:
+        segment = range(D - 1 if dates == "last" else 0, D)
+    ends = window_ends(run_lengths(panel.valid), panel.valid, T, segment)
+    if len(ends) == 0:
+        where = {"last": "its last date", "test": "a test-segment date"}.get(dates, "any date")
+        raise DataError(
+            f"{data_path}: no security has time_steps = {T} consecutive valid dates ending "
+            f"on {where} (--dates {dates}), so there is nothing to predict; the model needs "
+            f"{T} dates of history per prediction and the file has {len(axis)} dates"
+        )
+    predictor = EnsemblePredictor(data, groups)
+    with torch.inference_mode():
+        pred = predictor(torch.as_tensor(ends).to(device)).cpu().numpy()
+    return _prediction_frame(cfg, panel, ends, pred)
+
+
+def _by_name(cfg: DataConfig, model_features: list[str]) -> DataConfig:
+    """`cfg` naming the model's own feature columns (those not derived from OHLCV), once the
+    file is known to hold them all; the file's other columns matching the study's feature
+    patterns are named in a warning (the model does not use them)."""
+    raw = [n for n in model_features if n not in OHLCV_FEATURES]
+    schema = scan(cfg.file).collect_schema()
+    roles = {cfg.date, cfg.order, cfg.id, cfg.target, cfg.tradable, cfg.weight}
+    roles |= {cfg.open, cfg.high, cfg.low, cfg.close, cfg.volume}
+    roles_used = {r for r in roles if r}
+    others = feature_differences(cfg.file, schema.names(), raw, cfg.features, roles_used)
+    if others and any(ch in p for p in cfg.features for ch in "*?["):
+        warnings.warn(
+            f"{cfg.path}: column(s) {', '.join(map(repr, others[:8]))}"
+            + (f" and {len(others) - 8} more" if len(others) > 8 else "")
+            + " match [data] features but the model was not trained on them: not used",
+            DataWarning,
+            stacklevel=3,
+        )
+    return replace(cfg, features=tuple(raw))
+
+
+def _first_date(axis: pl.Series, cfg: DataConfig, dates: str, history: int) -> tuple[Any, Any]:
+    """(the first date to read, None for all; the first date of the test segment, None when
+    there is none) on the file's time `axis`, `history` dates of warm-up before the windows'
+    ends; for "all", (None, None)."""
+    if dates == "all":
+        return None, None
+    D = len(axis)
+    end = D - 1 if dates == "last" else make_split(axis.to_numpy(), cfg).test.start
+    first = max(min(end, D - 1) - history, 0)
+    return (axis[first] if first > 0 else None), (axis.to_numpy()[end] if end < D else None)
+
+
+def _in_model_order(panel: Panel, names: list[str]) -> Panel:
+    """`panel` with the model's features in the model's order."""
+    if panel.feature_names == names:
+        return panel
+    lacking = [n for n in names if n not in panel.feature_names]
+    if lacking:
+        raise DataError(
+            f"{panel.source}: the model's feature(s) {lacking} are derived from OHLCV columns "
+            "this file lacks ([data] open / high / low / close / volume)"
+        )
+    idx = [panel.feature_names.index(n) for n in names]
+    return replace(panel, values=np.ascontiguousarray(panel.values[:, :, idx]), feature_names=names)
+
+
+def _prediction_frame(
+    cfg: DataConfig, panel: Panel, ends: np.ndarray, pred: np.ndarray
+) -> pl.DataFrame:
+    S = panel.values.shape[1]
+    d, s = ends // S, ends % S
+    cols: dict[str, Any] = {cfg.date if not cfg.order else cfg.order: panel.dates[d]}
+    if cfg.id:
+        cols[cfg.id] = panel.ids[s]
+    if pred.ndim == 2:
+        prob = np.exp(pred)
+        for k in range(pred.shape[1]):
+            cols[f"prob_{k}"] = prob[:, k]
+        cols["prediction"] = pred.argmax(-1)
+    else:
+        cols["prediction"] = pred
+    if panel.has_target and panel.target_raw is not None:
+        cols["target"] = panel.target[d, s]
+        cols["target_raw"] = panel.target_raw[d, s]
+    else:
+        cols["target"] = pl.Series([None] * len(ends), dtype=pl.Float32)
+        cols["target_raw"] = pl.Series([None] * len(ends), dtype=pl.Float32)
+    return pl.DataFrame(cols)

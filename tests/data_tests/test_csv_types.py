@@ -1,0 +1,75 @@
+"""A CSV file's column types come from the whole file, not from its first rows: a factor still
+empty on the first dates of a date-sorted file stays numeric, as it is sorted by symbol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from data import DataError
+from data.load import INFER_ROWS
+from tests.data_tests.panels import load
+
+N_IDS = 50
+N_DATES = INFER_ROWS // N_IDS + 20  # the last 20 dates lie beyond the rows types are read from
+
+
+def factor_file(path: Path, by_symbol: bool = False) -> Path:
+    """Dates x N_IDS rows sorted by date: `late` empty until the last 10 dates (a long-window
+    factor), `ints` whole numbers until its last date's 2.5, `flag` empty then true/false."""
+    d = np.repeat(np.arange(N_DATES), N_IDS)
+    s = np.tile(np.arange(N_IDS), N_DATES)
+    late = N_DATES - 10
+    df = pl.DataFrame(
+        {
+            "date": np.datetime64("2000-01-01") + d,
+            "id": [f"S{k:02d}" for k in s],
+            "f_plain": d * 0.5 + s,
+            "f_late": np.where(d >= late, d * 1.0 + s, np.nan),
+            "f_late2": np.where(d >= late, -1.0 * d, np.nan),
+            "f_ints": np.where(d == N_DATES - 1, 2.5, d % 7).astype(float),
+            "flag": [None if a < late else bool(b % 2) for a, b in zip(d, s, strict=True)],
+            "target": s * 0.01,
+        }
+    )
+    df = df.with_columns(pl.col("f_ints").cast(pl.String).str.replace(r"\.0$", ""))
+    df = df.with_columns(pl.col("f_late", "f_late2").fill_nan(None))
+    if by_symbol:
+        df = df.sort("id", "date")
+    df.write_csv(path)
+    return path
+
+
+def test_a_csv_column_empty_on_its_first_rows_stays_numeric(tmp_path: Path) -> None:
+    path = factor_file(tmp_path / "by_date.csv")
+    guess = pl.scan_csv(path, infer_schema_length=INFER_ROWS).collect_schema()
+    assert guess["f_late"] == pl.String and guess["f_ints"] == pl.Int64
+    split = {"val_frac": 0.02, "test_frac": 0.01}  # f_late has values on training dates
+    panel, _ = load(path, features=("f_*",), tradable="flag", **split)
+    assert panel.feature_names == ["f_plain", "f_late", "f_late2", "f_ints"]
+    assert np.isnan(panel.values[: N_DATES - 10, :, 1]).all()
+    assert panel.values[-1, 3, 1] == N_DATES - 1 + 3
+    assert panel.values[-1, 0, 3] == 2.5 and panel.values[-2, 0, 3] == (N_DATES - 2) % 7
+    assert not panel.valid[: N_DATES - 10].any()  # tradable empty: not tradable
+    assert panel.valid[-10:, 1::2].all() and not panel.valid[-10:, ::2].any()
+    other = factor_file(tmp_path / "by_symbol.csv", by_symbol=True)
+    again, _ = load(other, features=("f_*",), tradable="flag", **split)
+    np.testing.assert_array_equal(again.values, panel.values)
+
+
+def test_every_text_feature_column_is_named_at_once(tmp_path: Path) -> None:
+    path = factor_file(tmp_path / "p.csv")
+    df = pl.read_csv(path, infer_schema=False)  # every column as text, as written
+    bad = df.with_columns(
+        pl.when(pl.col("date") == pl.col("date").max()).then(pl.lit("n.a.")).otherwise(c).alias(c)
+        for c in ("f_late", "f_ints")
+    )
+    bad.write_csv(path)
+    with pytest.raises(DataError) as e:
+        load(path, features=("f_*",))
+    msg = str(e.value)
+    assert "feature columns 'f_late' (String), 'f_ints' (String) ([data] features)" in msg
+    assert "expected numeric types" in msg and msg.count("\n") == 0

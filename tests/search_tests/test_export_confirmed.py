@@ -1,0 +1,35 @@
+"""`export` after `confirm`: the top-level value and seed spread are the confirmed ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from search.cli import main
+from tests.conftest import write_panel
+from tests.search_tests.helpers import load, run_cli
+from tests.search_tests.test_predict_columns import TINY_STUDY
+
+
+def test_export_after_confirm_reports_the_confirmed_mean_and_spread(tmp_path: Path) -> None:
+    data = write_panel(tmp_path / "panel.parquet", n_dates=40, n_ids=3)
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(
+        TINY_STUDY.format(name="ec", data=data, time_steps=3).replace("dropout = 0.0\n", "")
+    )
+    url = f"sqlite:///{tmp_path}/e.db"
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "3") == 0
+    confirm = ["confirm", "--study-name", "ec", "--storage", url, "--top", "2", "--seeds", "2"]
+    assert main([*confirm, "--no-tree"]) == 0
+    out = tmp_path / "best.json"
+    assert main(["export", "--study-name", "ec", "--storage", url, "--out", str(out)]) == 0
+    best = json.loads(out.read_text())
+    rec = load(url, "ec").user_attrs["confirm"]
+    row = rec["trials"][str(rec["winner"])]
+    assert best["selected_by"] == "confirm" and best["trial_number"] == rec["winner"]
+    assert best["value"] == pytest.approx(row["mean"])
+    assert best["seed_std"] == pytest.approx(row["std"])
+    assert best["search_value"] == pytest.approx(row["search_value"])
+    assert best["confirm"]["seeds"] == 2
