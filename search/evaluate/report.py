@@ -211,6 +211,54 @@ def build_figures(study: optuna.Study) -> list[Figure]:
             _save_axes(lambda: pm.plot_intermediate_values(study)),
         ),
     ]
+    figs += _param_figures(study, complete, kw, first)
+    if complete and multi:
+        front = sorted(study.best_trials, key=lambda t: t.number)
+        header = ["trial", *names]
+        rows = [[t.number, *t.values] for t in front]
+        title = f"Pareto front: {len(front)} trials no other trial beats on every objective"
+        pareto: Any = None
+        pareto_save: Any = None
+        if len(names) in (2, 3):
+            pareto = pv.plot_pareto_front(study, target_names=names)
+            pareto_save = _save_axes(lambda: pm.plot_pareto_front(study, target_names=names))
+        figs.append(
+            Figure(
+                "pareto-front",
+                title,
+                pareto,
+                pareto_save if pareto is not None else _table_png(title, header, rows),
+                table=_table(header, rows),
+            )
+        )
+    if complete:
+        metrics, params = best_trial_rows(study)
+        best = _best(study)
+        label = f"Best trial {best.number}" + (f" on {names[0]}, of the front" if multi else "")
+        figs.append(
+            Figure(
+                "best-trial",
+                f"{label}: metrics and params",
+                table=_table(["metric", "value"], metrics) + _table(["param", "value", ""], params),
+                png=_table_png(
+                    label,
+                    ["name", "value"],
+                    metrics + [[k, v] for k, v, _ in params],
+                ),
+            )
+        )
+    figs += _stored_figures(study)
+    return figs
+
+
+def _param_figures(
+    study: optuna.Study, complete: list[Any], kw: dict[str, Any], first: str
+) -> list[Figure]:
+    """Parameter importances, parallel coordinates and slices (or why they are missing)."""
+    import optuna.visualization as pv
+    import optuna.visualization.matplotlib as pm
+
+    figs: list[Figure] = []
     searched = sorted({p for t in complete for p in t.params})
     top: list[str] = searched[:TOP_PARAMS]
     if len(complete) >= 2 and searched:
@@ -258,41 +306,12 @@ def build_figures(study: optuna.Study) -> list[Figure]:
             ("slice", "Slices of the top parameters"),
         ):
             figs.append(Figure(fid, title, table=why))
-    if complete and multi:
-        front = sorted(study.best_trials, key=lambda t: t.number)
-        header = ["trial", *names]
-        rows = [[t.number, *t.values] for t in front]
-        title = f"Pareto front: {len(front)} trials no other trial beats on every objective"
-        pareto: Any = None
-        pareto_save: Any = None
-        if len(names) in (2, 3):
-            pareto = pv.plot_pareto_front(study, target_names=names)
-            pareto_save = _save_axes(lambda: pm.plot_pareto_front(study, target_names=names))
-        figs.append(
-            Figure(
-                "pareto-front",
-                title,
-                pareto,
-                pareto_save if pareto is not None else _table_png(title, header, rows),
-                table=_table(header, rows),
-            )
-        )
-    if complete:
-        metrics, params = best_trial_rows(study)
-        best = _best(study)
-        label = f"Best trial {best.number}" + (f" on {names[0]}, of the front" if multi else "")
-        figs.append(
-            Figure(
-                "best-trial",
-                f"{label}: metrics and params",
-                table=_table(["metric", "value"], metrics) + _table(["param", "value", ""], params),
-                png=_table_png(
-                    label,
-                    ["name", "value"],
-                    metrics + [[k, v] for k, v, _ in params],
-                ),
-            )
-        )
+    return figs
+
+
+def _stored_figures(study: optuna.Study) -> list[Figure]:
+    """What confirm and train stored: the verdict, the luck figures, the confirmed spread."""
+    figs: list[Figure] = []
     verdict = study.user_attrs.get("verdict")
     if isinstance(verdict, dict):
         header, rows = verdict_table(verdict)

@@ -275,42 +275,12 @@ def train_best(
     check_windows(data, max([data.eval_time_steps, *steps]))
     final = None if exact else ctx.run.final
     trained = [retrain(ctx, t, data, seed=seed, n_seeds=n_seeds, final=final) for t in trials]
-    study_seeds = int(ctx.spec.get("seeds", 1))
-    same_seeds = n_seeds is None or n_seeds == study_seeds
     verdict = judge(ctx, data, trained, tree)
     rep = trained[0]
-    stored = list(rep.trial.values)
-    reproduced = {
-        "trial_value": stored,
-        "retrained_value": rep.value,
-        "seed": rep.seed,
-        "same_seed": rep.seed == rep.trial.user_attrs.get("seed"),
-        "same_seeds": same_seeds,
-        "study_seeds": study_seeds,
-        "fit": "exact" if exact else "final",
-        "match": exact
-        and same_data
-        and same_seeds
-        and all(
-            math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
-            for a, b in zip(stored, rep.value, strict=True)
-        ),
-    }
+    reproduced = _reproduced(rep, exact, same_data, n_seeds, int(ctx.spec.get("seeds", 1)))
     ckpt = {
         "format": FORMAT,
-        "models": [
-            {
-                "arch": _arch(t.params, data),
-                "params": t.params,
-                "trial_number": t.trial.number,
-                "seed": t.seed,
-                "best_epoch": t.best_epoch,
-                "states": [
-                    {k: v.detach().cpu() for k, v in n.state_dict().items()} for n in t.nets
-                ],
-            }
-            for t in trained
-        ],
+        "models": [_model_record(t, data) for t in trained],
         "data": {**cfg.settings(), "path": cfg.path},
         "eval_time_steps": data.eval_time_steps,
         "feature_names": list(panel.feature_names),
@@ -342,6 +312,43 @@ def train_best(
     torch.save(ckpt, tmp)
     tmp.replace(out)
     return ckpt
+
+
+def _reproduced(
+    rep: Trained, exact: bool, same_data: bool, n_seeds: int | None, study_seeds: int
+) -> dict[str, Any]:
+    """Whether the fit reproduced its trial's value (only an exact one on the same data and
+    seeds can), and what differs."""
+    stored = list(rep.trial.values)
+    same_seeds = n_seeds is None or n_seeds == study_seeds
+    return {
+        "trial_value": stored,
+        "retrained_value": rep.value,
+        "seed": rep.seed,
+        "same_seed": rep.seed == rep.trial.user_attrs.get("seed"),
+        "same_seeds": same_seeds,
+        "study_seeds": study_seeds,
+        "fit": "exact" if exact else "final",
+        "match": exact
+        and same_data
+        and same_seeds
+        and all(
+            math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
+            for a, b in zip(stored, rep.value, strict=True)
+        ),
+    }
+
+
+def _model_record(t: Trained, data: Prepared) -> dict[str, Any]:
+    """One configuration of a checkpoint: its architecture, params and networks' weights."""
+    return {
+        "arch": _arch(t.params, data),
+        "params": t.params,
+        "trial_number": t.trial.number,
+        "seed": t.seed,
+        "best_epoch": t.best_epoch,
+        "states": [{k: v.detach().cpu() for k, v in n.state_dict().items()} for n in t.nets],
+    }
 
 
 def check_windows(data: Prepared, time_steps: int) -> None:
