@@ -55,7 +55,7 @@ class Panel:
     weight: np.ndarray | None = None  # (D, S) float32
     source: str = ""
     has_target: bool = True  # False: read to predict, the given target column absent (all NaN)
-    target_raw: np.ndarray | None = None  # (D, S) float32, read to predict: before transforms
+    target_raw: np.ndarray | None = None  # (D, S) float32 before transforms (None: untransformed)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -107,8 +107,9 @@ def load_panel(cfg: DataConfig, for_prediction: bool = False, first: Any = None)
     the data of a trained model's predictions, where a given target column may be absent or
     empty (the panel then has no labels: `has_target` is False) and a feature column with no
     value is only warned about (the model sees it as missing on every row), and `first`, a
-    value of the `time_axis`, keeps only the dates from it on (the rest is not read), and the
-    target before any transform is kept as `target_raw`.
+    value of the `time_axis`, keeps only the dates from it on (the rest is not read). The
+    target before any transform is kept as `target_raw` for predictions, and whenever a
+    transform (classes, per-date ranks, winsorising, scaling) changes it.
     """
     path = cfg.file
     lf, empty = settle_types(scan(path), path)
@@ -239,7 +240,8 @@ def _target(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(D, S) float64 target as the model learns it: the given column or the forward return,
     NaN where not tradable, then classes or the per-date transform; and for predictions,
-    (D, S) float32 the target before those (None otherwise)."""
+    (D, S) float32 the target before those, for predictions and whenever they change it (the
+    return a portfolio earns; None otherwise)."""
     if cols.target:
         y = rd.plane(cols.target)  # (D, S)
         y[~ok] = np.nan
@@ -256,7 +258,10 @@ def _target(
         raise DataError(
             f"{rd.path}: {what} has no finite value on a tradable row; expected numbers"
         )
-    raw = y.astype(np.float32) if for_prediction else None
+    transformed = cfg.task == "classification" or (
+        cfg.target_cs != "none" or cfg.target_winsor > 0 or cfg.target_scale != 1.0
+    )
+    raw = y.astype(np.float32) if for_prediction or transformed else None
     if cfg.task == "classification":
         return class_target(y, cfg.n_classes), raw
     return transform_target(y, cfg.target_cs, cfg.target_winsor, cfg.target_scale), raw

@@ -154,7 +154,7 @@ def build_verdict(
 def raw_return(data: Prepared) -> torch.Tensor | None:
     """The (D, S) untransformed target the portfolios earn, when the panel keeps it apart
     from a transformed one (None: the target is already untransformed)."""
-    raw = getattr(data.panel, "target_raw", None)
+    raw = data.panel.target_raw
     return None if raw is None else torch.as_tensor(raw).to(data.device)
 
 
@@ -271,7 +271,7 @@ def next_questions(
     out["blend_paired_se"] = (
         float(diff.std() / math.sqrt(diff.numel())) if diff.numel() > 1 else None
     )
-    if data.cfg.task != "regression":
+    if data.cfg.task != "regression" and fwd_return is None:
         out["portfolios"] = None
         out["note"] = "no portfolio: the target is a class, not a forward return"
         return out

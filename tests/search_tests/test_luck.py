@@ -116,3 +116,33 @@ def test_next_questions_on_the_sample() -> None:
     text = format_next_questions(q)
     assert "rank correlation of model with reversal_1" in text
     assert text.count("long-short decile portfolio") == 2
+
+
+def test_the_verdicts_portfolios_earn_the_raw_forward_return(tmp_path: Path) -> None:
+    """A per-date transformed target keeps its untransformed return beside it (the panel's
+    target_raw: the close-to-close return over the horizon), and the verdict's portfolios
+    earn that, not the transformed values."""
+    import numpy as np
+    import polars as pl
+    import torch
+
+    from data import DataConfig, Prepared, load_panel
+    from search.evaluate.verdict import build_verdict
+    from tests.conftest import SAMPLE
+
+    cfg = DataConfig(path=str(SAMPLE), target_cs="rank")
+    panel = load_panel(cfg)
+    assert panel.target_raw is not None
+    df = pl.read_parquet(SAMPLE).sort("date")
+    sym = str(panel.ids[0])
+    close = df.filter(pl.col("symbol") == sym)["close"].to_numpy()
+    want = close[1:] / close[:-1] - 1.0  # horizon 1, a security that traded every day
+    got = panel.target_raw[: len(want), 0]
+    ok = np.isfinite(got)
+    assert ok.sum() > 100 and np.allclose(got[ok], want[ok], rtol=1e-5, atol=1e-7)
+    assert load_panel(DataConfig(path=str(SAMPLE), target_cs="none")).target_raw is None
+    data = Prepared(panel, cfg, torch.device("cpu"), eval_time_steps=5)
+    v = build_verdict(
+        data, lambda e: data.values[e // data.n_securities, e % data.n_securities, 0], tree=False
+    )
+    assert v["next"]["portfolios"] and "note" not in v["next"]
