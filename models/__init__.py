@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from models.ensemble import GroupedRecurrent, Members, average_prediction, group, per_date_zscore
+from models.ensemble import (
+    GroupedRecurrent,
+    Members,
+    average_prediction,
+    group,
+    per_date_average,
+    per_date_zscore,
+)
 from models.lstm import MLPNet, RecurrentNet
 from models.metrics import OBJECTIVES, evaluate, loss_fn, mean_ic
 from models.registry import MODELS, build_model
@@ -27,6 +34,7 @@ __all__ = [
     "Member",
     "Members",
     "average_prediction",
+    "per_date_average",
     "per_date_zscore",
     "group",
     "predict_members",

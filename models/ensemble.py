@@ -180,22 +180,37 @@ def average_prediction(out: torch.Tensor, n_outputs: int) -> torch.Tensor:
     return torch.log(out.softmax(-1).mean(0).clamp_min(1e-12))
 
 
-def per_date_zscore(out: torch.Tensor, date: torch.Tensor) -> torch.Tensor:
-    """Members' (M, B) outputs standardised within each date of `date` (B,): every member's
-    cross-section to mean 0 and standard deviation 1, so networks of different output scales
-    weigh alike when averaged. A date with one row, or a constant member, gives 0."""
+def _per_date_moments(out: torch.Tensor, date: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each member's per-date mean and standard deviation of its (M, B) outputs, in float64,
+    gathered back to (M, B)."""
     _, inverse = torch.unique(date, return_inverse=True)
     n_dates = int(inverse.max()) + 1 if inverse.numel() else 0
     idx = inverse[None].expand_as(out)
     x = out.double()
     count = torch.zeros(out.shape[0], n_dates, dtype=x.dtype, device=out.device)
     count.scatter_add_(1, idx, torch.ones_like(x))
-    mean = torch.zeros_like(count).scatter_add_(1, idx, x) / count
-    dev = x - mean.gather(1, idx)
+    mean = (torch.zeros_like(count).scatter_add_(1, idx, x) / count).gather(1, idx)
+    dev = x - mean
     var = torch.zeros_like(count).scatter_add_(1, idx, dev * dev) / count
-    std = var.sqrt().gather(1, idx)
-    z = torch.where(std > 1e-12, dev / std.clamp_min(1e-12), torch.zeros_like(dev))
+    return x, mean, var.sqrt().gather(1, idx)
+
+
+def per_date_zscore(out: torch.Tensor, date: torch.Tensor) -> torch.Tensor:
+    """Members' (M, B) outputs standardised within each date of `date` (B,): every member's
+    cross-section to mean 0 and standard deviation 1, so networks of different output scales
+    weigh alike when averaged. A date with one row, or a constant member, gives 0."""
+    x, mean, std = _per_date_moments(out, date)
+    z = torch.where(std > 1e-12, (x - mean) / std.clamp_min(1e-12), torch.zeros_like(x))
     return z.to(out.dtype)
+
+
+def per_date_average(out: torch.Tensor, date: torch.Tensor) -> torch.Tensor:
+    """Members' (M, B) outputs averaged on a common scale: their per-date z-scores averaged,
+    then put back on the members' mean per-date location and spread, so the average stays on
+    the scale of the target the members learnt (its MSE means what a member's means)."""
+    _, mean, std = _per_date_moments(out, date)
+    z = per_date_zscore(out, date).double()
+    return (z.mean(0) * std.mean(0) + mean.mean(0)).to(out.dtype)
 
 
 __all__ = [
@@ -204,5 +219,6 @@ __all__ = [
     "average_prediction",
     "can_group",
     "group",
+    "per_date_average",
     "per_date_zscore",
 ]

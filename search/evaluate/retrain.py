@@ -28,7 +28,7 @@ from models import (
     average_prediction,
     fit,
     group,
-    per_date_zscore,
+    per_date_average,
     predict_members,
     to_floats,
     validate,
@@ -242,13 +242,14 @@ class EnsemblePredictor:
         return outs
 
     def __call__(self, ends: torch.Tensor) -> torch.Tensor:
-        """The members' average; a regression's outputs first standardised per date (each
-        member's cross-section to mean 0, sd 1), so every network weighs alike whatever the
-        scale of its outputs. One member, or one security, is averaged as it is."""
+        """The members' average; a regression's on a common scale (each member's per-date
+        z-scores averaged, then put back on the members' mean per-date location and spread),
+        so every network weighs alike whatever the scale of its outputs. One member, or one
+        security, is averaged as it is."""
         out = torch.cat(self.member_outputs(ends))
         S = self.data.n_securities
         if self.n_outputs == 1 and out.shape[0] > 1 and S > 1:
-            out = per_date_zscore(out, ends // S)
+            return per_date_average(out, ends // S)
         return average_prediction(out, self.n_outputs)
 
 

@@ -82,3 +82,15 @@ def test_per_date_zscore_by_hand() -> None:
     assert per_date_zscore(torch.tensor([[4.0, 4.0, 9.0]]), torch.tensor([0, 0, 1])).tolist() == [
         [0.0, 0.0, 0.0]
     ]
+
+
+def test_per_date_average_keeps_the_members_scale() -> None:
+    from models import per_date_average
+
+    date = torch.tensor([0, 0, 0, 1, 1])
+    a = torch.tensor([1.0, 2.0, 3.0, 5.0, 7.0])
+    assert per_date_average(torch.stack([a, a]), date) == pytest.approx(a)  # alike: itself
+    # ten times the scale: the same order, the mean of the two spreads and locations
+    avg = per_date_average(torch.stack([a, 10 * a]), date).numpy()
+    assert avg[:3] == pytest.approx([5.5 * v for v in (1.0, 2.0, 3.0)])
+    assert avg[3:] == pytest.approx([5.5 * 5.0, 5.5 * 7.0])
