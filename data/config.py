@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from data.features import OHLCV_SETS
 from data.fields import Checked
 
 NORMALIZATIONS = ("robust", "cs_zscore", "cs_rank", "none")
@@ -33,6 +34,11 @@ class DataConfig(Checked):
     otherwise used, except raw OHLCV levels."""
     ohlcv_features: bool | None = None
     """Derive past-only features from OHLCV columns; None (default): when a close column exists."""
+    ohlcv_set: str = "basic"
+    """Which derived features: `basic` (returns over 1, 5, 20 dates, range, open-close, volume
+    change, 20-date volatility) or `extended` (basic + 10- and 60-date returns, 60-date
+    volatility, volume against its 20-date mean, distance to the 20-date high and low, Amihud
+    illiquidity)."""
     open: str = "open"
     high: str = "high"
     low: str = "low"
@@ -93,6 +99,8 @@ class DataConfig(Checked):
             p.append(f"[data] task: must be one of {list(TASKS)}, got {self.task!r}")
         if not isinstance(self.n_classes, int) or self.n_classes < 2:
             p.append(f"[data] n_classes: must be an integer >= 2, got {self.n_classes!r}")
+        if self.ohlcv_set not in OHLCV_SETS:
+            p.append(f"[data] ohlcv_set: must be one of {list(OHLCV_SETS)}, got {self.ohlcv_set!r}")
         if self.target_cs not in TARGET_CS:
             p.append(f"[data] target_cs: must be one of {list(TARGET_CS)}, got {self.target_cs!r}")
         if not 0.0 <= self.target_winsor < 0.5:
@@ -133,8 +141,19 @@ class DataConfig(Checked):
         return Path(self.path)
 
     def settings(self) -> dict[str, Any]:
-        """Every setting that changes the prepared data, except where the file lies."""
+        """Every setting that changes the prepared data, except where the file lies (the
+        basic OHLCV set left unnamed, as stored before there was a choice)."""
         d = asdict(self)
         d.pop("path")
         d["features"] = list(self.features)
+        if self.ohlcv_set == "basic":
+            del d["ohlcv_set"]
         return d
+
+    @classmethod
+    def stored(cls, d: Any, where: str | None = None) -> DataConfig:
+        """Stored data settings (a study's, a checkpoint's) read back: settings stored before
+        `ohlcv_set` existed derived the basic set."""
+        if isinstance(d, dict) and "ohlcv_set" not in d:
+            d = {**d, "ohlcv_set": "basic"}
+        return cls.from_dict(d, where)

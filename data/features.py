@@ -13,9 +13,45 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-OHLCV_FEATURES = ("ret_1", "ret_5", "ret_20", "hl_range", "oc_ret", "vol_chg", "volat_20")
-# Dates before its own that an OHLCV feature reads (ret_20; volat_20 over 20 one-date returns).
-OHLCV_LOOKBACK = 20
+# The derived sets: "basic" (short horizons) and "extended" (basic + longer horizons, volume
+# against its own level, the place in the 20-date range, illiquidity).
+OHLCV_BASIC = ("ret_1", "ret_5", "ret_20", "hl_range", "oc_ret", "vol_chg", "volat_20")
+OHLCV_LONG = ("ret_10", "ret_60", "volat_60", "vol_rel_20", "hi_20", "lo_20", "illiq_20")
+OHLCV_SETS = {"basic": OHLCV_BASIC, "extended": OHLCV_BASIC + OHLCV_LONG}
+OHLCV_FEATURES = OHLCV_BASIC + OHLCV_LONG  # every name derived from OHLCV
+# Dates before its own that each derived feature reads (volat_20: 20 one-date returns, the
+# first of which reads the date before them).
+LOOKBACK = {
+    "ret_1": 1,
+    "ret_5": 5,
+    "ret_20": 20,
+    "hl_range": 0,
+    "oc_ret": 0,
+    "vol_chg": 1,
+    "volat_20": 20,
+    "ret_10": 10,
+    "ret_60": 60,
+    "volat_60": 60,
+    "vol_rel_20": 19,
+    "hi_20": 19,
+    "lo_20": 19,
+    "illiq_20": 20,
+}
+# The roles beyond close that a feature needs.
+_NEEDS = {
+    "hl_range": {"high", "low"},
+    "oc_ret": {"open"},
+    "vol_chg": {"volume"},
+    "vol_rel_20": {"volume"},
+    "hi_20": {"high"},
+    "lo_20": {"low"},
+    "illiq_20": {"volume"},
+}
+
+
+def ohlcv_lookback(names: Iterable[str]) -> int:
+    """Dates before a window's first date that its derived features among `names` read."""
+    return max((LOOKBACK[n] for n in names if n in LOOKBACK), default=0)
 
 
 def _log(x: np.ndarray) -> np.ndarray:
@@ -49,14 +85,35 @@ def _rolling_std(x: np.ndarray, w: int, min_count: int) -> np.ndarray:
     return out
 
 
-def ohlcv_feature_names(roles: Iterable[str]) -> list[str]:
-    """Names of the features `ohlcv_features` derives from the OHLCV roles present."""
+def _rolling_mean(x: np.ndarray, w: int, min_count: int) -> np.ndarray:
+    """Mean over the last `w` dates (this one included), ignoring NaN; NaN below min_count."""
+    ok = np.isfinite(x)
+    c = np.cumsum(np.concatenate([np.zeros((1,) + x.shape[1:]), ok]), axis=0)
+    s = np.cumsum(np.concatenate([np.zeros((1,) + x.shape[1:]), np.where(ok, x, 0.0)]), axis=0)
+    hi = np.arange(1, len(x) + 1)
+    lo = np.maximum(hi - w, 0)
+    n = c[hi] - c[lo]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (s[hi] - s[lo]) / n
+    out[n < min_count] = np.nan
+    return out
+
+
+def _rolling_max(x: np.ndarray, w: int) -> np.ndarray:
+    """Max over the last `w` dates (this one included), ignoring NaN (NaN when all are)."""
+    out = x.copy()
+    for k in range(1, min(w, len(x))):
+        np.fmax(out[k:], x[:-k], out=out[k:])
+    return out
+
+
+def ohlcv_feature_names(roles: Iterable[str], which: str) -> list[str]:
+    """Names of the features `ohlcv_features` derives (set `which`) from the roles present."""
     have = set(roles)
-    need = {"hl_range": {"high", "low"}, "oc_ret": {"open"}, "vol_chg": {"volume"}}
-    return [n for n in OHLCV_FEATURES if need.get(n, set()) <= have]
+    return [n for n in OHLCV_SETS[which] if _NEEDS.get(n, set()) <= have]
 
 
-def ohlcv_features(ohlcv: dict[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
+def ohlcv_features(ohlcv: dict[str, np.ndarray], which: str) -> Iterator[tuple[str, np.ndarray]]:
     """Features from dense (D, S) float64 OHLCV arrays (NaN where absent); all past-only.
 
     Yields (name, (D, S) array) in the order of `ohlcv_feature_names`, one at a time, so the
@@ -64,19 +121,35 @@ def ohlcv_features(ohlcv: dict[str, np.ndarray]) -> Iterator[tuple[str, np.ndarr
     features: adjusted prices encode later corporate actions. Non-finite results (log of a
     zero volume, say) become NaN.
     """
+    names = set(ohlcv_feature_names(ohlcv, which))
     lc = _log(ohlcv["close"])
     r1 = _finite(lc - _lag(lc, 1))
     yield "ret_1", r1
     yield "ret_5", _finite(lc - _lag(lc, 5))
     yield "ret_20", _finite(lc - _lag(lc, 20))
-    if "high" in ohlcv and "low" in ohlcv:
+    if "hl_range" in names:
         yield "hl_range", _finite(_log(ohlcv["high"]) - _log(ohlcv["low"]))
-    if "open" in ohlcv:
+    if "oc_ret" in names:
         yield "oc_ret", _finite(lc - _log(ohlcv["open"]))
-    if "volume" in ohlcv:
-        lv = _log(ohlcv["volume"])
+    lv = _log(ohlcv["volume"]) if "volume" in ohlcv else None
+    if "vol_chg" in names and lv is not None:
         yield "vol_chg", _finite(lv - _lag(lv, 1))
     yield "volat_20", _rolling_std(r1, 20, 10)
+    if which == "basic":
+        return
+    yield "ret_10", _finite(lc - _lag(lc, 10))
+    yield "ret_60", _finite(lc - _lag(lc, 60))
+    yield "volat_60", _rolling_std(r1, 60, 30)
+    if lv is not None:  # volume against its own 20-date mean (in logs)
+        yield "vol_rel_20", _finite(lv - _rolling_mean(lv, 20, 10))
+    if "hi_20" in names:  # below the 20-date high, above the 20-date low (in logs)
+        yield "hi_20", _finite(lc - _rolling_max(_log(ohlcv["high"]), 20))
+    if "lo_20" in names:
+        yield "lo_20", _finite(lc + _rolling_max(-_log(ohlcv["low"]), 20))
+    if lv is not None:  # Amihud: mean |return| per unit of traded value, in logs
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_value = np.abs(r1) / np.exp(lc + lv)
+        yield "illiq_20", _log(_rolling_mean(_finite(per_value), 20, 10))
 
 
 def _finite(x: np.ndarray) -> np.ndarray:

@@ -212,11 +212,11 @@ def _features(
 ) -> tuple[np.ndarray, list[str]]:
     """(D, S, F) float32 features, derived ones first, and their names; the OHLCV planes
     other than close are dropped once used."""
-    derived = ohlcv_feature_names(ohlcv) if cols.derive else []
+    derived = ohlcv_feature_names(ohlcv, cfg.ohlcv_set) if cols.derive else []
     names = derived + list(cols.features)
     values = np.full((*rd.shape, len(names)), np.nan, dtype=np.float32)  # (D, S, F)
     if cols.derive:
-        for j, (name, x) in enumerate(ohlcv_features(ohlcv)):
+        for j, (name, x) in enumerate(ohlcv_features(ohlcv, cfg.ohlcv_set)):
             assert name == names[j]
             values[:, :, j] = x
     for role in [r for r in ohlcv if r != "close"]:

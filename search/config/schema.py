@@ -266,7 +266,8 @@ class RunConfig(Checked):
         kw: dict[str, Any] = {}
         for name, section in SECTIONS.items():
             try:
-                kw[name] = section.from_dict(d.get(name, {}))
+                read = DataConfig.stored if section is DataConfig else section.from_dict
+                kw[name] = read(d.get(name, {}))
             except ConfigError as e:
                 problems += e.problems
         try:

@@ -14,7 +14,7 @@ from torch import nn
 
 from data import DataConfig, DataError, Panel, load_panel
 from data.columns import feature_differences
-from data.features import OHLCV_FEATURES, OHLCV_LOOKBACK
+from data.features import OHLCV_FEATURES, ohlcv_lookback
 from data.load import DataWarning, scan
 from data.normalize import Scaler
 from data.panel import time_axis
@@ -68,9 +68,8 @@ def predict_file(
     cfg = _by_name(data_config(ckpt["data"], data_path), model_features)
     groups = checkpoint_nets(ckpt)
     T = max(t for t, _ in groups)
-    derived = any(n in OHLCV_FEATURES for n in model_features)
     axis = time_axis(cfg)
-    first, start = _first_date(axis, cfg, dates, T - 1 + (OHLCV_LOOKBACK if derived else 0))
+    first, start = _first_date(axis, cfg, dates, T - 1 + ohlcv_lookback(model_features))
     panel = _in_model_order(load_panel(cfg, for_prediction=True, first=first), model_features)
     if not panel.has_target:
         warnings.warn(

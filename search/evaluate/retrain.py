@@ -50,7 +50,7 @@ FORMAT = "lstm-panel-search/2"
 
 def data_config(settings: dict[str, Any], path: str) -> DataConfig:
     """A checkpoint's or a study's stored data settings, on the file at `path`."""
-    return DataConfig.from_dict({**settings, "path": path})
+    return DataConfig.stored({**settings, "path": path})
 
 
 @dataclass

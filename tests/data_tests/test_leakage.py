@@ -46,6 +46,7 @@ def val_quality(path, feature):
         id="id",
         features=(feature,),
         horizon=H,
+        ohlcv_set="basic",
         target_cs="zscore",
         val_frac=0.25,
         test_frac=0.0,

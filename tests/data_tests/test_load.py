@@ -132,7 +132,7 @@ def test_default_features_skip_price_levels_and_derive_past_only_ohlcv(tmp_path)
         "factor": f0,
     }
     path = long_file(tmp_path / "bars.parquet", 6, 1, cols)
-    panel, _ = load(path, target=None, horizon=1, max_missing=1.0)
+    panel, _ = load(path, target=None, horizon=1, max_missing=1.0, ohlcv_set="basic")
     names = panel.feature_names
     assert names == ["ret_1", "ret_5", "ret_20", "hl_range", "oc_ret", "vol_chg", "volat_20"] + [
         "factor"
