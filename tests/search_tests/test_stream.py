@@ -1,4 +1,4 @@
-"""Predicting one date at a time (`search.stream_predictor`):
+"""Predicting one date at a time (`search.stream_predictor`, `optuna-run predict --stream`):
 the same numbers as the whole file's `predict --dates all`, new listings and suspensions
 counted as in training, and one-line errors for rows that cannot be taken in."""
 
@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 import search
+from search.cli import main
 
 OHLCV_STUDY = """
 [study]
@@ -308,3 +309,23 @@ def test_bad_rows_raise_one_line_and_change_nothing(factor_model: tuple[Path, Pa
         out = live.predict(rows)
     day = want.filter(pl.col("date") == out["date"][0])
     np.testing.assert_allclose(out["prediction"].to_numpy(), day["prediction"].to_numpy())
+
+
+def test_cli_stream_writes_what_the_file_path_writes(
+    ohlcv_model: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, model = ohlcv_model
+    for dates in ("all", "last", "test"):
+        base = ["predict", "--model", str(model), "--data", str(data), "--dates", dates]
+        files = tmp_path / f"{dates}.csv", tmp_path / f"{dates}-stream.csv"
+        assert main([*base, "--out", str(files[0])]) == 0
+        assert main([*base, "--out", str(files[1]), "--stream"]) == 0
+        want, got = pl.read_csv(files[0]), pl.read_csv(files[1])
+        assert got.columns == ["date", "id", "prediction"]
+        assert got.select("date", "id").equals(want.select("date", "id"))
+        np.testing.assert_allclose(
+            got["prediction"].to_numpy(), want["prediction"].to_numpy(), rtol=1e-5, atol=1e-6
+        )
+    assert pl.read_csv(tmp_path / "last-stream.csv")["date"].n_unique() == 1
+    err = capsys.readouterr().err
+    assert "wrote" in err and "error" not in err
