@@ -93,6 +93,7 @@ class RollingPanel:
         self.valid = np.zeros((T, 0), dtype=bool)  # (T, S)
         self.ohlcv = {r: np.full((self.lookback + 1, 0), np.nan) for r in self.roles}
         self.last_seen = np.zeros(0, dtype=np.int64)  # (S,) the step of the last row
+        self._id_array: np.ndarray | None = None  # self.ids as an array
         self._order: np.ndarray | None = None  # slots sorted by id, as a file's panel has them
 
     @property
@@ -145,7 +146,7 @@ class RollingPanel:
             target=np.full((T, S), np.nan, dtype=np.float32),
             valid=self.valid,
             dates=np.arange(T),
-            ids=np.array([i or "" for i in self.ids], dtype=str),
+            ids=self._keys(),
             feature_names=self.feature_names,
             source="rows",
         )
@@ -176,8 +177,8 @@ class RollingPanel:
         return _Rows(dates, date, ids, ohlcv, factors, tradable)
 
     def _date_after_last(self, dates: pl.Series) -> Any:
-        n = dates.n_unique()
-        if n > 1:
+        if dates.min() != dates.max():
+            n = dates.n_unique()
             raise DataError(
                 f"rows: {n} dates ({dates.min()!s} to {dates.max()!s}) in one call; "
                 "expected the rows of one date"
@@ -226,7 +227,7 @@ class RollingPanel:
             self.slot[i] = s
             self.ids[s] = i
         if new:
-            self._order = None
+            self._order = self._id_array = None
         return np.fromiter((self.slot[i] for i in ids), dtype=np.int64, count=len(ids))
 
     def _grow(self, n: int) -> None:
@@ -278,10 +279,16 @@ class RollingPanel:
             new[0, slots, self.feature_names.index(name)] = rows.factors[:, j]
         return new, ok
 
+    def _keys(self) -> np.ndarray:
+        """(S,) str: each slot's id ("" for a free slot)."""
+        if self._id_array is None:
+            self._id_array = np.array([i or "" for i in self.ids], dtype=str)
+        return self._id_array
+
     def _sorted(self) -> np.ndarray:
+        """(S,) the slots in the order of their ids."""
         if self._order is None:
-            keys = np.array([i or "" for i in self.ids], dtype=str)
-            self._order = np.argsort(keys, kind="stable")
+            self._order = np.argsort(self._keys(), kind="stable")
         return self._order
 
     def _forget(self) -> None:
@@ -297,7 +304,7 @@ class RollingPanel:
                 x[:, s] = np.nan
         if gone:
             self.free += sorted(gone, reverse=True)
-            self._order = None
+            self._order = self._id_array = None
 
 
 def _numbers(
