@@ -38,7 +38,7 @@ LOOKBACK = {
     "illiq_20": 20,
 }
 # The roles beyond close that a feature needs.
-_NEEDS = {
+OHLCV_NEEDS = {
     "hl_range": {"high", "low"},
     "oc_ret": {"open"},
     "vol_chg": {"volume"},
@@ -110,7 +110,7 @@ def _rolling_max(x: np.ndarray, w: int) -> np.ndarray:
 def ohlcv_feature_names(roles: Iterable[str], which: str) -> list[str]:
     """Names of the features `ohlcv_features` derives (set `which`) from the roles present."""
     have = set(roles)
-    return [n for n in OHLCV_SETS[which] if _NEEDS.get(n, set()) <= have]
+    return [n for n in OHLCV_SETS[which] if OHLCV_NEEDS.get(n, set()) <= have]
 
 
 def ohlcv_features(ohlcv: dict[str, np.ndarray], which: str) -> Iterator[tuple[str, np.ndarray]]:

@@ -128,9 +128,7 @@ def load_panel(cfg: DataConfig, for_prediction: bool = False, first: Any = None)
     check_weight(rd.path, cols, weight, ok)
     if not for_prediction:
         values, names = drop_constant(rd.path, cfg, rd.index.dates, values, names)
-    valid = ok & (missing_share(values) <= cfg.max_missing)
-    if cfg.normalize in ("cs_zscore", "cs_rank"):
-        cross_sectional(values, valid, cfg.normalize)
+    valid = valid_rows(values, ok, cfg)
     return Panel(
         values=values,
         target=y.astype(np.float32),
@@ -188,19 +186,28 @@ def _check_one_series(cfg: DataConfig, path: Path, n_ids: int) -> None:
 def _rows(rd: _Reader, cols: Columns) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(D, S) present and tradable (with a close price when one is mapped), and the (D, S)
     OHLCV planes, NaN where not tradable."""
-    ok = np.zeros(rd.shape, dtype=bool)
-    ok[rd.index.di, rd.index.si] = True
-    if cols.tradable:
-        ok &= rd.plane(cols.tradable, np.float32) == 1  # absent or empty: not tradable
-    ohlcv: dict[str, np.ndarray] = {}
-    for role, col in cols.ohlcv.items():
-        x = rd.plane(col)  # (D, S)
+    present = np.zeros(rd.shape, dtype=bool)
+    present[rd.index.di, rd.index.si] = True
+    tradable = rd.plane(cols.tradable, np.float32) if cols.tradable else None
+    ohlcv = {role: rd.plane(col) for role, col in cols.ohlcv.items()}  # (D, S) each
+    return tradable_rows(present, tradable, ohlcv), ohlcv
+
+
+def tradable_rows(
+    present: np.ndarray, tradable: np.ndarray | None, ohlcv: dict[str, np.ndarray]
+) -> np.ndarray:
+    """(D, S) bool: a row that is `present`, tradable (`tradable` the float32 plane of the
+    tradable column: 1 is tradable; 0, empty or absent is not) and, when a close is mapped,
+    has a finite close. The float64 OHLCV planes are set to NaN elsewhere, in place."""
+    ok = present.copy()
+    if tradable is not None:
+        ok &= tradable == 1
+    for x in ohlcv.values():
         x[~ok] = np.nan
-        ohlcv[role] = x
     close = ohlcv.get("close")
     if close is not None:
         ok &= np.isfinite(close)
-    return ok, ohlcv
+    return ok
 
 
 def _features(
@@ -265,6 +272,16 @@ def _target(
     if cfg.task == "classification":
         return class_target(y, cfg.n_classes), raw
     return transform_target(y, cfg.target_cs, cfg.target_winsor, cfg.target_scale), raw
+
+
+def valid_rows(values: np.ndarray, ok: np.ndarray, cfg: DataConfig) -> np.ndarray:
+    """(D, S) bool: the `ok` rows of (D, S, F) `values` with at most `cfg.max_missing` of
+    their features missing; with a per-date normalisation, `values` are normalised in place
+    over each date's valid rows."""
+    valid = ok & (missing_share(values) <= cfg.max_missing)
+    if cfg.normalize in ("cs_zscore", "cs_rank"):
+        cross_sectional(values, valid, cfg.normalize)
+    return valid
 
 
 def missing_share(values: np.ndarray, block: int = 16) -> np.ndarray:

@@ -9,6 +9,8 @@ The Python API (see search.api), Optuna-style, every argument keyword-only:
     search.confirm(study_name=study.study_name, storage=db)
     ckpt = search.train(study_name=study.study_name, storage=db)
     df = search.predict(model=f"studies/{study.study_name}-model.pt", dates="test")
+    live = search.stream_predictor(model=f"studies/{study.study_name}-model.pt")
+    preds = live.predict(todays_rows)  # one date's rows at a time, in date order
 
 The API is imported on first use, so `optuna-run` starts without it.
 """
@@ -31,12 +33,14 @@ if TYPE_CHECKING:
         predict,
         report,
         run_study,
+        stream_predictor,
         train,
         verdict,
     )
     from search.dashboard import DashboardError
     from search.evaluate.export import ExportError
     from search.evaluate.report import ReportError
+    from search.evaluate.stream import StreamPredictor
     from search.storage.rdb import StorageError
     from search.study.create import IncompatibleStudy
     from search.study.session import RunError
@@ -51,6 +55,7 @@ _LAZY = {
             "confirm",
             "train",
             "predict",
+            "stream_predictor",
             "verdict",
             "export",
             "report",
@@ -64,6 +69,7 @@ _LAZY = {
     "IncompatibleStudy": "search.study.create",
     "ExportError": "search.evaluate.export",
     "ReportError": "search.evaluate.report",
+    "StreamPredictor": "search.evaluate.stream",
     "DashboardError": "search.dashboard",
 }
 
@@ -78,6 +84,7 @@ __all__ = [
     "RunError",
     "SearchSpace",
     "StorageError",
+    "StreamPredictor",
     "TrialParams",
     "build_config",
     "confirm",
@@ -87,6 +94,7 @@ __all__ = [
     "predict",
     "report",
     "run_study",
+    "stream_predictor",
     "train",
     "verdict",
 ]

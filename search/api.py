@@ -2,7 +2,7 @@
 names are re-exported by `search`, whose docstring has an example). Every argument is
 keyword-only; `storage` None means $OPTUNA_STORAGE, else sqlite:///studies/optuna.db. Bad
 input raises before any trial starts or any file is written: ConfigError (a config key, an
-argument), DataError (the data file, its column), StorageError (the storage, its password
+argument), DataError (the data file or rows, a column), StorageError (the storage, its password
 masked), IncompatibleStudy, ExportError, ReportError, DashboardError; each message is one
 line that names what is at fault. Progress and summaries go to stderr, as from the CLI.
 """
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
     from search.config.schema import RunConfig
+    from search.evaluate.stream import StreamPredictor
 
 DEVICES_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
 
@@ -271,23 +272,55 @@ def predict(
     date_column: str | None = None,
     id_column: str | None = None,
     device: str = "auto",
+    stream: bool = False,
 ) -> pl.DataFrame:
     """Predictions of a trained model (`train`'s checkpoint) on `data` (default: its training
     file): one row per (date, id) window end on the file's last date ("last"), its test
     segment ("test") or every date ("all"), with `prediction`, `target` (the model's scale)
     and `target_raw`. `date_column` / `id_column` name another file's columns ("" id: one
-    series). The data's problems are DataWarnings; raises DataError or ConfigError."""
-    import torch
-
-    from search.evaluate.predict import load_checkpoint, predict_file
+    series). `stream`: the file fed to a `stream_predictor` one date at a time instead, as a
+    live loop feeds it (the same predictions; no target columns). The data's problems are
+    DataWarnings; raises DataError or ConfigError."""
+    from search.evaluate.predict import predict_file
+    from search.evaluate.stream import stream_file
 
     if dates not in ("last", "test", "all"):
         raise ConfigError([f"--dates: expected last, test or all, got {dates!r}"])
+    ckpt, dev = _checkpoint(model, device, date_column, id_column)
+    path = str(data) if data is not None else ckpt["data"]["path"]
+    return (stream_file if stream else predict_file)(ckpt, path, dates, dev)
+
+
+def stream_predictor(
+    *,
+    model: str | Path,
+    device: str = "auto",
+    date_column: str | None = None,
+    id_column: str | None = None,
+) -> StreamPredictor:
+    """A trained model (`train`'s checkpoint, loaded once) to be fed one date at a time:
+    `.predict(rows)` takes one date's rows (polars or pandas) and returns a prediction per
+    row, null for a security without `time_steps` valid dates yet (see StreamPredictor).
+    `date_column` / `id_column` name the rows' columns when they differ from the training
+    file's ("" id: one series). Raises DataError or ConfigError."""
+    from search.evaluate.stream import StreamPredictor
+
+    ckpt, dev = _checkpoint(model, device, date_column, id_column)
+    return StreamPredictor(ckpt, dev)
+
+
+def _checkpoint(
+    model: str | Path, device: str, date_column: str | None, id_column: str | None
+) -> tuple[dict[str, Any], torch.device]:
+    """The checkpoint at `model` with another file's column names, and the device."""
+    import torch
+
+    from search.evaluate.predict import load_checkpoint
+
     dev = torch.device(resolve_device(device))
     ckpt = load_checkpoint(Path(model))
     ckpt["data"] = with_columns(ckpt["data"], date_column, id_column)
-    path = str(data) if data is not None else ckpt["data"]["path"]
-    return predict_file(ckpt, path, dates, dev)
+    return ckpt, dev
 
 
 def with_columns(settings: dict[str, Any], date: str | None, ident: str | None) -> dict[str, Any]:

@@ -25,6 +25,12 @@ def parser() -> argparse.ArgumentParser:
         choices=["last", "test", "all"],
         help="last date only (a submission), the test segment, or every date",
     )
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="feed the file to the model one date at a time, as a live loop does (the same "
+        "predictions; no target columns)",
+    )
     p.add_argument("--date", default=None, help="time-axis column of --data (default: the model's)")
     p.add_argument("--id", default=None, help="security column of --data ('' for one series)")
     add_device(p)
@@ -49,6 +55,7 @@ def handle(args: argparse.Namespace) -> int:
                 date_column=args.date,
                 id_column=args.id,
                 device=args.device,
+                stream=args.stream,
             )
         except (ConfigError, DataError) as e:
             error: str | None = str(e)

@@ -69,7 +69,7 @@ def predict_file(
     groups = checkpoint_nets(ckpt)
     T = max(t for t, _ in groups)
     axis = time_axis(cfg)
-    first, start = _first_date(axis, cfg, dates, T - 1 + ohlcv_lookback(model_features))
+    first, start = first_date(axis, cfg, dates, T - 1 + ohlcv_lookback(model_features))
     panel = _in_model_order(load_panel(cfg, for_prediction=True, first=first), model_features)
     if not panel.has_target:
         warnings.warn(
@@ -88,16 +88,21 @@ def predict_file(
         segment = range(D - 1 if dates == "last" else 0, D)
     ends = window_ends(run_lengths(panel.valid), panel.valid, T, segment)
     if len(ends) == 0:
-        where = {"last": "its last date", "test": "a test-segment date"}.get(dates, "any date")
-        raise DataError(
-            f"{data_path}: no security has time_steps = {T} consecutive valid dates ending "
-            f"on {where} (--dates {dates}), so there is nothing to predict; the model needs "
-            f"{T} dates of history per prediction and the file has {len(axis)} dates"
-        )
+        raise nothing_to_predict(data_path, dates, T, len(axis))
     predictor = EnsemblePredictor(data, groups)
     with torch.inference_mode():
         pred = predictor(torch.as_tensor(ends).to(device)).cpu().numpy()
     return _prediction_frame(cfg, panel, ends, pred)
+
+
+def nothing_to_predict(data_path: str, dates: str, time_steps: int, n_dates: int) -> DataError:
+    """The error of a file where no window ends on the chosen dates."""
+    where = {"last": "its last date", "test": "a test-segment date"}.get(dates, "any date")
+    return DataError(
+        f"{data_path}: no security has time_steps = {time_steps} consecutive valid dates "
+        f"ending on {where} (--dates {dates}), so there is nothing to predict; the model "
+        f"needs {time_steps} dates of history per prediction and the file has {n_dates} dates"
+    )
 
 
 def _by_name(cfg: DataConfig, model_features: list[str]) -> DataConfig:
@@ -121,7 +126,7 @@ def _by_name(cfg: DataConfig, model_features: list[str]) -> DataConfig:
     return replace(cfg, features=tuple(raw))
 
 
-def _first_date(axis: pl.Series, cfg: DataConfig, dates: str, history: int) -> tuple[Any, Any]:
+def first_date(axis: pl.Series, cfg: DataConfig, dates: str, history: int) -> tuple[Any, Any]:
     """(the first date to read, None for all; the first date of the test segment, None when
     there is none) on the file's time `axis`, `history` dates of warm-up before the windows'
     ends; for "all", (None, None)."""
@@ -155,13 +160,7 @@ def _prediction_frame(
     cols: dict[str, Any] = {cfg.date if not cfg.order else cfg.order: panel.dates[d]}
     if cfg.id:
         cols[cfg.id] = panel.ids[s]
-    if pred.ndim == 2:
-        prob = np.exp(pred)
-        for k in range(pred.shape[1]):
-            cols[f"prob_{k}"] = prob[:, k]
-        cols["prediction"] = pred.argmax(-1)
-    else:
-        cols["prediction"] = pred
+    cols |= prediction_columns(pred)
     if panel.has_target and panel.target_raw is not None:
         cols["target"] = panel.target[d, s]
         cols["target_raw"] = panel.target_raw[d, s]
@@ -169,3 +168,13 @@ def _prediction_frame(
         cols["target"] = pl.Series([None] * len(ends), dtype=pl.Float32)
         cols["target_raw"] = pl.Series([None] * len(ends), dtype=pl.Float32)
     return pl.DataFrame(cols)
+
+
+def prediction_columns(pred: np.ndarray) -> dict[str, np.ndarray]:
+    """The output columns of (N,) predictions, or of (N, C) class log-probabilities: each
+    class's probability (prob_k) and the most likely class (prediction)."""
+    if pred.ndim == 1:
+        return {"prediction": pred}
+    prob = np.exp(pred)
+    cols = {f"prob_{k}": prob[:, k] for k in range(pred.shape[1])}
+    return cols | {"prediction": pred.argmax(-1)}

@@ -12,6 +12,7 @@ with `torch.load(..., weights_only=True)`.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -230,6 +231,12 @@ class EnsemblePredictor:
         self.data = data
         self.groups = [(T, group(nets, grouped=False).to(data.device)) for T, nets in groups]
         self.n_outputs = int(getattr(groups[0][1][0], "n_outputs", 1))
+
+    def on(self, data: PanelTensors) -> EnsemblePredictor:
+        """The same networks predicting from `data` (on the same device)."""
+        other = copy.copy(self)
+        other.data = data
+        return other
 
     def member_outputs(self, ends: torch.Tensor) -> list[torch.Tensor]:
         """(M_g, N[, C]) outputs of every group's members (the final fold's scaler)."""
