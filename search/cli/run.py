@@ -113,7 +113,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
         metavar="PORT",
         help="serve optuna-dashboard on 127.0.0.1:PORT (default 8080) while the search runs",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines")
 
 
 def flags(args: argparse.Namespace) -> dict[str, dict[str, Any]]:

@@ -1,9 +1,13 @@
-"""What a person sees while a study runs: a progress bar, a line per finished trial, a summary."""
+"""What a person sees while a study runs: a line per finished trial, a progress bar on a
+terminal or a periodic status line elsewhere (a file, a pipe), and a summary."""
 
 from __future__ import annotations
 
 import math
 import sys
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -73,6 +77,20 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def trial_line(ev: dict[str, Any]) -> str:
+    """A finished trial in one line: number, state, value, epochs, seconds, params."""
+    v = ev.get("value")
+    params = " ".join(f"{k}={_fmt(x)}" for k, x in ev["params"].items())
+    value = "-" if v is None else f"{v:.6g}"
+    line = (
+        f"trial {ev['number']:>4} {ev['state']:<8} value={value} epochs={ev.get('epochs')} "
+        f"best_epoch={ev.get('best_epoch')} {ev.get('seconds', 0):.1f}s  {params}"
+    )
+    if ev.get("reason") and ev["state"] != "COMPLETE":
+        line += f"  [{ev['reason']}]"
+    return line
+
+
 def log_path(url: str, study_name: str) -> Path:
     """The study's log file: beside a SQLite file, else studies/NAME.log here."""
     if url.startswith("sqlite:///") and ":memory:" not in url:
@@ -84,12 +102,33 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+STATUS_SECONDS = 60.0  # a status line at least this often when stderr is not a terminal
+STATUS_SHARE = 10  # and every tenth of the requested trials
+
+
+def duration(seconds: float) -> str:
+    """12s, 4m05s, 2h03m."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 class Reporter:
-    """Progress bar (trials done / requested, best so far, ETA) and one line per trial.
+    """What a study says while it runs: a line per finished trial, and its progress.
+
+    On a terminal the progress is a bar (trials done / requested, best so far, ETA). Written
+    to a file or a pipe (nohup, Docker, CI) a bar is a stream of carriage-return frames, so
+    there it is a status line instead (trials done / requested, complete / pruned / failed,
+    best value, elapsed, ETA) every tenth of the requested trials and at least every
+    `every_s` seconds (a timer thread: also while one long trial runs). `quiet`: neither.
 
     The ETA is the mean time per trial over the trials this run finished so far (pruned
-    trials are cheap, so a recent run of them must not make the rest look short). Every line
-    is also appended, time-stamped, to `log` when given, so a detached study can be followed.
+    trials are cheap, so a recent run of them must not make the rest look short). Every line,
+    status lines included, is also appended, time-stamped, to `log` when given, so a
+    detached study can be followed with `tail -f`.
     """
 
     def __init__(
@@ -98,28 +137,67 @@ class Reporter:
         direction: str = "minimize",
         quiet: bool = False,
         log: Path | None = None,
+        *,
+        tty: bool | None = None,
+        every_s: float = STATUS_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.log: TextIO | None = None
         if log is not None:
             log.parent.mkdir(parents=True, exist_ok=True)
             self.log = open(log, "a", buffering=1)  # noqa: SIM115 - closed in close()
+        self.total = total
         self.counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
         self.best: float | None = None
         self.best_number: int | None = None
         self.quiet = quiet
-        self.bar = tqdm(
-            total=total,
-            desc="trials",
-            unit="trial",
-            file=sys.stderr,
-            dynamic_ncols=True,
-            disable=quiet,
-            mininterval=0.5,
-            smoothing=0,  # rate = trials finished / time elapsed, not a recent average
-        )
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.clock = clock
+        self.started = self.last_status = clock()
+        self.every_s = every_s
+        self.every_n = max(1, math.ceil(total / STATUS_SHARE)) if total else 0
+        self.lock = threading.RLock()  # the timer's lines and a signal handler's (re-entrant)
+        self.bar: tqdm[Any] | None = None
+        if self.tty and not quiet:
+            self.bar = tqdm(
+                total=total,
+                desc="trials",
+                unit="trial",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                mininterval=0.5,
+                smoothing=0,  # rate = trials finished / time elapsed, not a recent average
+            )
         self.sign = 1 if direction == "minimize" else -1
+        self.stopped = threading.Event()
+        self.timer: threading.Thread | None = None
+        if every_s > 0 and (self.log is not None or self.says_status):
+            self.timer = threading.Thread(target=self._tick_loop, name="status", daemon=True)
+            self.timer.start()
+
+    @property
+    def says_status(self) -> bool:
+        """Status lines go to stderr (not a terminal, not quiet); the log always has them."""
+        return not self.tty and not self.quiet
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
 
     def trial(self, ev: dict[str, Any]) -> None:
+        with self.lock:
+            self._count(ev)
+            self.write(trial_line(ev))
+            if self.bar is not None:
+                if self.best is not None:
+                    self.bar.set_postfix_str(
+                        f"best={self.best:.6g} (#{self.best_number})", refresh=False
+                    )
+                self.bar.update(1)
+            if self.every_n and self.done % self.every_n == 0:
+                self.status()
+
+    def _count(self, ev: dict[str, Any]) -> None:
         state = ev["state"]
         self.counts[state] = self.counts.get(state, 0) + 1
         v = ev.get("value")
@@ -130,32 +208,64 @@ class Reporter:
             and (self.best is None or self.sign * v < self.sign * self.best)
         ):
             self.best, self.best_number = v, ev["number"]
-        params = " ".join(f"{k}={_fmt(x)}" for k, x in ev["params"].items())
-        value = "-" if v is None else f"{v:.6g}"
-        line = (
-            f"trial {ev['number']:>4} {state:<8} value={value} epochs={ev.get('epochs')} "
-            f"best_epoch={ev.get('best_epoch')} {ev.get('seconds', 0):.1f}s  {params}"
-        )
-        if ev.get("reason") and state != "COMPLETE":
-            line += f"  [{ev['reason']}]"
-        self.write(line)
-        if self.best is not None:
-            self.bar.set_postfix_str(f"best={self.best:.6g} (#{self.best_number})", refresh=False)
-        self.bar.update(1)
 
-    def write(self, line: str) -> None:
+    def status_line(self) -> str:
+        """Trials done / requested (states), best, elapsed and ETA, in one line."""
+        n, c = self.done, self.counts
+        elapsed = self.clock() - self.started
+        line = f"status: {n}/{self.total} trials" if self.total else f"status: {n} trials"
+        line += f" ({c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed)"
+        if self.best is not None:
+            line += f", best {self.best:.6g} (trial {self.best_number})"
+        line += f", {duration(elapsed)} elapsed"
+        if self.total and n:
+            line += f", ETA {duration(elapsed / n * max(self.total - n, 0))}"
+        elif not n:
+            line += ", first trial running"
+        return line
+
+    def status(self) -> None:
+        """Say the status line (stderr when it is no terminal, and the log)."""
+        with self.lock:
+            self.last_status = self.clock()
+            line = self.status_line()
+            self._log(line)
+            if self.says_status:
+                print(line, file=sys.stderr, flush=True)
+
+    def tick(self) -> None:
+        """The status line when `every_s` seconds passed since the last one."""
+        with self.lock:
+            if self.clock() - self.last_status >= self.every_s:
+                self.status()
+
+    def _tick_loop(self) -> None:
+        while not self.stopped.wait(self.every_s):
+            self.tick()
+
+    def _log(self, line: str) -> None:
         if self.log is not None:
             self.log.write(f"{datetime.now().isoformat(timespec='seconds')} {line}\n")
-        if self.quiet:
-            print(line, file=sys.stderr)
-        else:
-            self.bar.write(line, file=sys.stderr)
+
+    def write(self, line: str) -> None:
+        with self.lock:
+            self._log(line)
+            if self.bar is None:
+                print(line, file=sys.stderr, flush=True)
+            else:
+                self.bar.write(line, file=sys.stderr)
 
     def close(self) -> None:
-        self.bar.close()
-        if self.log is not None:
-            self.log.close()
-            self.log = None
+        self.stopped.set()
+        if self.timer is not None:
+            self.timer.join()
+            self.timer = None
+        with self.lock:
+            if self.bar is not None:
+                self.bar.close()
+            if self.log is not None:
+                self.log.close()
+                self.log = None
 
     def summary(self, study: optuna.Study, url: str, interrupted: bool = False) -> str:
         states = [t.state for t in study.get_trials(deepcopy=False)]

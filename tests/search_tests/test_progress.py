@@ -1,0 +1,128 @@
+"""What a study says while it runs: no carriage-return frames where stderr is a file or a
+pipe, a line per trial and status lines there; the bar stays on a terminal."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from search.study.progress import Reporter, duration
+from tests.search_tests.helpers import write_study
+from tests.search_tests.studyrun import cli_command, cli_env
+
+STATUS = re.compile(
+    r"^status: (\d+)/(\d+) trials \((\d+) complete, (\d+) pruned, (\d+) failed\)"
+    r"(, best \S+ \(trial \d+\))?, \S+ elapsed, ETA \S+$"
+)
+
+
+def test_a_study_run_into_a_file_writes_lines_not_frames(tmp_path: Path) -> None:
+    """As under nohup: stderr is a file. No carriage return at all; a line per finished
+    trial; a status line every tenth of the trials (here every trial), counts adding up."""
+    cfg = write_study(tmp_path, "nh")
+    url = f"sqlite:///{tmp_path}/nh.db"
+    out = tmp_path / "stderr.txt"
+    with open(out, "w") as f:
+        proc = subprocess.run(
+            [*cli_command(), "--config", str(cfg), "--storage", url, "--n-trials", "10"],
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=f,
+            timeout=300,
+        )
+    err = out.read_text()
+    assert proc.returncode == 0, err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert len([x for x in lines if re.match(r"^trial +\d+ (COMPLETE|PRUNED|FAIL) ", x)]) == 10
+    status = [m for x in lines if (m := STATUS.match(x))]
+    assert [int(m[1]) for m in status] == list(range(1, 11))
+    for m in status:
+        assert int(m[2]) == 10 and int(m[3]) + int(m[4]) + int(m[5]) == int(m[1])
+    # the study's log beside the database has them too, time-stamped
+    study_log = (tmp_path / "nh.log").read_text()
+    assert study_log.count(" status: ") == 10 and "\r" not in study_log
+
+
+class Clock:
+    """Seconds that pass only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def event(n: int, state: str = "COMPLETE", value: float | None = 0.5) -> dict[str, Any]:
+    return {"number": n, "state": state, "value": value, "epochs": 3, "best_epoch": 2,
+            "seconds": 1.0, "params": {"lr": 0.01}, "reason": None}  # fmt: skip
+
+
+def test_status_by_the_clock_and_by_the_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = Clock()
+    r = Reporter(600, "maximize", log=tmp_path / "s.log", tty=False, clock=clock)
+    try:
+        r.trial(event(0, value=0.1))
+        clock.now += 30
+        r.tick()  # 30 s: not yet
+        assert "status:" not in capsys.readouterr().err
+        r.trial(event(1, "PRUNED", None))
+        r.trial(event(2, value=0.3))
+        clock.now += 30
+        r.tick()  # 60 s since the start: a status line
+        err = capsys.readouterr().err
+        assert err.splitlines()[-1] == (
+            "status: 3/600 trials (2 complete, 1 pruned, 0 failed), best 0.3 (trial 2), "
+            "1m00s elapsed, ETA 3h19m"  # 597 trials left at 20 s each
+        )
+        clock.now += 59
+        r.tick()  # the clock counts from the last status line
+        assert "status:" not in capsys.readouterr().err
+        for n in range(3, 60):  # the 60th trial is a tenth of 600
+            r.trial(event(n, "FAIL", None))
+        err = capsys.readouterr().err
+        assert err.count("status:") == 1 and "status: 60/600 trials" in err
+        assert err.count("\n") == 58 and "\r" not in err  # 57 trial lines and the status
+    finally:
+        r.close()
+    assert (tmp_path / "s.log").read_text().count(" status: ") == 2
+
+
+def test_a_terminal_keeps_the_bar_and_quiet_says_no_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = Clock()
+    tty = Reporter(10, log=tmp_path / "t.log", tty=True, clock=clock)
+    quiet = Reporter(10, quiet=True, tty=False, clock=clock)
+    try:
+        assert tty.bar is not None and quiet.bar is None
+        for r in (tty, quiet):
+            r.trial(event(0))
+            clock.now += 61
+            r.tick()
+    finally:
+        tty.close()
+        quiet.close()
+    err = capsys.readouterr().err
+    assert "status:" not in err and err.count("trial    0 COMPLETE") == 2
+    assert (tmp_path / "t.log").read_text().count(" status: ") == 2  # the bar's terminal aside
+
+
+def test_status_before_any_trial_and_without_a_count() -> None:
+    clock = Clock()
+    r = Reporter(None, tty=False, clock=clock, every_s=0)
+    clock.now += 125
+    assert r.status_line() == "status: 0 trials (0 complete, 0 pruned, 0 failed), 2m05s " \
+        "elapsed, first trial running"  # fmt: skip
+    r.close()
+    assert [duration(s) for s in (0, 59.4, 60, 3599, 3600, 7384)] == [
+        "0s", "59s", "1m00s", "59m59s", "1h00m", "2h03m",
+    ]  # fmt: skip
