@@ -59,6 +59,7 @@ class EpochResult:
     windows: int = 0  # windows trained this epoch, summed over members
     train_seconds: float = 0.0  # the epoch's training passes (forward, backward, step)
     val_seconds: float = 0.0  # its validation
+    planned: int = 0  # the epochs fit was asked for (early stopping may end it sooner)
 
     @property
     def val_loss(self) -> float:
@@ -327,6 +328,7 @@ def fit(
             windows=per_epoch * len(members),
             train_seconds=t1 - t0,
             val_seconds=time.perf_counter() - t1,
+            planned=p.epochs,
         )
         result.history.append(r)
         result.epochs_run = epoch

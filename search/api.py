@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 DEVICES_HELP = "auto (CUDA when available), cpu, cuda or cuda:N"
 
 
+def say(line: str) -> None:
+    """A line of progress, on stderr."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def missing_sqlite(url: str) -> str | None:
     """Why a study cannot be read from `url`: a SQLite file that does not exist (reading a
     study must not create an empty database); None otherwise."""
@@ -197,10 +202,12 @@ def confirm(
     seed: int | None = None,
     device: str = "auto",
     tree: bool = True,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Re-train the `top` best trials with `seeds` fresh seeds each (from `seed`), name the
     winner by the mean and store the record in the study (export, train and the summaries
-    then use the winner); returns it, with the winner's verdict. Says each trial on stderr."""
+    then use the winner); returns it, with the winner's verdict. Says each trial and each
+    epoch on stderr (`quiet`: no line per epoch)."""
     from search.evaluate.confirm import DEFAULT_SEED
     from search.evaluate.confirm import confirm as confirm_study
 
@@ -214,7 +221,8 @@ def confirm(
         seeds=seeds,
         seed=DEFAULT_SEED if seed is None else seed,
         tree=tree,
-        log=lambda line: print(line, file=sys.stderr),
+        log=say,
+        progress=None if quiet else say,
     )
 
 
@@ -236,14 +244,15 @@ def train(
     seeds: int | None = None,
     tree: bool = True,
     exact: bool = False,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Fit the confirmed winner (else the best trial, or trial number `trial`; the K best
     with `ensemble` K) at the study's final budget ([final]: every training window an epoch,
     early stopping on validation, several seeds), or with `exact` reproduce the trial at the
     search's budget; on the study's data (or `data`), save the checkpoint at `out` (default
     studies/<study>-model.pt) and return it: which fit it is (`fit`), its verdict against
-    the baselines, and whether the trial's value was reproduced. Raises ConfigError,
-    DataError, ExportError."""
+    the baselines, and whether the trial's value was reproduced. Says each epoch on stderr
+    (`quiet`: not). Raises ConfigError, DataError, ExportError."""
     from search.evaluate.retrain import train_best
 
     _check("trial", trial, 0)
@@ -261,6 +270,8 @@ def train(
         tree=tree,
         n_seeds=seeds,
         exact=exact,
+        log=say,
+        progress=None if quiet else say,
     )
 
 

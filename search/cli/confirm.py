@@ -10,6 +10,7 @@ from search.cli.common import Parser
 from search.cli.flags import (
     add_device,
     add_no_tree,
+    add_quiet,
     add_seed,
     add_storage,
     add_study_name,
@@ -29,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
     add_seed(p, "first fresh seed")
     add_device(p)
     add_no_tree(p)
+    add_quiet(p)
     return p
 
 
@@ -45,6 +47,7 @@ def handle(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         tree=not args.no_tree,
+        quiet=args.quiet,
     )
     w = rec["trials"][str(rec["winner"])]
     print(

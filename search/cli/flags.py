@@ -119,3 +119,7 @@ def add_seed(p: argparse.ArgumentParser, help: str) -> None:  # noqa: A002
 
 def add_no_tree(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-tree", action="store_true", help="leave the LightGBM baseline out")
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per epoch")

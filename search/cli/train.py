@@ -12,6 +12,7 @@ from search.cli.common import Parser
 from search.cli.flags import (
     add_device,
     add_no_tree,
+    add_quiet,
     add_seed,
     add_storage,
     add_study_name,
@@ -63,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
         "folds) instead of the final fit of [final]",
     )
     add_no_tree(p)
+    add_quiet(p)
     return p
 
 
@@ -84,6 +86,7 @@ def handle(args: argparse.Namespace) -> int:
         ensemble=args.ensemble,
         seeds=args.seeds,
         tree=not args.no_tree,
+        quiet=args.quiet,
         exact=args.exact,
     )
     rep = ckpt["reproduced"]

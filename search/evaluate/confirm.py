@@ -17,6 +17,7 @@ import optuna
 import torch
 
 from search.evaluate.export import ExportError
+from search.evaluate.progress import FitProgress, Say
 from search.evaluate.retrain import StudyContext, Trained, judge, retrain
 from search.study.luck import record_luck
 from search.study.objective import spread
@@ -41,17 +42,22 @@ def confirm(
     seed: int = DEFAULT_SEED,
     tree: bool = True,
     log: Any = None,
+    progress: Say | None = None,
 ) -> dict[str, Any]:
     """Re-train the `top` best trials with `seeds` fresh seeds each; store and return the
-    record (trials with mean, std and values; winner; flag) and the winner's verdict."""
+    record (trials with mean, std and values; winner; flag) and the winner's verdict. `log`
+    takes a line per trial and step, `progress` a line per epoch."""
     ctx = StudyContext.of(study)
     cfg = ctx.data_config()
     _, data = ctx.prepare(cfg, device)
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     trained: dict[int, Trained] = {}
     rows: dict[str, dict[str, Any]] = {}
-    for t in top_trials(ctx, top):
-        r = retrain(ctx, t, data, seed=seed, n_seeds=seeds)
+    chosen = top_trials(ctx, top)
+    fits = FitProgress(progress, "confirm", len(chosen), ctx.objective)
+    for k, t in enumerate(chosen, 1):
+        on_epoch = fits.configuration(k, t.number)
+        r = retrain(ctx, t, data, seed=seed, n_seeds=seeds, on_epoch=on_epoch)
         trained[t.number] = r
         per_seed = _per_seed(r.member_values, seeds)
         mean = sum(per_seed) / len(per_seed)
@@ -89,6 +95,8 @@ def confirm(
         "objective": ctx.objective.split(",")[0],
     }
     study.set_user_attr("confirm", record)
+    if log:
+        log(f"confirm: scoring trial {winner} and the baselines on the validation and test dates")
     verdict = judge(ctx, data, [trained[winner]], tree)
     study.set_user_attr("verdict", {**verdict, "trials": [winner], "source": "confirm"})
     record["verdict"] = verdict

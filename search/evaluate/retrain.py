@@ -37,6 +37,7 @@ from models import (
 from search.config.schema import FinalConfig, RunConfig
 from search.config.space import TrialParams
 from search.evaluate.export import ExportError
+from search.evaluate.progress import FitProgress, OnEpoch, Say
 from search.study.notes import versions
 from search.study.objective import (
     make_members,
@@ -155,10 +156,12 @@ def retrain(
     seed: int | None = None,
     n_seeds: int | None = None,
     final: FinalConfig | None = None,
+    on_epoch: OnEpoch | None = None,
 ) -> Trained:
     """Train `trial`'s configuration: under the study's protocol (its own seed by default,
     its folds and budget: a reproduction), or, given `final`, at the final budget on the
-    plain train / validation split (`final.seeds` networks from the trial's seed on)."""
+    plain train / validation split (`final.seeds` networks from the trial's seed on).
+    `on_epoch` sees every epoch (progress lines)."""
     params = full_params(ctx, trial)
     p = TrialParams(**params)
     if seed is None:
@@ -189,6 +192,7 @@ def retrain(
         model,
         data,
         tp,
+        on_epoch=on_epoch,
         keep_best=True,
         members=members,
         score=selection_score(ctx.objective),
@@ -271,9 +275,12 @@ def train_best(
     tree: bool = True,
     n_seeds: int | None = None,
     exact: bool = False,
+    log: Say | None = None,
+    progress: Say | None = None,
 ) -> dict[str, Any]:
     """Fit the chosen trial (or the K best) at the study's final budget ([final]), or with
-    `exact` reproduce it at the search's budget; save the checkpoint, judge it."""
+    `exact` reproduce it at the search's budget; save the checkpoint, judge it. `log` takes
+    a line per step, `progress` a line per epoch."""
     ctx = StudyContext.of(study)
     cfg = ctx.data_config(data_path)
     panel, data = ctx.prepare(cfg, device)
@@ -282,7 +289,13 @@ def train_best(
     steps = [int(full_params(ctx, t)["time_steps"]) for t in trials]
     check_windows(data, max([data.eval_time_steps, *steps]))
     final = None if exact else ctx.run.final
-    trained = [retrain(ctx, t, data, seed=seed, n_seeds=n_seeds, final=final) for t in trials]
+    fits = FitProgress(progress, "train", len(trials), ctx.objective)
+    trained = [
+        retrain(ctx, t, data, seed, n_seeds, final, fits.configuration(k, t.number))
+        for k, t in enumerate(trials, 1)
+    ]
+    if log:
+        log("train: scoring the model and the baselines on the validation and test dates")
     verdict = judge(ctx, data, trained, tree)
     rep = trained[0]
     reproduced = _reproduced(rep, exact, same_data, n_seeds, int(ctx.spec.get("seeds", 1)))

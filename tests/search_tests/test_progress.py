@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from search.cli import main
 from search.study.progress import Reporter, duration
-from tests.search_tests.helpers import write_study
+from tests.search_tests.helpers import TINY_SPACE, load, run_cli, write_study
 from tests.search_tests.studyrun import cli_command, cli_env
 
 STATUS = re.compile(
@@ -126,3 +127,53 @@ def test_status_before_any_trial_and_without_a_count() -> None:
     assert [duration(s) for s in (0, 59.4, 60, 3599, 3600, 7384)] == [
         "0s", "59s", "1m00s", "59m59s", "1h00m", "2h03m",
     ]  # fmt: skip
+
+
+EPOCHS_SPACE = TINY_SPACE.replace("epochs = {{ low = 2, high = 9 }}", "epochs = 2")
+FINAL = """
+[search]
+pruner = "none"
+[final]
+max_windows_per_epoch = 256
+epochs = 3
+patience = 0
+seeds = 2
+"""
+EPOCH_LINE = re.compile(
+    r"^(confirm|train): trial (\d+) \((\d+)/(\d+), (\d+) networks?\) epoch (\d+)/(\d+): "
+    r"[\d,]+ windows/s, validation rank_ic -?[\d.e+-]+, [\d.]+s an epoch, ETA \S+$"
+)
+
+
+def epoch_lines(err: str) -> list[tuple[str, ...]]:
+    return [m.groups() for x in err.splitlines() if (m := EPOCH_LINE.match(x))]
+
+
+def test_confirm_and_train_say_each_epoch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A line per epoch of every configuration (k of N, its networks, epoch e of E), in the
+    order they train; `-q` leaves them out and nothing else."""
+    url = f"sqlite:///{tmp_path}/e.db"
+    cfg = write_study(tmp_path, "ep", extra=FINAL, space=EPOCHS_SPACE)
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "3", "--seed", "2") == 0
+    top = sorted(load(url, "ep").trials, key=lambda t: t.value, reverse=True)[:2]
+    capsys.readouterr()
+    confirm = ["confirm", "--study-name", "ep", "--storage", url, "--top", "2", "--seeds", "2"]
+    assert main([*confirm, "--no-tree", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert epoch_lines(err) == [
+        ("confirm", str(t.number), str(k), "2", "2", str(e), "2")
+        for k, t in enumerate(top, 1)
+        for e in (1, 2)
+    ]
+    assert err.index("confirm: scoring trial") > err.index("epoch 2/2")
+    train = ["train", "--study-name", "ep", "--storage", url, "--no-tree", "--device", "cpu"]
+    assert main([*train, "--out", str(tmp_path / "m.pt")]) == 0
+    err = capsys.readouterr().err
+    winner = str(load(url, "ep").user_attrs["confirm"]["winner"])
+    assert epoch_lines(err) == [("train", winner, "1", "1", "2", str(e), "3") for e in (1, 2, 3)]
+    assert "train: scoring the model and the baselines" in err
+    assert main([*train, "--out", str(tmp_path / "q.pt"), "-q"]) == 0
+    quiet = capsys.readouterr().err
+    assert not epoch_lines(quiet) and "train: scoring" in quiet and "final fit" in quiet
