@@ -25,6 +25,11 @@ CHUNK_COLUMNS = 16
 
 def scan(path: Path) -> pl.LazyFrame:
     """A lazy frame over `path`, or a DataError naming the file."""
+    return scan_rows(path)[0]
+
+
+def scan_rows(path: Path) -> tuple[pl.LazyFrame, int]:
+    """A lazy frame over `path` and its row count, or a DataError naming the file."""
     if not path.exists():
         raise DataError(f"{path}: file not found ([data] path / --data)")
     if path.is_dir():
@@ -47,7 +52,7 @@ def scan(path: Path) -> pl.LazyFrame:
         raise DataError(f"{path}: cannot be read as {kind}: {_first_line(e)}") from None
     if n_rows == 0:
         raise DataError(f"{path}: file has no rows ([data] path / --data)")
-    return lf
+    return lf, int(n_rows)
 
 
 def _scan_csv(path: Path, types: dict[str, pl.DataType] | None = None) -> pl.LazyFrame:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from data.load import (
     read_index,
     refuse_infinite,
     scan,
+    scan_rows,
     settle_types,
     since,
 )
@@ -71,6 +74,15 @@ class Panel:
         return str(self.dates[d])[:19]
 
 
+def size(n: int | Path) -> str:
+    """A number of bytes (or a file's) for a person: 850 KB, 310 MB, 2.2 GB."""
+    b = n.stat().st_size if isinstance(n, Path) else n
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if b >= scale:
+            return f"{b / scale:.{1 if b < 10 * scale else 0}f} {unit}"
+    return f"{b} bytes"
+
+
 def file_digest(path: Path) -> str:
     """Content hash of a file (blake2b, 1 MiB blocks)."""
     h = hashlib.blake2b(digest_size=16)
@@ -97,7 +109,12 @@ def time_axis(cfg: DataConfig) -> pl.Series:
     return parse_time(t, key, path).unique().sort()
 
 
-def load_panel(cfg: DataConfig, for_prediction: bool = False, first: Any = None) -> Panel:
+def load_panel(
+    cfg: DataConfig,
+    for_prediction: bool = False,
+    first: Any = None,
+    say: Callable[[str], None] | None = None,
+) -> Panel:
     """Read, check and pivot the file described by `cfg` into a Panel.
 
     Peak memory is the dense arrays plus a few (D, S) planes and one chunk of columns of the
@@ -110,16 +127,29 @@ def load_panel(cfg: DataConfig, for_prediction: bool = False, first: Any = None)
     value of the `time_axis`, keeps only the dates from it on (the rest is not read). The
     target before any transform is kept as `target_raw` for predictions, and whenever a
     transform (classes, per-date ranks, winsorising, scaling) changes it.
+
+    `say` takes one line as each step starts (reading the file, the dense panel, the
+    features, the target and checks) and one when the panel is done, with its time.
     """
+    t0 = time.perf_counter()
+    step = say or (lambda line: None)
     path = cfg.file
-    lf, empty = settle_types(scan(path), path)
+    lf, n_rows = scan_rows(path)
+    lf, empty = settle_types(lf, path)
     cols = resolve_columns(cfg, lf.collect_schema(), empty, for_prediction)
     if first is not None:
         lf = since(lf, cols, path, first)
+    n_columns = len(lf.collect_schema())
+    step(f"reading {n_rows:,} rows x {n_columns} columns from {path} ({size(path)})...")
     rd = _Reader(lf, read_index(lf, cols, path), path)
     _check_one_series(cfg, path, len(rd.index.ids))
+    D, S = rd.shape
+    step(f"building the dense panel: {D:,} dates x {S:,} securities...")
     ok, ohlcv = _rows(rd, cols)
+    F = len(ohlcv_feature_names(ohlcv, cfg.ohlcv_set) if cols.derive else []) + len(cols.features)
+    step(f"features: {F} into a {D:,} x {S:,} x {F} float32 array ({size(D * S * F * 4)})...")
     values, names = _features(rd, cfg, cols, ohlcv, for_prediction)
+    step("target and checks...")
     close = ohlcv.pop("close", None)
     del ohlcv
     weight = rd.plane(cols.weight, np.float32) if cols.weight else None
@@ -129,6 +159,7 @@ def load_panel(cfg: DataConfig, for_prediction: bool = False, first: Any = None)
     if not for_prediction:
         values, names = drop_constant(rd.path, cfg, rd.index.dates, values, names)
     valid = valid_rows(values, ok, cfg)
+    step(f"panel done in {time.perf_counter() - t0:.1f}s")
     return Panel(
         values=values,
         target=y.astype(np.float32),

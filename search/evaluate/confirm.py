@@ -49,7 +49,7 @@ def confirm(
     takes a line per trial and step, `progress` a line per epoch."""
     ctx = StudyContext.of(study)
     cfg = ctx.data_config()
-    _, data = ctx.prepare(cfg, device)
+    _, data = ctx.prepare(cfg, device, log)
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     trained: dict[int, Trained] = {}
     rows: dict[str, dict[str, Any]] = {}

@@ -46,6 +46,7 @@ from search.study.objective import (
     train_params,
     trial_members,
 )
+from search.study.progress import data_steps
 
 FORMAT = "lstm-panel-search/2"
 
@@ -91,8 +92,11 @@ class StudyContext:
         """The study's data settings, on its own file or on the one at `path`."""
         return replace(self.run.data, path=path) if path else self.run.data
 
-    def prepare(self, cfg: DataConfig, device: torch.device) -> tuple[Panel, Prepared]:
-        panel = load_panel(cfg)
+    def prepare(
+        self, cfg: DataConfig, device: torch.device, say: Say | None = None
+    ) -> tuple[Panel, Prepared]:
+        """The panel of `cfg` and its tensors; a large file's load says its steps to `say`."""
+        panel = load_panel(cfg, say=data_steps(cfg.file, say))
         eval_steps = int(self.run.space.max("time_steps"))
         return panel, Prepared(panel, cfg, device, eval_time_steps=eval_steps)
 
@@ -283,7 +287,7 @@ def train_best(
     a line per step, `progress` a line per epoch."""
     ctx = StudyContext.of(study)
     cfg = ctx.data_config(data_path)
-    panel, data = ctx.prepare(cfg, device)
+    panel, data = ctx.prepare(cfg, device, log)
     same_data = fingerprint(cfg) == ctx.spec.get("data_fingerprint")
     trials = ctx.ranked(ensemble) if ensemble > 1 else [ctx.trial(trial_number)]
     steps = [int(full_params(ctx, t)["time_steps"]) for t in trials]

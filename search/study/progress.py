@@ -91,6 +91,18 @@ def trial_line(ev: dict[str, Any]) -> str:
     return line
 
 
+LOUD_BYTES = 100 * 2**20  # a data file this large says its load step by step
+
+
+def data_steps(path: Path, say: Callable[[str], None] | None) -> Callable[[str], None] | None:
+    """The data load's step lines for `say`, each led by "optuna-run: ", when the file at
+    `path` holds LOUD_BYTES or more; None (no lines) for a smaller one, which loads in a few
+    seconds, or one that is not there (the load says so)."""
+    if say is None or not path.is_file() or path.stat().st_size < LOUD_BYTES:
+        return None
+    return lambda line: say(f"optuna-run: {line}")
+
+
 def log_path(url: str, study_name: str) -> Path:
     """The study's log file: beside a SQLite file, else studies/NAME.log here."""
     if url.startswith("sqlite:///") and ":memory:" not in url:

@@ -141,16 +141,20 @@ def prepare(
     from data import Prepared, fingerprint, load_panel
     from data.load import DataWarning
     from search.study.objective import check_data
+    from search.study.progress import data_steps
 
     check_seed(cfg.search.seed, seed_where, 1 if workers == "auto" else int(workers))
     t0 = time.perf_counter()
+    loud = data_steps(cfg.data.file, say)
     with warnings.catch_warnings(record=warn is not None) as caught:
         if warn is not None:
             warnings.simplefilter("always", DataWarning)
-        panel = load_panel(cfg.data)
+        panel = load_panel(cfg.data, say=loud)
     for w in caught or []:
         assert warn is not None
         warn(str(w.message))
+    if loud:
+        loud(f"tensors on {device}, the windows and the file's fingerprint...")
     steps = int(cfg.space.max("time_steps"))
     data = Prepared(
         panel,

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from data import DataConfig, DataError, load_panel
+from data.panel import size
 from tests.data_tests.panels import f0, load, long_file
 
 NAN = math.nan
@@ -358,3 +359,35 @@ def test_for_prediction_a_feature_with_no_value_is_a_warning(tmp_path):
     with pytest.warns(DataWarning, match=r"feature column 'f1' .* has no value"):
         panel = load_panel(cfg, for_prediction=True)
     assert np.isnan(panel.values[:, :, 1]).all() and panel.valid.all()
+
+
+def test_the_load_says_each_step_once(tmp_path):
+    """One line as each step starts and one at the end, with the file's own counts (read
+    here by polars directly) and the panel's shape."""
+    # 7 dates x 3 ids, one row absent; a column the config leaves out is still counted
+    path = long_file(
+        tmp_path / "p.csv",
+        7,
+        3,
+        {"f0": f0, "f1": lambda d, s: d - s, "other": lambda d, s: 1, "target": f0},
+        drop={(2, 1)},
+    )
+    lines: list[str] = []
+    cfg = DataConfig(path=str(path), id="id", target="target", features=("f*",))
+    panel = load_panel(cfg, say=lines.append)
+    raw = pl.read_csv(path)
+    assert raw.shape == (20, 6)
+    bytes_ = panel.values.nbytes
+    assert lines[:-1] == [
+        f"reading 20 rows x 6 columns from {path} ({path.stat().st_size} bytes)...",
+        "building the dense panel: 7 dates x 3 securities...",
+        f"features: 2 into a 7 x 3 x 2 float32 array ({bytes_} bytes)...",
+        "target and checks...",
+    ]
+    assert lines[-1].startswith("panel done in ") and lines[-1].endswith("s")
+    assert panel.values.shape == (7, 3, 2)
+    # a load told nothing says nothing
+    assert load_panel(cfg).values.shape == (7, 3, 2)
+    assert [size(n) for n in (999, 1000, 850_000, 310_000_000, 2_213_000_000)] == [
+        "999 bytes", "1.0 KB", "850 KB", "310 MB", "2.2 GB",
+    ]  # fmt: skip

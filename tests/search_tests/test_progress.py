@@ -8,10 +8,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
 from search.cli import main
 from search.study.progress import Reporter, duration
+from tests.conftest import SAMPLE
 from tests.search_tests.helpers import TINY_SPACE, load, run_cli, write_study
 from tests.search_tests.studyrun import cli_command, cli_env
 
@@ -150,15 +152,17 @@ def epoch_lines(err: str) -> list[tuple[str, ...]]:
 
 
 def test_confirm_and_train_say_each_epoch(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A line per epoch of every configuration (k of N, its networks, epoch e of E), in the
-    order they train; `-q` leaves them out and nothing else."""
+    order they train; `-q` leaves them out and nothing else. A large file's load says its
+    steps there too (the threshold at 0 bytes)."""
     url = f"sqlite:///{tmp_path}/e.db"
     cfg = write_study(tmp_path, "ep", extra=FINAL, space=EPOCHS_SPACE)
     assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "3", "--seed", "2") == 0
     top = sorted(load(url, "ep").trials, key=lambda t: t.value, reverse=True)[:2]
     capsys.readouterr()
+    monkeypatch.setattr("search.study.progress.LOUD_BYTES", 0)
     confirm = ["confirm", "--study-name", "ep", "--storage", url, "--top", "2", "--seeds", "2"]
     assert main([*confirm, "--no-tree", "--device", "cpu"]) == 0
     err = capsys.readouterr().err
@@ -168,12 +172,51 @@ def test_confirm_and_train_say_each_epoch(
         for e in (1, 2)
     ]
     assert err.index("confirm: scoring trial") > err.index("epoch 2/2")
+    assert len(step_lines(err)) == 5 and err.index("panel done") < err.index("epoch 1/2")
     train = ["train", "--study-name", "ep", "--storage", url, "--no-tree", "--device", "cpu"]
     assert main([*train, "--out", str(tmp_path / "m.pt")]) == 0
     err = capsys.readouterr().err
     winner = str(load(url, "ep").user_attrs["confirm"]["winner"])
     assert epoch_lines(err) == [("train", winner, "1", "1", "2", str(e), "3") for e in (1, 2, 3)]
     assert "train: scoring the model and the baselines" in err
+    assert len(step_lines(err)) == 5
     assert main([*train, "--out", str(tmp_path / "q.pt"), "-q"]) == 0
     quiet = capsys.readouterr().err
     assert not epoch_lines(quiet) and "train: scoring" in quiet and "final fit" in quiet
+
+
+STEPS = (
+    "optuna-run: reading ",
+    "optuna-run: building the dense panel: ",
+    "optuna-run: features: ",
+    "optuna-run: target and checks...",
+    "optuna-run: panel done in ",
+    "optuna-run: tensors on cpu, the windows and the file's fingerprint...",
+)
+
+
+def step_lines(err: str) -> list[str]:
+    return [x for x in err.splitlines() if x.startswith(STEPS)]
+
+
+def test_a_large_file_says_each_step_of_its_load_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sample is small: its load says nothing. As a large file (the threshold at 0
+    bytes) it says each step once, in order, before the run's start lines."""
+    cfg = write_study(tmp_path, "ld")
+    url = f"sqlite:///{tmp_path}/ld.db"
+    argv = ["--config", str(cfg), "--storage", url, "--n-trials", "1", "--device", "cpu"]
+    assert run_cli(*argv) == 0
+    assert not step_lines(capsys.readouterr().err)
+    monkeypatch.setattr("search.study.progress.LOUD_BYTES", 0)
+    assert run_cli(*argv) == 0
+    err = capsys.readouterr().err
+    lines = step_lines(err)
+    assert [next(s for s in STEPS if x.startswith(s)) for x in lines] == list(STEPS)
+    raw = pl.read_parquet(SAMPLE)
+    assert lines[0].startswith(
+        f"optuna-run: reading {raw.height:,} rows x {raw.width} columns from {SAMPLE} ("
+    )
+    assert lines[2] == "optuna-run: features: 7 into a 1,259 x 40 x 7 float32 array (1.4 MB)..."
+    assert err.index(lines[-1]) < err.index("optuna-run: study 'ld'")
