@@ -4,9 +4,12 @@ figures of a study.
 Figures: optimisation history, intermediate values (pruned trials included), parameter
 importances, parallel coordinates, slices of the top parameters, the best trial's metrics
 and params; when the study holds them, the verdict against the baselines (`verdict` study
-attr) and the confirmed trials' seed spread (`confirm` study attr). The HTML figures are
-optuna.visualization's plotly figures; the PNGs are drawn by optuna.visualization.matplotlib
-(plotly's own PNG export, kaleido, downloads a browser) with the Agg backend.
+attr: test rank IC per predictor with two standard errors, the cumulative daily rank IC over
+the test dates, and the table of every metric) and the confirmed trials (`confirm` study
+attr: the search's value beside the confirmed mean and seed spread), drawn by
+search.evaluate.figures. The HTML figures are plotly's; the PNGs are drawn with matplotlib
+(optuna.visualization.matplotlib for the study's plots; plotly's own PNG export, kaleido,
+downloads a browser) with the Agg backend.
 """
 
 from __future__ import annotations
@@ -136,49 +139,16 @@ def verdict_table(verdict: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
                 if (seg, m) not in cols:
                     cols.append((seg, m))
     rows = [
-        [pred] + [verdict[seg].get(pred, {}).get(m, float("nan")) for seg, m in cols]
+        [pred] + [_rounded(verdict[seg].get(pred, {}).get(m)) for seg, m in cols]
         for pred in predictors
     ]
     return ["predictor"] + [f"{seg} {m}" for seg, m in cols], rows
 
 
-def confirm_rows(confirm: dict[str, Any]) -> list[list[Any]]:
-    winner = confirm.get("winner")
-    rows = []
-    for num, c in sorted(confirm.get("trials", {}).items(), key=lambda kv: int(kv[0])):
-        values = c.get("values", [])
-        mark = "winner" if winner is not None and int(num) == int(winner) else ""
-        rows.append([int(num), c.get("mean"), c.get("std"), len(values), mark])
-    return rows
-
-
-def _confirm_figures(confirm: dict[str, Any]) -> tuple[Any, Callable[[Path], None]]:
-    import plotly.graph_objects as go
-
-    trials = sorted(confirm.get("trials", {}).items(), key=lambda kv: int(kv[0]))
-    fig = go.Figure()
-    for num, c in trials:
-        vals = c.get("values", [])
-        fig.add_trace(go.Box(y=vals, name=f"trial {num}", boxpoints="all", jitter=0.3))
-    fig.update_layout(title="Confirmed trials: objective over fresh seeds", yaxis_title="value")
-
-    def save(path: Path) -> None:
-        import matplotlib.pyplot as plt
-
-        fig_m, ax = plt.subplots(figsize=(9, 5))
-        for i, (_, c) in enumerate(trials):
-            vals = c.get("values", [])
-            ax.scatter([i] * len(vals), vals, alpha=0.6, color="tab:blue")
-            ax.errorbar(
-                [i], [c.get("mean")], yerr=[c.get("std") or 0.0], fmt="o", color="black", capsize=6
-            )
-        ax.set_xticks(range(len(trials)), [f"trial {n}" for n, _ in trials])
-        ax.set_ylabel("value")
-        ax.set_title("Confirmed trials: objective over fresh seeds (mean +- std)")
-        fig_m.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig_m)
-
-    return fig, save
+def _rounded(v: Any) -> Any:
+    """A verdict's or confirm's number as a quant reads it: 4 decimals; "-" where there is
+    none."""
+    return f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else "-" if v is None else v
 
 
 def build_figures(study: optuna.Study) -> list[Figure]:
@@ -314,23 +284,7 @@ def _stored_figures(study: optuna.Study) -> list[Figure]:
     figs: list[Figure] = []
     verdict = study.user_attrs.get("verdict")
     if isinstance(verdict, dict):
-        header, rows = verdict_table(verdict)
-        summary = verdict.get("summary", "")
-        if verdict.get("next"):
-            from search.evaluate.verdict import format_next_questions
-
-            summary = f"{summary}\n{format_next_questions(verdict['next'])}"
-        figs.append(
-            Figure(
-                "verdict",
-                "Verdict: the model against the baselines",
-                table=(
-                    f"<p>{html.escape(str(summary))}</p>".replace("\n", "<br>") if summary else ""
-                )
-                + _table(header, rows),
-                png=_table_png("Verdict: the model against the baselines", header, rows),
-            )
-        )
+        figs += _verdict_figures(verdict)
     luck = study.user_attrs.get("luck")
     if isinstance(luck, dict):
         from search.study.luck import format_luck
@@ -339,18 +293,49 @@ def _stored_figures(study: optuna.Study) -> list[Figure]:
         figs.append(Figure("luck", "How much of the edge is luck", table=f"<p>{text}</p>"))
     confirm = study.user_attrs.get("confirm")
     if isinstance(confirm, dict) and confirm.get("trials"):
-        fig, save = _confirm_figures(confirm)
+        from search.evaluate.figures import confirm_figure, confirm_rows
+
+        searched = {t.number: t.values[0] for t in study.get_trials(deepcopy=False) if t.values}
+        fig, save, title = confirm_figure(confirm, searched)
+        rows = confirm_rows(confirm, searched)
         flag = confirm.get("flag")
+        header = ["trial", "search value", "confirmed mean", "seed spread", "seeds", ""]
         figs.append(
             Figure(
                 "confirm-spread",
-                "Confirmed trials: seed spread",
+                title,
                 fig,
                 save,
                 table=(f"<p>{html.escape(str(flag))}</p>" if flag else "")
-                + _table(["trial", "mean", "std", "seeds", ""], confirm_rows(confirm)),
+                + _table(header, [[r[0], *map(_rounded, r[1:4]), *r[4:]] for r in rows]),
             )
         )
+    return figs
+
+
+def _verdict_figures(verdict: dict[str, Any]) -> list[Figure]:
+    """The test rank IC per predictor (with the summary and the table of every metric) and
+    the cumulative daily rank IC over the test dates."""
+    from search.evaluate.figures import note, verdict_cumulative, verdict_rank_ic
+
+    header, rows = verdict_table(verdict)
+    summary = verdict.get("summary", "")
+    if verdict.get("next"):
+        from search.evaluate.verdict import format_next_questions
+
+        summary = f"{summary}\n{format_next_questions(verdict['next'])}"
+    text = f"<p>{html.escape(str(summary))}</p>".replace("\n", "<br>") if summary else ""
+    chart = verdict_rank_ic(verdict)
+    fig, save, title = chart or (None, None, "Verdict: the model against the baselines")
+    figs = [Figure("verdict", title, fig, save, table=text + _table(header, rows))]
+    cumulative = verdict_cumulative(verdict)
+    if cumulative is not None:
+        fig, save, title = cumulative
+        figs.append(Figure("verdict-cumulative", title, fig, save))
+    elif "test" in verdict:
+        why = "not drawn: the verdict holds no daily values (one series, or a verdict of an "
+        why += "earlier version: run confirm or train again)"
+        figs.append(Figure("verdict-cumulative", "Cumulative daily rank IC", table=note(why)))
     return figs
 
 

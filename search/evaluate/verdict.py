@@ -103,6 +103,8 @@ def build_verdict(
     sign = 1.0 if _direction(select) == "maximize" else -1.0
     others = [n for n in preds if n not in (model_name, *REFERENCES)]
     result: dict[str, Any] = {"select": select, "columns": list(COLUMNS), **table}
+    if "test" in outputs and data.n_securities > 1:
+        result["daily"] = daily_values(data, outputs["test"], ends["test"])
     if len(preds) > 1 and (notes := missing_baselines(tree)):  # baselines apply, one missing
         result["notes"] = notes
     if not others:
@@ -149,6 +151,26 @@ def build_verdict(
             data, outputs["test"], ends["test"], model_name, best, fwd_return=raw_return(data)
         )
     return result
+
+
+def daily_values(
+    data: Prepared, outputs: dict[str, torch.Tensor], ends: torch.Tensor
+) -> dict[str, Any]:
+    """Each predictor's rank IC on each of the windows' dates (None on a date with fewer
+    than 5 securities), for the report's cumulative rank IC; "zero", a constant, ranks
+    nothing and is left out. JSON-ready: 6 decimals."""
+    from models.luck import class_score
+
+    S = data.n_securities
+    d = ends // S
+    y = data.target[d, ends % S].double()
+    days = torch.unique(d).tolist()  # the order of daily_rank_ic's dates
+    rank_ic = {}
+    for name, pred in outputs.items():
+        if name != "zero":
+            v = daily_rank_ic(class_score(pred), y, d).tolist()
+            rank_ic[name] = [round(x, 6) if math.isfinite(x) else None for x in v]
+    return {"dates": [data.panel.date_str(int(x)) for x in days], "rank_ic": rank_ic}
 
 
 def raw_return(data: Prepared) -> torch.Tensor | None:

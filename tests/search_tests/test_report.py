@@ -74,7 +74,10 @@ def test_report_shows_verdict_and_seed_spread_when_the_study_has_them(
         "verdict",
         {
             "val": {"lstm": {"ic": 0.031, "mse": 0.98}, "zero": {"ic": 0.0, "mse": 1.0}},
-            "test": {"lstm": {"ic": 0.012, "mse": 0.99}, "momentum": {"ic": -0.004}},
+            "test": {
+                "lstm": {"ic": 0.012, "mse": 0.99, "rank_ic": 0.0123456, "rank_ic_se": 0.004},
+                "momentum": {"ic": -0.004, "rank_ic": -0.002, "rank_ic_se": 0.005},
+            },
             "summary": "lstm beats every baseline on validation IC",
         },
     )
@@ -82,22 +85,31 @@ def test_report_shows_verdict_and_seed_spread_when_the_study_has_them(
         "confirm",
         {
             "trials": {
-                "3": {"mean": 0.97, "std": 0.01, "values": [0.96, 0.97, 0.98]},
-                "7": {"mean": 0.99, "std": 0.02, "values": [0.97, 0.99, 1.01]},
+                "3": {"search_value": 0.95, "mean": 0.97, "std": 0.01, "values": [0.96, 0.98]},
+                "7": {"search_value": 0.9, "mean": 0.99, "std": 0.02, "values": [0.97, 1.01]},
             },
             "winner": 3,
             "flag": "winner is within one std of the runner-up",
+            "objective": "val_loss",
         },
     )
     page = report(copy, tmp_path / "r")
     assert 'id="section-verdict"' in page
     assert "lstm beats every baseline on validation IC" in page
-    for cell in ("val ic", "test mse", "momentum", "0.031", "-0.004"):
+    # the table's numbers at 4 decimals
+    for cell in ("val ic", "test mse", "momentum", "<td>0.0310</td>", "<td>-0.0040</td>"):
         assert cell in page, cell
+    assert "0.0123456" not in page.split('id="section-verdict"')[1].split("<table>")[1]
+    # no daily values in this verdict: the cumulative rank IC says why it is not drawn
+    assert 'id="section-verdict-cumulative"' in page and "holds no daily values" in page
     assert 'id="confirm-spread"' in page and "winner is within one std" in page
-    assert "<td>3</td><td>0.97</td><td>0.01</td><td>3</td><td>winner</td>" in page
+    assert (
+        "<td>3</td><td>0.9500</td><td>0.9700</td><td>0.0100</td><td>2</td><td>winner</td>" in page
+    )
+    assert "validation loss" in page  # the confirm figure's axis: the study's objective
     for name in ("verdict.png", "confirm-spread.png"):
         assert png_size(tmp_path / "r" / name)[0] > 300
+    assert not (tmp_path / "r" / "verdict-cumulative.png").exists()
 
 
 def test_report_errors_name_the_flag(
@@ -139,3 +151,38 @@ def test_report_on_a_missing_sqlite_file_creates_nothing(
     assert main(["report", "--storage", f"sqlite:///{db}", "--out", str(tmp_path / "r")]) == 2
     assert f"no SQLite file {db}" in capsys.readouterr().err
     assert not db.exists() and not (tmp_path / "r").exists()
+
+
+def test_report_of_a_confirmed_study_draws_the_verdict_and_the_confirmation(
+    study_url: str, tmp_path: Path
+) -> None:
+    """A real confirm (its verdict, its daily values): the rank IC chart, the cumulative
+    rank IC over the test dates and the confirmed trials beside their search values."""
+    import optuna
+
+    from search.evaluate.figures import verdict_cumulative
+
+    copy = f"sqlite:///{tmp_path}/c.db"
+    optuna.copy_study(from_study_name="rep", from_storage=study_url, to_storage=copy)
+    argv = ["confirm", "--study-name", "rep", "--storage", copy, "--top", "2", "--seeds", "2"]
+    assert main([*argv, "--no-tree", "--device", "cpu", "-q"]) == 0
+    study = load(copy, "rep")
+    verdict, confirm = study.user_attrs["verdict"], study.user_attrs["confirm"]
+    page = report(copy, tmp_path / "r")
+    for fid in ("verdict", "verdict-cumulative", "confirm-spread"):
+        assert f'id="{fid}"' in page, fid
+        w, h = png_size(tmp_path / "r" / f"{fid}.png")
+        assert w >= 600 and h >= 250, fid
+    dates = verdict["daily"]["dates"]
+    assert f"Cumulative daily rank IC over the {len(dates)} test dates" in page
+    assert "validation rank IC" in page
+    # the cumulative rank IC's figure: a line per predictor but zero; the model ends at its sum
+    drawn = verdict_cumulative(verdict)
+    assert drawn is not None
+    lines = {t.name: t for t in drawn[0].data}
+    assert len(lines) == len(verdict["test"]) - 1 and "zero" not in lines
+    daily = [x for x in verdict["daily"]["rank_ic"]["model"] if x is not None]
+    assert lines["model"].y[-1] == pytest.approx(sum(daily)) and len(lines["model"].y) == len(dates)
+    for n, row in confirm["trials"].items():
+        assert row["search_value"] == study.trials[int(n)].value
+        assert f"<td>{n}</td><td>{row['search_value']:.4f}</td><td>{row['mean']:.4f}</td>" in page

@@ -1,0 +1,57 @@
+"""The numbers the report's verdict figures draw, recomputed here independently: each test
+date's rank IC (scipy), its mean and standard error, and the running sum over the dates."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from data import DataConfig, Prepared, load_panel
+from search.evaluate.figures import cumulative, rank_ic_rows
+from search.evaluate.verdict import build_verdict
+from tests.conftest import SAMPLE
+
+
+def test_daily_rank_ic_its_standard_error_and_running_sum() -> None:
+    cfg = DataConfig(path=str(SAMPLE), target_cs="zscore")
+    panel = load_panel(cfg)
+    data = Prepared(panel, cfg, torch.device("cpu"), eval_time_steps=5)
+    S = data.n_securities
+
+    def feature(e: torch.Tensor) -> torch.Tensor:  # the model: the 5-day return as it is
+        return data.values[e // S, e % S, 1]
+
+    v = build_verdict(data, feature, tree=False)
+    ends = data.ends("test", 5).numpy()
+    frame = pd.DataFrame(
+        {"d": ends // S, "p": panel.values[ends // S, ends % S, 1], "y": panel.target[ends // S, ends % S]}
+    )  # fmt: skip
+    want = {
+        d: stats.spearmanr(g["p"], g["y"])[0] if len(g) >= 5 else math.nan
+        for d, g in frame.groupby("d")
+    }
+    daily = v["daily"]
+    assert daily["dates"] == [panel.date_str(d) for d in sorted(want)]
+    got = [math.nan if x is None else x for x in daily["rank_ic"]["model"]]
+    assert got == pytest.approx([want[d] for d in sorted(want)], abs=1e-6, nan_ok=True)
+    assert set(daily["rank_ic"]) == set(v["test"]) - {"zero"}  # a constant ranks nothing
+    # the mean and its standard error over the dates with a value
+    x = np.array([w for w in want.values() if np.isfinite(w)])
+    model = v["test"]["model"]
+    assert model["rank_ic"] == pytest.approx(x.mean(), abs=1e-9)
+    assert model["rank_ic_se"] == pytest.approx(x.std(ddof=1) / math.sqrt(len(x)), abs=1e-9)
+    # the chart's rows: the model first with its standard error, the best baseline named
+    rows = rank_ic_rows(v)
+    assert rows[0][0] == "model" and rows[0][2:] == (model["rank_ic"], model["rank_ic_se"])
+    assert f"{v['best_baseline']} (best on validation)" in [r[0] for r in rows]
+    assert len(rows) == len(v["test"])
+    # the running sum: a date without a value adds nothing
+    run = list(itertools.accumulate(0.0 if math.isnan(w) else w for w in got))
+    assert cumulative(daily["rank_ic"]["model"]) == pytest.approx(run)
+    assert cumulative([0.5, None, -0.25, float("nan"), 1.0]) == [0.5, 0.5, 0.25, 0.25, 1.25]
