@@ -1,5 +1,6 @@
-"""What a study says while it runs: no carriage-return frames where stderr is a file or a
-pipe, a line per trial and status lines there; the bar stays on a terminal."""
+"""What the long verbs say while they run: a study writes no carriage-return frames where
+stderr is a file or a pipe, but a line per trial and status lines (the bar stays on a
+terminal); confirm and train say each epoch; a large data file says each step of its load."""
 
 from __future__ import annotations
 
@@ -21,6 +22,18 @@ STATUS = re.compile(
     r"^status: (\d+)/(\d+) trials \((\d+) complete, (\d+) pruned, (\d+) failed\)"
     r"(, best \S+ \(trial \d+\))?, \S+ elapsed, ETA \S+$"
 )
+STEPS = (
+    "optuna-run: reading ",
+    "optuna-run: building the dense panel: ",
+    "optuna-run: features: ",
+    "optuna-run: target and checks...",
+    "optuna-run: panel done in ",
+    "optuna-run: tensors on cpu, the windows and the file's fingerprint...",
+)
+
+
+def step_lines(err: str) -> list[str]:
+    return [x for x in err.splitlines() if x.startswith(STEPS)]
 
 
 def test_a_study_run_into_a_file_writes_lines_not_frames(tmp_path: Path) -> None:
@@ -123,8 +136,8 @@ def test_status_before_any_trial_and_without_a_count() -> None:
     clock = Clock()
     r = Reporter(None, tty=False, clock=clock, every_s=0)
     clock.now += 125
-    assert r.status_line() == "status: 0 trials (0 complete, 0 pruned, 0 failed), 2m05s " \
-        "elapsed, first trial running"  # fmt: skip
+    want = "status: 0 trials (0 complete, 0 pruned, 0 failed), 2m05s elapsed, first trial running"
+    assert r.status_line() == want
     r.close()
     assert [duration(s) for s in (0, 59.4, 60, 3599, 3600, 7384)] == [
         "0s", "59s", "1m00s", "59m59s", "1h00m", "2h03m",
@@ -183,20 +196,6 @@ def test_confirm_and_train_say_each_epoch(
     assert main([*train, "--out", str(tmp_path / "q.pt"), "-q"]) == 0
     quiet = capsys.readouterr().err
     assert not epoch_lines(quiet) and "train: scoring" in quiet and "final fit" in quiet
-
-
-STEPS = (
-    "optuna-run: reading ",
-    "optuna-run: building the dense panel: ",
-    "optuna-run: features: ",
-    "optuna-run: target and checks...",
-    "optuna-run: panel done in ",
-    "optuna-run: tensors on cpu, the windows and the file's fingerprint...",
-)
-
-
-def step_lines(err: str) -> list[str]:
-    return [x for x in err.splitlines() if x.startswith(STEPS)]
 
 
 def test_a_large_file_says_each_step_of_its_load_once(
