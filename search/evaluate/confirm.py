@@ -53,10 +53,8 @@ def confirm(
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     trained: dict[int, Trained] = {}
     rows: dict[str, dict[str, Any]] = {}
-    chosen = top_trials(ctx, top)
-    fits = FitProgress(progress, "confirm", len(chosen), ctx.objective)
-    for k, t in enumerate(chosen, 1):
-        on_epoch = fits.configuration(k, t.number)
+    fits = FitProgress(progress, "confirm", ctx.objective)
+    for t, on_epoch in fits.each(top_trials(ctx, top)):
         r = retrain(ctx, t, data, seed=seed, n_seeds=seeds, on_epoch=on_epoch)
         trained[t.number] = r
         per_seed = _per_seed(r.member_values, seeds)

@@ -10,6 +10,8 @@ import math
 import time
 from collections.abc import Callable
 
+from optuna.trial import FrozenTrial
+
 from models import OBJECTIVES, EpochResult
 from search.study.progress import duration
 
@@ -18,33 +20,44 @@ OnEpoch = Callable[[EpochResult], None]
 
 
 class FitProgress:
-    """The epoch lines of `total` configurations that `verb` fits one after the other; each
-    line goes to `say` (None: silent). The ETA assumes the configurations left take as long
+    """The epoch lines of the configurations that `verb` fits one after the other (`each`);
+    each line goes to `say` (None: silent). The ETA assumes the configurations left take as long
     an epoch as the current one, and every epoch planned (early stopping may end sooner)."""
 
     def __init__(
         self,
         say: Say | None,
         verb: str,
-        total: int,
         objective: str,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.say = say
         self.verb = verb
-        self.total = total
+        self.total = 0
         self.name = objective.split(",")[0].strip()
         self.metric = OBJECTIVES.get(self.name, ("loss", ""))[0]
         self.clock = clock
+        self.mark = clock()  # the last epoch's end (or the start): the next one's start
+
+    def each(self, trials: list[FrozenTrial]) -> list[tuple[FrozenTrial, OnEpoch | None]]:
+        """The trials to fit, one after the other, each with its `on_epoch`."""
+        self.total = len(trials)
+        self.mark = self.clock()
+        return [(t, self.configuration(k, t.number)) for k, t in enumerate(trials, 1)]
 
     def configuration(self, k: int, trial: int) -> OnEpoch | None:
-        """The `on_epoch` of configuration `k` (1-based) of `total`, the study's trial `trial`."""
+        """The `on_epoch` of configuration `k` (1-based) of `total`, the study's trial `trial`:
+        its time counts from the end of the epoch before (the previous configuration's last)."""
         if self.say is None:
             return None
-        say, start = self.say, self.clock()
+        say, start = self.say, [self.mark]
 
         def on_epoch(r: EpochResult) -> None:
-            say(self.line(k, trial, r, (self.clock() - start) / r.epoch))
+            now = self.clock()
+            if r.epoch == 1:
+                start[0] = self.mark
+            self.mark = now
+            say(self.line(k, trial, r, (now - start[0]) / r.epoch))
 
         return on_epoch
 

@@ -95,7 +95,6 @@ class StudyContext:
     def prepare(
         self, cfg: DataConfig, device: torch.device, say: Say | None = None
     ) -> tuple[Panel, Prepared]:
-        """The panel of `cfg` and its tensors; a large file's load says its steps to `say`."""
         panel = load_panel(cfg, say=data_steps(cfg.file, say))
         eval_steps = int(self.run.space.max("time_steps"))
         return panel, Prepared(panel, cfg, device, eval_time_steps=eval_steps)
@@ -293,11 +292,8 @@ def train_best(
     steps = [int(full_params(ctx, t)["time_steps"]) for t in trials]
     check_windows(data, max([data.eval_time_steps, *steps]))
     final = None if exact else ctx.run.final
-    fits = FitProgress(progress, "train", len(trials), ctx.objective)
-    trained = [
-        retrain(ctx, t, data, seed, n_seeds, final, fits.configuration(k, t.number))
-        for k, t in enumerate(trials, 1)
-    ]
+    fits = FitProgress(progress, "train", ctx.objective)
+    trained = [retrain(ctx, t, data, seed, n_seeds, final, on) for t, on in fits.each(trials)]
     if log:
         log("train: scoring the model and the baselines on the validation and test dates")
     verdict = judge(ctx, data, trained, tree)

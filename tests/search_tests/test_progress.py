@@ -219,3 +219,37 @@ def test_a_large_file_says_each_step_of_its_load_once(
     )
     assert lines[2] == "optuna-run: features: 7 into a 1,259 x 40 x 7 float32 array (1.4 MB)..."
     assert err.index(lines[-1]) < err.index("optuna-run: study 'ld'")
+
+
+def test_epoch_lines_time_each_configuration_from_the_epoch_before() -> None:
+    """Epochs of 10 s, two configurations of 3 epochs planned: each line's seconds an epoch
+    and ETA (the epochs left, this configuration's and the next's, at that pace)."""
+    import optuna
+
+    from models import EpochResult
+    from search.evaluate.progress import FitProgress
+
+    study = optuna.create_study()
+    for v in (0.1, 0.2):
+        study.add_trial(optuna.trial.create_trial(value=v))
+    clock, lines = Clock(), []
+    fits = FitProgress(lines.append, "confirm", "rank_ic", clock=clock)
+    for _, on_epoch in fits.each(study.trials):
+        assert on_epoch is not None
+        for e in (1, 2, 3):
+            clock.now += 10
+            val = {"rank_ic": 0.0125, "loss": 1.0}
+            on_epoch(EpochResult(e, 1.0, val, [val, val], 40_000, 8.0, 2.0, planned=3))
+    assert lines[0] == (
+        "confirm: trial 0 (1/2, 2 networks) epoch 1/3: 5,000 windows/s, validation rank_ic "
+        "0.0125, 10.0s an epoch, ETA 50s"
+    )
+    heads = [x.split(") epoch")[0] for x in lines]
+    assert (
+        heads
+        == ["confirm: trial 0 (1/2, 2 networks"] * 3 + ["confirm: trial 1 (2/2, 2 networks"] * 3
+    )
+    assert [x.split("0.0125, ")[1] for x in lines] == [
+        f"10.0s an epoch, ETA {eta}" for eta in ("50s", "40s", "30s", "20s", "10s", "0s")
+    ]
+    assert FitProgress(None, "train", "rank_ic").each(study.trials)[0][1] is None  # quiet
