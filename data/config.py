@@ -34,11 +34,11 @@ class DataConfig(Checked):
     otherwise used, except raw OHLCV levels."""
     ohlcv_features: bool | None = None
     """Derive past-only features from OHLCV columns; None (default): when a close column exists."""
-    ohlcv_set: str = "basic"
-    """Which derived features: `basic` (returns over 1, 5, 20 dates, range, open-close, volume
-    change, 20-date volatility) or `extended` (basic + 10- and 60-date returns, 60-date
+    ohlcv_set: str = "extended"
+    """Which derived features: `extended` (default: basic + 10- and 60-date returns, 60-date
     volatility, volume against its 20-date mean, distance to the 20-date high and low, Amihud
-    illiquidity)."""
+    illiquidity) or `basic` (returns over 1, 5, 20 dates, range, open-close, volume change,
+    20-date volatility; what studies stored before the key existed derived)."""
     open: str = "open"
     high: str = "high"
     low: str = "low"

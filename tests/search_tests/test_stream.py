@@ -133,10 +133,22 @@ def _model(folder: Path, name: str, data: Path, time_steps: object, extra: str, 
 
 @pytest.fixture(scope="module")
 def ohlcv_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(data, model): features derived from OHLCV, ranked per date; 2 seeds averaged."""
+    """(data, model): the basic features derived from OHLCV, ranked per date; 2 seeds
+    averaged."""
     folder = tmp_path_factory.mktemp("stream_ohlcv")
     data = ohlcv_panel(folder / "prices.parquet")
-    return data, _model(folder, "prices", data, T_OHLCV, 'normalize = "cs_rank"', 1)
+    extra = 'normalize = "cs_rank"\nohlcv_set = "basic"'
+    return data, _model(folder, "prices", data, T_OHLCV, extra, 1)
+
+
+@pytest.fixture(scope="module")
+def extended_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(data, model): the extended OHLCV features (look-backs up to 60 dates; ret_60 has no
+    value on the 48 training dates and is left out), scaled by training-date statistics."""
+    folder = tmp_path_factory.mktemp("stream_extended")
+    data = ohlcv_panel(folder / "prices.parquet")
+    extra = 'normalize = "robust"\nohlcv_set = "extended"'
+    return data, _model(folder, "prices", data, T_OHLCV, extra, 1)
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +207,16 @@ def test_day_by_day_equals_the_file_for_features_derived_from_ohlcv(
     # ids in the other order on every date: per-date ranks break ties by id, as the file does
     other = feed(search.stream_predictor(model=model, device="cpu"), data, reverse=False)
     assert_same(other, got.drop_nulls("prediction"))
+
+
+def test_day_by_day_equals_the_file_for_the_extended_ohlcv_features(
+    extended_model: tuple[Path, Path],
+) -> None:
+    data, model = extended_model
+    live = search.stream_predictor(model=model, device="cpu")
+    assert live.history == T_OHLCV - 1 + 60
+    want = search.predict(model=model, data=data, dates="all", device="cpu")
+    assert_same(feed(live, data), want)
 
 
 def test_day_by_day_equals_the_file_for_a_robust_factor_ensemble(
