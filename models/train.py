@@ -40,6 +40,10 @@ class TrainParams:
     val_dates: int = 0  # validation dates scored per epoch (0 = all); the final score uses all
     val_windows: int = 0  # at most this many of their windows per epoch (0 = all)
     precision: str = "fp32"  # or "fp16": CUDA autocast + gradient scaling for training
+    lr_schedule: str = "constant"  # or "cosine": lr decays to 5% over every planned step
+
+
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,19 @@ def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | 
     return torch.amp.GradScaler("cuda")
 
 
+def make_schedule(
+    opt: torch.optim.Optimizer, p: TrainParams, per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning rate's schedule over every planned step (None: constant): "cosine"
+    decays it from `lr` to 5% of it by the last batch of the last epoch."""
+    if p.lr_schedule == "constant":
+        return None
+    if p.lr_schedule != "cosine":
+        raise ValueError(f"unknown lr_schedule {p.lr_schedule!r}; valid: {list(LR_SCHEDULES)}")
+    steps = p.epochs * max(1, math.ceil(per_epoch / p.batch_size))
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=0.05 * p.lr)
+
+
 def train_step(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -289,6 +306,7 @@ def fit(
     )
     task = data.cfg.task
     scaler = make_scaler(p.precision, device)
+    schedule = make_schedule(opt, p, per_epoch)
     result = FitResult(math.inf, 0, 0, 0.0)
     start = time.perf_counter()
     bad_epochs = 0
@@ -314,6 +332,8 @@ def fit(
                 ).sum()
 
             loss = train_step(model, opt, scaler, b.x, members_loss, p.grad_clip)
+            if schedule is not None:
+                schedule.step()
             total += loss.detach() * b.y.shape[1]
             if should_stop():
                 raise Interrupted("stop requested")

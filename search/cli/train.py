@@ -123,7 +123,8 @@ def _final_line(ckpt: dict[str, Any], vals: str, stored: str) -> str:
     windows = f"{n:,} training windows" if n else "every training window"
     return (
         f"final fit ([final]): {windows} an epoch, up to {f['epochs']} epochs "
-        f"(patience {f['patience']}), {len(ckpt['models'][0]['states'])} seed(s) per "
+        f"(patience {f['patience']}), {f.get('lr_schedule', 'constant')} learning rate, "
+        f"{len(ckpt['models'][0]['states'])} seed(s) per "
         f"configuration: validation {vals} (the trial, at the search's budget: {stored}); "
         "`train --exact` reproduces the trial instead"
     )

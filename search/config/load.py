@@ -60,7 +60,7 @@ DEFAULT_CPU_BUDGET: dict[str, Any] = {
 
 # The final fit on a CPU: every window, fewer epochs (measured in bench/RESULTS.md, "The
 # final fit").
-DEFAULT_CPU_FINAL: dict[str, Any] = {"epochs": 12, "patience": 2}
+DEFAULT_CPU_FINAL: dict[str, Any] = {"epochs": 8}
 CPU_TABLES = {"budget": DEFAULT_CPU_BUDGET, "final": DEFAULT_CPU_FINAL}
 
 TOP_KEYS = [*SECTIONS, "space", "cpu"]

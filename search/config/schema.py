@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from data import ConfigError, DataConfig
 from data.fields import Checked, did_you_mean, unknown_keys
 from models.metrics import CLASSIFICATION_ONLY, OBJECTIVES, REGRESSION_ONLY
+from models.train import LR_SCHEDULES
 from search.config.space import SearchSpace
 
 SAMPLERS = ("tpe", "random")
@@ -178,22 +179,32 @@ class FinalConfig(Checked):
 
     max_windows_per_epoch: int = 0
     """Training windows per epoch (0 = every training window each epoch)."""
-    epochs: int = 20
-    """At most this many epochs; the best epoch on validation is kept."""
-    patience: int = 3
-    """Stop after this many epochs without a better validation score (0 = off)."""
+    epochs: int = 12
+    """At most this many epochs (the cosine schedule's length); the best epoch on validation
+    is kept."""
+    patience: int = 0
+    """Stop after this many epochs without a better validation score (0 = off: a cosine
+    schedule's early epochs, at a high rate, are noisy, and its last ones the best)."""
     seeds: int = 3
     """Networks per configuration (the trial's seed, seed + 1, ...), averaged."""
     val_dates: int = 0
     """Validation dates scored after each epoch to choose the best one (0 = every date)."""
     val_windows: int = 0
     """At most this many windows of those dates per epoch (0 = all)."""
+    lr_schedule: str = "cosine"
+    """The learning rate over the fit: "cosine" (from the trial's lr down to 5% of it by the
+    last planned epoch) or "constant" (the trial's lr throughout, as in the search)."""
 
     def problems(self) -> list[str]:
         p: list[str] = []
         for k in ("max_windows_per_epoch", "patience", "val_dates", "val_windows"):
             if getattr(self, k) < 0:
                 p.append(f"[final] {k}: must be >= 0, got {getattr(self, k)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            p.append(
+                f"[final] lr_schedule: expected one of {', '.join(LR_SCHEDULES)}, "
+                f"got {self.lr_schedule!r}"
+            )
         for k in ("epochs", "seeds"):
             if getattr(self, k) < 1:
                 p.append(f"[final] {k}: must be >= 1, got {getattr(self, k)}")

@@ -190,6 +190,8 @@ def retrain(
             val_windows=final.val_windows,
         )
     tp = train_params(p, budget, seed)
+    if final is not None:
+        tp = replace(tp, lr_schedule=final.lr_schedule)
     model = make_members(p, data, members)
     result = fit(
         model,

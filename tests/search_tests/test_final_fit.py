@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from data import ConfigError
-from models import per_date_zscore
+from models import TrainParams, per_date_zscore
+from models.train import make_schedule
 from search.cli import main
 from search.config import build_config
 from tests.search_tests.helpers import run_cli, write_study
@@ -38,10 +39,12 @@ def test_final_fit_is_the_final_budget_and_deterministic(
     assert main([*args, "--out", str(a)]) == 0
     err = capsys.readouterr().err
     assert "final fit ([final]): 512 training windows an epoch, up to 4 epochs" in err
+    assert "cosine learning rate" in err
     assert "`train --exact` reproduces the trial instead" in err
     assert main([*args, "--out", str(b)]) == 0
     ca, cb = (torch.load(p, weights_only=True) for p in (a, b))
     assert ca["fit"] == "final" and ca["final"]["seeds"] == 2 and ca["final"]["epochs"] == 4
+    assert ca["final"]["lr_schedule"] == "cosine"
     assert not ca["reproduced"]["match"]  # a final fit is not a reproduction
     (ma,), (mb,) = ca["models"], cb["models"]
     assert len(ma["states"]) == 2 and ma["params"]["epochs"] == 4
@@ -61,12 +64,15 @@ def test_final_config_on_a_cpu_and_its_checks(tmp_path: Path) -> None:
     cpu, gpu = build_config(cfg, cpu=True), build_config(cfg, cpu=False)
     assert (cpu.final.epochs, cpu.final.seeds) == (7, 5)
     assert (gpu.final.epochs, gpu.final.seeds) == (7, 3)
-    assert build_config(None, cpu=True).final.epochs == 12  # the built-in CPU final fit
-    bad = write_study(tmp_path, "b", extra='[final]\nseeds = 0\nepochs = "x"\npatiense = 1')
+    assert build_config(None, cpu=True).final.epochs == 8  # the built-in CPU final fit
+    bad = write_study(
+        tmp_path, "b", extra='[final]\nseeds = 0\nepochs = "x"\npatiense = 1\nlr_schedule = "step"'
+    )
     with pytest.raises(ConfigError) as e:
         build_config(bad, cpu=True)
     msg = str(e.value)
     assert "[final] seeds: must be >= 1, got 0" in msg
+    assert "[final] lr_schedule: expected one of constant, cosine, got 'step'" in msg
     assert "epochs" in msg and "patiense" in msg and "did you mean 'patience'" in msg
 
 
@@ -94,3 +100,20 @@ def test_per_date_average_keeps_the_members_scale() -> None:
     avg = per_date_average(torch.stack([a, 10 * a]), date).numpy()
     assert avg[:3] == pytest.approx([5.5 * v for v in (1.0, 2.0, 3.0)])
     assert avg[3:] == pytest.approx([5.5 * 5.0, 5.5 * 7.0])
+
+
+def test_cosine_schedule_ends_at_five_percent_of_the_rate() -> None:
+    p = TrainParams(time_steps=2, epochs=3, batch_size=10, lr=0.02, lr_schedule="cosine")
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=p.lr)
+    schedule = make_schedule(opt, p, per_epoch=25)  # 3 batches an epoch, 9 steps
+    assert schedule is not None
+    rates = []
+    for _ in range(9):
+        opt.step()
+        schedule.step()
+        rates.append(opt.param_groups[0]["lr"])
+    assert rates[-1] == pytest.approx(0.001)
+    halfway = 0.001 + (0.02 - 0.001) * (1 + np.cos(np.pi * 4 / 9)) / 2
+    assert rates[3] == pytest.approx(halfway)
+    assert all(a > b for a, b in zip(rates[:-1], rates[1:], strict=True))
+    assert make_schedule(opt, TrainParams(2, 3, 10, 0.02), 25) is None
