@@ -202,7 +202,7 @@ def test_cli_on_a_toml_without_data_runs_on_the_sample_and_says_so(
     assert main(["--config", str(p), "--storage", url, "--n-trials", "1", "-q"]) == 0
     err = capsys.readouterr().err
     assert "names no data file" in err and str(SAMPLE) in err
-    assert "features (7): ret_1, ret_5" in err
+    assert "features (14): ret_1, ret_5" in err
     assert "target: forward return of 'close' over 1 date(s)" in err
     assert "study 'sp500_sample': this run finished 1 trial (" in err
 

@@ -217,7 +217,7 @@ def test_a_large_file_says_each_step_of_its_load_once(
     assert lines[0].startswith(
         f"optuna-run: reading {raw.height:,} rows x {raw.width} columns from {SAMPLE} ("
     )
-    assert lines[2] == "optuna-run: features: 7 into a 1,259 x 40 x 7 float32 array (1.4 MB)..."
+    assert lines[2] == "optuna-run: features: 14 into a 1,259 x 40 x 14 float32 array (2.8 MB)..."
     assert err.index(lines[-1]) < err.index("optuna-run: study 'ld'")
 
 
