@@ -123,19 +123,7 @@ def build_verdict(
     mv, bv = table["test"][model_name][select], table["test"][best][select]
     margin = None if mv is None or bv is None else sign * (mv - bv)
     seed_std = _std(member_test) if member_test and len(member_test) > 1 else None
-    paired_se = None
-    if select in ("rank_ic", "ic") and data.n_securities > 1:
-        e = ends["test"]
-        d = e // data.n_securities
-        y = data.target[d, e % data.n_securities]
-        if data.cfg.task == "regression":
-            a, b = outputs["test"][model_name], outputs["test"][best]
-        else:
-            a, b = outputs["test"][model_name][:, -1], outputs["test"][best][:, -1]
-        diff = daily_rank_ic(a, y, d) - daily_rank_ic(b, y, d)
-        diff = diff[torch.isfinite(diff)]
-        if diff.numel() > 1:
-            paired_se = float(diff.std() / math.sqrt(diff.numel()))
+    paired_se = _paired_se(data, select, outputs["test"], ends["test"], model_name, best)
     noise = max(seed_std or 0.0, 2 * (paired_se or 0.0))
     beats = margin is not None and margin > noise
     result.update(margin=margin, seed_std=seed_std, paired_se=paired_se, beats=beats)
@@ -145,12 +133,58 @@ def build_verdict(
     for ref in REFERENCES:
         if ref in table["test"] and mv is not None and table["test"][ref][select] is not None:
             rv = table["test"][ref][select]
-            result["summary"] += f" Beside the {ref} tree ({_f(rv)}): {_f(sign * (mv - rv))}."
+            se = _paired_se(data, select, outputs["test"], ends["test"], model_name, ref)
+            tree_margin = sign * (mv - rv)
+            noise = max(seed_std or 0.0, 2 * (se or 0.0))
+            result["tree"] = {"name": ref, "margin": tree_margin, "paired_se": se}
+            result["tree"]["beats"] = tree_margin > noise
+            result["summary"] += " " + _beside_tree(ref, rv, tree_margin, seed_std, se, noise)
     if data.cfg.task == "regression" or binary:
         result["next"] = next_questions(
             data, outputs["test"], ends["test"], model_name, best, fwd_return=raw_return(data)
         )
     return result
+
+
+def _paired_se(
+    data: Prepared,
+    select: str,
+    outputs: dict[str, torch.Tensor],
+    ends: torch.Tensor,
+    a: str,
+    b: str,
+) -> float | None:
+    """Standard error of the mean daily difference of `a`'s and `b`'s rank IC (IC objectives
+    on a panel only; None otherwise): the noise of comparing two predictors on one period."""
+    if select not in ("rank_ic", "ic") or data.n_securities < 2:
+        return None
+    d = ends // data.n_securities
+    y = data.target[d, ends % data.n_securities]
+    pa, pb = outputs[a], outputs[b]
+    if data.cfg.task != "regression":
+        pa, pb = pa[:, -1], pb[:, -1]
+    diff = daily_rank_ic(pa, y, d) - daily_rank_ic(pb, y, d)
+    diff = diff[torch.isfinite(diff)]
+    return float(diff.std() / math.sqrt(diff.numel())) if diff.numel() > 1 else None
+
+
+def _beside_tree(
+    ref: str, rv: float, margin: float, seed_std: float | None, se: float | None, noise: float
+) -> str:
+    """The model against the tree, with the same noise as against the best baseline."""
+    parts = [] if seed_std is None else [f"seed spread {seed_std:.4f}"]
+    if se is not None:
+        parts.append(f"2 x paired standard error {2 * se:.4f}")
+    head = f"Beside the {ref} tree ({_f(rv)}): {_f(margin)}" + (
+        f" ({', '.join(parts)})" if parts else ""
+    )
+    if not parts:
+        return head + "."
+    if margin > noise:
+        return head + f": ABOVE the {ref} tree by more than the noise."
+    if margin < -noise:
+        return head + f": BELOW the {ref} tree by more than the noise."
+    return head + f": level with the {ref} tree within the noise."
 
 
 def daily_values(

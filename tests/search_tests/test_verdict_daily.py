@@ -55,3 +55,36 @@ def test_daily_rank_ic_its_standard_error_and_running_sum() -> None:
     run = list(itertools.accumulate(0.0 if math.isnan(w) else w for w in got))
     assert cumulative(daily["rank_ic"]["model"]) == pytest.approx(run)
     assert cumulative([0.5, None, -0.25, float("nan"), 1.0]) == [0.5, 0.5, 0.25, 0.25, 1.25]
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_the_model_against_the_tree_with_its_paired_noise(sign: float) -> None:
+    pytest.importorskip("lightgbm")
+    cfg = DataConfig(path=str(SAMPLE), target_cs="rank")
+    data = Prepared(load_panel(cfg), cfg, torch.device("cpu"), eval_time_steps=5)
+    S = data.n_securities
+
+    def model(e: torch.Tensor) -> torch.Tensor:  # the 1-day return, as it is or reversed
+        return sign * data.values[e // S, e % S, 0]
+
+    v = build_verdict(data, model, tree=True)
+    tree = v["tree"]
+    assert tree["name"] == "lgbm"
+    assert tree["margin"] == pytest.approx(
+        v["test"]["model"]["rank_ic"] - v["test"]["lgbm"]["rank_ic"]
+    )
+    # the paired standard error from the stored daily values (6 decimals), by numpy
+    daily = v["daily"]["rank_ic"]
+    pairs = [
+        (a, b) for a, b in zip(daily["model"], daily["lgbm"], strict=True) if None not in (a, b)
+    ]
+    diff = np.array([a - b for a, b in pairs])
+    assert tree["paired_se"] == pytest.approx(diff.std(ddof=1) / math.sqrt(len(diff)), abs=1e-6)
+    noise = 2 * tree["paired_se"]
+    word = "ABOVE" if tree["margin"] > noise else "BELOW" if tree["margin"] < -noise else "level"
+    assert tree["beats"] == (word == "ABOVE")
+    assert (
+        f"Beside the lgbm tree ({v['test']['lgbm']['rank_ic']:+.4f}): {tree['margin']:+.4f}"
+        in v["summary"]
+    )
+    assert f"2 x paired standard error {noise:.4f}): {word}" in v["summary"]
