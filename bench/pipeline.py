@@ -97,7 +97,7 @@ def main() -> None:
     a = ap.parse_args()
     work = Path(a.dir or tempfile.mkdtemp(prefix="pipeline-"))
     work.mkdir(parents=True, exist_ok=True)
-    log = work / "pipeline.log"
+    log = work / "steps.log"  # the CLI output (the study keeps its own NAME.log beside it)
     storage = f"sqlite:///{work.resolve()}/study.db"
     name = "pipeline"
     common = ["--study-name", name, "--storage", storage]
