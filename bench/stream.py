@@ -42,6 +42,7 @@ path = "{data}"
 id = "id"
 normalize = "cs_rank"
 target_cs = "rank"
+ohlcv_set = "{ohlcv_set}"
 [budget]
 max_windows_per_epoch = 2048
 val_dates = 4
@@ -102,6 +103,7 @@ def train(folder: Path, width: int, args: argparse.Namespace) -> Path:
             seeds=args.seeds,
             time_steps=args.time_steps,
             hidden=args.hidden,
+            ohlcv_set=args.ohlcv_set,
         )
     )
     url = f"sqlite:///{folder / 'stream.db'}"
@@ -163,6 +165,7 @@ def main() -> None:
     ap.add_argument("--time-steps", type=int, default=20)
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--seeds", type=int, default=3, help="networks averaged in the checkpoint")
+    ap.add_argument("--ohlcv-set", default="basic", help="derived features: basic or extended")
     ap.add_argument("--device", default="cpu")
     ap.add_argument(
         "--threads", default=str(torch.get_num_threads()), help="torch threads, e.g. 1,2"
@@ -171,7 +174,7 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, device {args.device}; "
         f"LSTM hidden {args.hidden}, time_steps {args.time_steps}, {args.seeds} networks, "
-        "7 OHLCV features ranked per date",
+        f"the {args.ohlcv_set} OHLCV features ranked per date",
         file=sys.stderr,
     )
     with tempfile.TemporaryDirectory() as tmp:
