@@ -67,19 +67,25 @@ def _lag(x: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def _window_sums(x: np.ndarray, w: int, *planes: np.ndarray) -> list[np.ndarray]:
+    """Over the last `w` dates (this one included): the count of finite values of `x`, then
+    the sum of each of `planes` (arrays of x's shape, 0 where x is not finite)."""
+    hi = np.arange(1, len(x) + 1)
+    lo = np.maximum(hi - w, 0)
+    out = []
+    for v in (np.isfinite(x), *planes):
+        c = np.cumsum(np.concatenate([np.zeros((1,) + x.shape[1:]), v]), axis=0)
+        out.append(c[hi] - c[lo])
+    return out
+
+
 def _rolling_std(x: np.ndarray, w: int, min_count: int) -> np.ndarray:
     """Std over the last `w` dates (this one included), ignoring NaN; NaN below min_count."""
-    ok = np.isfinite(x)
-    z = np.where(ok, x, 0.0)
-    c = np.cumsum(np.concatenate([np.zeros((1,) + x.shape[1:]), ok]), axis=0)
-    s1 = np.cumsum(np.concatenate([np.zeros((1,) + x.shape[1:]), z]), axis=0)
-    s2 = np.cumsum(np.concatenate([np.zeros((1,) + x.shape[1:]), z * z]), axis=0)
-    lo = np.maximum(np.arange(1, len(x) + 1) - w, 0)
-    hi = np.arange(1, len(x) + 1)
-    n = c[hi] - c[lo]
+    z = np.where(np.isfinite(x), x, 0.0)
+    n, s1, s2 = _window_sums(x, w, z, z * z)
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = (s1[hi] - s1[lo]) / n
-        var = (s2[hi] - s2[lo]) / n - mean * mean
+        mean = s1 / n
+        var = s2 / n - mean * mean
     out = np.sqrt(np.maximum(var, 0.0))
     out[n < min_count] = np.nan
     return out
@@ -87,14 +93,9 @@ def _rolling_std(x: np.ndarray, w: int, min_count: int) -> np.ndarray:
 
 def _rolling_mean(x: np.ndarray, w: int, min_count: int) -> np.ndarray:
     """Mean over the last `w` dates (this one included), ignoring NaN; NaN below min_count."""
-    ok = np.isfinite(x)
-    c = np.cumsum(np.concatenate([np.zeros((1,) + x.shape[1:]), ok]), axis=0)
-    s = np.cumsum(np.concatenate([np.zeros((1,) + x.shape[1:]), np.where(ok, x, 0.0)]), axis=0)
-    hi = np.arange(1, len(x) + 1)
-    lo = np.maximum(hi - w, 0)
-    n = c[hi] - c[lo]
+    n, s = _window_sums(x, w, np.where(np.isfinite(x), x, 0.0))
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = (s[hi] - s[lo]) / n
+        out = s / n
     out[n < min_count] = np.nan
     return out
 
