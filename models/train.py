@@ -41,6 +41,7 @@ class TrainParams:
     val_windows: int = 0  # at most this many of their windows per epoch (0 = all)
     precision: str = "fp32"  # or "fp16": CUDA autocast + gradient scaling for training
     lr_schedule: str = "constant"  # or "cosine": lr decays to 5% over every planned step
+    report_every: int = 0  # windows (per network) between mid-epoch reports (0 = epochs only)
 
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -62,12 +63,28 @@ class EpochResult:
     members: list[dict[str, float]] = field(default_factory=list)  # one dict per member
     windows: int = 0  # windows trained this epoch, summed over members
     train_seconds: float = 0.0  # the epoch's training passes (forward, backward, step)
-    val_seconds: float = 0.0  # its validation
+    val_seconds: float = 0.0  # its validation (mid-epoch reports included)
     planned: int = 0  # the epochs fit was asked for (early stopping may end it sooner)
+    done: int = 0  # windows trained per network since the start of fit
 
     @property
     def val_loss(self) -> float:
         return self.val["loss"]
+
+
+@dataclass
+class Report:
+    """A validation inside an epoch (`TrainParams.report_every`): the members' mean metrics
+    on the per-epoch validation subset after `done` windows per network. `windows`,
+    `train_seconds` and `val_seconds` count this epoch so far (summed over members)."""
+
+    epoch: int  # the epoch under way, 1-based
+    done: int  # windows trained per network since the start of fit
+    val: dict[str, float]
+    fraction: float = 0.0  # the share of this epoch trained
+    windows: int = 0
+    train_seconds: float = 0.0
+    val_seconds: float = 0.0
 
 
 @dataclass
@@ -273,6 +290,7 @@ def fit(
     keep_best: bool = False,
     members: list[Member] | None = None,
     score: Callable[[dict[str, float]], float] | None = None,
+    on_report: Callable[[Report], None] | None = None,
 ) -> FitResult:
     """Train `model` (one network, or an ensemble of `members`) and validate every epoch.
 
@@ -283,6 +301,12 @@ def fit(
     validation loss) of the members' mean metrics. `on_epoch` may raise (a pruner's
     TrialPruned) to end training; `should_stop` is polled after every batch (a plain
     Python flag, no device sync) and raises Interrupted.
+
+    With `p.report_every` > 0 and `on_report` given, the members are also validated (on the
+    per-epoch subset) each time another `report_every` windows per network have been
+    trained inside an epoch, and `on_report` gets the result (it may raise too). These
+    reports only look: the weights, the batches and the dropout masks are those of a fit
+    without them.
     """
     device = data.device
     net = model
@@ -310,8 +334,12 @@ def fit(
     result = FitResult(math.inf, 0, 0, 0.0)
     start = time.perf_counter()
     bad_epochs = 0
+    every = p.report_every if on_report is not None else 0
+    done = 0  # windows trained per member
+    next_report = every
     for epoch in range(1, p.epochs + 1):
         t0 = time.perf_counter()
+        mid_val = 0.0  # this epoch's mid-epoch validation time
         model.train()
         order = torch.stack(
             [
@@ -337,6 +365,29 @@ def fit(
             total += loss.detach() * b.y.shape[1]
             if should_stop():
                 raise Interrupted("stop requested")
+            trained = min(i + p.batch_size, per_epoch)
+            if every and done + trained >= next_report and trained < per_epoch:
+                next_report = done + trained + every
+                tv = time.perf_counter()
+                assert on_report is not None
+                val = mean_metrics(
+                    to_floats(validate(model, data, "val", p, members, p.val_dates, p.val_windows))
+                )
+                model.train()
+                mid_val += time.perf_counter() - tv
+                on_report(
+                    Report(
+                        epoch,
+                        done + trained,
+                        val,
+                        fraction=trained / per_epoch,
+                        windows=trained * len(members),
+                        train_seconds=time.perf_counter() - t0 - mid_val,
+                        val_seconds=mid_val,
+                    )
+                )
+        done += per_epoch
+        next_report = done + every  # each report (the epoch's end one too) restarts the count
         train_loss = float(total) / max(per_epoch, 1) / len(members)  # the epoch's one sync
         t1 = time.perf_counter()
         per_member = to_floats(validate(model, data, "val", p, members, p.val_dates, p.val_windows))
@@ -346,9 +397,10 @@ def fit(
             mean_metrics(per_member),
             per_member,
             windows=per_epoch * len(members),
-            train_seconds=t1 - t0,
-            val_seconds=time.perf_counter() - t1,
+            train_seconds=t1 - t0 - mid_val,
+            val_seconds=time.perf_counter() - t1 + mid_val,
             planned=p.epochs,
+            done=done,
         )
         result.history.append(r)
         result.epochs_run = epoch

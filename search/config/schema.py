@@ -97,6 +97,11 @@ class BudgetConfig(Checked):
     share of the epoch (0 = all)."""
     patience: int = 0
     """Early stopping: end a trial after this many epochs without improvement (0 = off)."""
+    report_every: int = 0
+    """Report to the pruner every this many training windows (per network), inside epochs
+    too, on the per-epoch validation subset: the pruner's resource is then the windows
+    trained, and Hyperband's first cut falls after `report_every` windows instead of a
+    whole epoch (0 = one report per epoch, the resource is the epoch)."""
     precision: str = "fp32"
     """Training arithmetic: "fp32" (float32; on a GPU cuDNN may use TF32 tensor cores, as
     torch allows by default) or "fp16" (CUDA only: forward passes under autocast in
@@ -104,7 +109,7 @@ class BudgetConfig(Checked):
 
     def problems(self) -> list[str]:
         p: list[str] = []
-        for k in ("max_windows_per_epoch", "patience", "val_dates", "val_windows"):
+        for k in ("max_windows_per_epoch", "patience", "val_dates", "val_windows", "report_every"):
             if getattr(self, k) < 0:
                 p.append(f"[budget] {k}: must be >= 0, got {getattr(self, k)}")
         if self.eval_batch_size < 1:

@@ -69,6 +69,11 @@ class Param:
             return max(self.choices)
         return self.value if self.fixed else self.high
 
+    def values_min(self) -> Any:
+        if self.choices is not None:
+            return min(self.choices)
+        return self.value if self.fixed else self.low
+
     def as_dict(self) -> Any:
         if self.fixed:
             return self.value
@@ -231,11 +236,11 @@ class SearchSpace:
     def max(self, name: str) -> Any:
         return self.params[name].values_max()
 
+    def min(self, name: str) -> Any:
+        return self.params[name].values_min()
+
     def min_epochs(self) -> int:
-        p = self.params["epochs"]
-        if p.choices is not None:
-            return int(min(p.choices))
-        return int(p.value if p.fixed else p.low)  # type: ignore[arg-type]
+        return int(self.min("epochs"))
 
     def as_dict(self) -> dict[str, Any]:
         return {n: self.params[n].as_dict() for n in PARAMS}

@@ -21,6 +21,7 @@ from models import (
     Interrupted,
     Member,
     NonFiniteLoss,
+    Report,
     TrainParams,
     build_model,
     fit,
@@ -48,6 +49,7 @@ def train_params(p: TrialParams, b: BudgetConfig, seed: int | None) -> TrainPara
         val_dates=b.val_dates,
         val_windows=b.val_windows,
         precision=b.precision,
+        report_every=b.report_every,
         seed=seed,
     )
 
@@ -124,8 +126,10 @@ class Objective:
 
     A trial trains `[search] seeds` models on each of the `[data] folds` folds, together;
     after every epoch it reports the members' mean of the first objective to the pruner
-    (never pruning at the last epoch), and its value is that mean at its best epoch. Its
-    seed is stored (user attr `seed`), so `optuna-run train` reproduces it.
+    (never pruning at the last epoch), and its value is that mean at its best epoch. With
+    `[budget] report_every` it also reports inside epochs, and the step is the windows
+    trained per network instead of the epoch. Its seed is stored (user attr `seed`), so
+    `optuna-run train` reproduces it.
     """
 
     def __init__(
@@ -156,27 +160,38 @@ class Objective:
             "windows": 0,
             "fit_train": 0.0,
             "fit_val": 0.0,
+            "partial": None,  # the epoch under way, as its last mid-epoch report counted it
         }
         start = time.perf_counter()
         score = selection_score(cfg.study.objective)
         key = cfg.study.metrics[0]
+        by_windows = tp.report_every > 0  # the pruner's step: windows trained, else epochs
+
+        def report(val: dict[str, float], step: int, last: bool, where: str) -> None:
+            v = val.get(key, math.nan)
+            if not math.isfinite(v):
+                raise optuna.TrialPruned(f"{key} is not finite {where}")
+            trial.report(v, step)
+            # never at the last epoch: a trial that trained its whole budget is complete
+            if not last and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned {where} ({key} {v:.6g})")
+
+        def on_report(r: Report) -> None:
+            progress["partial"] = r
+            where = f"after {r.done:,} windows (epoch {r.epoch - 1 + r.fraction:.2f})"
+            report(r.val, r.done, False, where)
 
         def on_epoch(r: EpochResult) -> None:
+            progress["partial"] = None
             progress["epochs_run"] = r.epoch
             progress["windows"] += r.windows
             progress["fit_train"] += r.train_seconds
             progress["fit_val"] += r.val_seconds
             if progress["best"] is None or score(r.val) < score(progress["best"].val):
                 progress["best"] = r
-            if cfg.study.multi:
-                return
-            v = r.val.get(key, math.nan)
-            if not math.isfinite(v):
-                raise optuna.TrialPruned(f"{key} is not finite at epoch {r.epoch}")
-            trial.report(v, r.epoch)
-            # never at the last epoch: a trial that trained its whole budget is complete
-            if r.epoch < tp.epochs and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {r.epoch} ({key} {v:.6g})")
+            if not cfg.study.multi:
+                step = r.done if by_windows else r.epoch
+                report(r.val, step, r.epoch >= tp.epochs, f"at epoch {r.epoch}")
 
         model = None
         oom: str | None = None
@@ -191,6 +206,7 @@ class Objective:
                 members=members,
                 score=score,
                 keep_best=True,  # for the per-date values of the best epoch
+                on_report=None if cfg.study.multi else on_report,
             )
             best = progress["best"] = result.best  # every validation date scored
             progress["fit_val"] += result.final_seconds
@@ -313,9 +329,13 @@ def record_trial(
         attrs["epochs_run"] = progress["epochs_run"]
         attrs["train_seconds"] = round(seconds, 3)
         # of which training passes and validation (the rest: building the model, clean-up)
-        attrs["fit_train_seconds"] = round(progress["fit_train"], 3)
-        attrs["fit_val_seconds"] = round(progress["fit_val"], 3)
-        attrs["windows_trained"] = progress["windows"]
+        part: Report | None = progress.get("partial")  # an epoch ended by the pruner
+        fit_train = progress["fit_train"] + (part.train_seconds if part else 0.0)
+        attrs["fit_train_seconds"] = round(fit_train, 3)
+        attrs["fit_val_seconds"] = round(
+            progress["fit_val"] + (part.val_seconds if part else 0.0), 3
+        )
+        attrs["windows_trained"] = progress["windows"] + (part.windows if part else 0)
         attrs["device"] = str(data.device)
         attrs["seeds"] = cfg.search.seeds
         attrs["folds"] = data.n_folds

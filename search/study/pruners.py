@@ -8,6 +8,7 @@ from typing import Any
 
 import optuna
 
+from data import Prepared
 from search.config.schema import RunConfig
 from search.storage import _optuna
 
@@ -32,17 +33,36 @@ def _hyperband(**kwargs: Any) -> optuna.pruners.BasePruner:
     return pruner
 
 
-def make_pruner(cfg: RunConfig) -> optuna.pruners.BasePruner:
-    # The resource is the epoch; its maximum is set from the epochs range, never "auto".
+def epoch_windows(cfg: RunConfig, data: Prepared) -> int:
+    """The most training windows per network any trial of the study trains in an epoch:
+    its shortest windows' count on the smallest fold, capped by [budget]
+    max_windows_per_epoch."""
+    steps = int(cfg.space.min("time_steps"))
+    n = min(data.count("train", steps, f) for f in range(data.n_folds))
+    cap = cfg.budget.max_windows_per_epoch
+    return max(1, min(n, cap) if cap > 0 else n)
+
+
+def make_pruner(cfg: RunConfig, per_epoch: int | None = None) -> optuna.pruners.BasePruner:
+    """The study's pruner. Its resource is the epoch (its maximum set from the epochs range,
+    never "auto"); with [budget] report_every it is the windows trained per network, from
+    `report_every` (or one epoch, if smaller) to the epochs' maximum times `per_epoch`, the
+    most windows an epoch trains (epoch_windows)."""
     max_epochs = int(cfg.space.max("epochs"))
+    unit, top = 1, max(max_epochs, 2)
+    if cfg.budget.report_every > 0:
+        if per_epoch is None:
+            raise ValueError(
+                "[budget] report_every: the pruner's resource needs the epoch's windows"
+            )
+        unit = min(cfg.budget.report_every, per_epoch)
+        top = max(max_epochs * per_epoch, 2 * unit)
     pruners: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
-        "hyperband": lambda: _hyperband(
-            min_resource=1, max_resource=max(max_epochs, 2), reduction_factor=3
-        ),
+        "hyperband": lambda: _hyperband(min_resource=unit, max_resource=top, reduction_factor=3),
         "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=1, reduction_factor=3
+            min_resource=unit, reduction_factor=3
         ),
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2 * unit),
         "none": lambda: optuna.pruners.NopPruner(),
     }
     return pruners[cfg.search.pruner]()

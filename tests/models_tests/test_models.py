@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch
 from data import DataConfig, Prepared, load_panel
 from models import TrainParams, build_model, fit, loss_fn, mean_ic
 from models.lstm import RecurrentNet
-from models.train import EpochResult, to_floats, validate
+from models.train import EpochResult, Report, to_floats, validate
 from tests.conftest import write_panel
 
 
@@ -147,3 +149,45 @@ def test_validation_subset_is_fixed_and_the_value_scores_every_date(tmp_path) ->
     direct = to_floats(validate(m2, data, "val", p))[0]
     assert direct["loss"] == pytest.approx(r.best.val["loss"], rel=1e-6)
     assert all(e.train_seconds > 0 and e.val_seconds > 0 and e.windows > 0 for e in seen)
+
+
+def test_reports_inside_epochs_only_look(prepared: Prepared) -> None:
+    """`report_every` validates inside epochs, restarting its count at each report (the
+    epoch's end included); the fit's weights and epochs are those of a fit without it."""
+    p = TrainParams(
+        time_steps=4,
+        epochs=3,
+        batch_size=32,
+        lr=1e-2,
+        seed=0,
+        max_windows_per_epoch=96,
+        report_every=40,
+    )
+    assert prepared.count("train", 4) > 96
+
+    def trained(report: bool) -> tuple[list[EpochResult], list[Report], RecurrentNet]:
+        torch.manual_seed(1)
+        m = RecurrentNet(3, 1, hidden_dim=4, num_layers=2, dropout=0.3)  # dropout: its RNG
+        epochs: list[EpochResult] = []
+        reports: list[Report] = []
+        fit(m, prepared, p, on_epoch=epochs.append, on_report=reports.append if report else None)
+        return epochs, reports, m
+
+    epochs, reports, m = trained(True)
+    # 32 windows a batch, 96 an epoch: after 64 (40 due), 160 (96 + 40 due at 136), 256
+    assert [(r.epoch, r.done) for r in reports] == [(1, 64), (2, 160), (3, 256)]
+    assert [e.done for e in epochs] == [96, 192, 288]
+    assert all(r.fraction == pytest.approx(2 / 3) and r.windows == 64 for r in reports)
+    assert all(r.val["dates"] > 0 and math.isfinite(r.val["loss"]) for r in reports)
+    assert all(r.val_seconds > 0 and r.train_seconds > 0 for r in reports)
+    plain_epochs, none, plain = trained(False)
+    assert none == []
+    for a, b in zip(m.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert [e.val["loss"] for e in epochs] == [e.val["loss"] for e in plain_epochs]
+    with pytest.raises(RuntimeError, match="stop here"):  # on_report may end the fit
+
+        def stop(r: Report) -> None:
+            raise RuntimeError("stop here")
+
+        fit(RecurrentNet(3, 1, hidden_dim=4), prepared, p, on_report=stop)

@@ -1,0 +1,113 @@
+"""Pruning on work done: `[budget] report_every` reports inside epochs, the step and the
+pruner's resource are the windows trained; and two trials at once on one CPU device."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from data import DataConfig, Prepared, load_panel
+from search.config.schema import build_config
+from search.study.pruners import epoch_windows, make_pruner
+from tests.conftest import SAMPLE
+from tests.search_tests.helpers import load, run_cli, write_study
+from tests.search_tests.studyrun import (
+    assert_numbers_unique,
+    finish,
+    start_cli,
+    states,
+    unique_name,
+)
+
+S = optuna.trial.TrialState
+
+SPACE = """
+[space]
+time_steps = {{ low = 3, high = 6 }}
+num_layers = 1
+hidden_dim = {{ low = 4, high = 8 }}
+head_dim = 0
+dropout = 0.0
+batch_size = 32
+epochs = 3
+optimizer = "adam"
+lr = {{ low = 1e-4, high = 3e-2, log = true }}
+"""
+
+
+def sub_epoch_study(folder: Path, name: str, pruner: str = "successive_halving") -> Path:
+    return write_study(
+        folder,
+        name,
+        extra=f'report_every = 64\n[search]\nsampler = "random"\npruner = "{pruner}"',
+        space=SPACE,
+    )
+
+
+def test_reports_inside_epochs_and_prunes_on_windows(tmp_path: Path) -> None:
+    """256 windows an epoch in batches of 32, a report every 64 windows: steps are windows
+    trained (64, 128, 192, then 256 at the epoch's end, ...); a weak trial can be stopped
+    after 64 windows, a quarter of an epoch; the record counts the windows it trained."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    cfg = sub_epoch_study(tmp_path, "sub")
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "10", "--seed", "1") == 0
+    trials = load(url, "sub").trials
+    assert {t.state for t in trials} <= {S.COMPLETE, S.PRUNED}
+    full = [64, 128, 192, 256, 320, 384, 448, 512, 576, 640, 704, 768]
+    for t in trials:
+        steps = sorted(t.intermediate_values)
+        assert steps == full[: len(steps)], t.number
+        assert t.user_attrs["windows_trained"] == steps[-1]  # one seed, one fold
+        assert t.user_attrs["epochs_run"] == steps[-1] // 256
+        if t.state == S.COMPLETE:
+            assert steps == full
+            best = t.user_attrs["best_epoch"]  # chosen among the epochs' ends only
+            ends = {e: t.intermediate_values[256 * e] for e in (1, 2, 3)}
+            assert ends[best] == max(ends.values())
+            assert t.user_attrs["val_rank_ic"] == pytest.approx(t.value)
+    pruned = [t for t in trials if t.state == S.PRUNED]
+    assert any(max(t.intermediate_values) % 256 for t in pruned), "no trial pruned mid-epoch"
+    assert any(max(t.intermediate_values) == 64 for t in pruned)
+
+
+def test_pruner_resource_is_windows(tmp_path: Path) -> None:
+    """Hyperband's resource with report_every: from report_every windows to the most an
+    epoch trains (shortest windows, smallest fold, capped) times the epochs' maximum."""
+    cfg = build_config(sub_epoch_study(tmp_path, "hb", pruner="hyperband"), cpu=False)
+    data = Prepared(load_panel(cfg.data), cfg.data, torch.device("cpu"))
+    per_epoch = epoch_windows(cfg, data)
+    assert per_epoch == 256  # the cap: the sample has thousands of training windows
+    hb = make_pruner(cfg, per_epoch)
+    assert isinstance(hb, optuna.pruners.HyperbandPruner)
+    assert (hb._min_resource, hb._max_resource) == (64, 3 * 256)
+    with pytest.raises(ValueError, match=r"\[budget\] report_every"):
+        make_pruner(cfg)
+    uncapped = DataConfig(path=str(SAMPLE), target_cs="zscore")
+    whole = Prepared(load_panel(uncapped), uncapped, data.device)
+    no_cap = replace(cfg, budget=replace(cfg.budget, max_windows_per_epoch=0))
+    assert epoch_windows(no_cap, whole) == whole.count("train", 3)
+
+
+def test_two_trials_per_device_on_cpu(tmp_path: Path) -> None:
+    """`--workers 2` on one CPU device with reports inside epochs: both processes train
+    trials, every trial ends COMPLETE or PRUNED, and a second invocation asking for 40
+    more stops at the study's --max-trials."""
+    name = unique_name("two")
+    cfg = sub_epoch_study(tmp_path, name, pruner="hyperband")
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    base = ["--config", str(cfg), "--storage", url, "--seed", "0", "--workers", "2"]
+    rc, _, err = finish(start_cli([*base, "--n-trials", "8"], tmp_path))
+    assert rc == 0, err
+    study = load(url, name)
+    assert len(study.trials) == 8 and {t.state for t in study.trials} <= {S.COMPLETE, S.PRUNED}
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # 4 trials each
+    assert all(t.user_attrs["device"] == "cpu" for t in study.trials)
+    rc, _, err = finish(start_cli([*base, "--n-trials", "40", "--max-trials", "14"], tmp_path))
+    assert rc == 0, err
+    counts = states(url, name)
+    assert sum(counts.values()) == 14 and set(counts) <= {"COMPLETE", "PRUNED"}, counts
+    assert_numbers_unique(load(url, name))
