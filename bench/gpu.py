@@ -1,32 +1,71 @@
-"""GPU figures in one run: grouped seeds vs seeds one after another (training steps/s),
-float32 vs float16 autocast training steps, and the default study on a real panel timed
-with 1, 2, 4 and 8 workers on the GPU and in each precision (trials/hour, share of the wall
-time in the trials, GPU utilisation sampled by nvidia-smi).
+"""GPU figures in one prepared run: the CUDA tests, the training step in each precision, and
+the default study's trials per hour by data, trials per GPU, precision and report cadence,
+with the GPU's utilisation and memory, in one table.
 
-    python bench/gpu.py --data ../shared/data/sp500_5yr.parquet --seconds 240
-    python bench/gpu.py --data sp500_5yr.parquet --seconds 90 --skip-seeds --workers 1,2,4,8 \
-        --precisions fp32,fp16
+On a lent GPU machine (its image has PyTorch, not the study's other packages; a call
+carries at most 64 MiB): here, first `bash bench/gpu_prepare.sh` (wheels into .whl/,
+sp500_5yr into .gpudata/, cn_sse_mainboard into .gpudata-cn/), then two device calls on the
+same warm machine, the first carrying .whl and .gpudata (about 7 minutes):
 
-Prints figures; on a machine without CUDA it says so and exits.
+    python3 -m pip install -q --no-index --no-deps --no-compile --target .site .whl/*.whl \
+      && export PYTHONPATH=$PWD/.site:$PWD PYTHONUNBUFFERED=1 \
+      && python3 bench/gpu.py --quick --data-dir .gpudata --json $OUT/gpu.json 2>&1 \
+      | tee $OUT/gpu.log
+
+the second carrying .gpudata-cn only (.site stays there between calls; about 1.5 minutes):
+
+    export PYTHONPATH=$PWD/.site:$PWD PYTHONUNBUFFERED=1 && python3 bench/gpu.py --quick \
+      --no-tests --no-steps --data-dir .gpudata-cn --json $OUT/gpu-cn.json 2>&1 | tee $OUT/gpu-cn.log
+
+--quick: `pytest -m gpu`, the step rates (fp32 / fp16 / bf16, and the LSTM's dtype under
+each), then the default study (studies/default.toml, its GPU space and budget, the whole
+panel) timed for --seconds of trials each: sp500_5yr with 1, 2, 4 and 8 trials at once on
+the GPU (worker processes) in fp32, 4 in bf16 and in fp16, 4 with one report per epoch
+(report_every = 0, the resource the epoch); cn_sse_mainboard with 4 in fp32. Without
+--quick, --data FILE with --workers, --precisions and --report-every lists (every
+combination), and --seeds for the grouped-seeds step rates.
+
+Each study: a fresh SQLite file; the clock starts at its first trial's start and runs
+--seconds, then SIGINT (the running trials end as FAIL); trials/hour = the COMPLETE and
+PRUNED trials finished inside that window / the window. GPU utilisation (median) and
+memory in use (max) are sampled by nvidia-smi every half second inside the window.
+On a machine without CUDA it says so and exits.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from models import GroupedRecurrent, Members
 from models.lstm import RecurrentNet
-from models.train import make_scaler, train_step
+from models.train import PRECISIONS, make_optimizer, make_scaler, train_step
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = [  # (file, trials per GPU, precision, report_every: None = the study's own)
+    ("sp500_5yr.parquet", 1, "fp32", None),
+    ("sp500_5yr.parquet", 2, "fp32", None),
+    ("sp500_5yr.parquet", 4, "fp32", None),
+    ("sp500_5yr.parquet", 8, "fp32", None),
+    ("sp500_5yr.parquet", 4, "bf16", None),
+    ("sp500_5yr.parquet", 4, "fp16", None),
+    ("sp500_5yr.parquet", 4, "fp32", 0),
+    ("cn_sse_mainboard.parquet", 4, "fp32", None),
+]
 
 
 def step_rate(model: torch.nn.Module, T: int, M: int, B: int, F: int, steps: int = 30) -> float:
@@ -69,144 +108,333 @@ def seeds_bench() -> None:
         print(f"{M:>3} {H:>4} {L:>2} {T:>3} {B:>5} {seq:>12.1f} {grp:>9.1f} {grp / seq:>6.2f}")
 
 
-def precision_bench() -> None:
-    """Training steps/s of one network in float32 and under float16 autocast with a
-    gradient scaler, and the dtype cuDNN's LSTM computed in."""
-    print("one network: float32 vs float16 autocast (steps/s; dtype of the LSTM's output)")
-    print(f"{'H':>4} {'L':>2} {'T':>3} {'B':>5} {'fp32':>8} {'fp16':>8} {'ratio':>6} {'dtype':>14}")
+def precision_bench() -> list[dict[str, Any]]:
+    """Training steps/s of one network per precision, as models.train.fit steps (fused
+    Adam, autocast, the fp16 scaler), and the dtype the cuDNN LSTM computed in."""
+    print("one network, training steps/s by precision (the LSTM's dtype under each)")
+    print(f"{'H':>4} {'L':>2} {'T':>3} {'B':>5} " + " ".join(f"{p:>16}" for p in PRECISIONS))
+    rows = []
     for H, L, T, B in [
         (32, 1, 20, 1024),
         (64, 2, 20, 1024),
         (128, 2, 40, 2048),
         (256, 3, 60, 2048),
     ]:
-        rates = {}
-        dtype = None
-        seen: list[torch.dtype] = []
-        for amp in (False, True):
+        row: dict[str, Any] = {"H": H, "L": L, "T": T, "B": B}
+        cells = []
+        for precision, amp in PRECISIONS.items():
             torch.manual_seed(0)
-            one = RecurrentNet(7, 1, H, L)
+            one = RecurrentNet(14, 1, H, L)
             net = Members([one]).cuda()
-            opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-            scaler = make_scaler("fp16" if amp else "fp32", torch.device("cuda"))
-            x = torch.randn(T, 1, B, 7, device="cuda")
+            dev = torch.device("cuda")
+            opt = make_optimizer("adam", net.parameters(), 1e-3, 0.0, dev)
+            scaler = make_scaler(precision, dev)
+            x = torch.randn(T, 1, B, 14, device="cuda")
             y = torch.randn(1, B, device="cuda")
-            if amp:
-                h = one.rnn.register_forward_hook(lambda m, i, o, s=seen: s.append(o[0].dtype))
+            seen: list[torch.dtype] = []
+            h = one.rnn.register_forward_hook(lambda m, i, o, s=seen: s.append(o[0].dtype))
             for i in range(35):
                 if i == 5:
                     torch.cuda.synchronize()
                     t = time.perf_counter()
-                train_step(net, opt, scaler, x, lambda out, y=y: ((out - y) ** 2).mean(), 1.0)
+                train_step(net, opt, scaler, x, lambda out, y=y: ((out - y) ** 2).mean(), 1.0, amp)
             torch.cuda.synchronize()
-            rates[amp] = 30 / (time.perf_counter() - t)
-            if amp:
-                h.remove()
-                dtype = seen[-1]
-        print(
-            f"{H:>4} {L:>2} {T:>3} {B:>5} {rates[False]:>8.1f} {rates[True]:>8.1f} "
-            f"{rates[True] / rates[False]:>6.2f} {str(dtype):>14}"
-        )
+            rate = 30 / (time.perf_counter() - t)
+            h.remove()
+            row[precision] = {"steps_per_s": rate, "dtype": str(seen[-1])}
+            cells.append(f"{rate:>7.0f} {str(seen[-1]).replace('torch.', ''):>8}")
+        rows.append(row)
+        print(f"{H:>4} {L:>2} {T:>3} {B:>5} " + " ".join(cells), flush=True)
+    return rows
 
 
-def gpu_utilisation(stop: threading.Event, samples: list[float]) -> None:
-    while not stop.is_set():
-        try:
-            out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-            ).stdout.split()
-            samples.append(statistics.mean(float(v) for v in out))
-        except (OSError, ValueError, subprocess.SubprocessError):
-            return
-        stop.wait(0.5)
+class Sampler:
+    """nvidia-smi's utilisation and memory in use, every half second, while started."""
+
+    def __init__(self) -> None:
+        self.util: list[float] = []
+        self.memory: list[float] = []
+        self.on = threading.Event()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        query = "--query-gpu=utilization.gpu,memory.used"
+        while not self.done.is_set():
+            if self.on.is_set():
+                try:
+                    out = subprocess.run(
+                        ["nvidia-smi", query, "--format=csv,noheader,nounits"],
+                        capture_output=True,
+                        text=True,
+                        timeout=5,
+                    ).stdout
+                    u, m = out.splitlines()[0].split(",")
+                    self.util.append(float(u))
+                    self.memory.append(float(m))
+                except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+                    pass
+            self.done.wait(0.5)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(timeout=10)
 
 
-def study(data: str, seconds: int, out: str, workers: int = 1, precision: str = "fp32") -> None:
-    """The default study on `data` for `seconds` with `workers` processes on the GPU(s)."""
+def study_toml(folder: Path, precision: str, report_every: int | None) -> Path:
+    text = (ROOT / "studies" / "default.toml").read_text()
+    text = text.replace('path = "../data/', f'path = "{ROOT}/data/')
+    extra = f'precision = "{precision}"\n'
+    if report_every is not None:
+        extra += f"report_every = {report_every}\n"
+    text = text.replace("[budget]\n", f"[budget]\n{extra}", 1)
+    path = folder / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def first_start(db: Path) -> datetime | None:
+    import sqlite3
+
+    if not db.exists():
+        return None
+    try:
+        with sqlite3.connect(db, timeout=5) as c:
+            row = c.execute("SELECT MIN(datetime_start) FROM trials").fetchone()
+    except sqlite3.Error:
+        return None
+    return None if row is None or row[0] is None else datetime.fromisoformat(row[0])
+
+
+def study(
+    data: Path,
+    seconds: float,
+    out: Path,
+    workers: int,
+    precision: str,
+    report_every: int | None,
+    device: str = "cuda",
+) -> dict[str, Any]:
+    """The default study on `data`, `workers` trials at once on the GPU, timed."""
+    import optuna
+
     folder = Path(tempfile.mkdtemp(prefix="gpu-study-", dir=out))
-    db = f"sqlite:///{folder}/gpu.db"
-    root = Path(__file__).resolve().parent.parent
-    toml = folder / "study.toml"
-    text = (root / "studies" / "default.toml").read_text()
-    text = text.replace('path = "../data/', f'path = "{root}/data/')
-    text = text.replace("[budget]\n", f'[budget]\nprecision = "{precision}"\n', 1)
-    toml.write_text(text)
+    db = folder / "gpu.db"
     cmd = [
         sys.executable,
         "-m",
         "search.cli",
         "--config",
-        str(toml),
+        str(study_toml(folder, precision, report_every)),
         "--data",
-        data,
+        str(data),
         "--study-name",
         "gpu",
         "--storage",
-        db,
+        f"sqlite:///{db}",
         "--n-trials",
-        "600",
-        "--timeout",
-        str(seconds),
+        "100000",
         "--seed",
         "0",
         "--workers",
         str(workers),
-        "-q",
         "--device",
-        "cuda",
+        device,
+        "-q",
     ]
-    stop = threading.Event()
-    util: list[float] = []
-    sampler = threading.Thread(target=gpu_utilisation, args=(stop, util), daemon=True)
-    sampler.start()
-    t = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    stop.set()
-    if r.returncode not in (0, 130):
-        print(r.stderr[-3000:])
-    import optuna
-
-    st = optuna.load_study(study_name="gpu", storage=db)
-    done = [x for x in st.trials if x.state.name in ("COMPLETE", "PRUNED")]
-    train = sum(x.user_attrs.get("train_seconds", 0.0) for x in done)
-    fit_train = sum(x.user_attrs.get("fit_train_seconds", 0.0) for x in done)
-    epochs = sum(x.user_attrs.get("epochs_run", 0) for x in done)
-    requested = sum(x.params.get("epochs", 10) for x in done) or 10 * len(done)
-    best = st.best_value if any(x.state.name == "COMPLETE" for x in done) else float("nan")
+    sampler = Sampler()
+    with open(folder / "run.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        t_launch = time.monotonic()
+        start = None
+        while proc.poll() is None and time.monotonic() - t_launch < 180:
+            start = first_start(db)
+            if start is not None:
+                break
+            time.sleep(0.5)
+        startup = time.monotonic() - t_launch
+        sampler.on.set()
+        time.sleep(seconds if start is not None else 0)
+        sampler.on.clear()
+        stop = datetime.now(timezone.utc).replace(tzinfo=None)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    sampler.stop()
+    row: dict[str, Any] = {
+        "data": data.name,
+        "workers": workers,
+        "precision": precision,
+        "report_every": "study's" if report_every is None else report_every,
+        "startup_s": round(startup, 1),
+    }
+    if start is None:
+        row["error"] = (folder / "run.log").read_text()[-2000:]
+        print(f"  no trial started: {row['error']}", flush=True)
+        return row
+    st = optuna.load_study(study_name="gpu", storage=f"sqlite:///{db}")
+    row["report_every"] = st.user_attrs["spec"]["budget"].get("report_every", 0)
+    window = (stop - start).total_seconds()
+    done = [
+        t
+        for t in st.trials
+        if t.state.name in ("COMPLETE", "PRUNED")
+        and t.datetime_complete
+        and t.datetime_complete <= stop
+    ]
+    complete = [t for t in done if t.state.name == "COMPLETE"]
+    windows = sum(int(t.user_attrs.get("windows_trained", 0)) for t in done)
+    fit_train = sum(float(t.user_attrs.get("fit_train_seconds", 0.0)) for t in done)
+    fit_val = sum(float(t.user_attrs.get("fit_val_seconds", 0.0)) for t in done)
+    row.update(
+        window_s=round(window, 1),
+        finished=len(done),
+        complete=len(complete),
+        trials_per_hour=round(len(done) / window * 3600),
+        windows_per_s=round(windows / window),
+        train_share=round(fit_train / max(window * workers, 1e-9), 3),
+        val_share=round(fit_val / max(window * workers, 1e-9), 3),
+        gpu_util_median=statistics.median(sampler.util) if sampler.util else None,
+        gpu_memory_max_mib=max(sampler.memory) if sampler.memory else None,
+        best_value=max((t.value for t in complete if t.value is not None), default=None),
+    )
     print(
-        f"workers {workers}, {precision}: {len(done)} finished trials in {wall:.0f}s wall "
-        f"({len(done) / wall * 3600:.0f} trials/hour); trials' own time {train:.0f}s "
-        f"({train / (wall * workers):.0%} of workers x wall), training passes "
-        f"{fit_train:.0f}s; epochs run {epochs} / requested {requested}; GPU utilisation "
-        f"median {statistics.median(util) if util else float('nan'):.0f}%; best value {best:.4f}",
+        f"  {data.name} x{workers} {precision} report_every {row['report_every']}: "
+        f"{len(done)} finished ({len(complete)} complete) in {window:.0f} s = "
+        f"{row['trials_per_hour']:,} trials/hour; {row['windows_per_s']:,} windows/s; GPU "
+        f"{row['gpu_util_median']}% busy, {row['gpu_memory_max_mib']} MiB; startup {startup:.0f} s",
         flush=True,
     )
+    return row
+
+
+def cuda_tests() -> dict[str, Any]:
+    """`pytest -m gpu` (tests/models_tests/test_cuda.py); its summary line."""
+    t0 = time.perf_counter()
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "gpu",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/models_tests/test_cuda.py",  # every gpu-marked test lives there
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    lines = (r.stdout + r.stderr).strip().splitlines()
+    summary = lines[-1] if lines else "(no output)"
+    print(f"pytest -m gpu: {summary} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if r.returncode != 0:
+        print("\n".join(lines[-60:]), flush=True)
+    return {"returncode": r.returncode, "summary": summary}
+
+
+def table(rows: list[dict[str, Any]]) -> None:
+    print(
+        "\n| data | trials at once | precision | report_every | finished (complete) | window | "
+        "trials/hour | training windows/s | training share | GPU busy (median) | "
+        "GPU memory (max) | best value |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        if "error" in r:
+            print(
+                f"| {r['data']} | {r['workers']} | {r['precision']} | | failed to start | | | | | | | |"
+            )
+            continue
+        best = "n/a" if r["best_value"] is None else f"{r['best_value']:+.4f}"
+        util = "n/a" if r["gpu_util_median"] is None else f"{r['gpu_util_median']:.0f}%"
+        mem = "n/a" if r["gpu_memory_max_mib"] is None else f"{r['gpu_memory_max_mib']:,.0f} MiB"
+        print(
+            f"| {r['data']} | {r['workers']} | {r['precision']} | {r['report_every']:,} | "
+            f"{r['finished']} ({r['complete']}) | {r['window_s']:.0f} s | "
+            f"{r['trials_per_hour']:,} | {r['windows_per_s']:,} | {r['train_share']:.0%} | "
+            f"{util} | {mem} | {best} |"
+        )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--seconds", type=int, default=240, help="per timed study")
-    ap.add_argument("--out", default=tempfile.gettempdir())
-    ap.add_argument("--skip-seeds", action="store_true")
-    ap.add_argument("--workers", default="1", help="comma list of worker counts, e.g. 1,2,4,8")
-    ap.add_argument("--precisions", default="fp32", help="comma list: fp32,fp16")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="the prepared check (~8 minutes)")
+    ap.add_argument("--data-dir", default=None, help="folder of sp500_5yr / cn_sse_mainboard")
+    ap.add_argument("--data", default=None, help="one panel file (without --quick)")
+    ap.add_argument("--seconds", type=float, default=None, help="per study (quick: 25)")
+    ap.add_argument("--out", default=tempfile.gettempdir(), help="folder for the studies")
+    ap.add_argument("--workers", default="1,2,4,8", help="trials at once per GPU, a list")
+    ap.add_argument("--precisions", default="fp32", help="a list of fp32, fp16, bf16")
+    ap.add_argument("--report-every", default="study", help="a list; 'study' = the TOML's")
+    ap.add_argument("--seeds", action="store_true", help="also the grouped-seeds step rates")
+    ap.add_argument("--no-tests", action="store_true", help="skip pytest -m gpu")
+    ap.add_argument("--no-steps", action="store_true", help="skip the step rates")
+    ap.add_argument("--json", default=None, help="write every figure here")
+    ap.add_argument("--device", default="cuda", help="cpu: a dry run of the study timing")
     a = ap.parse_args()
-    if not torch.cuda.is_available():
+    if a.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: nothing to measure")
         return
-    print(torch.__version__, torch.cuda.get_device_name(), "cuDNN", torch.backends.cudnn.version())
-    if not a.skip_seeds:
+    cuda = a.device == "cuda"
+    print(
+        torch.__version__,
+        torch.cuda.get_device_name() if cuda else a.device,
+        "cuDNN",
+        torch.backends.cudnn.version(),
+        f"{os.cpu_count()} CPUs",
+        flush=True,
+    )
+    if a.quick:
+        if not a.data_dir:
+            ap.error("--quick needs --data-dir (the folder holding the panels)")
+        folder = Path(a.data_dir)
+        plan = [(folder / f, k, p, r) for f, k, p, r in QUICK if (folder / f).exists()]
+        if not plan:
+            ap.error(f"--data-dir {folder}: neither sp500_5yr.parquet nor cn_sse_mainboard.parquet")
+        seconds = a.seconds or 25.0
+    else:
+        if not a.data:
+            ap.error("--data FILE (or --quick --data-dir DIR)")
+        every = [None if e == "study" else int(e) for e in a.report_every.split(",")]
+        plan = [
+            (Path(a.data), int(k), p.strip(), r)
+            for p in a.precisions.split(",")
+            for r in every
+            for k in a.workers.split(",")
+        ]
+        seconds = a.seconds or 90.0
+    result: dict[str, Any] = {
+        "device": torch.cuda.get_device_name() if cuda else a.device,
+        "torch": torch.__version__,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if cuda and not a.no_tests:
+        result["tests"] = cuda_tests()
+    if cuda and a.seeds:
         seeds_bench()
-    if "fp16" in a.precisions:
-        precision_bench()
-    for precision in a.precisions.split(","):
-        for k in a.workers.split(","):
-            study(a.data, a.seconds, a.out, int(k), precision.strip())
+    if cuda and not a.no_steps:
+        result["precision"] = precision_bench()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    print(f"the default study, {seconds:.0f} s of trials each:", flush=True)
+    for path, k, precision, report_every in plan:
+        rows.append(study(path, seconds, out, k, precision, report_every, a.device))
+        if a.json:
+            Path(a.json).write_text(json.dumps({**result, "studies": rows}, indent=1))
+    result["studies"] = rows
+    table(rows)
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

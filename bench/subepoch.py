@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import time
 import warnings
@@ -140,80 +141,90 @@ def schedule(t: dict[str, Any], every: int) -> list[dict[str, Any]]:
     return [p for p in t["points"] if p["end"] or (p["done"] % per) % every == 0]
 
 
-def replay(rec: dict[str, Any], every: int, pruner_name: str) -> dict[str, Any]:
-    """Feed the recorded curves to a fresh study with the product's pruner."""
+def replay(rec: dict[str, Any], every: int, pruner_name: str, order: list[int]) -> dict[str, Any]:
+    """Feed the recorded curves, in `order`, to a fresh study with the product's pruner."""
     cfg = config(rec["data"], rec["device"], rec["seed"], pruner=pruner_name)
     cfg = replace(cfg, budget=replace(cfg.budget, report_every=every))
-
-    pruner = make_pruner(cfg, rec["epoch_windows"])
-    study = optuna.create_study(direction="maximize", pruner=pruner, study_name="replay")
-    decisions: list[int] = []  # windows trained per trial
-    values: dict[int, tuple[float, float]] = {}
-    for n, t in enumerate(rec["trials"]):
+    study = optuna.create_study(
+        direction="maximize", pruner=make_pruner(cfg, rec["epoch_windows"]), study_name="replay"
+    )
+    spent = reports = 0
+    values: dict[int, tuple[float, float]] = {}  # trial -> (its value, its test)
+    for n in order:
+        t = rec["trials"][n]
         trial = study.ask()
         n_epochs = len(t["epochs"])
-        points = schedule(t, every)
         stopped = None
-        for p in points:
+        for p in schedule(t, every):
+            reports += 1
             trial.report(p["v"], p["done"] if every else p["epoch"])
             if not (p["end"] and p["epoch"] == n_epochs) and trial.should_prune():
                 stopped = p
                 break
         if stopped is not None:
-            decisions.append(stopped["done"])
+            spent += stopped["done"]
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             continue
-        decisions.append(t["per_epoch"] * n_epochs)
-        ends = [p for p in points if p["end"]]
-        best = max(range(n_epochs), key=lambda j: ends[j]["v"])
-        e = t["epochs"][best]
+        spent += t["per_epoch"] * n_epochs
+        ends = [p for p in t["points"] if p["end"]]
+        e = t["epochs"][max(range(n_epochs), key=lambda j: ends[j]["v"])]
         values[n] = (e["full"], e["test"])
         study.tell(trial, values[n][0])
     chosen = max(values, key=lambda n: values[n][0])
-    reports = sum(
-        sum(1 for p in schedule(t, every) if p["done"] <= d)
-        for t, d in zip(rec["trials"], decisions, strict=True)
-    )
-    return {
-        "decisions": decisions,
-        "chosen": chosen,
-        "value": values[chosen],
-        "values": values,
-        "reports": reports,
-    }
+    return {"spent": spent, "reports": reports, "chosen": chosen, "test": values[chosen][1]}
 
 
-def report(rec: dict[str, Any], everies: list[int]) -> None:
+def report(rec: dict[str, Any], everies: list[int], orders: int) -> None:
     trials = rec["trials"]
-    tests = [max(t["epochs"], key=lambda e: e["full"])["test"] for t in trials]
+    n = len(trials)
+    ends = [[p for p in t["points"] if p["end"]] for t in trials]
+    # each trial's value and test at its best epoch (by the report), as with no pruning
+    best = [
+        t["epochs"][max(range(len(t["epochs"])), key=lambda j, e=e: e[j]["v"])]
+        for t, e in zip(trials, ends, strict=True)
+    ]
+    unpruned = max(range(n), key=lambda k: best[k]["full"])
+    tests = [b["test"] for b in best]
     full = sum(t["per_epoch"] * len(t["epochs"]) for t in trials)
     train_s = sum(e["train_s"] for t in trials for e in t["epochs"])
     rate = full / train_s  # training windows per second, over all trials
-    # the seconds of one report on the per-report subset (epoch ends: the epoch's report)
-    report_s = statistics.median(e["report_s"] for t in trials for e in t["epochs"])
-    print(
-        f"{len(trials)} recorded trials, {full:,} training windows if none is pruned "
-        f"({train_s:.0f} s, {rate:,.0f} windows/s); a report {report_s * 1000:.0f} ms; test "
-        f"{KEY} of each trial's best full-validation epoch: median "
-        f"{statistics.median(tests):+.4f}, best {max(tests):+.4f}"
+    # the seconds of one report on the per-report subset: an epoch's reports' time over
+    # their count (its mid-epoch ones and its end's)
+    report_s = statistics.median(
+        e["report_s"] / sum(1 for p in t["points"] if p["epoch"] == k)
+        for t in trials
+        for k, e in enumerate(t["epochs"], start=1)
     )
+    print(
+        f"{n} recorded trials, {full:,} training windows if none is pruned ({train_s:.0f} s, "
+        f"{rate:,.0f} windows/s); a report {report_s * 1000:.0f} ms. Test {KEY} of each "
+        f"trial at its best epoch: median {statistics.median(tests):+.4f}, best "
+        f"{max(tests):+.4f}; with no pruning trial {unpruned} is selected (test "
+        f"{tests[unpruned]:+.4f}). Each setting replayed in {orders} orders of the trials "
+        "(the first as recorded, the rest shuffled); figures are means over the orders."
+    )
+    rng = random.Random(0)
+    perms = [list(range(n))] + [rng.sample(range(n), n) for _ in range(orders - 1)]
     for pruner in ("hyperband", "successive_halving"):
         print(f"\npruner {pruner}:")
         print(
-            f"{'report_every':>12} {'windows trained':>16} {'share':>6} {'reports':>8} "
-            f"{'est. time':>9} {'pruned':>7} {'first cut':>10} {'selected':>8} {'its val':>8} "
-            f"{'its test':>9}"
+            f"{'report_every':>12} {'first cut':>10} {'windows trained':>16} {'share':>6} "
+            f"{'reports':>8} {'est. time':>9} {'selected: test':>15} {'+- sd':>7} "
+            f"{'= unpruned':>10}"
         )
         for every in everies:
-            r = replay(rec, every, pruner)
-            spent = sum(r["decisions"])
-            secs = spent / rate + r["reports"] * report_s
-            pruned = len(trials) - len(r["values"])
-            first = every if every else rec["epoch_windows"]
+            rs = [replay(rec, every, pruner, order) for order in perms]
+            spent = statistics.mean(r["spent"] for r in rs)
+            reps = statistics.mean(r["reports"] for r in rs)
+            secs = spent / rate + reps * report_s
+            sel = [r["test"] for r in rs]
+            same = sum(r["chosen"] == unpruned for r in rs) / len(rs)
+            first = every or rec["epoch_windows"]
+            sd = statistics.stdev(sel) if len(sel) > 1 else 0.0
             print(
-                f"{every or 'epoch':>12} {spent:>16,} {spent / full:>6.2f} {r['reports']:>8} "
-                f"{secs:>8.0f}s {pruned:>7} {first:>10,} {r['chosen']:>8} "
-                f"{r['value'][0]:>+8.4f} {r['value'][1]:>+9.4f}"
+                f"{every or 'epoch':>12} {first:>10,} {spent:>16,.0f} {spent / full:>6.2f} "
+                f"{reps:>8.0f} {secs:>8.0f}s {statistics.mean(sel):>+15.4f} {sd:>7.4f} "
+                f"{same:>10.0%}"
             )
 
 
@@ -227,6 +238,7 @@ def main() -> None:
     ap.add_argument(
         "--every", default="0,8192,16384,32768", help="report_every values replayed (0 = epochs)"
     )
+    ap.add_argument("--orders", type=int, default=20, help="orders of the trials replayed")
     ap.add_argument("--out", default="bench-subepoch.json", help="where the records go")
     ap.add_argument("--replay", default=None, help="replay these saved records only")
     args = ap.parse_args()
@@ -241,7 +253,7 @@ def main() -> None:
     bad = [e for e in everies if e % rec["unit"]]
     if bad:
         ap.error(f"--every: each value must be a multiple of the recorded unit {rec['unit']}")
-    report(rec, everies)
+    report(rec, everies, args.orders)
 
 
 if __name__ == "__main__":

@@ -39,12 +39,14 @@ class TrainParams:
     seed: int | None = None
     val_dates: int = 0  # validation dates scored per epoch (0 = all); the final score uses all
     val_windows: int = 0  # at most this many of their windows per epoch (0 = all)
-    precision: str = "fp32"  # or "fp16": CUDA autocast + gradient scaling for training
+    precision: str = "fp32"  # "fp16": CUDA autocast + gradient scaling; "bf16": autocast
     lr_schedule: str = "constant"  # or "cosine": lr decays to 5% over every planned step
     report_every: int = 0  # windows (per network) between mid-epoch reports (0 = epochs only)
 
 
 LR_SCHEDULES = ("constant", "cosine")
+# Training arithmetic: the autocast dtype of the forward passes (fp32: none)
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -107,17 +109,23 @@ class FitResult:
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adam": lambda p, lr, wd: torch.optim.Adam(p, lr=lr, weight_decay=wd),
-    "adamw": lambda p, lr, wd: torch.optim.AdamW(p, lr=lr, weight_decay=wd),
-    "sgd": lambda p, lr, wd: torch.optim.SGD(p, lr=lr, weight_decay=wd, momentum=0.9),
-    "rmsprop": lambda p, lr, wd: torch.optim.RMSprop(p, lr=lr, weight_decay=wd),
+    "adam": lambda p, lr, wd, **kw: torch.optim.Adam(p, lr=lr, weight_decay=wd, **kw),
+    "adamw": lambda p, lr, wd, **kw: torch.optim.AdamW(p, lr=lr, weight_decay=wd, **kw),
+    "sgd": lambda p, lr, wd, **kw: torch.optim.SGD(p, lr=lr, weight_decay=wd, momentum=0.9, **kw),
+    "rmsprop": lambda p, lr, wd, **kw: torch.optim.RMSprop(p, lr=lr, weight_decay=wd),
 }
+FUSED = ("adam", "adamw", "sgd")  # optimizers with a fused CUDA kernel
 
 
-def make_optimizer(name: str, params: object, lr: float, wd: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, params: object, lr: float, wd: float, device: torch.device | None = None
+) -> torch.optim.Optimizer:
+    """The optimizer `name`; on a CUDA device Adam, AdamW and SGD are fused (one kernel
+    updates every parameter, instead of several kernels per parameter group)."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; valid names are {sorted(OPTIMIZERS)}")
-    return OPTIMIZERS[name](params, lr, wd)
+    fused = device is not None and device.type == "cuda" and name in FUSED
+    return OPTIMIZERS[name](params, lr, wd, **({"fused": True} if fused else {}))
 
 
 # Elements (T x M x B x F) of one validation batch: bounds its memory on wide panels.
@@ -227,7 +235,10 @@ def mean_metrics(members: list[dict[str, float]]) -> dict[str, float]:
 
 
 def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
-    """The gradient scaler of `precision` "fp16" (CUDA only); None for "fp32"."""
+    """The gradient scaler of `precision` "fp16" (CUDA only); None for "fp32" and "bf16"
+    (bfloat16 has float32's exponent range: its gradients need no scaling)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {list(PRECISIONS)}")
     if precision != "fp16":
         return None
     if device.type != "cuda":
@@ -255,15 +266,18 @@ def train_step(
     x: torch.Tensor,
     loss_of: Callable[[torch.Tensor], torch.Tensor],
     grad_clip: float,
+    amp: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """One training step of an ensemble module on the batch `x`: forward (under float16
-    autocast when `scaler` is given, the loss in float32), backward, each member's gradient
-    norm clipped (the true gradients: unscaled first), optimizer step (skipped by the scaler
-    when a gradient overflowed). Returns the loss."""
-    if scaler is None:
+    """One training step of an ensemble module on the batch `x`: forward (under autocast
+    in `amp`, float16 when only a `scaler` is given; the loss in float32), backward, each
+    member's gradient norm clipped (the true gradients: unscaled first), optimizer step
+    (skipped by the scaler when a gradient overflowed). Returns the loss."""
+    if amp is None and scaler is not None:
+        amp = torch.float16
+    if amp is None:
         out = model(x)
     else:
-        with torch.autocast("cuda", dtype=torch.float16):
+        with torch.autocast(x.device.type, dtype=amp):
             out = model(x)
         out = out.float()  # the loss in float32
     loss = loss_of(out)
@@ -317,7 +331,7 @@ def fit(
         raise ValueError(f"{len(members)} members for a model of {model.n_members} members")
     score = score or (lambda v: v["loss"])
     torch.manual_seed(members[0].seed)  # dropout masks
-    opt = make_optimizer(p.optimizer, model.parameters(), p.lr, p.weight_decay)
+    opt = make_optimizer(p.optimizer, model.parameters(), p.lr, p.weight_decay, device)
     gens = [torch.Generator(device="cpu").manual_seed(m.seed) for m in members]
     train_ends = [data.ends("train", p.time_steps, m.fold) for m in members]
     n = min(len(e) for e in train_ends)
@@ -330,6 +344,7 @@ def fit(
     )
     task = data.cfg.task
     scaler = make_scaler(p.precision, device)
+    amp = PRECISIONS[p.precision]
     schedule = make_schedule(opt, p, per_epoch)
     result = FitResult(math.inf, 0, 0, 0.0)
     start = time.perf_counter()
@@ -359,7 +374,7 @@ def fit(
                     ]
                 ).sum()
 
-            loss = train_step(model, opt, scaler, b.x, members_loss, p.grad_clip)
+            loss = train_step(model, opt, scaler, b.x, members_loss, p.grad_clip, amp)
             if schedule is not None:
                 schedule.step()
             total += loss.detach() * b.y.shape[1]

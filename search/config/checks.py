@@ -6,17 +6,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from search.config.schema import PRECISIONS, BudgetConfig
+from search.config.schema import BudgetConfig
 
 FLAG_NAMES = {"path": "--data", "name": "--study-name"}
 
 
 def device_problems(budget: BudgetConfig, cpu: bool) -> list[str]:
-    """Mixed precision needs a CUDA device."""
-    if cpu and budget.precision in PRECISIONS and budget.precision != "fp32":
+    """float16 training (its gradient scaler) needs a CUDA device."""
+    if cpu and budget.precision == "fp16":
         return [
             f"[budget] precision: {budget.precision!r} needs a CUDA device; on a CPU set "
-            '[cpu.budget] precision = "fp32" (or run with --device cuda)'
+            '[cpu.budget] precision = "fp32" or "bf16" (or run with --device cuda)'
         ]
     return []
 

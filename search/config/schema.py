@@ -15,11 +15,12 @@ from data import ConfigError, DataConfig
 from data.fields import Checked, did_you_mean, unknown_keys
 from models.metrics import CLASSIFICATION_ONLY, OBJECTIVES, REGRESSION_ONLY
 from models.train import LR_SCHEDULES
+from models.train import PRECISIONS as AUTOCAST
 from search.config.space import SearchSpace
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("hyperband", "successive_halving", "median", "none")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = tuple(AUTOCAST)
 
 
 def _unknown_name(what: str, name: str, valid: tuple[str, ...] | list[str]) -> str:
@@ -104,8 +105,10 @@ class BudgetConfig(Checked):
     whole epoch (0 = one report per epoch, the resource is the epoch)."""
     precision: str = "fp32"
     """Training arithmetic: "fp32" (float32; on a GPU cuDNN may use TF32 tensor cores, as
-    torch allows by default) or "fp16" (CUDA only: forward passes under autocast in
-    float16, cuDNN's LSTM included, with a gradient scaler; validation stays float32)."""
+    torch allows by default), "fp16" (CUDA only: forward passes under autocast in float16,
+    cuDNN's LSTM included, with a gradient scaler) or "bf16" (forward passes under autocast
+    in bfloat16, on a GPU or a CPU (oneDNN's LSTM); no scaler). Weights, the loss and
+    validation stay float32."""
 
     def problems(self) -> list[str]:
         p: list[str] = []

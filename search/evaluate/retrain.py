@@ -172,8 +172,8 @@ def retrain(
             raise ExportError(f"trial {trial.number} stored no seed: pass --seed")
         seed = int(trial.user_attrs["seed"])
     budget = ctx.run.budget
-    if budget.precision != "fp32" and data.device.type != "cuda":
-        # a study searched in mixed precision on a GPU, retrained on a CPU: float32
+    if budget.precision == "fp16" and data.device.type != "cuda":
+        # a study searched in float16 on a GPU, retrained on a CPU: float32
         budget = replace(budget, precision="fp32")
     if final is None:
         seeds = n_seeds or int(ctx.spec.get("seeds", 1))

@@ -106,7 +106,7 @@ def _probe(
 
     from models.ensemble import Members
     from models.lstm import RecurrentNet
-    from models.train import make_scaler, train_step
+    from models.train import PRECISIONS, make_optimizer, make_scaler, train_step
 
     try:
         torch.set_num_threads(threads)
@@ -119,13 +119,14 @@ def _probe(
                 for _ in range(M)
             ]
         ).to(dev)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        opt = make_optimizer("adam", net.parameters(), 1e-3, 0.0, dev)
         x = torch.randn(shape.time_steps, M, B, shape.n_features, device=dev)
         y = torch.randn(M, B, device=dev)
-        scaler = make_scaler(shape.precision if dev.type == "cuda" else "fp32", dev)
+        precision = shape.precision if dev.type == "cuda" or shape.precision == "bf16" else "fp32"
+        scaler, amp = make_scaler(precision, dev), PRECISIONS[precision]
 
         def step() -> None:  # the step models.train.fit takes
-            train_step(net, opt, scaler, x, lambda out: ((out - y) ** 2).mean(1).sum(), 1.0)
+            train_step(net, opt, scaler, x, lambda out: ((out - y) ** 2).mean(1).sum(), 1.0, amp)
 
         for _ in range(3):  # warm-up: allocations, kernel selection
             step()

@@ -326,10 +326,12 @@ def record_trial(
     written at once (one transaction where the storage allows)."""
     attrs: dict[str, Any] = {}
     try:
-        attrs["epochs_run"] = progress["epochs_run"]
+        attrs["epochs_run"] = progress["epochs_run"]  # whole epochs
+        part: Report | None = progress.get("partial")  # an epoch cut short by the pruner
+        # with the share of the epoch a mid-epoch report cut short
+        attrs["epochs_trained"] = round(progress["epochs_run"] + (part.fraction if part else 0), 3)
         attrs["train_seconds"] = round(seconds, 3)
         # of which training passes and validation (the rest: building the model, clean-up)
-        part: Report | None = progress.get("partial")  # an epoch ended by the pruner
         fit_train = progress["fit_train"] + (part.train_seconds if part else 0.0)
         attrs["fit_train_seconds"] = round(fit_train, 3)
         attrs["fit_val_seconds"] = round(

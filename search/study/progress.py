@@ -30,7 +30,7 @@ def trial_event(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "number": trial.number,
         "state": trial.state.name,
         "value": trial.values[0] if trial.values else None,
-        "epochs": attrs.get("epochs_run"),
+        "epochs": attrs.get("epochs_trained", attrs.get("epochs_run")),
         "best_epoch": attrs.get("best_epoch"),
         "seconds": secs,
         "params": trial.params,

@@ -121,3 +121,73 @@ def test_a_study_trains_in_fp16_on_cuda(tmp_path: Path) -> None:
     study = load(url, "amp")
     assert study.user_attrs["spec"]["budget"]["precision"] == "fp16"
     assert all(t.value is not None for t in study.trials)
+
+
+def test_bf16_training_runs_cudnn_lstm_in_bfloat16() -> None:
+    """precision = "bf16" on CUDA: the cuDNN LSTM's training passes in bfloat16 (no scaler),
+    float32 weights, and the loss of float32 training within a small tolerance."""
+    from dataclasses import replace
+
+    from data import Prepared, load_panel
+    from models.train import TrainParams, fit
+    from search.config.schema import build_config
+
+    cfg = build_config(None, cpu=False)
+    data = Prepared(load_panel(cfg.data), cfg.data, torch.device("cuda"), eval_time_steps=20)
+    base = TrainParams(time_steps=20, epochs=3, batch_size=512, lr=3e-3, seed=0)
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        net = RecurrentNet(data.n_features, 1, 32, 1)
+        dtypes: set[torch.dtype] = set()
+        hook = net.rnn.register_forward_hook(
+            lambda m, i, o, seen=dtypes: seen.add(o[0].dtype) if m.training else None
+        )
+        r = fit(net, data, replace(base, precision=precision))
+        hook.remove()
+        assert dtypes == {torch.bfloat16 if precision == "bf16" else torch.float32}, precision
+        assert all(p.dtype == torch.float32 for p in net.parameters())
+        losses[precision] = r.best_val_loss
+    assert abs(losses["bf16"] - losses["fp32"]) <= 0.02 * abs(losses["fp32"]), losses
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_steps_never_wait_for_the_gpu(precision: str) -> None:
+    """A training step (gather the batch, forward, loss, backward, clipping, optimizer,
+    schedule) makes no host-device synchronisation: CUDA's sync debug mode turns one into
+    an error. (fp16's gradient scaler reads its overflow flag each step: not asserted.)"""
+    from data import Prepared, load_panel
+    from models import Members
+    from models.train import PRECISIONS, make_optimizer, train_step
+    from search.config.schema import build_config
+
+    cfg = build_config(None, cpu=False)
+    data = Prepared(load_panel(cfg.data), cfg.data, torch.device("cuda"), eval_time_steps=20)
+    ends = data.ends("train", 20)
+    folds = torch.tensor([-1, -1], device="cuda")
+    torch.manual_seed(0)
+    net = Members([RecurrentNet(data.n_features, 1, 32, 2) for _ in range(2)]).cuda()
+    opt = make_optimizer("adam", net.parameters(), 1e-3, 0.0, torch.device("cuda"))
+    order = torch.stack([ends[torch.randperm(len(ends), device="cuda")] for _ in range(2)])
+
+    def step(i: int) -> torch.Tensor:
+        b = data.batch(order[:, i * 256 : (i + 1) * 256], 20, folds)
+        return train_step(
+            net,
+            opt,
+            None,
+            b.x,
+            lambda out: ((out - b.y) ** 2).mean(1).sum(),
+            1.0,
+            PRECISIONS[precision],
+        )
+
+    total = step(0).detach()  # warm-up: cuDNN plans, the optimizer's state
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for i in range(1, 6):
+            total += step(i).detach()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(total).item()

@@ -150,7 +150,7 @@ def case(name: str, folder: Path) -> tuple[Path, list[str]]:
         )
         toml.write_text(text)
         if name == "unknown precision":
-            return toml, ["[budget] precision", "'fp8'", "fp32, fp16"]
+            return toml, ["[budget] precision", "'fp8'", "fp32, fp16, bf16"]
         return toml, ["[budget] precision", "'fp16' needs a CUDA device", "[cpu.budget]"]
     if name == "value out of range":
         toml = study_toml(folder, "panel.csv", extra="max_missing = 1.5")

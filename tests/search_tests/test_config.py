@@ -264,7 +264,7 @@ def test_a_dataclass_built_directly_reports_every_problem_at_once() -> None:
         "[budget] val_dates: expected int, got '4'",
         "[budget] patience: must be >= 0, got -1",
         "[budget] eval_batch_size: must be >= 1, got 0",
-        "[budget] precision: expected one of fp32, fp16, got 'fp8'",
+        "[budget] precision: expected one of fp32, fp16, bf16, got 'fp8'",
     ]
     with pytest.raises(ConfigError) as e:
         SearchConfig(seed=True, seeds=0, pruner="hyper")  # type: ignore[arg-type]

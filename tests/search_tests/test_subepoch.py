@@ -63,6 +63,7 @@ def test_reports_inside_epochs_and_prunes_on_windows(tmp_path: Path) -> None:
         assert steps == full[: len(steps)], t.number
         assert t.user_attrs["windows_trained"] == steps[-1]  # one seed, one fold
         assert t.user_attrs["epochs_run"] == steps[-1] // 256
+        assert t.user_attrs["epochs_trained"] == steps[-1] / 256  # a quarter epoch at a time
         if t.state == S.COMPLETE:
             assert steps == full
             best = t.user_attrs["best_epoch"]  # chosen among the epochs' ends only

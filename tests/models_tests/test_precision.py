@@ -1,0 +1,66 @@
+"""Training arithmetic on the CPU: "bf16" runs the LSTM's training passes in bfloat16
+(oneDNN), keeps float32 weights and float32 validation, and learns what float32 learns."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from data import DataConfig, Prepared, load_panel
+from models import TrainParams, fit
+from models.lstm import RecurrentNet
+from models.train import make_scaler
+from tests.conftest import write_panel
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
+    path = write_panel(tmp_path_factory.mktemp("bf16") / "p.parquet", n_dates=120, n_ids=20)
+    cfg = DataConfig(path=str(path), id="id", target="target", features=("f*",))
+    return Prepared(load_panel(cfg), cfg, torch.device("cpu"))
+
+
+def test_bf16_trains_in_bfloat16_and_matches_fp32(data: Prepared) -> None:
+    base = TrainParams(time_steps=8, epochs=4, batch_size=128, lr=3e-3, seed=0)
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        net = RecurrentNet(data.n_features, 1, 16, 1)
+        train_dtypes: set[torch.dtype] = set()
+        eval_dtypes: set[torch.dtype] = set()
+        hook = net.rnn.register_forward_hook(
+            lambda m, i, o, t=train_dtypes, e=eval_dtypes: (t if m.training else e).add(o[0].dtype)
+        )
+        r = fit(net, data, replace(base, precision=precision))
+        hook.remove()
+        want = torch.bfloat16 if precision == "bf16" else torch.float32
+        assert train_dtypes == {want}, precision  # the recurrence itself, not only the head
+        assert eval_dtypes == {torch.float32}  # validation in float32
+        assert all(p.dtype == torch.float32 for p in net.parameters())
+        losses[precision] = r.best_val_loss
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02), losses
+
+
+def test_precisions_and_their_scalers() -> None:
+    cpu = torch.device("cpu")
+    assert make_scaler("fp32", cpu) is None and make_scaler("bf16", cpu) is None
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        make_scaler("fp16", cpu)
+    with pytest.raises(ValueError, match=r"unknown precision 'fp8'"):
+        make_scaler("fp8", cpu)
+
+
+def test_a_study_trains_in_bf16_on_the_cpu(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """bf16 is accepted on a CPU (fp16 is refused there, tests/search_tests/test_bad_input)
+    and its trials complete; the study's spec records the precision."""
+    from search.cli import main
+    from tests.search_tests.helpers import load, write_study
+
+    url = f"sqlite:///{tmp_path}/bf16.db"
+    cfg = write_study(tmp_path, "bf16", extra='precision = "bf16"')
+    assert main(["--config", str(cfg), "--storage", url, "--n-trials", "2", "-q"]) == 0
+    study = load(url, "bf16")
+    assert study.user_attrs["spec"]["budget"]["precision"] == "bf16"
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
