@@ -183,14 +183,22 @@ class Sampler:
 
 
 def study_toml(folder: Path, precision: str, report_every: int | None) -> Path:
+    """studies/default.toml with the precision (and report_every, unless None) set in its
+    [budget] and, where it has one, its [cpu.budget] table."""
     text = (ROOT / "studies" / "default.toml").read_text()
     text = text.replace('path = "../data/', f'path = "{ROOT}/data/')
-    extra = f'precision = "{precision}"\n'
-    if report_every is not None:
-        extra += f"report_every = {report_every}\n"
-    text = text.replace("[budget]\n", f"[budget]\n{extra}", 1)
+    keys = ["precision"] + ([] if report_every is None else ["report_every"])
+    lines = [ln for ln in text.splitlines() if ln.split("=")[0].strip() not in keys]
+    extra = [f'precision = "{precision}"'] + (
+        [] if report_every is None else [f"report_every = {report_every}"]
+    )
+    out = []
+    for ln in lines:
+        out.append(ln)
+        if ln.strip() in ("[budget]", "[cpu.budget]"):
+            out += extra
     path = folder / "study.toml"
-    path.write_text(text)
+    path.write_text("\n".join(out) + "\n")
     return path
 
 

@@ -41,7 +41,7 @@ from models.lstm import RecurrentNet
 from models.train import EpochResult
 from search.config.schema import build_config
 from search.study.create import open_study
-from search.study.pruners import make_pruner, make_sampler
+from search.study.pruners import epoch_windows, make_pruner, make_sampler
 from search.study.runner import Stop, run_trials
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +105,13 @@ def study_part(args: argparse.Namespace, device: torch.device, tmp: str) -> Prep
     from search.storage.rdb import make_storage
 
     storage = make_storage(url, heartbeat_interval=None)
-    open_study(storage, cfg, fingerprint(cfg.data), make_sampler(cfg), make_pruner(cfg))
+    open_study(
+        storage,
+        cfg,
+        fingerprint(cfg.data),
+        make_sampler(cfg),
+        make_pruner(cfg, epoch_windows(cfg, data)),
+    )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(
         f"data: {Path(panel.source).name}: {len(panel.dates)} dates x {data.n_securities} securities "

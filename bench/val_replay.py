@@ -122,6 +122,7 @@ def train_recorded(
 def replay(rec: dict[str, Any], policy: str, pruner_name: str) -> dict[str, Any]:
     """Feed the recorded curves to a fresh study with the product's pruner."""
     cfg = build_config(None, cpu=True, flags={"search": {"pruner": pruner_name}})
+    cfg = replace(cfg, budget=replace(cfg.budget, report_every=0))  # the records: epochs
     pruner = make_pruner(cfg)
     study = optuna.create_study(direction="maximize", pruner=pruner, study_name="replay")
     decisions: list[int] = []  # epochs run per trial

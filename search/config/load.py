@@ -56,6 +56,7 @@ DEFAULT_CPU_BUDGET: dict[str, Any] = {
     "max_windows_per_epoch": 65536,
     "val_dates": 48,
     "val_windows": 4096,
+    "report_every": 8192,  # a report every eighth of an epoch (bench/RESULTS.md)
 }
 
 # The final fit on a CPU: every window, fewer epochs (measured in bench/RESULTS.md, "The

@@ -35,10 +35,22 @@ def _canon(v: Any) -> str:
 def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     out = []
     old = dict(old)
-    if isinstance(old.get("budget"), dict):
+    predates: set[str] = set()  # budget keys added after the study was made
+    if isinstance(old.get("budget"), dict) and isinstance(new.get("budget"), dict):
         # a study made before a budget key existed ran with that key's default
+        predates = set(asdict(BudgetConfig())) - set(old["budget"])
         old["budget"] = {**asdict(BudgetConfig()), **old["budget"]}
-    for key in ("direction", "objective", "data_fingerprint", "budget", "seeds"):
+        for k in sorted(set(old["budget"]) | set(new["budget"])):
+            o, n = old["budget"].get(k), new["budget"].get(k)
+            if _canon(o) != _canon(n):
+                hint = (
+                    f" (the study predates [budget] {k}; set {k} = {o!r} in [budget], and "
+                    "in [cpu.budget] on a CPU, to resume it)"
+                    if k in predates
+                    else ""
+                )
+                out.append(f"[budget] {k}: study has {o!r}, this run has {n!r}{hint}")
+    for key in ("direction", "objective", "data_fingerprint", "seeds"):
         if _canon(old.get(key)) != _canon(new.get(key)):
             out.append(f"{key}: study has {old.get(key)!r}, this run has {new.get(key)!r}")
     o_space, n_space = old.get("space", {}), new.get("space", {})

@@ -54,7 +54,8 @@ def test_gpu_gets_the_full_space_and_cpu_the_limited_one() -> None:
     assert cpu.space.as_dict()["hidden_dim"] == {"low": 8, "high": 48, "log": True}
     assert gpu.budget.max_windows_per_epoch == 0
     assert cpu.budget.max_windows_per_epoch == 65536 and cpu.budget.val_dates == 48
-    assert cpu.budget.val_windows == 4096
+    assert cpu.budget.val_windows == 4096 and cpu.budget.report_every == 8192
+    assert gpu.budget.val_windows == 8192 and gpu.budget.report_every == 65536
 
 
 def test_left_out_params_keep_defaults_and_fixed_values_fix(tmp_path: Path) -> None:

@@ -112,3 +112,28 @@ def test_two_trials_per_device_on_cpu(tmp_path: Path) -> None:
     counts = states(url, name)
     assert sum(counts.values()) == 14 and set(counts) <= {"COMPLETE", "PRUNED"}, counts
     assert_numbers_unique(load(url, name))
+
+
+def test_a_study_made_before_report_every_says_how_to_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A study whose stored budget has no report_every ran one report per epoch; resuming
+    it where the CPU default reports every 8,192 windows is refused, naming the key and
+    the setting that resumes it; with that setting it resumes."""
+    url = f"sqlite:///{tmp_path}/old.db"
+    cfg = write_study(tmp_path, "old", extra="report_every = 0")
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
+    study = load(url, "old")
+    spec = study.user_attrs["spec"]
+    del spec["budget"]["report_every"]  # as an earlier version stored it
+    study.set_user_attr("spec", spec)
+    cfg.write_text(cfg.read_text().replace("report_every = 0\n", ""))
+    capsys.readouterr()
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 2
+    err = capsys.readouterr().err
+    assert "[budget] report_every: study has 0, this run has 8192 (the study predates" in err
+    assert "set report_every = 0 in [budget]" in err
+    assert len(load(url, "old").trials) == 1
+    cfg.write_text(cfg.read_text().replace("[budget]\n", "[budget]\nreport_every = 0\n"))
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
+    assert len(load(url, "old").trials) == 2
