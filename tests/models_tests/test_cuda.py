@@ -81,34 +81,20 @@ def test_autocast_runs_cudnn_lstm_in_float16() -> None:
     torch.testing.assert_close(y.float(), ref, atol=5e-3, rtol=5e-2)
 
 
-def test_fp16_training_matches_fp32_training(tmp_path: Path) -> None:
-    """The same trial trained in fp32 and in fp16 (autocast + gradient scaler) reaches the
-    same validation loss within a small tolerance; fp16's training passes ran the LSTM in
-    float16 and its weights stayed float32."""
-    from dataclasses import replace
-
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_training_matches_fp32_training(precision: str) -> None:
+    """The same trial trained in fp32 and in fp16 (autocast + gradient scaler) or bf16
+    (autocast, no scaler) reaches the same validation loss within 2%; the mixed training
+    passes ran cuDNN's LSTM in float16 / bfloat16, validation and weights in float32."""
     from data import Prepared, load_panel
-    from models.train import TrainParams, fit
+    from models.train import TrainParams
     from search.config.schema import build_config
+    from tests.models_tests.precision import check_mixed_against_fp32
 
     cfg = build_config(None, cpu=False)
     data = Prepared(load_panel(cfg.data), cfg.data, torch.device("cuda"), eval_time_steps=20)
     base = TrainParams(time_steps=20, epochs=3, batch_size=512, lr=3e-3, seed=0)
-    losses = {}
-    for precision in ("fp32", "fp16"):
-        torch.manual_seed(0)
-        net = RecurrentNet(data.n_features, 1, 32, 1)
-        dtypes: set[torch.dtype] = set()
-        hook = net.rnn.register_forward_hook(
-            lambda m, i, o, seen=dtypes: seen.add(o[0].dtype) if m.training else None
-        )
-        r = fit(net, data, replace(base, precision=precision))
-        hook.remove()
-        # the training passes ran in the precision asked for (validation: float32)
-        assert dtypes == {torch.float16 if precision == "fp16" else torch.float32}, precision
-        assert all(p.dtype == torch.float32 for p in net.parameters())  # master weights
-        losses[precision] = r.best_val_loss
-    assert abs(losses["fp16"] - losses["fp32"]) <= 0.02 * abs(losses["fp32"]), losses
+    check_mixed_against_fp32(data, base, precision, hidden=32)
 
 
 def test_a_study_trains_in_fp16_on_cuda(tmp_path: Path) -> None:
@@ -121,34 +107,6 @@ def test_a_study_trains_in_fp16_on_cuda(tmp_path: Path) -> None:
     study = load(url, "amp")
     assert study.user_attrs["spec"]["budget"]["precision"] == "fp16"
     assert all(t.value is not None for t in study.trials)
-
-
-def test_bf16_training_runs_cudnn_lstm_in_bfloat16() -> None:
-    """precision = "bf16" on CUDA: the cuDNN LSTM's training passes in bfloat16 (no scaler),
-    float32 weights, and the loss of float32 training within a small tolerance."""
-    from dataclasses import replace
-
-    from data import Prepared, load_panel
-    from models.train import TrainParams, fit
-    from search.config.schema import build_config
-
-    cfg = build_config(None, cpu=False)
-    data = Prepared(load_panel(cfg.data), cfg.data, torch.device("cuda"), eval_time_steps=20)
-    base = TrainParams(time_steps=20, epochs=3, batch_size=512, lr=3e-3, seed=0)
-    losses = {}
-    for precision in ("fp32", "bf16"):
-        torch.manual_seed(0)
-        net = RecurrentNet(data.n_features, 1, 32, 1)
-        dtypes: set[torch.dtype] = set()
-        hook = net.rnn.register_forward_hook(
-            lambda m, i, o, seen=dtypes: seen.add(o[0].dtype) if m.training else None
-        )
-        r = fit(net, data, replace(base, precision=precision))
-        hook.remove()
-        assert dtypes == {torch.bfloat16 if precision == "bf16" else torch.float32}, precision
-        assert all(p.dtype == torch.float32 for p in net.parameters())
-        losses[precision] = r.best_val_loss
-    assert abs(losses["bf16"] - losses["fp32"]) <= 0.02 * abs(losses["fp32"]), losses
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
 
 from data import DataConfig, Prepared, load_panel
-from models import TrainParams, fit
-from models.lstm import RecurrentNet
+from models import TrainParams
 from models.train import make_scaler
 from tests.conftest import write_panel
+from tests.models_tests.precision import check_mixed_against_fp32
 
 
 @pytest.fixture(scope="module")
@@ -24,23 +22,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
 
 def test_bf16_trains_in_bfloat16_and_matches_fp32(data: Prepared) -> None:
     base = TrainParams(time_steps=8, epochs=4, batch_size=128, lr=3e-3, seed=0)
-    losses = {}
-    for precision in ("fp32", "bf16"):
-        torch.manual_seed(0)
-        net = RecurrentNet(data.n_features, 1, 16, 1)
-        train_dtypes: set[torch.dtype] = set()
-        eval_dtypes: set[torch.dtype] = set()
-        hook = net.rnn.register_forward_hook(
-            lambda m, i, o, t=train_dtypes, e=eval_dtypes: (t if m.training else e).add(o[0].dtype)
-        )
-        r = fit(net, data, replace(base, precision=precision))
-        hook.remove()
-        want = torch.bfloat16 if precision == "bf16" else torch.float32
-        assert train_dtypes == {want}, precision  # the recurrence itself, not only the head
-        assert eval_dtypes == {torch.float32}  # validation in float32
-        assert all(p.dtype == torch.float32 for p in net.parameters())
-        losses[precision] = r.best_val_loss
-    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02), losses
+    check_mixed_against_fp32(data, base, "bf16", hidden=16)
 
 
 def test_precisions_and_their_scalers() -> None:
