@@ -41,7 +41,7 @@ from models import Member, Report, fit
 from models.train import EpochResult, as_members, to_floats, validate
 from search.config.schema import build_config
 from search.study.objective import make_members, train_params
-from search.study.pruners import epoch_windows, make_pruner
+from search.study.pruners import epoch_range, make_pruner
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample" / "sp500_sample.parquet"
@@ -66,7 +66,7 @@ def record(args: argparse.Namespace) -> dict[str, Any]:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=args.seed))
     print(
         f"recording {args.trials} trials on {Path(panel.source).name} ({data.n_securities} "
-        f"securities; {epoch_windows(cfg, data):,} training windows an epoch at most; a report "
+        f"securities; {epoch_range(cfg, data)[1]:,} training windows an epoch at most; a report "
         f"every {args.unit:,} windows on {cfg.budget.val_dates} dates x "
         f"{cfg.budget.val_windows or 'all'} windows)",
         flush=True,
@@ -128,17 +128,26 @@ def record(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "seed": args.seed,
         "unit": args.unit,
-        "epoch_windows": epoch_windows(cfg, data),
+        "epoch_range": list(epoch_range(cfg, data)),
         "trials": trials,
     }
 
 
+def epochs_of(rec: dict[str, Any]) -> tuple[int, int]:
+    """(fewest, most) training windows an epoch trains (records of an earlier format: one
+    figure, the cap, which bound every trial)."""
+    if "epoch_range" in rec:
+        return rec["epoch_range"][0], rec["epoch_range"][1]
+    return rec["epoch_windows"], rec["epoch_windows"]
+
+
 def schedule(t: dict[str, Any], every: int) -> list[dict[str, Any]]:
-    """The reports the product makes with `report_every` = every (0: epoch ends only)."""
+    """The reports the product makes with `report_every` = every (0: epoch ends only):
+    epoch ends, and the recorded points on multiples of `every` (the recording's unit
+    divides it and the batch sizes divide the unit, so those are the product's points)."""
     if every == 0:
         return [p for p in t["points"] if p["end"]]
-    per = t["per_epoch"]
-    return [p for p in t["points"] if p["end"] or (p["done"] % per) % every == 0]
+    return [p for p in t["points"] if p["end"] or p["done"] % every == 0]
 
 
 def replay(rec: dict[str, Any], every: int, pruner_name: str, order: list[int]) -> dict[str, Any]:
@@ -146,7 +155,7 @@ def replay(rec: dict[str, Any], every: int, pruner_name: str, order: list[int]) 
     cfg = config(rec["data"], rec["device"], rec["seed"], pruner=pruner_name)
     cfg = replace(cfg, budget=replace(cfg.budget, report_every=every))
     study = optuna.create_study(
-        direction="maximize", pruner=make_pruner(cfg, rec["epoch_windows"]), study_name="replay"
+        direction="maximize", pruner=make_pruner(cfg, epochs_of(rec)), study_name="replay"
     )
     spent = reports = 0
     values: dict[int, tuple[float, float]] = {}  # trial -> (its value, its test)
@@ -158,7 +167,7 @@ def replay(rec: dict[str, Any], every: int, pruner_name: str, order: list[int]) 
         for p in schedule(t, every):
             reports += 1
             trial.report(p["v"], p["done"] if every else p["epoch"])
-            if not (p["end"] and p["epoch"] == n_epochs) and trial.should_prune():
+            if p["epoch"] < n_epochs and trial.should_prune():  # never in the last epoch
                 stopped = p
                 break
         if stopped is not None:
@@ -219,7 +228,7 @@ def report(rec: dict[str, Any], everies: list[int], orders: int) -> None:
             secs = spent / rate + reps * report_s
             sel = [r["test"] for r in rs]
             same = sum(r["chosen"] == unpruned for r in rs) / len(rs)
-            first = every or rec["epoch_windows"]
+            first = min(every, epochs_of(rec)[0]) if every else epochs_of(rec)[1]
             sd = statistics.stdev(sel) if len(sel) > 1 else 0.0
             print(
                 f"{every or 'epoch':>12} {first:>10,} {spent:>16,.0f} {spent / full:>6.2f} "

@@ -41,7 +41,7 @@ from models.lstm import RecurrentNet
 from models.train import EpochResult
 from search.config.schema import build_config
 from search.study.create import open_study
-from search.study.pruners import epoch_windows, make_pruner, make_sampler
+from search.study.pruners import epoch_range, make_pruner, make_sampler
 from search.study.runner import Stop, run_trials
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,7 +110,7 @@ def study_part(args: argparse.Namespace, device: torch.device, tmp: str) -> Prep
         cfg,
         fingerprint(cfg.data),
         make_sampler(cfg),
-        make_pruner(cfg, epoch_windows(cfg, data)),
+        make_pruner(cfg, epoch_range(cfg, data)),
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(
@@ -171,7 +171,9 @@ def report_study(
                 int(param(t, "head_dim")),
             )
         )
-    run = sum(int(t.user_attrs.get("epochs_run", 0)) for t in trials)
+    run = sum(  # fractional where a report inside an epoch pruned the trial
+        float(t.user_attrs.get("epochs_trained", t.user_attrs.get("epochs_run", 0))) for t in trials
+    )
     asked = sum(int(param(t, "epochs")) for t in trials)
     states = [t.state.name for t in trials]
     print(
@@ -193,7 +195,7 @@ def report_study(
         f"{flops / max(train, 1e-9) / 1e9:.2f} GFLOP/s achieved "
         f"(dense fp32 matmul here: {gemm:.1f} GFLOP/s)"
     )
-    print(f"epochs run / requested: {run} / {asked} = {run / max(asked, 1):.2f}")
+    print(f"epochs run / requested: {run:.1f} / {asked} = {run / max(asked, 1):.2f}")
     if not memory:
         return
     line = f"peak memory: host {peak_host_mib():.0f} MiB"

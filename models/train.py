@@ -114,14 +114,14 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": lambda p, lr, wd, **kw: torch.optim.SGD(p, lr=lr, weight_decay=wd, momentum=0.9, **kw),
     "rmsprop": lambda p, lr, wd, **kw: torch.optim.RMSprop(p, lr=lr, weight_decay=wd),
 }
-FUSED = ("adam", "adamw", "sgd")  # optimizers with a fused CUDA kernel
+FUSED = ("adam", "adamw")  # fused CUDA kernels since torch 2.0 (SGD's came later)
 
 
 def make_optimizer(
     name: str, params: object, lr: float, wd: float, device: torch.device | None = None
 ) -> torch.optim.Optimizer:
-    """The optimizer `name`; on a CUDA device Adam, AdamW and SGD are fused (one kernel
-    updates every parameter, instead of several kernels per parameter group)."""
+    """The optimizer `name`; on a CUDA device Adam and AdamW are fused (one kernel updates
+    every parameter, instead of several kernels per parameter group)."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; valid names are {sorted(OPTIMIZERS)}")
     fused = device is not None and device.type == "cuda" and name in FUSED
@@ -317,10 +317,13 @@ def fit(
     Python flag, no device sync) and raises Interrupted.
 
     With `p.report_every` > 0 and `on_report` given, the members are also validated (on the
-    per-epoch subset) each time another `report_every` windows per network have been
-    trained inside an epoch, and `on_report` gets the result (it may raise too). These
-    reports only look: the weights, the batches and the dropout masks are those of a fit
-    without them.
+    per-epoch subset) after the first batch that reaches each multiple of `report_every`
+    windows per network trained since the start of the fit, unless that batch ends an
+    epoch (the epoch's own report stands for it), and `on_report` gets the result (it may
+    raise too). The steps of every trial then fall on the same multiples wherever the
+    batch size divides `report_every`. These reports only look: the weights, the batches
+    and the dropout masks are those of a fit without them; their time, `on_report`'s
+    included, counts as validation.
     """
     device = data.device
     net = model
@@ -381,28 +384,33 @@ def fit(
             if should_stop():
                 raise Interrupted("stop requested")
             trained = min(i + p.batch_size, per_epoch)
-            if every and done + trained >= next_report and trained < per_epoch:
-                next_report = done + trained + every
-                tv = time.perf_counter()
-                assert on_report is not None
-                val = mean_metrics(
-                    to_floats(validate(model, data, "val", p, members, p.val_dates, p.val_windows))
-                )
-                model.train()
-                mid_val += time.perf_counter() - tv
-                on_report(
-                    Report(
+            if every and done + trained >= next_report:
+                next_report = ((done + trained) // every + 1) * every
+                if trained < per_epoch:  # the epoch's end reports on its own
+                    assert on_report is not None
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)  # the queued training is training time
+                    tv = time.perf_counter()
+                    val = mean_metrics(
+                        to_floats(
+                            validate(model, data, "val", p, members, p.val_dates, p.val_windows)
+                        )
+                    )
+                    model.train()
+                    rep = Report(
                         epoch,
                         done + trained,
                         val,
                         fraction=trained / per_epoch,
                         windows=trained * len(members),
-                        train_seconds=time.perf_counter() - t0 - mid_val,
-                        val_seconds=mid_val,
+                        train_seconds=tv - t0 - mid_val,
+                        val_seconds=mid_val + time.perf_counter() - tv,
                     )
-                )
+                    try:
+                        on_report(rep)  # the pruner and the storage: counted as validation
+                    finally:
+                        mid_val += time.perf_counter() - tv
         done += per_epoch
-        next_report = done + every  # each report (the epoch's end one too) restarts the count
         train_loss = float(total) / max(per_epoch, 1) / len(members)  # the epoch's one sync
         t1 = time.perf_counter()
         per_member = to_floats(validate(model, data, "val", p, members, p.val_dates, p.val_windows))

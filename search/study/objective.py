@@ -126,7 +126,7 @@ class Objective:
 
     A trial trains `[search] seeds` models on each of the `[data] folds` folds, together;
     after every epoch it reports the members' mean of the first objective to the pruner
-    (never pruning at the last epoch), and its value is that mean at its best epoch. With
+    (never pruning in the last epoch), and its value is that mean at its best epoch. With
     `[budget] report_every` it also reports inside epochs, and the step is the windows
     trained per network instead of the epoch. Its seed is stored (user attr `seed`), so
     `optuna-run train` reproduces it.
@@ -172,14 +172,14 @@ class Objective:
             if not math.isfinite(v):
                 raise optuna.TrialPruned(f"{key} is not finite {where}")
             trial.report(v, step)
-            # never at the last epoch: a trial that trained its whole budget is complete
+            # never in the last epoch: a trial that reached it trains its whole budget
             if not last and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned {where} ({key} {v:.6g})")
 
         def on_report(r: Report) -> None:
             progress["partial"] = r
             where = f"after {r.done:,} windows (epoch {r.epoch - 1 + r.fraction:.2f})"
-            report(r.val, r.done, False, where)
+            report(r.val, r.done, r.epoch >= tp.epochs, where)
 
         def on_epoch(r: EpochResult) -> None:
             progress["partial"] = None

@@ -33,30 +33,38 @@ def _hyperband(**kwargs: Any) -> optuna.pruners.BasePruner:
     return pruner
 
 
-def epoch_windows(cfg: RunConfig, data: Prepared) -> int:
-    """The most training windows per network any trial of the study trains in an epoch:
-    its shortest windows' count on the smallest fold, capped by [budget]
-    max_windows_per_epoch."""
-    steps = int(cfg.space.min("time_steps"))
+def epoch_windows(cfg: RunConfig, data: Prepared, time_steps: int | None = None) -> int:
+    """The training windows per network a trial of `time_steps` (default: the study's
+    shortest, the most windows) trains in an epoch: its count on the smallest fold, capped
+    by [budget] max_windows_per_epoch."""
+    steps = int(cfg.space.min("time_steps")) if time_steps is None else time_steps
     n = min(data.count("train", steps, f) for f in range(data.n_folds))
     cap = cfg.budget.max_windows_per_epoch
     return max(1, min(n, cap) if cap > 0 else n)
 
 
-def make_pruner(cfg: RunConfig, per_epoch: int | None = None) -> optuna.pruners.BasePruner:
+def epoch_range(cfg: RunConfig, data: Prepared) -> tuple[int, int]:
+    """The fewest and the most training windows an epoch of the study trains (its longest
+    and its shortest time_steps): what make_pruner sizes its resource with."""
+    return epoch_windows(cfg, data, int(cfg.space.max("time_steps"))), epoch_windows(cfg, data)
+
+
+def make_pruner(cfg: RunConfig, epochs: tuple[int, int] | None = None) -> optuna.pruners.BasePruner:
     """The study's pruner. Its resource is the epoch (its maximum set from the epochs range,
-    never "auto"); with [budget] report_every it is the windows trained per network, from
-    `report_every` (or one epoch, if smaller) to the epochs' maximum times `per_epoch`, the
-    most windows an epoch trains (epoch_windows)."""
+    never "auto"); with [budget] report_every it is the windows trained per network:
+    `epochs` = (fewest, most) windows an epoch trains (epoch_range) size it from
+    `report_every`, or the fewest if smaller, so that every trial reaches the first rung
+    within its first epoch, to the epochs' maximum times the most."""
     max_epochs = int(cfg.space.max("epochs"))
     unit, top = 1, max(max_epochs, 2)
     if cfg.budget.report_every > 0:
-        if per_epoch is None:
+        if epochs is None:
             raise ValueError(
                 "[budget] report_every: the pruner's resource needs the epoch's windows"
             )
-        unit = min(cfg.budget.report_every, per_epoch)
-        top = max(max_epochs * per_epoch, 2 * unit)
+        fewest, most = epochs
+        unit = min(cfg.budget.report_every, fewest)
+        top = max(max_epochs * most, 2 * unit)
     pruners: dict[str, Callable[[], optuna.pruners.BasePruner]] = {
         "hyperband": lambda: _hyperband(min_resource=unit, max_resource=top, reduction_factor=3),
         "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(

@@ -152,8 +152,8 @@ def test_validation_subset_is_fixed_and_the_value_scores_every_date(tmp_path) ->
 
 
 def test_reports_inside_epochs_only_look(prepared: Prepared) -> None:
-    """`report_every` validates inside epochs, restarting its count at each report (the
-    epoch's end included); the fit's weights and epochs are those of a fit without it."""
+    """`report_every` validates inside epochs at the multiples of it (the first batch end
+    past each); the fit's weights and epochs are those of a fit without it."""
     p = TrainParams(
         time_steps=4,
         epochs=3,
@@ -174,10 +174,12 @@ def test_reports_inside_epochs_only_look(prepared: Prepared) -> None:
         return epochs, reports, m
 
     epochs, reports, m = trained(True)
-    # 32 windows a batch, 96 an epoch: after 64 (40 due), 160 (96 + 40 due at 136), 256
-    assert [(r.epoch, r.done) for r in reports] == [(1, 64), (2, 160), (3, 256)]
+    # 32 windows a batch, 96 an epoch: the first batch end at or past each multiple of 40,
+    # except an epoch's last batch (80 -> 96 and 280 -> 288 report as epoch ends)
+    assert [(r.epoch, r.done) for r in reports] == [(1, 64), (2, 128), (2, 160), (3, 224), (3, 256)]
     assert [e.done for e in epochs] == [96, 192, 288]
-    assert all(r.fraction == pytest.approx(2 / 3) and r.windows == 64 for r in reports)
+    assert [r.fraction for r in reports] == pytest.approx([2 / 3, 1 / 3, 2 / 3, 1 / 3, 2 / 3])
+    assert [r.windows for r in reports] == [64, 32, 64, 32, 64]
     assert all(r.val["dates"] > 0 and math.isfinite(r.val["loss"]) for r in reports)
     assert all(r.val_seconds > 0 and r.train_seconds > 0 for r in reports)
     plain_epochs, none, plain = trained(False)

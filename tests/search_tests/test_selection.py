@@ -96,7 +96,8 @@ def test_walk_forward_folds_and_seeds_with_pruning(tmp_path: Path, url: str) -> 
     cfg = write_study(tmp_path, "wf", extra=extra, space=FIXED_T)
     text = cfg.read_text().replace('target_cs = "zscore"', 'target_cs = "zscore"\nfolds = 3')
     cfg.write_text(text)
-    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "9", "--seed", "1") == 0
+    args = ("--n-trials", "9", "--seed", "1", "--device", "cpu")  # the CPU budget
+    assert run_cli("--config", str(cfg), "--storage", url, *args) == 0
     trials = load(url, "wf").trials
     assert {S.COMPLETE, S.PRUNED} <= {t.state for t in trials}
     for t in trials:

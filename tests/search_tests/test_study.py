@@ -24,7 +24,8 @@ def url(tmp_path: Path) -> str:
 
 def test_short_study_prunes_and_completes(tmp_path: Path, url: str) -> None:
     cfg = write_study(tmp_path, "prune")
-    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "16", "--seed", "3") == 0
+    args = ("--n-trials", "16", "--seed", "3", "--device", "cpu")  # the CPU budget
+    assert run_cli("--config", str(cfg), "--storage", url, *args) == 0
     trials = load(url, "prune").trials
     states = [t.state for t in trials]
     assert len(trials) == 16

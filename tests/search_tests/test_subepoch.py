@@ -12,7 +12,7 @@ import torch
 
 from data import DataConfig, Prepared, load_panel
 from search.config.schema import build_config
-from search.study.pruners import epoch_windows, make_pruner
+from search.study.pruners import epoch_range, make_pruner
 from tests.conftest import SAMPLE
 from tests.search_tests.helpers import load, run_cli, write_study
 from tests.search_tests.studyrun import (
@@ -76,21 +76,24 @@ def test_reports_inside_epochs_and_prunes_on_windows(tmp_path: Path) -> None:
 
 
 def test_pruner_resource_is_windows(tmp_path: Path) -> None:
-    """Hyperband's resource with report_every: from report_every windows to the most an
-    epoch trains (shortest windows, smallest fold, capped) times the epochs' maximum."""
+    """Hyperband's resource with report_every: from report_every windows (or an epoch of
+    the longest windows, if fewer: every trial meets the first cut in its first epoch) to
+    the most an epoch trains (shortest windows, smallest fold, capped) times the epochs."""
     cfg = build_config(sub_epoch_study(tmp_path, "hb", pruner="hyperband"), cpu=False)
     data = Prepared(load_panel(cfg.data), cfg.data, torch.device("cpu"))
-    per_epoch = epoch_windows(cfg, data)
-    assert per_epoch == 256  # the cap: the sample has thousands of training windows
-    hb = make_pruner(cfg, per_epoch)
+    assert epoch_range(cfg, data) == (256, 256)  # the cap: the sample has thousands
+    hb = make_pruner(cfg, epoch_range(cfg, data))
     assert isinstance(hb, optuna.pruners.HyperbandPruner)
     assert (hb._min_resource, hb._max_resource) == (64, 3 * 256)
     with pytest.raises(ValueError, match=r"\[budget\] report_every"):
         make_pruner(cfg)
+    rare = replace(cfg, budget=replace(cfg.budget, report_every=10**6))
+    hb = make_pruner(rare, (1000, 2000))
+    assert (hb._min_resource, hb._max_resource) == (1000, 3 * 2000)  # type: ignore[attr-defined]
     uncapped = DataConfig(path=str(SAMPLE), target_cs="zscore")
     whole = Prepared(load_panel(uncapped), uncapped, data.device)
     no_cap = replace(cfg, budget=replace(cfg.budget, max_windows_per_epoch=0))
-    assert epoch_windows(no_cap, whole) == whole.count("train", 3)
+    assert epoch_range(no_cap, whole) == (whole.count("train", 6), whole.count("train", 3))
 
 
 def test_two_trials_per_device_on_cpu(tmp_path: Path) -> None:
@@ -101,6 +104,7 @@ def test_two_trials_per_device_on_cpu(tmp_path: Path) -> None:
     cfg = sub_epoch_study(tmp_path, name, pruner="hyperband")
     url = f"sqlite:///{tmp_path / 'two.db'}"
     base = ["--config", str(cfg), "--storage", url, "--seed", "0", "--workers", "2"]
+    base += ["--device", "cpu"]
     rc, _, err = finish(start_cli([*base, "--n-trials", "8"], tmp_path))
     assert rc == 0, err
     study = load(url, name)
@@ -129,11 +133,12 @@ def test_a_study_made_before_report_every_says_how_to_resume(
     study.set_user_attr("spec", spec)
     cfg.write_text(cfg.read_text().replace("report_every = 0\n", ""))
     capsys.readouterr()
-    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 2
+    cpu = ("--device", "cpu")  # the built-in CPU budget: report_every 8192
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1", *cpu) == 2
     err = capsys.readouterr().err
     assert "[budget] report_every: study has 0, this run has 8192 (the study predates" in err
     assert "set report_every = 0 in [budget]" in err
     assert len(load(url, "old").trials) == 1
     cfg.write_text(cfg.read_text().replace("[budget]\n", "[budget]\nreport_every = 0\n"))
-    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1", *cpu) == 0
     assert len(load(url, "old").trials) == 2
