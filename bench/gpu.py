@@ -2,20 +2,19 @@
 the default study's trials per hour by data, trials per GPU, precision and report cadence,
 with the GPU's utilisation and memory, in one table.
 
-On a lent GPU machine (its image has PyTorch, not the study's other packages; a call
-carries at most 64 MiB): here, first `bash bench/gpu_prepare.sh` (wheels into .whl/,
-sp500_5yr into .gpudata/, cn_sse_mainboard into .gpudata-cn/), then two device calls on the
-same warm machine, the first carrying .whl and .gpudata (about 7 minutes):
+On a GPU host without network access whose Python has PyTorch but not the study's other
+packages: first, where pip reaches PyPI, `bash bench/gpu_prepare.sh` (the wheels into
+.whl/, sp500_5yr into .gpudata/, cn_sse_mainboard into .gpudata-cn/); then, in the
+repository on the GPU host, with .whl and .gpudata beside it (about 8 minutes):
 
     python3 -m pip install -q --no-index --no-deps --no-compile --target .site .whl/*.whl \
       && export PYTHONPATH=$PWD/.site:$PWD PYTHONUNBUFFERED=1 \
-      && python3 bench/gpu.py --quick --data-dir .gpudata --json $OUT/gpu.json 2>&1 \
-      | tee $OUT/gpu.log
+      && python3 bench/gpu.py --quick --data-dir .gpudata --json gpu.json 2>&1 | tee gpu.log
 
-the second carrying .gpudata-cn only (.site stays there between calls; about 1.5 minutes):
+and with .gpudata-cn (about 1.5 minutes):
 
     export PYTHONPATH=$PWD/.site:$PWD PYTHONUNBUFFERED=1 && python3 bench/gpu.py --quick \
-      --no-tests --no-steps --data-dir .gpudata-cn --json $OUT/gpu-cn.json 2>&1 | tee $OUT/gpu-cn.log
+      --no-tests --no-steps --data-dir .gpudata-cn --json gpu-cn.json 2>&1 | tee gpu-cn.log
 
 --quick: `pytest -m gpu`, the step rates (fp32 / fp16 / bf16, and the LSTM's dtype under
 each), then the default study (studies/default.toml, its GPU space and budget, the whole
@@ -27,7 +26,9 @@ combination), and --seeds for the grouped-seeds step rates.
 
 Each study: a fresh SQLite file; the clock starts at its first trial's start and runs
 --seconds, then SIGINT (the running trials end as FAIL); trials/hour = the COMPLETE and
-PRUNED trials finished inside that window / the window. GPU utilisation (median) and
+PRUNED trials finished inside that window / the window (with --quick's 25 s, a figure of
+the study's first trials, where the sampler is still random); training windows/s and the
+training share count every trial's record, the interrupted ones too. GPU utilisation (median) and
 memory in use (max) are sampled by nvidia-smi every half second inside the window.
 On a machine without CUDA it says so and exits.
 """
@@ -212,7 +213,11 @@ def first_start(db: Path) -> datetime | None:
             row = c.execute("SELECT MIN(datetime_start) FROM trials").fetchone()
     except sqlite3.Error:
         return None
-    return None if row is None or row[0] is None else datetime.fromisoformat(row[0])
+    if row is None or row[0] is None:
+        return None
+    # stored as naive UTC; Optuna's FrozenTrial gives naive local time: compare in local
+    utc = datetime.fromisoformat(row[0]).replace(tzinfo=timezone.utc)
+    return utc.astimezone().replace(tzinfo=None)
 
 
 def study(
@@ -253,7 +258,7 @@ def study(
     ]
     sampler = Sampler()
     with open(folder / "run.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         t_launch = time.monotonic()
         start = None
         while proc.poll() is None and time.monotonic() - t_launch < 180:
@@ -265,13 +270,13 @@ def study(
         sampler.on.set()
         time.sleep(seconds if start is not None else 0)
         sampler.on.clear()
-        stop = datetime.now(timezone.utc).replace(tzinfo=None)
+        stop = datetime.now()  # naive local, as the trials' datetimes
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)  # the run and its worker processes
                 proc.wait()
     sampler.stop()
     row: dict[str, Any] = {
@@ -296,9 +301,11 @@ def study(
         and t.datetime_complete <= stop
     ]
     complete = [t for t in done if t.state.name == "COMPLETE"]
-    windows = sum(int(t.user_attrs.get("windows_trained", 0)) for t in done)
-    fit_train = sum(float(t.user_attrs.get("fit_train_seconds", 0.0)) for t in done)
-    fit_val = sum(float(t.user_attrs.get("fit_val_seconds", 0.0)) for t in done)
+    # training done in the window: every trial's record, those the stop interrupted too
+    ran = [t for t in st.trials if t.datetime_start and t.datetime_start <= stop]
+    windows = sum(int(t.user_attrs.get("windows_trained", 0)) for t in ran)
+    fit_train = sum(float(t.user_attrs.get("fit_train_seconds", 0.0)) for t in ran)
+    fit_val = sum(float(t.user_attrs.get("fit_val_seconds", 0.0)) for t in ran)
     row.update(
         window_s=round(window, 1),
         finished=len(done),
@@ -324,23 +331,28 @@ def study(
 def cuda_tests() -> dict[str, Any]:
     """`pytest -m gpu` (tests/models_tests/test_cuda.py); its summary line."""
     t0 = time.perf_counter()
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-m",
-            "gpu",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "tests/models_tests/test_cuda.py",  # every gpu-marked test lives there
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
+    try:
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-m",
+                "gpu",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "tests/models_tests/test_cuda.py",  # every gpu-marked test lives there
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        print(f"pytest -m gpu: still running after 300 s, stopped\n{out[-3000:]}", flush=True)
+        return {"returncode": None, "summary": "timed out after 300 s"}
     lines = (r.stdout + r.stderr).strip().splitlines()
     summary = lines[-1] if lines else "(no output)"
     print(f"pytest -m gpu: {summary} ({time.perf_counter() - t0:.0f} s)", flush=True)

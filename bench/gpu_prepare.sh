@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Before a run on a lent GPU machine (its image has PyTorch but not the study's other
-# packages, and reaches no registry; a call carries at most 64 MiB): downloads the wheels
-# it lacks, for its Python 3.12, into .whl/ (~43 MB: polars 1.20, the last release in one
-# wheel, instead of the 55 MB runtime of polars 2), and copies sp500_5yr into .gpudata/
-# and cn_sse_mainboard into .gpudata-cn/ (all three git-ignored), so that two calls carry
-# under 64 MiB each. Then, there, the commands in bench/gpu.py's docstring.
+# For bench/gpu.py on a GPU host without network access whose Python (3.12) has PyTorch
+# but not the study's other packages: downloads the wheels it lacks into .whl/ (~43 MB:
+# polars 1.20, the last release in one wheel, instead of polars 2's 55 MB runtime; the
+# tests pass on both), and copies sp500_5yr into .gpudata/ and cn_sse_mainboard into
+# .gpudata-cn/ (all three git-ignored), one run each. bench/gpu.py's docstring gives the
+# commands on the GPU host.
 #
 #     bash bench/gpu_prepare.sh [DATA_DIR]        # DATA_DIR: default ../shared/data
 set -euo pipefail

@@ -89,13 +89,14 @@ class BudgetConfig(Checked):
     eval_batch_size: int = 8192
     """Windows per forward pass when validating."""
     val_dates: int = 0
-    """Validation dates scored after each epoch for the pruner and the choice of the best
-    epoch: a fixed, evenly spaced subset of the validation segment (0 = every date). The
-    trial's value is always scored on every validation date, at its best epoch."""
+    """Validation dates scored at each report to the pruner (after each epoch, and every
+    `report_every` windows) and for the choice of the best epoch: a fixed, evenly spaced
+    subset of the validation segment (0 = every date). The trial's value is always scored
+    on every validation date, at its best epoch."""
     val_windows: int = 0
-    """At most this many windows of those dates per epoch: a fixed random subset (fewer
-    securities per date, the same dates) so a wide panel's per-epoch report costs a small
-    share of the epoch (0 = all)."""
+    """At most this many windows of those dates per report: a fixed random subset (fewer
+    securities per date, the same dates) so a wide panel's report costs a small share of
+    the training between reports (0 = all)."""
     patience: int = 0
     """Early stopping: end a trial after this many epochs without improvement (0 = off)."""
     report_every: int = 0

@@ -176,7 +176,7 @@ def build_figures(study: optuna.Study) -> list[Figure]:
         ),
         Figure(
             "intermediate-values",
-            "Intermediate values (validation loss per epoch; pruned trials stop early)",
+            "Intermediate values (the reports to the pruner; pruned trials stop early)",
             pv.plot_intermediate_values(study),
             _save_axes(lambda: pm.plot_intermediate_values(study)),
         ),
