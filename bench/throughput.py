@@ -41,7 +41,7 @@ from models.lstm import RecurrentNet
 from models.train import EpochResult
 from search.config.schema import build_config
 from search.study.create import open_study
-from search.study.pruners import epoch_range, make_pruner, make_sampler
+from search.study.pruners import make_sampler, study_pruner
 from search.study.runner import Stop, run_trials
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,7 +110,7 @@ def study_part(args: argparse.Namespace, device: torch.device, tmp: str) -> Prep
         cfg,
         fingerprint(cfg.data),
         make_sampler(cfg),
-        make_pruner(cfg, epoch_range(cfg, data)),
+        study_pruner(cfg, data),
     )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(

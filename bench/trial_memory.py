@@ -33,7 +33,7 @@ from data import Prepared, fingerprint, load_panel
 from search.config.schema import build_config
 from search.storage.rdb import make_storage
 from search.study.create import open_study
-from search.study.pruners import epoch_range, make_pruner, make_sampler
+from search.study.pruners import make_sampler, study_pruner
 from search.study.runner import Stop, run_trials
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +105,7 @@ def main() -> None:
             cfg,
             fingerprint(cfg.data),
             make_sampler(cfg),
-            make_pruner(cfg, epoch_range(cfg, data)),
+            study_pruner(cfg, data),
         )
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         warnings.filterwarnings("ignore")

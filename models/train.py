@@ -37,8 +37,8 @@ class TrainParams:
     eval_batch_size: int = 8192
     patience: int = 0  # 0 = no early stopping
     seed: int | None = None
-    val_dates: int = 0  # validation dates scored per epoch (0 = all); the final score uses all
-    val_windows: int = 0  # at most this many of their windows per epoch (0 = all)
+    val_dates: int = 0  # validation dates scored per report (0 = all); the final score uses all
+    val_windows: int = 0  # at most this many of their windows per report (0 = all)
     precision: str = "fp32"  # "fp16": CUDA autocast + gradient scaling; "bf16": autocast
     lr_schedule: str = "constant"  # or "cosine": lr decays to 5% over every planned step
     report_every: int = 0  # windows (per network) between mid-epoch reports (0 = epochs only)
@@ -352,6 +352,11 @@ def fit(
     result = FitResult(math.inf, 0, 0, 0.0)
     start = time.perf_counter()
     bad_epochs = 0
+
+    def on_subset() -> list[dict[str, float]]:
+        """Each member's metrics on the per-report validation subset."""
+        return to_floats(validate(model, data, "val", p, members, p.val_dates, p.val_windows))
+
     every = p.report_every if on_report is not None else 0
     done = 0  # windows trained per member
     next_report = every
@@ -391,11 +396,7 @@ def fit(
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)  # the queued training is training time
                     tv = time.perf_counter()
-                    val = mean_metrics(
-                        to_floats(
-                            validate(model, data, "val", p, members, p.val_dates, p.val_windows)
-                        )
-                    )
+                    val = mean_metrics(on_subset())
                     model.train()
                     rep = Report(
                         epoch,
@@ -413,7 +414,7 @@ def fit(
         done += per_epoch
         train_loss = float(total) / max(per_epoch, 1) / len(members)  # the epoch's one sync
         t1 = time.perf_counter()
-        per_member = to_floats(validate(model, data, "val", p, members, p.val_dates, p.val_windows))
+        per_member = on_subset()
         r = EpochResult(
             epoch,
             train_loss,

@@ -74,3 +74,8 @@ def make_pruner(cfg: RunConfig, epochs: tuple[int, int] | None = None) -> optuna
         "none": lambda: optuna.pruners.NopPruner(),
     }
     return pruners[cfg.search.pruner]()
+
+
+def study_pruner(cfg: RunConfig, data: Prepared) -> optuna.pruners.BasePruner:
+    """The pruner of a study run on `data`: make_pruner sized by its epochs (epoch_range)."""
+    return make_pruner(cfg, epoch_range(cfg, data))

@@ -44,7 +44,7 @@ from search.storage.rdb import (
 )
 from search.study.objective import Objective
 from search.study.progress import Reporter, trial_event
-from search.study.pruners import epoch_range, make_pruner, make_sampler
+from search.study.pruners import make_sampler, study_pruner
 from search.study.stop import SignalStop, Stop, stacks_on_sigusr1
 
 try:
@@ -109,7 +109,7 @@ def run_trials(
             study_name=cfg.study.name,
             storage=storage,
             sampler=make_sampler(cfg, worker),
-            pruner=make_pruner(cfg, epoch_range(cfg, data)),
+            pruner=study_pruner(cfg, data),
         )
         while not stop():
             left = None if n_trials is None else n_trials - ran["n"]

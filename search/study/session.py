@@ -213,7 +213,7 @@ def open_run(plan: Plan, url: str, *, max_trials: int | None, dashboard: int | N
     from search.storage.rdb import fail_stale
     from search.study.create import open_study
     from search.study.notes import annotate_study
-    from search.study.pruners import epoch_range, make_pruner, make_sampler
+    from search.study.pruners import make_sampler, study_pruner
     from search.study.runner import open_storage
 
     cfg = plan.cfg
@@ -229,7 +229,7 @@ def open_run(plan: Plan, url: str, *, max_trials: int | None, dashboard: int | N
             cfg,
             plan.fingerprint,
             make_sampler(cfg),
-            make_pruner(cfg, epoch_range(cfg, plan.data)),
+            study_pruner(cfg, plan.data),
         )
         annotate_study(study, cfg, plan.data, plan.fingerprint, plan.device)
         fail_stale(study)

@@ -18,7 +18,7 @@ from search.config.schema import build_config
 from search.storage.rdb import make_storage
 from search.study.create import open_study
 from search.study.objective import is_out_of_memory
-from search.study.pruners import epoch_range, make_pruner, make_sampler
+from search.study.pruners import make_sampler, study_pruner
 from search.study.runner import Stop, run_trials
 from tests.search_tests.studyrun import load, study_toml, tiny_panel, unique_name
 
@@ -33,8 +33,7 @@ def test_oom_nan_and_errors_end_only_their_trial(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'x.db'}"
     data = Prepared(load_panel(cfg.data), cfg.data, torch.device("cpu"))
     storage = make_storage(url)
-    pruner = make_pruner(cfg, epoch_range(cfg, data))
-    open_study(storage, cfg, fingerprint(cfg.data), make_sampler(cfg), pruner)
+    open_study(storage, cfg, fingerprint(cfg.data), make_sampler(cfg), study_pruner(cfg, data))
 
     real_fit = objective_module.fit
     calls = itertools.count()

@@ -14,7 +14,7 @@ from data import DataConfig, Prepared, load_panel
 from search.config.schema import build_config
 from search.study.pruners import epoch_range, make_pruner
 from tests.conftest import SAMPLE
-from tests.search_tests.helpers import load, run_cli, write_study
+from tests.search_tests.helpers import TINY_SPACE, load, run_cli, write_study
 from tests.search_tests.studyrun import (
     assert_numbers_unique,
     finish,
@@ -25,18 +25,12 @@ from tests.search_tests.studyrun import (
 
 S = optuna.trial.TrialState
 
-SPACE = """
-[space]
-time_steps = {{ low = 3, high = 6 }}
-num_layers = 1
-hidden_dim = {{ low = 4, high = 8 }}
-head_dim = 0
-dropout = 0.0
-batch_size = 32
-epochs = 3
-optimizer = "adam"
-lr = {{ low = 1e-4, high = 3e-2, log = true }}
-"""
+# the tiny space with batches of 32 (8 an epoch), 3 epochs and a wider lr range
+SPACE = (
+    TINY_SPACE.replace("batch_size = 256", "batch_size = 32")
+    .replace("epochs = {{ low = 2, high = 9 }}", "epochs = 3")
+    .replace("lr = {{ low = 1e-3,", "lr = {{ low = 1e-4,")
+)
 
 
 def sub_epoch_study(folder: Path, name: str, pruner: str = "successive_halving") -> Path:
