@@ -17,7 +17,12 @@ from models.metrics import evaluate, loss_fn
 
 
 class NonFiniteLoss(RuntimeError):
-    """Training produced a NaN or infinite loss."""
+    """Training produced a NaN or infinite loss; `epoch` is the epoch that ended with it (its
+    windows were trained), or None."""
+
+    def __init__(self, message: str, epoch: EpochResult | None = None) -> None:
+        super().__init__(message)
+        self.epoch = epoch
 
 
 class Interrupted(KeyboardInterrupt):
@@ -431,7 +436,8 @@ def fit(
         result.seconds = time.perf_counter() - start
         if not (math.isfinite(train_loss) and math.isfinite(r.val_loss)):
             raise NonFiniteLoss(
-                f"non-finite loss at epoch {epoch}: train {train_loss}, validation {r.val_loss}"
+                f"non-finite loss at epoch {epoch}: train {train_loss}, validation {r.val_loss}",
+                epoch=r,
             )
         s = score(r.val)
         if s < result.best_score or result.best_epoch == 0:

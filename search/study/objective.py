@@ -181,12 +181,15 @@ class Objective:
             where = f"after {r.done:,} windows (epoch {r.epoch - 1 + r.fraction:.2f})"
             report(r.val, r.done, r.epoch >= tp.epochs, where)
 
-        def on_epoch(r: EpochResult) -> None:
-            progress["partial"] = None
+        def count_epoch(r: EpochResult) -> None:
+            progress["partial"] = None  # the whole epoch counts, not its last report
             progress["epochs_run"] = r.epoch
             progress["windows"] += r.windows
             progress["fit_train"] += r.train_seconds
             progress["fit_val"] += r.val_seconds
+
+        def on_epoch(r: EpochResult) -> None:
+            count_epoch(r)
             if progress["best"] is None or score(r.val) < score(progress["best"].val):
                 progress["best"] = r
             if not cfg.study.multi:
@@ -216,6 +219,8 @@ class Objective:
             self._keep_daily(model, result, tp, members, progress)
             return values if cfg.study.multi else values[0]
         except NonFiniteLoss as e:
+            if e.epoch is not None:  # an epoch that ended non-finite was trained whole
+                count_epoch(e.epoch)
             trial.set_user_attr("prune_reason", str(e))
             raise optuna.TrialPruned(str(e)) from None
         except (torch.OutOfMemoryError, RuntimeError) as e:

@@ -75,6 +75,9 @@ def test_oom_nan_and_errors_end_only_their_trial(tmp_path, monkeypatch):
     oom, nan, bug = study.trials[1], study.trials[2], study.trials[3]
     assert oom.user_attrs["fail_reason"] == f"out of memory: {OOM}"
     assert "non-finite loss at epoch 1" in nan.user_attrs["prune_reason"]
+    # the epoch that ended non-finite was trained whole, and the record counts it
+    assert nan.user_attrs["epochs_run"] == 1 and nan.user_attrs["epochs_trained"] == 1
+    assert nan.user_attrs["windows_trained"] > 0
     assert bug.user_attrs["fail_reason"] == "ValueError: a bug in the objective"
     assert events[1]["reason"].startswith("out of memory")
     assert all(t.user_attrs["epochs_run"] == 2 for t in study.trials if t.state == S.COMPLETE)
