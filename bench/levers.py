@@ -1,8 +1,9 @@
 """Which levers move one LSTM's test rank IC against the tree: features, budget, learning-rate
-schedule, loss, a last-step skip, width.
+schedule, loss, a last-step skip, width, a second target horizon, networks averaged.
 
     python bench/levers.py --data ../shared/data/cn_sse_mainboard.parquet --set extended \
-        --windows 262144 --epochs 4 [--cosine] [--loss ic] [--skip] [--hidden 64] [--tree]
+        --windows 262144 --epochs 4 [--cosine] [--loss ic] [--skip] [--hidden 64] [--tree] \
+        [--aux 5] [--members 3 [--steps-list 10,20,40]]
 
 One network (LSTM, time_steps 20, Adam with weight decay 1e-5, batch 1024, gradient norm
 clipped at 1), per-date ranked features and target, trained on `--windows` random training
@@ -10,7 +11,12 @@ windows an epoch (more than there are: every window), the best epoch on validati
 kept; prints its validation and test rank IC beside ridge (and with --tree, LightGBM) on the
 same rows, from the verdict. `--loss ic` trains on batches of whole dates with 1 - the mean
 per-date Pearson correlation as the loss; `--skip` feeds the last step's features to the
-head beside the LSTM's output; `--cosine` decays the rate to 5% over the planned steps.
+head beside the LSTM's output; `--cosine` decays the rate to 5% over the planned steps;
+`--aux H,...` trains an output per extra horizon (the per-date ranked H-date forward return,
+its MSE added to the loss) beside the 1-date one, which alone predicts; `--members N` trains N
+networks (seeds seed..seed+N-1, time_steps cycled over `--steps-list`) and scores each and
+their running average on the test rows of the longest time_steps, then the average in the
+verdict.
 """
 
 from __future__ import annotations
@@ -56,86 +62,143 @@ def main():
     ap.add_argument("--tree", action="store_true")
     ap.add_argument("--skip", action="store_true")
     ap.add_argument("--cosine", action="store_true")
+    ap.add_argument("--aux", default="", help="extra target horizons trained beside 1, e.g. 5,10")
+    ap.add_argument("--aux-weight", type=float, default=1.0)
+    ap.add_argument("--members", type=int, default=1, help="networks averaged: seed, seed + 1, ...")
+    ap.add_argument(
+        "--steps-list", default="", help="time_steps cycled over the members, e.g. 10,20,40"
+    )
     a = ap.parse_args()
+    steps_list = [int(x) for x in a.steps_list.split(",") if x] or [a.steps]
     cfg = DataConfig(path=a.data, normalize="cs_rank", target_cs="rank", ohlcv_set=a.set)
     t0 = time.perf_counter()
-    data = Prepared(load_panel(cfg), cfg, torch.device("cpu"), eval_time_steps=a.steps)
+    data = Prepared(load_panel(cfg), cfg, torch.device("cpu"), eval_time_steps=max(steps_list))
     S = data.n_securities
-    torch.manual_seed(a.seed)
-    net = RecurrentNet(data.n_features, 1, a.hidden, 1)
-    if a.skip:
+    horizons = [int(h) for h in a.aux.split(",") if h]
+    # the per-date ranked h-date forward return on the same (D, S) calendar, NaN where absent
+    aux_targets = [
+        load_panel(
+            DataConfig(
+                path=a.data, normalize="cs_rank", target_cs="rank", ohlcv_set=a.set, horizon=h
+            )
+        ).target
+        for h in horizons
+    ]
+    if horizons:
+        aux_y = torch.stack([torch.as_tensor(t, dtype=torch.float32) for t in aux_targets], -1)
 
-        class Skip(torch.nn.Module):
-            def __init__(self, F, H):
-                super().__init__()
-                self.rnn = torch.nn.LSTM(F, H)
-                self.head = torch.nn.Linear(H + F, 1)
+    def fwd(net, x):  # (batch, outputs), one output too
+        out = net(x)
+        return out[:, None] if out.dim() == 1 else out
 
-            def forward(self, x):
-                out, _ = self.rnn(x)
-                return self.head(torch.cat([out[-1], x[-1]], -1))
+    def train_member(seed, steps):
+        torch.manual_seed(seed)
+        net = RecurrentNet(data.n_features, 1 + len(horizons), a.hidden, 1)
+        if a.skip:
 
-        net = Skip(data.n_features, a.hidden)
-    opt = torch.optim.Adam(net.parameters(), lr=a.lr, weight_decay=1e-5)
-    tr = data.ends("train", a.steps)
-    va = data.ends("val", a.steps)
-    g = torch.Generator().manual_seed(a.seed)
-    d_all = tr // S
-    dates = torch.unique(d_all)
-    per_date = len(tr) / len(dates)
-    best = (-1.0, None, 0)
-    n_steps = a.epochs * ((min(a.windows, len(tr)) + a.batch - 1) // a.batch)
-    sched = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(opt, n_steps, eta_min=a.lr * 0.05)
-        if a.cosine
-        else None
-    )
-    for ep in range(1, a.epochs + 1):
-        net.train()
-        t1 = time.perf_counter()
-        if a.loss == "mse":
-            order = tr[torch.randperm(len(tr), generator=g)[: a.windows]]
-            chunks = order.split(a.batch)
-        else:  # batches of whole dates, a random subset of securities per date
-            k = max(1, int(round(a.batch / per_date)))
-            n_dates = int(a.windows / per_date)
-            pick = dates[torch.randperm(len(dates), generator=g)[:n_dates]]
-            chunks = []
-            for i in range(0, len(pick), k):
-                sel = torch.isin(d_all, pick[i : i + k])
-                chunks.append(tr[sel])
-        for e in chunks:
-            b = data.batch(e, a.steps)
-            out = net(b.x).squeeze(-1)
+            class Skip(torch.nn.Module):
+                def __init__(self, F, H):
+                    super().__init__()
+                    self.rnn = torch.nn.LSTM(F, H)
+                    self.head = torch.nn.Linear(H + F, 1)
+
+                def forward(self, x):
+                    out, _ = self.rnn(x)
+                    return self.head(torch.cat([out[-1], x[-1]], -1))
+
+            net = Skip(data.n_features, a.hidden)
+        opt = torch.optim.Adam(net.parameters(), lr=a.lr, weight_decay=1e-5)
+        tr = data.ends("train", steps)
+        va = data.ends("val", steps)
+        g = torch.Generator().manual_seed(seed)
+        d_all = tr // S
+        dates = torch.unique(d_all)
+        per_date = len(tr) / len(dates)
+        best = (-1.0, None, 0)
+        n_steps = a.epochs * ((min(a.windows, len(tr)) + a.batch - 1) // a.batch)
+        sched = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, n_steps, eta_min=a.lr * 0.05)
+            if a.cosine
+            else None
+        )
+        for ep in range(1, a.epochs + 1):
+            net.train()
+            t1 = time.perf_counter()
             if a.loss == "mse":
-                loss = ((out - b.y) ** 2).mean()
-            else:
-                inv = torch.unique(e // S, return_inverse=True)[1]
-                loss = corr_loss(out, b.y, inv, int(inv.max()) + 1)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            if sched is not None:
-                sched.step()
-        net.eval()
-        with torch.inference_mode():
-            p = torch.cat([net(data.batch(e, a.steps).x).squeeze(-1) for e in va.split(8192)])
-        m = panel_metrics(p, data.target[va // S, va % S].double(), va // S)
-        ric = float(m["rank_ic"])
-        print(f"  epoch {ep} val rank ic {ric:+.4f} ({time.perf_counter() - t1:.0f}s)", flush=True)
-        if ric > best[0]:
-            best = (ric, {k: v.clone() for k, v in net.state_dict().items()}, ep)
-    net.load_state_dict(best[1])
+                order = tr[torch.randperm(len(tr), generator=g)[: a.windows]]
+                chunks = order.split(a.batch)
+            else:  # batches of whole dates, a random subset of securities per date
+                k = max(1, int(round(a.batch / per_date)))
+                n_dates = int(a.windows / per_date)
+                pick = dates[torch.randperm(len(dates), generator=g)[:n_dates]]
+                chunks = []
+                for i in range(0, len(pick), k):
+                    sel = torch.isin(d_all, pick[i : i + k])
+                    chunks.append(tr[sel])
+            for e in chunks:
+                b = data.batch(e, steps)
+                out = fwd(net, b.x)
+                if horizons:
+                    ya = aux_y[e // S, e % S]
+                    ok = torch.isfinite(ya)
+                    aux = ((out[:, 1:] - ya.nan_to_num()) ** 2 * ok).sum() / ok.sum().clamp_min(1)
+                out = out[:, 0]
+                if a.loss == "mse":
+                    loss = ((out - b.y) ** 2).mean()
+                    if horizons:
+                        loss = loss + a.aux_weight * aux
+                else:
+                    inv = torch.unique(e // S, return_inverse=True)[1]
+                    loss = corr_loss(out, b.y, inv, int(inv.max()) + 1)
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                if sched is not None:
+                    sched.step()
+            net.eval()
+            with torch.inference_mode():
+                p = torch.cat([fwd(net, data.batch(e, steps).x)[:, 0] for e in va.split(8192)])
+            m = panel_metrics(p, data.target[va // S, va % S].double(), va // S)
+            ric = float(m["rank_ic"])
+            print(
+                f"  epoch {ep} val rank ic {ric:+.4f} ({time.perf_counter() - t1:.0f}s)", flush=True
+            )
+            if ric > best[0]:
+                best = (ric, {k: v.clone() for k, v in net.state_dict().items()}, ep)
+        net.load_state_dict(best[1])
 
-    def predict(ends):
-        with torch.inference_mode():
-            return torch.cat([net(data.batch(e, a.steps).x).squeeze(-1) for e in ends.split(8192)])
+        def predict(ends):
+            with torch.inference_mode():
+                return torch.cat([fwd(net, data.batch(e, steps).x)[:, 0] for e in ends.split(8192)])
 
-    v = build_verdict(data, predict, tree=a.tree)
+        return predict, best
+
+    test = data.ends("test", max(steps_list))
+    y_test, d_test = data.target[test // S, test % S].double(), test // S
+    preds, member_ic, members = [], [], []
+    for i in range(a.members):
+        steps = steps_list[i % len(steps_list)]
+        predict, best = train_member(a.seed + i, steps)
+        members.append(predict)
+        preds.append(predict(test))
+        member_ic.append(float(panel_metrics(preds[-1], y_test, d_test)["rank_ic"]))
+        avg = float(panel_metrics(torch.stack(preds).mean(0), y_test, d_test)["rank_ic"])
+        print(
+            f"member {i} (seed {a.seed + i}, time_steps {steps}, best epoch {best[2]}): "
+            f"val {best[0]:+.4f} test {member_ic[-1]:+.4f}; the {i + 1} averaged: test {avg:+.4f}",
+            flush=True,
+        )
+
+    def ensemble(ends):
+        return torch.stack([m(ends) for m in members]).mean(0)
+
+    v = build_verdict(data, ensemble, member_test=member_ic if a.members > 1 else None, tree=a.tree)
     t = v["test"]
     print(
-        f"{a.set} {a.loss} cos={a.cosine} skip={a.skip} h{a.hidden} w{a.windows} e{a.epochs} best ep {best[2]}: val {best[0]:+.4f} test model {t['model']['rank_ic']:+.4f}"
+        f"{a.set} {a.loss} aux={a.aux or '-'} cos={a.cosine} skip={a.skip} h{a.hidden} "
+        f"w{a.windows} e{a.epochs} members {a.members} time_steps {a.steps_list or a.steps}: "
+        f"last best ep {best[2]}: val {best[0]:+.4f} test model {t['model']['rank_ic']:+.4f}"
         + (f" lgbm {t['lgbm']['rank_ic']:+.4f}" if "lgbm" in t else "")
         + f" ridge {t['ridge']['rank_ic']:+.4f}  {time.perf_counter() - t0:.0f}s",
         flush=True,
