@@ -176,13 +176,19 @@ def missing_baselines(tree: bool = True) -> list[str]:
 
 
 def lgbm_baseline(
-    data: Prepared, train_ends: torch.Tensor, val_ends: torch.Tensor, threads: int = 0
+    data: Prepared,
+    train_ends: torch.Tensor,
+    val_ends: torch.Tensor,
+    threads: int = 0,
+    seed: int = 0,
+    rows: int = FIT_ROWS,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """LightGBM regression on the last step's features, early-stopped on validation."""
+    """LightGBM regression on the last step's features, early-stopped on validation, fitted
+    on `rows` training windows drawn with `seed` (0: every one), its bagging seeded alike."""
     import lightgbm as lgb
 
     S = data.n_securities
-    e = _subsample(train_ends, FIT_ROWS)
+    e = _subsample(train_ends, rows, seed) if rows > 0 else train_ends
     X = last_step(data, e).cpu().numpy()
     y = data.target[e // S, e % S].cpu().numpy()
     Xv = last_step(data, val_ends).cpu().numpy()
@@ -195,7 +201,7 @@ def lgbm_baseline(
         "feature_fraction": 0.8,
         "bagging_fraction": 0.8,
         "bagging_freq": 1,
-        "seed": 0,
+        "seed": seed,
         "deterministic": True,
         "verbosity": -1,
         "num_threads": threads,
