@@ -3,7 +3,7 @@ schedule, loss, a last-step skip, width, a second target horizon, networks avera
 
     python bench/levers.py --data ../shared/data/cn_sse_mainboard.parquet --set extended \
         --windows 262144 --epochs 4 [--cosine] [--loss ic] [--skip] [--hidden 64] [--tree] \
-        [--aux 5] [--members 3 [--steps-list 10,20,40]]
+        [--aux 5] [--members 3 [--steps-list 10,20,40]] [--normalize robust | --both-views]
 
 One network (LSTM, time_steps 20, Adam with weight decay 1e-5, batch 1024, gradient norm
 clipped at 1), per-date ranked features and target, trained on `--windows` random training
@@ -16,7 +16,8 @@ head beside the LSTM's output; `--cosine` decays the rate to 5% over the planned
 its MSE added to the loss) beside the 1-date one, which alone predicts; `--members N` trains N
 networks (seeds seed..seed+N-1, time_steps cycled over `--steps-list`) and scores each and
 their running average on the test rows of the longest time_steps, then the average in the
-verdict.
+verdict; `--normalize` sets [data] normalize; `--both-views` gives every feature twice, ranked
+per date and robust-scaled on the training dates (the baselines see both views too).
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ def main():
     ap.add_argument("--tree", action="store_true")
     ap.add_argument("--skip", action="store_true")
     ap.add_argument("--cosine", action="store_true")
+    ap.add_argument("--normalize", default="cs_rank", help="[data] normalize of the features")
+    ap.add_argument(
+        "--both-views",
+        action="store_true",
+        help="each feature twice: per-date ranked and robust-scaled on training dates",
+    )
     ap.add_argument("--aux", default="", help="extra target horizons trained beside 1, e.g. 5,10")
     ap.add_argument("--aux-weight", type=float, default=1.0)
     ap.add_argument("--members", type=int, default=1, help="networks averaged: seed, seed + 1, ...")
@@ -70,16 +77,30 @@ def main():
     )
     a = ap.parse_args()
     steps_list = [int(x) for x in a.steps_list.split(",") if x] or [a.steps]
-    cfg = DataConfig(path=a.data, normalize="cs_rank", target_cs="rank", ohlcv_set=a.set)
+    cfg = DataConfig(path=a.data, normalize=a.normalize, target_cs="rank", ohlcv_set=a.set)
     t0 = time.perf_counter()
     data = Prepared(load_panel(cfg), cfg, torch.device("cpu"), eval_time_steps=max(steps_list))
+    if a.both_views:  # the robust view, scaled once on the training dates, beside the ranks
+        from dataclasses import replace
+
+        from data.normalize import apply
+
+        rcfg = replace(cfg, normalize="robust")
+        r = Prepared(load_panel(rcfg), rcfg, torch.device("cpu"), eval_time_steps=max(steps_list))
+        rv = apply(r.values.clone(), r.center, r.scale, r.scaler.clip)
+        F = data.n_features
+        data.values = torch.cat([data.values, rv], -1)
+        data.centers = torch.cat([data.centers, torch.zeros_like(data.centers)], -1)
+        data.scales = torch.cat([data.scales, torch.ones_like(data.scales)], -1)
+        data.center, data.scale = data.centers[-1], data.scales[-1]
+        assert data.n_features == 2 * F
     S = data.n_securities
     horizons = [int(h) for h in a.aux.split(",") if h]
     # the per-date ranked h-date forward return on the same (D, S) calendar, NaN where absent
     aux_targets = [
         load_panel(
             DataConfig(
-                path=a.data, normalize="cs_rank", target_cs="rank", ohlcv_set=a.set, horizon=h
+                path=a.data, normalize=a.normalize, target_cs="rank", ohlcv_set=a.set, horizon=h
             )
         ).target
         for h in horizons
@@ -196,7 +217,7 @@ def main():
     v = build_verdict(data, ensemble, member_test=member_ic if a.members > 1 else None, tree=a.tree)
     t = v["test"]
     print(
-        f"{a.set} {a.loss} aux={a.aux or '-'} cos={a.cosine} skip={a.skip} h{a.hidden} "
+        f"{a.set} {a.normalize}{'+robust' if a.both_views else ''} {a.loss} aux={a.aux or '-'} cos={a.cosine} skip={a.skip} h{a.hidden} "
         f"w{a.windows} e{a.epochs} members {a.members} time_steps {a.steps_list or a.steps}: "
         f"last best ep {best[2]}: val {best[0]:+.4f} test model {t['model']['rank_ic']:+.4f}"
         + (f" lgbm {t['lgbm']['rank_ic']:+.4f}" if "lgbm" in t else "")
