@@ -69,6 +69,8 @@ def main() -> None:
     )
     print()
     names = [Path(p).name for p in ckpts]
+    if len(set(names)) < len(names):  # the same file name in several folders: the paths
+        names = list(ckpts)
     print(
         "| tree | test rank IC | " + " | ".join(f"{n}: margin (2 se)" for n in names) + " | fit |"
     )
