@@ -99,7 +99,8 @@ def last_step(data: Prepared, ends: torch.Tensor) -> torch.Tensor:
 
 
 def _subsample(ends: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
-    if len(ends) <= n:
+    """`n` of the end points drawn with `seed`; all of them when there are no more (or n=0)."""
+    if n <= 0 or len(ends) <= n:
         return ends
     g = torch.Generator().manual_seed(seed)
     return ends[torch.randperm(len(ends), generator=g)[:n].to(ends.device)]
@@ -193,7 +194,7 @@ def lgbm_baseline(
     import lightgbm as lgb
 
     S = data.n_securities
-    e = _subsample(train_ends, rows, seed) if rows > 0 else train_ends
+    e = _subsample(train_ends, rows, seed)
     X = last_step(data, e).cpu().numpy()
     y = data.target[e // S, e % S].cpu().numpy()
     Xv = last_step(data, val_ends).cpu().numpy()
