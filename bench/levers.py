@@ -1,9 +1,11 @@
 """Which levers move one LSTM's test rank IC against the tree: features, budget, learning-rate
-schedule, loss, a last-step skip, width, a second target horizon, networks averaged.
+schedule, loss, a last-step skip, width, an input encoding, a second target horizon, date-level
+context, networks averaged.
 
     python bench/levers.py --data ../shared/data/cn_sse_mainboard.parquet --set extended \
         --windows 262144 --epochs 4 [--cosine] [--loss ic] [--skip] [--hidden 64] [--tree] \
-        [--aux 5] [--members 3 [--steps-list 10,20,40]] [--normalize robust | --both-views]
+        [--aux 5] [--members 3 [--steps-list 10,20,40]] [--normalize robust | --both-views] \
+        [--embed 8 | --mlp-in 64] [--market]
 
 One network (LSTM, time_steps 20, Adam with weight decay 1e-5, batch 1024, gradient norm
 clipped at 1), per-date ranked features and target, trained on `--windows` random training
@@ -17,7 +19,12 @@ its MSE added to the loss) beside the 1-date one, which alone predicts; `--membe
 networks (seeds seed..seed+N-1, time_steps cycled over `--steps-list`) and scores each and
 their running average on the test rows of the longest time_steps, then the average in the
 verdict; `--normalize` sets [data] normalize; `--both-views` gives every feature twice, ranked
-per date and robust-scaled on the training dates (the baselines see both views too).
+per date and robust-scaled on the training dates (the baselines see both views too);
+`--embed K` feeds the LSTM each ranked feature as K piecewise-linear pieces (ramps 0 -> 1 over
+K equal slices of [-0.5, 0.5]), `--mlp-in E` a learned per-step Linear(F, E) + ReLU instead;
+`--market` appends date-level context to every security's features (the cross-sectional mean
+of each unranked feature and the dispersion of 1-date returns, standardised on the training
+dates; the baselines see it too).
 """
 
 from __future__ import annotations
@@ -69,6 +76,21 @@ def main():
         action="store_true",
         help="each feature twice: per-date ranked and robust-scaled on training dates",
     )
+    ap.add_argument(
+        "--embed",
+        type=int,
+        default=0,
+        help="each ranked feature as K piecewise-linear pieces over [-0.5, 0.5] into the LSTM",
+    )
+    ap.add_argument(
+        "--mlp-in", type=int, default=0, help="a per-step Linear(F, E) + ReLU before the LSTM"
+    )
+    ap.add_argument(
+        "--market",
+        action="store_true",
+        help="date-level context beside each stock's features: the cross-sectional mean of "
+        "every raw feature and the dispersion of 1-date returns, standardised on training dates",
+    )
     ap.add_argument("--aux", default="", help="extra target horizons trained beside 1, e.g. 5,10")
     ap.add_argument("--aux-weight", type=float, default=1.0)
     ap.add_argument("--members", type=int, default=1, help="networks averaged: seed, seed + 1, ...")
@@ -94,6 +116,30 @@ def main():
         data.scales = torch.cat([data.scales, torch.ones_like(data.scales)], -1)
         data.center, data.scale = data.centers[-1], data.scales[-1]
         assert data.n_features == 2 * F
+    if a.market:  # the same date-level values for every security of a date
+        from dataclasses import replace
+
+        raw = load_panel(replace(cfg, normalize="none"))
+        v = torch.as_tensor(raw.values, dtype=torch.float64)  # (D, S, F) unranked
+        ok = torch.as_tensor(raw.valid)[..., None] & torch.isfinite(v)
+        n = ok.sum(1).clamp_min(1)
+        mean = torch.where(ok, v, 0).sum(1) / n  # (D, F)
+        names = list(raw.feature_names)
+        r1 = v[..., names.index("ret_1")]
+        ok1 = ok[..., names.index("ret_1")]
+        m1 = mean[:, names.index("ret_1")]
+        disp = (torch.where(ok1, (r1 - m1[:, None]) ** 2, 0).sum(1) / n[:, 0]).sqrt()
+        ctx = torch.cat([mean, disp[:, None]], 1)  # (D, F + 1)
+        tr = data.split.train
+        mu, sd = ctx[tr.start : tr.stop].mean(0), ctx[tr.start : tr.stop].std(0).clamp_min(1e-9)
+        ctx = ((ctx - mu) / sd).clamp(-5, 5).nan_to_num(0.0).float()
+        D, S0, _ = data.values.shape
+        data.values = torch.cat([data.values, ctx[:, None].expand(D, S0, -1)], -1).contiguous()
+        k = ctx.shape[1]
+        data.centers = torch.cat([data.centers, data.centers.new_zeros(len(data.centers), k)], -1)
+        data.scales = torch.cat([data.scales, data.scales.new_ones(len(data.scales), k)], -1)
+        data.center, data.scale = data.centers[-1], data.scales[-1]
+        print(f"market context: {k} date-level features", flush=True)
     S = data.n_securities
     horizons = [int(h) for h in a.aux.split(",") if h]
     # the per-date ranked h-date forward return on the same (D, S) calendar, NaN where absent
@@ -115,6 +161,28 @@ def main():
     def train_member(seed, steps):
         torch.manual_seed(seed)
         net = RecurrentNet(data.n_features, 1 + len(horizons), a.hidden, 1)
+        if a.embed:
+
+            class PiecewiseLinear(torch.nn.Module):  # x in [-0.5, 0.5] -> K ramps per feature
+                def __init__(self, K):
+                    super().__init__()
+                    self.register_buffer("lo", torch.linspace(-0.5, 0.5, K + 1)[:-1])
+                    self.w = 1.0 / K
+
+                def forward(self, x):
+                    z = ((x[..., None] - self.lo) / self.w).clamp(0, 1)  # (T, B, F, K)
+                    return z.flatten(-2)
+
+            net = torch.nn.Sequential(
+                PiecewiseLinear(a.embed),
+                RecurrentNet(data.n_features * a.embed, 1 + len(horizons), a.hidden, 1),
+            )
+        if a.mlp_in:
+            net = torch.nn.Sequential(
+                torch.nn.Linear(data.n_features, a.mlp_in),
+                torch.nn.ReLU(),
+                RecurrentNet(a.mlp_in, 1 + len(horizons), a.hidden, 1),
+            )
         if a.skip:
 
             class Skip(torch.nn.Module):
@@ -217,7 +285,7 @@ def main():
     v = build_verdict(data, ensemble, member_test=member_ic if a.members > 1 else None, tree=a.tree)
     t = v["test"]
     print(
-        f"{a.set} {a.normalize}{'+robust' if a.both_views else ''} {a.loss} aux={a.aux or '-'} cos={a.cosine} skip={a.skip} h{a.hidden} "
+        f"{a.set} {a.normalize}{'+robust' if a.both_views else ''}{'+market' if a.market else ''} {a.loss} aux={a.aux or '-'} cos={a.cosine} skip={a.skip} embed={a.embed} mlp_in={a.mlp_in} h{a.hidden} "
         f"w{a.windows} e{a.epochs} members {a.members} time_steps {a.steps_list or a.steps}: "
         f"last best ep {best[2]}: val {best[0]:+.4f} test model {t['model']['rank_ic']:+.4f}"
         + (f" lgbm {t['lgbm']['rank_ic']:+.4f}" if "lgbm" in t else "")
