@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from data import DataConfig, Prepared, load_panel
+from models.baselines import TREE_PARAMS
 from models.metrics import panel_metrics
 
 
@@ -44,18 +45,7 @@ def main() -> None:
     def target(e: torch.Tensor) -> np.ndarray:
         return data.target[e // S, e % S].numpy()
 
-    params = {
-        "objective": "regression",
-        "num_leaves": 63,
-        "learning_rate": 0.05,
-        "min_data_in_leaf": 200,
-        "feature_fraction": 0.8,
-        "bagging_fraction": 0.8,
-        "bagging_freq": 1,
-        "seed": 0,
-        "deterministic": True,
-        "verbosity": -1,
-    }
+    params = {**TREE_PARAMS, "seed": 0}
     print(f"{a.data}: {len(ends['train']):,} training windows, {data.n_features} features")
     for k in lags:
         t0 = time.perf_counter()

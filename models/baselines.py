@@ -32,6 +32,18 @@ from data.prepared import Prepared
 # ridge and the tree fit on every training window up to this many (beyond: drawn at random);
 # the tree fits 1.5 million windows of 14 features in ~20 s on two cores
 FIT_ROWS = 2_000_000
+# the tree's LightGBM parameters (beside them: its seed and threads)
+TREE_PARAMS = {
+    "objective": "regression",
+    "num_leaves": 63,
+    "learning_rate": 0.05,
+    "min_data_in_leaf": 200,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "deterministic": True,
+    "verbosity": -1,
+}
 # windows gathered at a time to fit or apply ridge
 CHUNK_ROWS = 32_768
 
@@ -199,19 +211,7 @@ def lgbm_baseline(
     y = data.target[e // S, e % S].cpu().numpy()
     Xv = last_step(data, val_ends).cpu().numpy()
     yv = data.target[val_ends // S, val_ends % S].cpu().numpy()
-    params = {
-        "objective": "regression",
-        "num_leaves": 63,
-        "learning_rate": 0.05,
-        "min_data_in_leaf": 200,
-        "feature_fraction": 0.8,
-        "bagging_fraction": 0.8,
-        "bagging_freq": 1,
-        "seed": seed,
-        "deterministic": True,
-        "verbosity": -1,
-        "num_threads": threads,
-    }
+    params = {**TREE_PARAMS, "seed": seed, "num_threads": threads}
     booster = lgb.train(
         params,
         lgb.Dataset(X, y),
