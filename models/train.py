@@ -3,6 +3,7 @@ gradient-norm clipping, validation after every epoch, one host sync per epoch.""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -237,6 +238,20 @@ def to_floats(metrics: list[dict[str, torch.Tensor]]) -> list[dict[str, float]]:
 def mean_metrics(members: list[dict[str, float]]) -> dict[str, float]:
     """Mean over members of each metric (NaN when any member's is NaN)."""
     return {k: sum(m[k] for m in members) / len(members) for k in members[0]}
+
+
+@functools.cache
+def cpu_bf16_works() -> bool:
+    """Whether this CPU runs an LSTM and a GRU under bfloat16 autocast, forward and backward
+    (oneDNN's bf16 RNN needs AVX-512 or AMX; an AVX2-only CPU refuses it)."""
+    try:
+        for rnn in (torch.nn.LSTM(2, 2), torch.nn.GRU(2, 2)):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out, _ = rnn(torch.zeros(2, 1, 2))
+            out.float().sum().backward()
+    except RuntimeError:
+        return False
+    return True
 
 
 def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:

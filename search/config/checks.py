@@ -6,17 +6,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from models.train import cpu_bf16_works
 from search.config.schema import BudgetConfig
 
 FLAG_NAMES = {"path": "--data", "name": "--study-name"}
 
 
 def device_problems(budget: BudgetConfig, cpu: bool) -> list[str]:
-    """float16 training (its gradient scaler) needs a CUDA device."""
+    """float16 training (its gradient scaler) needs a CUDA device; bfloat16 on a CPU, one
+    whose oneDNN runs the RNNs in it."""
     if cpu and budget.precision == "fp16":
+        bf16 = ' or "bf16"' if cpu_bf16_works() else ""
         return [
             f"[budget] precision: {budget.precision!r} needs a CUDA device; on a CPU set "
-            '[cpu.budget] precision = "fp32" or "bf16" (or run with --device cuda)'
+            f'[cpu.budget] precision = "fp32"{bf16} (or run with --device cuda)'
+        ]
+    if cpu and budget.precision == "bf16" and not cpu_bf16_works():
+        return [
+            "[budget] precision: 'bf16' needs a CUDA device or a CPU with AVX-512 or AMX "
+            'bfloat16 (this one has neither); set [cpu.budget] precision = "fp32" (or run '
+            "with --device cuda)"
         ]
     return []
 
