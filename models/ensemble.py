@@ -162,7 +162,7 @@ def _clone_empty(net: RecurrentNet) -> RecurrentNet:
 
 
 def can_group(nets: list[nn.Module]) -> bool:
-    return len(nets) > 1 and all(isinstance(n, RecurrentNet) for n in nets)
+    return len(nets) > 1 and all(isinstance(n, RecurrentNet) and n.input_bins == 0 for n in nets)
 
 
 def group(nets: list[nn.Module], grouped: bool) -> nn.Module:

@@ -36,6 +36,7 @@ def build_model(
     dropout: float,
     head_dim: int,
     time_steps: int,
+    input_bins: int = 0,
 ) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names are {sorted(MODELS)}")
@@ -47,4 +48,5 @@ def build_model(
         dropout=dropout,
         head_dim=head_dim,
         time_steps=time_steps,
+        input_bins=input_bins,
     )

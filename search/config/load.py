@@ -15,7 +15,12 @@ from typing import Any
 from data import ConfigError
 from data.fields import Checked, unknown_keys
 from search.config.checks import blame_file, blame_flags, device_problems
-from search.config.schema import SECTIONS, RunConfig, objective_task_problems
+from search.config.schema import (
+    SECTIONS,
+    RunConfig,
+    input_bins_problems,
+    objective_task_problems,
+)
 from search.config.space import PARAMS, SearchSpace, parse_space
 
 if sys.version_info >= (3, 11):
@@ -33,6 +38,7 @@ DEFAULT_SPACE: dict[str, Any] = {
     "num_layers": {"low": 1, "high": 3},
     "hidden_dim": {"low": 16, "high": 256, "log": True},
     "head_dim": {"choices": [0, 16, 32, 64]},
+    "input_bins": {"choices": [0, 8]},  # 0 (fixed) unless [data] normalize = "cs_rank"
     "dropout": {"low": 0.0, "high": 0.5},
     "lr": {"low": 1e-4, "high": 1e-2, "log": True},
     "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},
@@ -143,9 +149,12 @@ def _space(
     cpu_space: dict[str, Any],
     cpu: bool,
     limits: bool,
+    ranked: bool,
     problems: list[str],
 ) -> SearchSpace | None:
     raw = dict(DEFAULT_SPACE)
+    if not ranked:  # the pieces cover a per-date rank; other scalings keep the raw features
+        raw["input_bins"] = 0
     if cpu and limits:
         raw.update({k: v for k, v in DEFAULT_CPU_SPACE.items() if k not in toml_space})
     raw.update(toml_space)
@@ -291,7 +300,12 @@ def load_config(
         problems += objective_task_problems(sections["study"], sections["data"].task)
     if sections["budget"] is not None:
         problems += device_problems(sections["budget"], cpu)
-    space = _space(_table(raw, "space", problems), cpu_raw.get("space", {}), cpu, limits, problems)
+    ranked = sections["data"] is None or sections["data"].normalize == "cs_rank"
+    space = _space(
+        _table(raw, "space", problems), cpu_raw.get("space", {}), cpu, limits, ranked, problems
+    )
+    if space is not None and sections["data"] is not None:
+        problems += input_bins_problems(space, sections["data"])
     if problems:
         raise ConfigError(blame_file(problems, str(toml), overrides))
     assert space is not None

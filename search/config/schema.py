@@ -241,6 +241,18 @@ def objective_task_problems(study: StudyConfig, task: str) -> list[str]:
     ]
 
 
+def input_bins_problems(space: SearchSpace, data: DataConfig) -> list[str]:
+    """The piecewise-linear pieces cover a per-date rank, [-0.5, 0.5]: another scaling's
+    values would mostly saturate them."""
+    if int(space.max("input_bins")) > 0 and data.normalize != "cs_rank":
+        return [
+            f"[space] input_bins: pieces of a feature need its per-date rank in [-0.5, 0.5] "
+            f'([data] normalize = "cs_rank"), got normalize = {data.normalize!r}; set '
+            'input_bins = 0 or normalize = "cs_rank"'
+        ]
+    return []
+
+
 @dataclass(frozen=True)
 class RunConfig(Checked):
     study: StudyConfig
@@ -259,7 +271,9 @@ class RunConfig(Checked):
     """What was filled in for the user (inherited data, a derived study name): said at start."""
 
     def problems(self) -> list[str]:
-        return objective_task_problems(self.study, self.data.task)
+        return objective_task_problems(self.study, self.data.task) + input_bins_problems(
+            self.space, self.data
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config, JSON-ready (no storage URL, so no password, is in it)."""

@@ -23,6 +23,7 @@ PARAMS: dict[str, tuple[type, Any, str]] = {
     "num_layers": (int, lambda v: v >= 1, ">= 1"),
     "hidden_dim": (int, lambda v: v >= 1, ">= 1"),
     "head_dim": (int, lambda v: v >= 0, ">= 0 (0 = linear head)"),
+    "input_bins": (int, lambda v: v >= 0, ">= 0 (0 = the features as they are)"),
     "dropout": (float, lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     "lr": (float, lambda v: v > 0, "> 0"),
     "weight_decay": (float, lambda v: v >= 0, ">= 0"),
@@ -31,6 +32,9 @@ PARAMS: dict[str, tuple[type, Any, str]] = {
     "optimizer": (str, lambda v: v in OPTIMIZERS, f"one of {sorted(OPTIMIZERS)}"),
     "grad_clip": (float, lambda v: v > 0, "> 0"),
 }
+# Params a [space] table may leave out, and the value they then take: a space stored by a
+# study from before the param existed reads as it ran.
+OPTIONAL: dict[str, Any] = {"input_bins": 0}
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,7 @@ class TrialParams:
     epochs: int
     optimizer: str
     grad_clip: float
+    input_bins: int = 0  # each ranked feature as this many piecewise-linear pieces (0: raw)
 
 
 def parse_space(
@@ -192,6 +197,9 @@ def parse_space(
     params: dict[str, Param] = {}
     n = len(problems)
     for name in PARAMS:
+        if name not in raw and name in OPTIONAL:
+            params[name] = Param(name, value=OPTIONAL[name])
+            continue
         if name not in raw:
             problems.append(f"{where(name)}.{name}: missing (a value, a range or choices)")
             continue

@@ -230,6 +230,7 @@ def _arch(params: dict[str, Any], data: Prepared) -> dict[str, Any]:
         "dropout": float(params["dropout"]),
         "head_dim": int(params["head_dim"]),
         "time_steps": int(params["time_steps"]),
+        "input_bins": int(params.get("input_bins", 0)),
     }
 
 

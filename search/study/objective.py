@@ -65,6 +65,7 @@ def make_model(p: TrialParams, data: Prepared) -> torch.nn.Module:
         dropout=p.dropout,
         head_dim=p.head_dim,
         time_steps=p.time_steps,
+        input_bins=p.input_bins,
     )
 
 

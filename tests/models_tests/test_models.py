@@ -193,3 +193,49 @@ def test_reports_inside_epochs_only_look(prepared: Prepared) -> None:
             raise RuntimeError("stop here")
 
         fit(RecurrentNet(3, 1, hidden_dim=4), prepared, p, on_report=stop)
+
+
+def test_piecewise_linear_pieces_of_a_rank() -> None:
+    from models.lstm import PiecewiseLinear
+
+    enc = PiecewiseLinear(4)
+    x = torch.tensor([-0.5, -0.3, 0.0, 0.2, 0.5, -2.0, 2.0])
+    z = enc(x.view(1, 7, 1))  # (T=1, B=7, F=1) -> (1, 7, 4)
+    assert z.shape == (1, 7, 4)
+    expect = torch.tensor(
+        [
+            [0.0, 0.0, 0.0, 0.0],  # the lowest rank: no piece has begun
+            [0.8, 0.0, 0.0, 0.0],  # 0.2 into the first quarter of width 0.25
+            [1.0, 1.0, 0.0, 0.0],
+            [1.0, 1.0, 0.8, 0.0],
+            [1.0, 1.0, 1.0, 1.0],  # the highest rank: every piece full
+            [0.0, 0.0, 0.0, 0.0],  # outside [-0.5, 0.5]: saturated
+            [1.0, 1.0, 1.0, 1.0],
+        ]
+    )
+    torch.testing.assert_close(z[0], expect)
+    inside = z[0, :5].sum(-1)
+    torch.testing.assert_close(inside, (x[:5] + 0.5) * 4)  # the pieces add up to the rank
+    # features stay apart: (T, B, F) -> (T, B, F * K), feature f's pieces at [f*K, (f+1)*K)
+    x3 = torch.rand(2, 5, 3) - 0.5
+    z3 = enc(x3)
+    assert z3.shape == (2, 5, 12)
+    torch.testing.assert_close(z3[..., 4:8], enc(x3[..., 1:2]))
+    assert not list(enc.parameters()) and "lo" not in enc.state_dict()
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "mlp"])
+def test_input_bins_feed_the_network_pieces(name: str) -> None:
+    m = net(name, input_bins=8)
+    assert m.input_bins == 8  # type: ignore[union-attr]
+    if name != "mlp":
+        assert m.rnn.input_size == 3 * 8  # type: ignore[union-attr]
+    x = torch.rand(5, 7, 3) - 0.5
+    y = m(x)
+    assert y.shape == (7,) and torch.isfinite(y).all()
+    y.sum().backward()  # the pieces pass gradients to every weight
+    assert all(p.grad is not None for p in m.parameters())
+    # the same weights in a fresh network of the same arch give the same outputs
+    twin = net(name, input_bins=8)
+    twin.load_state_dict(m.state_dict())
+    torch.testing.assert_close(twin(x), y.detach())

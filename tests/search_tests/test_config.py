@@ -372,3 +372,33 @@ def test_a_stored_study_config_reads_back_in_train(
         "optuna-run: error: study 'stored': its stored config does not read back: "
         "config: [budget] patience: must be >= 0, got -1"
     ]
+
+
+def test_input_bins_are_searched_for_ranked_features_only(tmp_path: Path) -> None:
+    default = build_config(None, cpu=True)
+    assert default.data.normalize == "cs_rank"
+    assert default.space.as_dict()["input_bins"] == {"choices": [0, 8]}
+    # features not ranked per date: the pieces are off unless the TOML asks for them
+    robust = build_config(toml(tmp_path, 'normalize = "robust"\n'), cpu=True)
+    assert robust.space.as_dict()["input_bins"] == 0
+    ranked = build_config(toml(tmp_path, 'normalize = "cs_rank"\n'), cpu=True)
+    assert ranked.space.as_dict()["input_bins"] == {"choices": [0, 8]}
+    # asked for on robust-scaled features: one line naming the key and what it needs
+    bad = toml(tmp_path, 'normalize = "robust"\n[space]\ninput_bins = { choices = [0, 4] }\n')
+    with pytest.raises(ConfigError) as e:
+        build_config(bad, cpu=True)
+    assert e.value.problems == [
+        f"{bad}: [space] input_bins: pieces of a feature need its per-date rank in "
+        "[-0.5, 0.5] ([data] normalize = \"cs_rank\"), got normalize = 'robust'; set "
+        'input_bins = 0 or normalize = "cs_rank"'
+    ]
+    neg = toml(tmp_path, 'normalize = "cs_rank"\n[space]\ninput_bins = -1\n')
+    with pytest.raises(ConfigError, match=r"\[space\].input_bins: must be >= 0"):
+        build_config(neg, cpu=True)
+
+
+def test_a_space_stored_before_input_bins_reads_as_it_ran() -> None:
+    stored = build_config(None, cpu=True).space.as_dict()
+    del stored["input_bins"]
+    space = SearchSpace.from_dict(stored)
+    assert space.params["input_bins"].fixed and space.params["input_bins"].value == 0

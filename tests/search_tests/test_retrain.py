@@ -11,6 +11,7 @@ import torch
 from data import DataConfig, Prepared, load_panel
 from search.cli import main
 from search.evaluate.retrain import FORMAT
+from tests.conftest import SAMPLE
 from tests.search_tests.helpers import run_cli, write_study
 
 
@@ -70,3 +71,46 @@ def test_train_refuses_data_too_short_for_the_study_windows(
     assert err.count("\n") == 1 and err.startswith(f"optuna-run: error: {short}: too few dates")
     assert "no security has 8 consecutive valid dates" in err and "12 dates" in err
     assert not out.exists()
+
+
+def test_input_bins_are_searched_kept_in_the_checkpoint_and_predicted_with(
+    tmp_path: Path,
+) -> None:
+    """A study of ranked features whose trials feed the LSTM 8 pieces of each: `train`
+    stores the pieces in the checkpoint's architecture and `predict` rebuilds the same
+    network."""
+    from tests.search_tests.helpers import TINY_SPACE
+
+    cfg = tmp_path / "bins.toml"
+    cfg.write_text(
+        f"""
+[study]
+name = "bins"
+[data]
+path = "{SAMPLE}"
+normalize = "cs_rank"
+target_cs = "rank"
+[budget]
+max_windows_per_epoch = 256
+{TINY_SPACE.format()}input_bins = 8
+"""
+    )
+    url = f"sqlite:///{tmp_path}/b.db"
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "2", "--seed", "3") == 0
+    model = tmp_path / "b.pt"
+    args = ["train", "--study-name", "bins", "--storage", url, "--out", str(model), "--no-tree"]
+    assert main([*args, "-q"]) == 0
+    ckpt = torch.load(model, weights_only=True)
+    arch = ckpt["models"][0]["arch"]
+    assert arch["input_bins"] == 8
+    first = next(iter(ckpt["models"][0]["states"][0].values()))
+    assert first.shape[1] == ckpt["models"][0]["arch"]["n_features"] * 8  # weight_ih_l0
+    out = tmp_path / "t.parquet"
+    assert main(["predict", "--model", str(model), "--out", str(out), "--dates", "test"]) == 0
+    df = pl.read_parquet(out)
+    assert df.height > 0 and df["prediction"].is_finite().all()
+    # the weights load only into a network of the same pieces (F * 8 inputs)
+    from search.evaluate.predict import checkpoint_nets
+
+    nets = checkpoint_nets(ckpt)[0][1]
+    assert nets and all(n.input_bins == 8 for n in nets)
