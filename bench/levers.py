@@ -21,7 +21,8 @@ their running average on the test rows of the longest time_steps, then the avera
 verdict; `--normalize` sets [data] normalize; `--both-views` gives every feature twice, ranked
 per date and robust-scaled on the training dates (the baselines see both views too);
 `--embed K` feeds the LSTM each ranked feature as K piecewise-linear pieces (ramps 0 -> 1 over
-K equal slices of [-0.5, 0.5]), `--mlp-in E` a learned per-step Linear(F, E) + ReLU instead;
+K equal slices of [-0.5, 0.5]: models.lstm.PiecewiseLinear, the study's `[space] input_bins`),
+`--mlp-in E` a learned per-step Linear(F, E) + ReLU instead;
 `--market` appends date-level context to every security's features (the cross-sectional mean
 of each unranked feature and the dispersion of 1-date returns, standardised on the training
 dates; the baselines see it too).
@@ -35,7 +36,7 @@ import time
 import torch
 
 from data import DataConfig, Prepared, load_panel
-from models.lstm import RecurrentNet
+from models.lstm import PiecewiseLinear, RecurrentNet
 from models.metrics import panel_metrics
 from search.evaluate.verdict import build_verdict
 
@@ -161,18 +162,7 @@ def main():
     def train_member(seed, steps):
         torch.manual_seed(seed)
         net = RecurrentNet(data.n_features, 1 + len(horizons), a.hidden, 1)
-        if a.embed:
-
-            class PiecewiseLinear(torch.nn.Module):  # x in [-0.5, 0.5] -> K ramps per feature
-                def __init__(self, K):
-                    super().__init__()
-                    self.register_buffer("lo", torch.linspace(-0.5, 0.5, K + 1)[:-1])
-                    self.w = 1.0 / K
-
-                def forward(self, x):
-                    z = ((x[..., None] - self.lo) / self.w).clamp(0, 1)  # (T, B, F, K)
-                    return z.flatten(-2)
-
+        if a.embed:  # the product's [space] input_bins, here in front of the same network
             net = torch.nn.Sequential(
                 PiecewiseLinear(a.embed),
                 RecurrentNet(data.n_features * a.embed, 1 + len(horizons), a.hidden, 1),
