@@ -55,7 +55,7 @@ DEFAULT_CPU_SPACE: dict[str, Any] = {
     "num_layers": {"low": 1, "high": 2},
     "hidden_dim": {"low": 8, "high": 48, "log": True},
     "head_dim": {"choices": [0, 16, 32]},
-    "input_bins": 0,  # the pieces cost a CPU search 4x for no better final fit (RESULTS.md)
+    "input_bins": 0,  # on a CPU the pieces slowed the search, its final fit no better (RESULTS)
     "batch_size": {"choices": [256, 512, 1024]},
     "epochs": 6,
 }
