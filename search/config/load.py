@@ -20,6 +20,7 @@ from search.config.schema import (
     RunConfig,
     input_bins_problems,
     objective_task_problems,
+    ranked_features,
 )
 from search.config.space import PARAMS, SearchSpace, parse_space
 
@@ -301,7 +302,7 @@ def load_config(
         problems += objective_task_problems(sections["study"], sections["data"].task)
     if sections["budget"] is not None:
         problems += device_problems(sections["budget"], cpu)
-    ranked = sections["data"] is None or sections["data"].normalize == "cs_rank"
+    ranked = sections["data"] is None or ranked_features(sections["data"])
     space = _space(
         _table(raw, "space", problems), cpu_raw.get("space", {}), cpu, limits, ranked, problems
     )

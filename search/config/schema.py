@@ -241,10 +241,16 @@ def objective_task_problems(study: StudyConfig, task: str) -> list[str]:
     ]
 
 
+def ranked_features(data: DataConfig) -> bool:
+    """Whether the features reach the network as per-date ranks in [-0.5, 0.5], the range
+    the piecewise-linear pieces (`[space] input_bins`) cover."""
+    return data.normalize == "cs_rank"
+
+
 def input_bins_problems(space: SearchSpace, data: DataConfig) -> list[str]:
-    """The piecewise-linear pieces cover a per-date rank, [-0.5, 0.5]: another scaling's
-    values would mostly saturate them."""
-    if int(space.max("input_bins")) > 0 and data.normalize != "cs_rank":
+    """The pieces cover a per-date rank: another scaling's values would mostly saturate
+    them."""
+    if int(space.max("input_bins")) > 0 and not ranked_features(data):
         return [
             f"[space] input_bins: pieces of a feature need its per-date rank in [-0.5, 0.5] "
             f'([data] normalize = "cs_rank"), got normalize = {data.normalize!r}; set '
