@@ -94,6 +94,11 @@ def main() -> None:
     ap.add_argument("--dir", default="", help="work folder (default: a new temporary one)")
     ap.add_argument("--config", default="", help="study TOML (default: the default study)")
     ap.add_argument("--no-extra", action="store_true", help="skip train --exact and --ensemble")
+    ap.add_argument(
+        "--no-final",
+        action="store_true",
+        help="skip the final fit of the winner (with the extras: only --exact and --ensemble)",
+    )
     a = ap.parse_args()
     work = Path(a.dir or tempfile.mkdtemp(prefix="pipeline-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -109,12 +114,14 @@ def main() -> None:
     times["confirm"] = step(
         "confirm", ["confirm", *common, "--top", str(a.top), "--seeds", str(a.seeds)], log
     )
-    fits = {"final fit (train)": work / "final.pt"}
-    times["final fit"] = step(
-        "final fit (train)", ["train", *common, "--out", str(fits["final fit (train)"])], log
-    )
-    total = sum(times.values())
-    print(f"{'pipeline (search + confirm + fit)':<34} {total:7.0f} s = {total / 60:.1f} min")
+    fits: dict[str, Path] = {}
+    if not a.no_final:
+        fits["final fit (train)"] = work / "final.pt"
+        times["final fit"] = step(
+            "final fit (train)", ["train", *common, "--out", str(fits["final fit (train)"])], log
+        )
+        total = sum(times.values())
+        print(f"{'pipeline (search + confirm + fit)':<34} {total:7.0f} s = {total / 60:.1f} min")
     if not a.no_extra:
         fits["search budget (train --exact)"] = work / "exact.pt"
         step("train --exact", ["train", *common, "--exact", "--out", str(work / "exact.pt")], log)
