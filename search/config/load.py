@@ -18,6 +18,7 @@ from search.config.checks import blame_file, blame_flags, device_problems
 from search.config.schema import (
     SECTIONS,
     RunConfig,
+    enqueue_problems,
     input_bins_problems,
     objective_task_problems,
     ranked_features,
@@ -308,6 +309,8 @@ def load_config(
     )
     if space is not None and sections["data"] is not None:
         problems += input_bins_problems(space, sections["data"])
+    if space is not None and sections["search"] is not None:
+        problems += enqueue_problems(sections["search"], space)
     if problems:
         raise ConfigError(blame_file(problems, str(toml), overrides))
     assert space is not None

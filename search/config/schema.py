@@ -138,6 +138,11 @@ class SearchConfig(Checked):
     seeds: int = 1
     """Models per trial with seeds seed, seed+1, ...: the value is their mean, the spread is
     stored beside it. With folds, every fold trains `seeds` models."""
+    enqueue: tuple[dict[str, Any], ...] = ()
+    """Configurations to try first, each a table of params (`[[search.enqueue]]`): queued
+    when the study is created, before the sampler's own trials. A param left out is sampled;
+    a param the space fixes keeps its fixed value; a searched param's value must lie in its
+    range or choices."""
 
     def problems(self) -> list[str]:
         p: list[str] = []
@@ -241,6 +246,15 @@ def objective_task_problems(study: StudyConfig, task: str) -> list[str]:
     ]
 
 
+def enqueue_problems(search: SearchConfig, space: SearchSpace) -> list[str]:
+    """The [search] enqueue entries that are not trials of the space."""
+    return [
+        p
+        for i, entry in enumerate(search.enqueue)
+        for p in space.enqueue_problems(entry, f"[search] enqueue[{i}]")
+    ]
+
+
 def ranked_features(data: DataConfig) -> bool:
     """Whether the features reach the network as per-date ranks in [-0.5, 0.5], the range
     the piecewise-linear pieces (`[space] input_bins`) cover."""
@@ -277,8 +291,10 @@ class RunConfig(Checked):
     """What was filled in for the user (inherited data, a derived study name): said at start."""
 
     def problems(self) -> list[str]:
-        return objective_task_problems(self.study, self.data.task) + input_bins_problems(
-            self.space, self.data
+        return (
+            objective_task_problems(self.study, self.data.task)
+            + input_bins_problems(self.space, self.data)
+            + enqueue_problems(self.search, self.space)
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -68,6 +68,27 @@ class Param:
             )
         return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
 
+    def refuses(self, v: Any) -> str | None:
+        """Why `v` is not a value this param can take in a trial (None: it can)."""
+        kind, check, means = PARAMS[self.name]
+        if kind is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if isinstance(v, bool) or not isinstance(v, kind):
+            return f"expected {kind.__name__}, got {v!r}"
+        if self.choices is not None:
+            return None if v in self.choices else f"must be one of {list(self.choices)}, got {v!r}"
+        if self.fixed:
+            return None if v == self.value else f"is fixed to {self.value!r}, got {v!r}"
+        assert self.low is not None and self.high is not None
+        if not self.low <= v <= self.high:
+            return f"must lie in the range [{self.low}, {self.high}], got {v!r}"
+        if (
+            self.step is not None
+            and abs((v - self.low) / self.step - round((v - self.low) / self.step)) > 1e-9
+        ):
+            return f"must be {self.low} plus a multiple of the step {self.step}, got {v!r}"
+        return None
+
     def values_max(self) -> Any:
         if self.choices is not None:
             return max(self.choices)
@@ -237,6 +258,29 @@ class SearchSpace:
 
     def suggest(self, trial: optuna.Trial) -> TrialParams:
         return TrialParams(**{name: self.params[name].suggest(trial) for name in PARAMS})
+
+    def enqueue_problems(self, entry: Any, where: str) -> list[str]:
+        """Why a [search] enqueue entry cannot be a trial of this space: a key that names no
+        param, or a searched param's value outside its range or choices (a param the space
+        fixes takes its fixed value, whatever the entry says)."""
+        if not isinstance(entry, Mapping):
+            return [f"{where}: expected a table of params, got {entry!r}"]
+        problems = unknown_keys(where, entry, list(PARAMS))
+        for name, v in entry.items():
+            p = self.params.get(name)
+            if p is not None and not p.fixed and (why := p.refuses(v)) is not None:
+                problems.append(f"{where}.{name}: {why}")
+        return problems
+
+    def searched(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """The values of an enqueue entry for the params this space searches, typed as the
+        trial suggests them."""
+        out: dict[str, Any] = {}
+        for name, v in entry.items():
+            p = self.params[name]
+            if not p.fixed:
+                out[name] = float(v) if PARAMS[name][0] is float else v
+        return out
 
     def fixed_values(self) -> dict[str, Any]:
         return {n: p.value for n, p in self.params.items() if p.fixed}

@@ -203,3 +203,21 @@ def test_a_data_mismatch_says_what_differs(tmp_path):
     with pytest.raises(IncompatibleStudy) as e:
         open_study(optuna.storages.RDBStorage(url), cfg, "ccc", sampler, pruner)
     assert "the file's content differs" in str(e.value)
+
+
+def test_an_enqueued_configuration_is_the_first_trial_once(tmp_path: Path, url: str) -> None:
+    cfg = write_study(
+        tmp_path,
+        "queued",
+        extra='[search]\nsampler = "random"\n[[search.enqueue]]\ntime_steps = 5\n'
+        "hidden_dim = 7\nlr = 0.0123\nepochs = 3\n",
+    )
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "3", "--seed", "1") == 0
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "2") == 0  # resumed
+    trials = load(url, "queued").trials
+    assert len(trials) == 5 and {t.state for t in trials} <= {S.COMPLETE, S.PRUNED}
+    queued = {"time_steps": 5, "hidden_dim": 7, "epochs": 3, "lr": 0.0123}
+    assert {k: trials[0].params[k] for k in queued} == queued  # the params it leaves out
+    assert {"grad_clip", "weight_decay"} <= set(trials[0].params)  # are sampled
+    # queued when the study was made, not again when it is resumed; the rest are sampled
+    assert [t.params["lr"] for t in trials].count(0.0123) == 1
