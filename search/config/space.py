@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import optuna
 
@@ -70,7 +70,7 @@ class Param:
 
     def refuses(self, v: Any) -> str | None:
         """Why `v` is not a value this param can take in a trial (None: it can)."""
-        kind, check, means = PARAMS[self.name]
+        kind = PARAMS[self.name][0]
         if kind is float and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
         if isinstance(v, bool) or not isinstance(v, kind):
@@ -80,13 +80,13 @@ class Param:
         if self.fixed:
             return None if v == self.value else f"is fixed to {self.value!r}, got {v!r}"
         assert self.low is not None and self.high is not None
-        if not self.low <= v <= self.high:
+        x = float(cast(float, v))  # a range is numeric (int or float)
+        if not self.low <= x <= self.high:
             return f"must lie in the range [{self.low}, {self.high}], got {v!r}"
-        if (
-            self.step is not None
-            and abs((v - self.low) / self.step - round((v - self.low) / self.step)) > 1e-9
-        ):
-            return f"must be {self.low} plus a multiple of the step {self.step}, got {v!r}"
+        if self.step is not None:
+            k = (x - self.low) / self.step
+            if abs(k - round(k)) > 1e-9:
+                return f"must be {self.low} plus a multiple of the step {self.step}, got {v!r}"
         return None
 
     def values_max(self) -> Any:
