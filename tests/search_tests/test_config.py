@@ -409,3 +409,39 @@ def test_a_space_stored_before_input_bins_reads_as_it_ran() -> None:
     del stored["input_bins"]
     space = SearchSpace.from_dict(stored)
     assert space.params["input_bins"].fixed and space.params["input_bins"].value == 0
+
+
+def test_enqueued_configurations_are_checked_against_the_space(tmp_path: Path) -> None:
+    # the default study's first trial lies in its space on either device; where the space
+    # fixes a param (input_bins on a CPU) the fixed value holds
+    for cpu in (False, True):
+        cfg = build_config(None, cpu=cpu)
+        (entry,) = cfg.search.enqueue
+        queued = cfg.space.searched(entry)
+        assert queued["hidden_dim"] == 32 and queued["lr"] == 3e-3
+        assert ("input_bins" in queued) is not cpu
+        assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    bad = toml(
+        tmp_path,
+        '[[search.enqueue]]\nhidden_dim = 64\nlr = "fast"\nbatch_size = 300\nhiden_dim = 8\n'
+        "[[search.enqueue]]\ntime_steps = 4.5\nepochs = 99\n",
+    )
+    with pytest.raises(ConfigError) as e:
+        build_config(bad, cpu=True)
+    assert e.value.problems == [
+        f"{bad}: [search] enqueue[0]: unknown key 'hiden_dim' (did you mean 'hidden_dim'?); "
+        f"known keys are {list(PARAMS)}",
+        f"{bad}: [search] enqueue[0].hidden_dim: must lie in the range [8, 48], got 64",
+        f"{bad}: [search] enqueue[0].lr: expected float, got 'fast'",
+        f"{bad}: [search] enqueue[0].batch_size: must be one of [256, 512, 1024], got 300",
+        f"{bad}: [search] enqueue[1].time_steps: expected int, got 4.5",
+    ]  # epochs is fixed (6 on a CPU): the entry's 99 is not used, so not an error
+    step = toml(
+        tmp_path,
+        "[space]\nhidden_dim = { low = 8, high = 64, step = 8 }\n"
+        "[[search.enqueue]]\nhidden_dim = 20\n",
+    )
+    with pytest.raises(ConfigError, match=r"hidden_dim: must be 8 plus a multiple of the step 8"):
+        build_config(step, cpu=False)
+    with pytest.raises(ConfigError, match=r"\[search\] enqueue: expected list of dict, got \(3,\)"):
+        build_config(toml(tmp_path, "[search]\nenqueue = [3]\n"), cpu=False)
