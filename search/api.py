@@ -198,19 +198,23 @@ def confirm(
     study_name: str,
     storage: str | None = None,
     top: int = 5,
-    seeds: int = 5,
+    seeds: int | None = None,
     seed: int | None = None,
     device: str = "auto",
     tree: bool = True,
     quiet: bool = False,
+    final: bool = False,
 ) -> dict[str, Any]:
-    """Re-train the `top` best trials with `seeds` fresh seeds each (from `seed`), name the
-    winner by the mean and store the record in the study (export, train and the summaries
-    then use the winner); returns it, with the winner's verdict. Says each trial and each
-    epoch on stderr (`quiet`: no line per epoch)."""
+    """Re-train the `top` best trials, and the configurations the study queued first, with
+    `seeds` fresh seeds each (from `seed`; default 5, or 1 with `final`), at the search's
+    budget or, with `final`, at the final fit's ([final]); name the winner by the mean and
+    store the record in the study (export, train and the summaries then use the winner);
+    returns it, with the winner's verdict. Says each trial and each epoch on stderr
+    (`quiet`: no line per epoch)."""
     from search.evaluate.confirm import DEFAULT_SEED
     from search.evaluate.confirm import confirm as confirm_study
 
+    seeds = seeds if seeds is not None else (1 if final else 5)
     _check("top", top, 1)
     _check("seeds", seeds, 1)
     study, dev = _stored(study_name, storage, device)
@@ -219,6 +223,7 @@ def confirm(
         dev,
         top=top,
         seeds=seeds,
+        final=final,
         seed=DEFAULT_SEED if seed is None else seed,
         tree=tree,
         log=say,

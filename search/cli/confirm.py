@@ -26,7 +26,15 @@ def parser() -> argparse.ArgumentParser:
     add_study_name(p)
     add_storage(p)
     p.add_argument("--top", type=positive_int, default=5, help="trials (default 5)")
-    p.add_argument("--seeds", type=positive_int, default=5, help="seeds (default 5)")
+    p.add_argument(
+        "--seeds", type=positive_int, default=None, help="seeds (default 5; 1 with --final)"
+    )
+    p.add_argument(
+        "--final",
+        action="store_true",
+        help="train each at the final fit's budget ([final]: every window, its epochs and "
+        "learning-rate schedule) instead of the search's",
+    )
     add_seed(p, "first fresh seed")
     add_device(p)
     add_no_tree(p)
@@ -48,10 +56,13 @@ def handle(args: argparse.Namespace) -> int:
         device=args.device,
         tree=not args.no_tree,
         quiet=args.quiet,
+        final=args.final,
     )
     w = rec["trials"][str(rec["winner"])]
     print(
-        f"confirmed {len(rec['trials'])} trials x {rec['seeds']} seeds in "
+        f"confirmed {len(rec['trials'])} trials x {rec['seeds']} seed(s)"
+        + (" at the final fit's budget" if rec["budget"] == "final" else "")
+        + " in "
         f"{time.perf_counter() - t0:.1f}s; winner: trial {rec['winner']} "
         f"({rec['objective']} {w['mean']:.5g} +- {w['std']:.2g})",
         file=sys.stderr,

@@ -6,6 +6,12 @@ re-trains each of the K best configurations under the same protocol with N new s
 the mean and spread of its value in the study (user attr `confirm`), and names the winner
 by the mean, flagging a winner whose margin over the runner-up is inside their spread.
 `export`, `train` and the run summary then use the confirmed winner.
+
+The configurations the study queued first (`[[search.enqueue]]`) join the K best when they
+completed: they were asked for by name. With `final`, each is trained at the final fit's
+budget ([final]: every window, its epochs and learning-rate schedule) instead of the
+search's: a search's small budget favours configurations that learn fast and stop early,
+which is not what the final fit asks of them (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -34,6 +40,25 @@ def top_trials(ctx: StudyContext, k: int) -> list[optuna.trial.FrozenTrial]:
     return sorted(done, key=lambda t: t.values[0], reverse=maximize)[:k]
 
 
+def queued_trials(ctx: StudyContext) -> list[optuna.trial.FrozenTrial]:
+    """The first COMPLETE trial of each configuration the study queued ([[search.enqueue]]),
+    found by its params."""
+    done = [t for t in ctx.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    out: list[optuna.trial.FrozenTrial] = []
+    for entry in ctx.run.search.enqueue:
+        want = ctx.run.space.searched(entry)
+        hit = next((t for t in done if all(t.params.get(k) == v for k, v in want.items())), None)
+        if hit is not None and hit not in out:
+            out.append(hit)
+    return out
+
+
+def candidates(ctx: StudyContext, k: int) -> list[optuna.trial.FrozenTrial]:
+    """The K best COMPLETE trials, then the queued ones not among them."""
+    top = top_trials(ctx, k)
+    return top + [t for t in queued_trials(ctx) if t.number not in {u.number for u in top}]
+
+
 def confirm(
     study: optuna.Study,
     device: torch.device,
@@ -43,10 +68,12 @@ def confirm(
     tree: bool = True,
     log: Any = None,
     progress: Say | None = None,
+    final: bool = False,
 ) -> dict[str, Any]:
-    """Re-train the `top` best trials with `seeds` fresh seeds each; store and return the
-    record (trials with mean, std and values; winner; flag) and the winner's verdict. `log`
-    takes a line per trial and step, `progress` a line per epoch."""
+    """Re-train the `top` best trials (and the queued ones) with `seeds` fresh seeds each,
+    at the search's budget or, with `final`, at the final fit's; store and return the
+    record (trials with mean, std and values; winner; flag; budget) and the winner's
+    verdict. `log` takes a line per trial and step, `progress` a line per epoch."""
     ctx = StudyContext.of(study)
     cfg = ctx.data_config()
     _, data = ctx.prepare(cfg, device, log)
@@ -54,8 +81,9 @@ def confirm(
     trained: dict[int, Trained] = {}
     rows: dict[str, dict[str, Any]] = {}
     fits = FitProgress(progress, "confirm", ctx.objective)
-    for t, on_epoch in fits.each(top_trials(ctx, top)):
-        r = retrain(ctx, t, data, seed=seed, n_seeds=seeds, on_epoch=on_epoch)
+    at = ctx.run.final if final else None
+    for t, on_epoch in fits.each(candidates(ctx, top)):
+        r = retrain(ctx, t, data, seed=seed, n_seeds=seeds, final=at, on_epoch=on_epoch)
         trained[t.number] = r
         per_seed = _per_seed(r.member_values, seeds)
         mean = sum(per_seed) / len(per_seed)
@@ -68,7 +96,8 @@ def confirm(
         if log:
             log(
                 f"trial {t.number}: search {t.values[0]:.5g} -> confirmed {mean:.5g} "
-                f"+- {spread(per_seed):.2g} over {seeds} seeds"
+                f"+- {spread(per_seed):.2g} over {seeds} seed(s)"
+                + (" at the final fit's budget" if final else "")
             )
     order = sorted(rows, key=lambda n: rows[n]["mean"], reverse=maximize)
     for rank, n in enumerate(order):
@@ -91,6 +120,7 @@ def confirm(
         "seeds": seeds,
         "seed": seed,
         "objective": ctx.objective.split(",")[0],
+        "budget": "final" if final else "search",
     }
     study.set_user_attr("confirm", record)
     if log:

@@ -261,3 +261,39 @@ def test_bad_objectives_are_refused_before_any_trial(
     assert run_cli(*argv, "--target", "target", "--features", "f*") == 2
     assert "use --objective val_loss" in capsys.readouterr().err
     assert not Path(url.removeprefix("sqlite:///")).exists() or not optuna.get_all_study_names(url)
+
+
+def test_confirm_at_the_final_budget_includes_the_queued_configuration(
+    tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = (
+        '[search]\npruner = "none"\n[[search.enqueue]]\nhidden_dim = 4\nlr = 0.001\n'
+        "[final]\nepochs = 2\nseeds = 3\nmax_windows_per_epoch = 512\n"
+    )
+    cfg = write_study(tmp_path, "cff", space=FIXED_T, extra=extra)
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "4", "--seed", "5") == 0
+    study = load(url, "cff")
+    queued = study.trials[0]
+    assert (queued.params["hidden_dim"], queued.params["lr"]) == (4, 0.001)
+    best = max(study.trials, key=lambda t: t.value)
+    capsys.readouterr()
+    argv = ["confirm", "--study-name", "cff", "--storage", url, "--top", "1", "--final"]
+    assert main([*argv, "--no-tree"]) == 0
+    err = capsys.readouterr().err
+    rec = load(url, "cff").user_attrs["confirm"]
+    # the best trial, and the queued one beside it whatever its rank; one seed each
+    assert set(rec["trials"]) == {str(best.number), str(queued.number)}
+    assert rec["budget"] == "final" and rec["seeds"] == 1
+    assert "seed(s) at the final fit's budget" in err
+    assert all(len(r["values"]) == 1 for r in rec["trials"].values())
+    # each value is the final fit's of that trial with confirm's seed (one network)
+    for n, row in rec["trials"].items():
+        out = tmp_path / f"t{n}.pt"
+        train = ["train", "--study-name", "cff", "--storage", url, "--out", str(out)]
+        assert (
+            main([*train, "--no-tree", "--trial", n, "--seeds", "1", "--seed", str(rec["seed"])])
+            == 0
+        )
+        ck = torch.load(out, weights_only=True)
+        assert ck["fit"] == "final" and ck["final"]["epochs"] == 2
+        assert ck["reproduced"]["retrained_value"][0] == pytest.approx(row["mean"], abs=1e-6)
