@@ -3,7 +3,7 @@
     python bench/pipeline.py --data ../shared/data/cn_sse_mainboard.parquet
 
 Runs the CLI as a user would, in a fresh SQLite study under --dir: `optuna-run` (the default
-study, --trials trials), `optuna-run confirm --top K --seeds N`, `optuna-run train` (the final
+study, --trials trials), `optuna-run confirm --top K --seeds N [--final]`, `optuna-run train` (the final
 fit of [final]); then, unless --no-extra, `train --exact` (the winner at the search's budget)
 and `train --ensemble K --seeds 1` (the K confirmed configurations, one final-fit network
 each). Prints the wall time of each step and one table of test daily rank IC (ICIR) on the
@@ -95,6 +95,11 @@ def main() -> None:
     ap.add_argument("--config", default="", help="study TOML (default: the default study)")
     ap.add_argument("--no-extra", action="store_true", help="skip train --exact and --ensemble")
     ap.add_argument(
+        "--confirm-final",
+        action="store_true",
+        help="confirm at the final fit's budget (confirm --final, --seeds seeds)",
+    )
+    ap.add_argument(
         "--no-final",
         action="store_true",
         help="skip the final fit of the winner (with the extras: only --exact and --ensemble)",
@@ -111,8 +116,9 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
     run = [*cfg, "--data", a.data, *common, "--n-trials", str(a.trials), "--seed", str(a.seed)]
     times = {"search": step("search", run, log)}
+    final = ["--final"] if a.confirm_final else []
     times["confirm"] = step(
-        "confirm", ["confirm", *common, "--top", str(a.top), "--seeds", str(a.seeds)], log
+        "confirm", ["confirm", *common, "--top", str(a.top), "--seeds", str(a.seeds), *final], log
     )
     fits: dict[str, Path] = {}
     if not a.no_final:
