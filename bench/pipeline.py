@@ -3,10 +3,10 @@
     python bench/pipeline.py --data ../shared/data/cn_sse_mainboard.parquet
 
 Runs the CLI as a user would, in a fresh SQLite study under --dir: `optuna-run` (the default
-study, --trials trials), `optuna-run confirm --top K --seeds N [--final]`, `optuna-run train` (the final
-fit of [final]); then, unless --no-extra, `train --exact` (the winner at the search's budget)
-and `train --ensemble K --seeds 1` (the K confirmed configurations, one final-fit network
-each). Prints the wall time of each step and one table of test daily rank IC (ICIR) on the
+study, --trials trials), `optuna-run confirm --top K --seeds N [--final]`, `optuna-run train`
+(the final fit of [final]; --no-final skips it); then, unless --no-extra, `train --exact`
+(the winner at the search's budget) and `train --ensemble K --seeds 1` (the K confirmed
+configurations, one final-fit network each). Prints the wall time of each step and one table of test daily rank IC (ICIR) on the
 same rows: each fitted model, the verdict's LightGBM, ridge, the best price signal, the
 model's 50/50 blend with the tree; then the study's PBO and deflated Sharpe.
 """

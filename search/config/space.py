@@ -37,6 +37,18 @@ PARAMS: dict[str, tuple[type, Any, str]] = {
 OPTIONAL: dict[str, Any] = {"input_bins": 0}
 
 
+def typed(name: str, v: Any) -> Any:
+    """`v` as param `name` holds it: an integer where a float is expected becomes a float."""
+    if PARAMS[name][0] is float and isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    return v
+
+
+def wrong_type(name: str, v: Any) -> bool:
+    """Whether `v` (typed) is not of param `name`'s type (a bool is no number)."""
+    return isinstance(v, bool) or not isinstance(v, PARAMS[name][0])
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -70,11 +82,9 @@ class Param:
 
     def refuses(self, v: Any) -> str | None:
         """Why `v` is not a value this param can take in a trial (None: it can)."""
-        kind = PARAMS[self.name][0]
-        if kind is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if isinstance(v, bool) or not isinstance(v, kind):
-            return f"expected {kind.__name__}, got {v!r}"
+        v = typed(self.name, v)
+        if wrong_type(self.name, v):
+            return f"expected {PARAMS[self.name][0].__name__}, got {v!r}"
         if self.choices is not None:
             return None if v in self.choices else f"must be one of {list(self.choices)}, got {v!r}"
         if self.fixed:
@@ -117,14 +127,9 @@ def parse_param(name: str, raw: Any, where: str, problems: list[str]) -> Param |
     kind, check, means = PARAMS[name]
     key = f"{where}.{name}"
 
-    def typed(v: Any) -> Any:
-        if kind is float and isinstance(v, int) and not isinstance(v, bool):
-            return float(v)
-        return v
-
     def ok(v: Any) -> bool:
-        v = typed(v)
-        if isinstance(v, bool) or not isinstance(v, kind):
+        v = typed(name, v)
+        if wrong_type(name, v):
             problems.append(f"{key}: expected {kind.__name__} values, got {v!r}")
             return False
         if not check(v):
@@ -133,7 +138,7 @@ def parse_param(name: str, raw: Any, where: str, problems: list[str]) -> Param |
         return True
 
     if not isinstance(raw, dict):
-        return Param(name, value=typed(raw)) if ok(raw) else None
+        return Param(name, value=typed(name, raw)) if ok(raw) else None
     unknown = set(raw) - {"low", "high", "log", "step", "choices"}
     if unknown:
         problems.append(
@@ -151,7 +156,7 @@ def parse_param(name: str, raw: Any, where: str, problems: list[str]) -> Param |
             return None
         if not all(ok(c) for c in ch):
             return None
-        return Param(name, choices=tuple(typed(c) for c in ch))
+        return Param(name, choices=tuple(typed(name, c) for c in ch))
     if "low" not in raw or "high" not in raw:
         problems.append(f"{key}: a range needs both `low` and `high`, got {raw!r}")
         return None
@@ -184,10 +189,10 @@ def parse_param(name: str, raw: Any, where: str, problems: list[str]) -> Param |
         return None
     return Param(
         name,
-        low=typed(low),
-        high=typed(high),
+        low=typed(name, low),
+        high=typed(name, high),
         log=log,
-        step=typed(step) if step is not None else None,
+        step=typed(name, step) if step is not None else None,
     )
 
 
@@ -275,12 +280,7 @@ class SearchSpace:
     def searched(self, entry: Mapping[str, Any]) -> dict[str, Any]:
         """The values of an enqueue entry for the params this space searches, typed as the
         trial suggests them."""
-        out: dict[str, Any] = {}
-        for name, v in entry.items():
-            p = self.params[name]
-            if not p.fixed:
-                out[name] = float(v) if PARAMS[name][0] is float else v
-        return out
+        return {n: typed(n, v) for n, v in entry.items() if not self.params[n].fixed}
 
     def fixed_values(self) -> dict[str, Any]:
         return {n: p.value for n, p in self.params.items() if p.fixed}

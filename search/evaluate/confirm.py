@@ -56,7 +56,8 @@ def queued_trials(ctx: StudyContext) -> list[optuna.trial.FrozenTrial]:
 def candidates(ctx: StudyContext, k: int) -> list[optuna.trial.FrozenTrial]:
     """The K best COMPLETE trials, then the queued ones not among them."""
     top = top_trials(ctx, k)
-    return top + [t for t in queued_trials(ctx) if t.number not in {u.number for u in top}]
+    chosen = {t.number for t in top}
+    return top + [t for t in queued_trials(ctx) if t.number not in chosen]
 
 
 def confirm(
