@@ -302,7 +302,29 @@ def train_best(
     verdict = judge(ctx, data, trained, tree)
     rep = trained[0]
     reproduced = _reproduced(rep, exact, same_data, n_seeds, int(ctx.spec.get("seeds", 1)))
-    ckpt = {
+    ckpt = checkpoint(ctx, cfg, panel, data, trained, verdict, final, reproduced)
+    if same_data:
+        study.set_user_attr(
+            "verdict", {**verdict, "trials": ckpt["trial_numbers"], "source": "train"}
+        )
+    save(ckpt, out)
+    return ckpt
+
+
+def checkpoint(
+    ctx: StudyContext,
+    cfg: DataConfig,
+    panel: Panel,
+    data: Prepared,
+    trained: list[Trained],
+    verdict: dict[str, Any],
+    final: FinalConfig | None,
+    reproduced: dict[str, Any],
+) -> dict[str, Any]:
+    """The checkpoint of retrained configuration(s): weights, data settings, scaler, verdict
+    and where they came from (`final` None: an exact reproduction at the search's budget)."""
+    rep = trained[0]
+    return {
         "format": FORMAT,
         "models": [_model_record(t, data) for t in trained],
         "data": {**cfg.settings(), "path": cfg.path},
@@ -316,26 +338,25 @@ def train_best(
         "metrics": {seg: verdict[seg]["model"] for seg in ("val", "test") if seg in verdict},
         "verdict": verdict,
         "reproduced": reproduced,
-        "fit": "exact" if exact else "final",
+        "fit": "final" if final is not None else "exact",
         "final": None if final is None else asdict(final),
         "objective": ctx.objective,
-        "study_name": study.study_name,
+        "study_name": ctx.study.study_name,
         "trial_number": rep.trial.number,
         "trial_numbers": [t.trial.number for t in trained],
         "best_epoch": rep.best_epoch,
         "data_fingerprint": fingerprint(cfg),
-        "same_data_as_study": same_data,
+        "same_data_as_study": fingerprint(cfg) == ctx.spec.get("data_fingerprint"),
         "versions": versions(),
     }
-    if same_data:
-        study.set_user_attr(
-            "verdict", {**verdict, "trials": ckpt["trial_numbers"], "source": "train"}
-        )
+
+
+def save(ckpt: dict[str, Any], out: Path) -> None:
+    """Write a checkpoint atomically (a reader never sees half a file)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     torch.save(ckpt, tmp)
     tmp.replace(out)
-    return ckpt
 
 
 def _reproduced(
