@@ -204,19 +204,33 @@ def confirm(
     tree: bool = True,
     quiet: bool = False,
     final: bool = False,
+    out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Re-train the `top` best trials, and the configurations the study queued first, with
     `seeds` fresh seeds each (from `seed`; default 5, or 1 with `final`), at the search's
     budget or, with `final`, at the final fit's ([final]); name the winner by the mean and
     store the record in the study (export, train and the summaries then use the winner);
-    returns it, with the winner's verdict. Says each trial and each epoch on stderr
-    (`quiet`: no line per epoch)."""
+    returns it, with the winner's verdict. With `final`, the winner's networks are the
+    final model: saved at `out` (default studies/<study>-model.pt) as `train` saves one,
+    `record["model"]` its path. Says each trial and each epoch on stderr (`quiet`: no line
+    per epoch). Raises ConfigError (`out` without `final`), ExportError."""
+    from search.cli.common import out_problem
     from search.evaluate.confirm import DEFAULT_SEED
     from search.evaluate.confirm import confirm as confirm_study
 
     seeds = seeds if seeds is not None else (1 if final else 5)
     _check("top", top, 1)
     _check("seeds", seeds, 1)
+    if out is not None and not final:
+        raise ConfigError(
+            [
+                f"out: a model is saved only by a confirm at the final fit's budget (final=True), "
+                f"got out={str(out)!r} without it"
+            ]
+        )
+    path = (Path(out) if out is not None else model_path(study_name)) if final else None
+    if path is not None and (problem := out_problem(str(path))):
+        raise ConfigError([f"out: {problem}"])
     study, dev = _stored(study_name, storage, device)
     return confirm_study(
         study,
@@ -224,6 +238,7 @@ def confirm(
         top=top,
         seeds=seeds,
         final=final,
+        out=path,
         seed=DEFAULT_SEED if seed is None else seed,
         tree=tree,
         log=say,

@@ -14,6 +14,7 @@ from search.cli.flags import (
     add_seed,
     add_storage,
     add_study_name,
+    out_file,
     positive_int,
 )
 
@@ -33,7 +34,14 @@ def parser() -> argparse.ArgumentParser:
         "--final",
         action="store_true",
         help="train each at the final fit's budget ([final]: every window, its epochs and "
-        "learning-rate schedule) instead of the search's",
+        "learning-rate schedule) instead of the search's; the winner's networks are then "
+        "the final model, saved at --out",
+    )
+    p.add_argument(
+        "--out",
+        type=out_file,
+        default=None,
+        help="with --final: the model's checkpoint file (default studies/<study>-model.pt)",
     )
     add_seed(p, "first fresh seed")
     add_device(p)
@@ -46,6 +54,8 @@ def handle(args: argparse.Namespace) -> int:
     from search.api import confirm
     from search.evaluate.verdict import format_verdict
 
+    if args.out is not None and not args.final:
+        parser().error("--out: a model is saved only at the final fit's budget; add --final")
     t0 = time.perf_counter()
     rec = confirm(
         study_name=args.study_name,
@@ -57,6 +67,7 @@ def handle(args: argparse.Namespace) -> int:
         tree=not args.no_tree,
         quiet=args.quiet,
         final=args.final,
+        out=args.out,
     )
     w = rec["trials"][str(rec["winner"])]
     print(
@@ -74,4 +85,10 @@ def handle(args: argparse.Namespace) -> int:
         from search.study.luck import format_luck
 
         print(format_luck(rec["luck"]), file=sys.stderr)
+    if rec.get("model"):
+        print(
+            f"wrote {rec['model']} (trial {rec['winner']}'s networks from this confirm: "
+            "optuna-run predict reads it; train refits with [final] seeds)",
+            file=sys.stderr,
+        )
     return 0

@@ -17,14 +17,24 @@ which is not what the final fit asks of them (bench/RESULTS.md).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
 
+from data import fingerprint
 from search.evaluate.export import ExportError
 from search.evaluate.progress import FitProgress, Say
-from search.evaluate.retrain import StudyContext, Trained, judge, retrain
+from search.evaluate.retrain import (
+    StudyContext,
+    Trained,
+    checkpoint,
+    judge,
+    reproduced,
+    retrain,
+    save,
+)
 from search.study.luck import record_luck
 from search.study.objective import spread
 
@@ -70,14 +80,19 @@ def confirm(
     log: Any = None,
     progress: Say | None = None,
     final: bool = False,
+    out: Path | None = None,
 ) -> dict[str, Any]:
     """Re-train the `top` best trials (and the queued ones) with `seeds` fresh seeds each,
     at the search's budget or, with `final`, at the final fit's; store and return the
     record (trials with mean, std and values; winner; flag; budget) and the winner's
-    verdict. `log` takes a line per trial and step, `progress` a line per epoch."""
+    verdict. With `final` and `out`, the winner's networks are the final model: saved
+    there as `train` saves its checkpoint (`record["model"]` says where). `log` takes a
+    line per trial and step, `progress` a line per epoch."""
+    if out is not None and not final:
+        raise ValueError("confirm saves a model only at the final fit's budget (final=True)")
     ctx = StudyContext.of(study)
     cfg = ctx.data_config()
-    _, data = ctx.prepare(cfg, device, log)
+    panel, data = ctx.prepare(cfg, device, log)
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     trained: dict[int, Trained] = {}
     rows: dict[str, dict[str, Any]] = {}
@@ -129,6 +144,15 @@ def confirm(
     verdict = judge(ctx, data, [trained[winner]], tree)
     study.set_user_attr("verdict", {**verdict, "trials": [winner], "source": "confirm"})
     record["verdict"] = verdict
+    if out is not None:
+        best = trained[winner]
+        same = fingerprint(cfg) == ctx.spec.get("data_fingerprint")
+        rep = reproduced(best, False, same, seeds, int(ctx.spec.get("seeds", 1)))
+        save(checkpoint(ctx, cfg, panel, data, [best], verdict, ctx.run.final, rep), out)
+        study.set_user_attr("confirm", {**study.user_attrs["confirm"], "model": str(out)})
+        record["model"] = str(out)
+        if log:
+            log(f"confirm: saved trial {winner}'s networks as the final model at {out}")
     record["luck"] = record_luck(study)  # the confirmed winner is the selection now
     return record
 

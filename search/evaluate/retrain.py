@@ -301,8 +301,8 @@ def train_best(
         log("train: scoring the model and the baselines on the validation and test dates")
     verdict = judge(ctx, data, trained, tree)
     rep = trained[0]
-    reproduced = _reproduced(rep, exact, same_data, n_seeds, int(ctx.spec.get("seeds", 1)))
-    ckpt = checkpoint(ctx, cfg, panel, data, trained, verdict, final, reproduced)
+    repro = reproduced(rep, exact, same_data, n_seeds, int(ctx.spec.get("seeds", 1)))
+    ckpt = checkpoint(ctx, cfg, panel, data, trained, verdict, final, repro)
     if same_data:
         study.set_user_attr(
             "verdict", {**verdict, "trials": ckpt["trial_numbers"], "source": "train"}
@@ -319,7 +319,7 @@ def checkpoint(
     trained: list[Trained],
     verdict: dict[str, Any],
     final: FinalConfig | None,
-    reproduced: dict[str, Any],
+    repro: dict[str, Any],
 ) -> dict[str, Any]:
     """The checkpoint of retrained configuration(s): weights, data settings, scaler, verdict
     and where they came from (`final` None: an exact reproduction at the search's budget)."""
@@ -337,7 +337,7 @@ def checkpoint(
         },
         "metrics": {seg: verdict[seg]["model"] for seg in ("val", "test") if seg in verdict},
         "verdict": verdict,
-        "reproduced": reproduced,
+        "reproduced": repro,
         "fit": "final" if final is not None else "exact",
         "final": None if final is None else asdict(final),
         "objective": ctx.objective,
@@ -359,7 +359,7 @@ def save(ckpt: dict[str, Any], out: Path) -> None:
     tmp.replace(out)
 
 
-def _reproduced(
+def reproduced(
     rep: Trained, exact: bool, same_data: bool, n_seeds: int | None, study_seeds: int
 ) -> dict[str, Any]:
     """Whether the fit reproduced its trial's value (only an exact one on the same data and

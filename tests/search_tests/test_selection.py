@@ -278,9 +278,11 @@ def test_confirm_at_the_final_budget_includes_the_queued_configuration(
     best = max(study.trials, key=lambda t: t.value)
     capsys.readouterr()
     argv = ["confirm", "--study-name", "cff", "--storage", url, "--top", "1", "--final"]
-    assert main([*argv, "--no-tree"]) == 0
+    model = tmp_path / "confirmed.pt"
+    assert main([*argv, "--no-tree", "--out", str(model)]) == 0
     err = capsys.readouterr().err
     rec = load(url, "cff").user_attrs["confirm"]
+    assert f"wrote {model}" in err and rec["model"] == str(model)
     # the best trial, and the queued one beside it whatever its rank; one seed each
     assert set(rec["trials"]) == {str(best.number), str(queued.number)}
     assert rec["budget"] == "final" and rec["seeds"] == 1
@@ -297,3 +299,23 @@ def test_confirm_at_the_final_budget_includes_the_queued_configuration(
         ck = torch.load(out, weights_only=True)
         assert ck["fit"] == "final" and ck["final"]["epochs"] == 2
         assert ck["reproduced"]["retrained_value"][0] == pytest.approx(row["mean"], abs=1e-6)
+        if int(n) == rec["winner"]:
+            refit = ck
+    # confirm saved the winner's own network: the same weights and verdict as that refit,
+    # and predict reads it
+    saved = torch.load(model, weights_only=True)
+    assert saved["fit"] == "final" and saved["trial_numbers"] == [rec["winner"]]
+    assert saved["reproduced"]["match"] is False and saved["same_data_as_study"] is True
+    (a,) = saved["models"][0]["states"]
+    (b,) = refit["models"][0]["states"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert saved["metrics"]["test"]["rank_ic"] == pytest.approx(
+        refit["metrics"]["test"]["rank_ic"], abs=1e-9
+    )
+    assert main(["predict", "--model", str(model), "--out", str(tmp_path / "p.csv")]) == 0
+    assert len(pl.read_csv(tmp_path / "p.csv")) > 0
+    # a model is saved only at the final fit's budget
+    with pytest.raises(SystemExit) as stop:
+        main(["confirm", "--study-name", "cff", "--storage", url, "--out", str(model)])
+    assert stop.value.code == 2
+    assert "--out: a model is saved only at the final fit's budget" in capsys.readouterr().err
