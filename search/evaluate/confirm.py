@@ -57,6 +57,8 @@ def queued_trials(ctx: StudyContext) -> list[optuna.trial.FrozenTrial]:
     out: list[optuna.trial.FrozenTrial] = []
     for entry in ctx.run.search.enqueue:
         want = ctx.run.space.searched(entry)
+        if not want:  # every param fixed by the space: nothing was queued
+            continue
         hit = next((t for t in done if all(t.params.get(k) == v for k, v in want.items())), None)
         if hit is not None and hit not in out:
             out.append(hit)

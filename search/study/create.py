@@ -113,9 +113,11 @@ def open_study(
         study.set_user_attr("config", cfg.to_dict())
         _set_objective_names(study, list(cfg.study.objectives))
         # the configurations to try first (two workers creating the study in the same
-        # instant may each queue them: a trial more, nothing lost)
+        # instant may each queue them: a trial more, nothing lost); an entry whose params
+        # this space all fixes has nothing left to queue
         for entry in cfg.search.enqueue:
-            study.enqueue_trial(cfg.space.searched(entry), skip_if_exists=True)
+            if params := cfg.space.searched(entry):
+                study.enqueue_trial(params, skip_if_exists=True)
         return study
     diff = spec_differences(old, spec)
     if any(d.startswith("data_fingerprint:") for d in diff):

@@ -210,9 +210,12 @@ def test_an_enqueued_configuration_is_the_first_trial_once(tmp_path: Path, url: 
         tmp_path,
         "queued",
         extra='[search]\nsampler = "random"\n[[search.enqueue]]\ntime_steps = 5\n'
-        "hidden_dim = 7\nlr = 0.0123\nepochs = 3\n",
+        "hidden_dim = 7\nlr = 0.0123\nepochs = 3\n"
+        # an entry of params this space fixes: nothing to queue
+        "[[search.enqueue]]\nnum_layers = 1\nbatch_size = 256\n",
     )
     assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "3", "--seed", "1") == 0
+    assert len(load(url, "queued").get_trials(states=(S.WAITING,))) == 0
     assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "2") == 0  # resumed
     trials = load(url, "queued").trials
     assert len(trials) == 5 and {t.state for t in trials} <= {S.COMPLETE, S.PRUNED}
@@ -221,3 +224,4 @@ def test_an_enqueued_configuration_is_the_first_trial_once(tmp_path: Path, url: 
     assert {"grad_clip", "weight_decay"} <= set(trials[0].params)  # are sampled
     # queued when the study was made, not again when it is resumed; the rest are sampled
     assert [t.params["lr"] for t in trials].count(0.0123) == 1
+    assert sum("fixed_params" in t.system_attrs for t in trials) == 1  # one trial was queued
