@@ -149,3 +149,38 @@ def test_training_steps_never_wait_for_the_gpu(precision: str) -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(total).item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_pieces_feed_the_cudnn_lstm_under_autocast(dtype: torch.dtype) -> None:
+    """input_bins on a GPU: the pieces are cut in float32 from the ranks, the cuDNN LSTM then
+    runs in the autocast dtype, and the output stays close to float32's."""
+    torch.manual_seed(0)
+    net = RecurrentNet(7, 1, 32, 1, input_bins=16).cuda()
+    x = torch.rand(20, 512, 7, device="cuda") - 0.5
+    seen: dict[str, torch.dtype] = {}
+    hooks = [
+        net.encode.register_forward_hook(lambda m, i, o: seen.update(pieces=o.dtype)),
+        net.rnn.register_forward_hook(lambda m, i, o: seen.update(rnn=o[0].dtype)),
+    ]
+    with torch.autocast("cuda", dtype=dtype):
+        y = net(x)
+    for h in hooks:
+        h.remove()
+    assert seen == {"pieces": torch.float32, "rnn": dtype}
+    torch.testing.assert_close(y.float(), net(x), atol=2e-2, rtol=5e-2)
+
+
+def test_a_study_with_pieces_trains_on_cuda(tmp_path: Path) -> None:
+    from search.cli import main
+    from tests.search_tests.helpers import TINY_SPACE, load, write_study
+
+    url = f"sqlite:///{tmp_path}/bins.db"
+    space = TINY_SPACE + "input_bins = {{ choices = [8, 16] }}\n"
+    extra = 'precision = "bf16"\n[search]\npruner = "none"'
+    cfg = write_study(tmp_path, "bins", extra=extra, space=space)
+    cfg.write_text(cfg.read_text().replace("[data]", '[data]\nnormalize = "cs_rank"', 1))
+    argv = ["--config", str(cfg), "--storage", url, "--n-trials", "3", "--device", "cuda", "-q"]
+    assert main(argv) == 0
+    trials = load(url, "bins").trials
+    assert all(t.value is not None and t.params["input_bins"] in (8, 16) for t in trials)
