@@ -377,13 +377,13 @@ def test_a_stored_study_config_reads_back_in_train(
 def test_input_bins_are_searched_for_ranked_features_only(tmp_path: Path) -> None:
     default = build_config(None, cpu=False)
     assert default.data.normalize == "cs_rank"
-    assert default.space.as_dict()["input_bins"] == {"choices": [0, 8]}
+    assert default.space.as_dict()["input_bins"] == {"choices": [0, 8, 16]}
     assert build_config(None, cpu=True).space.as_dict()["input_bins"] == 0  # [cpu.space]
     # features not ranked per date: the pieces are off unless the TOML asks for them
     robust = build_config(toml(tmp_path, 'normalize = "robust"\n'), cpu=False)
     assert robust.space.as_dict()["input_bins"] == 0
     ranked = build_config(toml(tmp_path, 'normalize = "cs_rank"\n'), cpu=False)
-    assert ranked.space.as_dict()["input_bins"] == {"choices": [0, 8]}
+    assert ranked.space.as_dict()["input_bins"] == {"choices": [0, 8, 16]}
     assert (
         build_config(toml(tmp_path, 'normalize = "cs_rank"\n'), cpu=True).space.as_dict()[
             "input_bins"
