@@ -214,7 +214,7 @@ def confirm(
     final model: saved at `out` (default studies/<study>-model.pt) as `train` saves one,
     `record["model"]` its path. Says each trial and each epoch on stderr (`quiet`: no line
     per epoch). Raises ConfigError (`out` without `final`), ExportError."""
-    from search.cli.common import out_problem
+    from search.config.paths import out_problem
     from search.evaluate.confirm import DEFAULT_SEED
     from search.evaluate.confirm import confirm as confirm_study
 

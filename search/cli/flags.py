@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from search.api import DEVICES_HELP
-from search.cli.common import out_problem
+from search.config.paths import out_problem
 from search.study.session import SEED_MAX
 
 PORT_MAX = 65535
