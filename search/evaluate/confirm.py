@@ -148,9 +148,9 @@ def confirm(
     record["verdict"] = verdict
     if out is not None:
         best = trained[winner]
-        same = fingerprint(cfg) == ctx.spec.get("data_fingerprint")
-        rep = reproduced(best, False, same, seeds, int(ctx.spec.get("seeds", 1)))
-        save(checkpoint(ctx, cfg, panel, data, [best], verdict, ctx.run.final, rep), out)
+        fp = fingerprint(cfg)
+        rep = reproduced(best, False, fp == ctx.spec.get("data_fingerprint"), seeds, ctx.seeds)
+        save(checkpoint(ctx, cfg, fp, panel, data, [best], verdict, ctx.run.final, rep), out)
         study.set_user_attr("confirm", {**study.user_attrs["confirm"], "model": str(out)})
         record["model"] = str(out)
         if log:

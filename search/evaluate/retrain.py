@@ -85,6 +85,11 @@ class StudyContext:
         return str(self.spec.get("objective", "val_loss"))
 
     @property
+    def seeds(self) -> int:
+        """Networks per trial in the search (`[search] seeds`)."""
+        return int(self.spec.get("seeds", 1))
+
+    @property
     def multi(self) -> bool:
         return "," in self.objective
 
@@ -176,7 +181,7 @@ def retrain(
         # a study searched in float16 on a GPU, retrained on a CPU: float32
         budget = replace(budget, precision="fp32")
     if final is None:
-        seeds = n_seeds or int(ctx.spec.get("seeds", 1))
+        seeds = n_seeds or ctx.seeds
         members = trial_members(seed, seeds, data.n_folds)
     else:
         seeds = n_seeds or final.seeds
@@ -290,7 +295,8 @@ def train_best(
     ctx = StudyContext.of(study)
     cfg = ctx.data_config(data_path)
     panel, data = ctx.prepare(cfg, device, log)
-    same_data = fingerprint(cfg) == ctx.spec.get("data_fingerprint")
+    fp = fingerprint(cfg)  # hashes the whole file: once
+    same_data = fp == ctx.spec.get("data_fingerprint")
     trials = ctx.ranked(ensemble) if ensemble > 1 else [ctx.trial(trial_number)]
     steps = [int(full_params(ctx, t)["time_steps"]) for t in trials]
     check_windows(data, max([data.eval_time_steps, *steps]))
@@ -301,8 +307,8 @@ def train_best(
         log("train: scoring the model and the baselines on the validation and test dates")
     verdict = judge(ctx, data, trained, tree)
     rep = trained[0]
-    repro = reproduced(rep, exact, same_data, n_seeds, int(ctx.spec.get("seeds", 1)))
-    ckpt = checkpoint(ctx, cfg, panel, data, trained, verdict, final, repro)
+    repro = reproduced(rep, exact, same_data, n_seeds, ctx.seeds)
+    ckpt = checkpoint(ctx, cfg, fp, panel, data, trained, verdict, final, repro)
     if same_data:
         study.set_user_attr(
             "verdict", {**verdict, "trials": ckpt["trial_numbers"], "source": "train"}
@@ -314,6 +320,7 @@ def train_best(
 def checkpoint(
     ctx: StudyContext,
     cfg: DataConfig,
+    fp: str,
     panel: Panel,
     data: Prepared,
     trained: list[Trained],
@@ -321,8 +328,9 @@ def checkpoint(
     final: FinalConfig | None,
     repro: dict[str, Any],
 ) -> dict[str, Any]:
-    """The checkpoint of retrained configuration(s): weights, data settings, scaler, verdict
-    and where they came from (`final` None: an exact reproduction at the search's budget)."""
+    """The checkpoint of retrained configuration(s) on data `cfg` (fingerprint `fp`): weights,
+    data settings, scaler, verdict and where they came from (`final` None: an exact
+    reproduction at the search's budget)."""
     rep = trained[0]
     return {
         "format": FORMAT,
@@ -345,8 +353,8 @@ def checkpoint(
         "trial_number": rep.trial.number,
         "trial_numbers": [t.trial.number for t in trained],
         "best_epoch": rep.best_epoch,
-        "data_fingerprint": fingerprint(cfg),
-        "same_data_as_study": fingerprint(cfg) == ctx.spec.get("data_fingerprint"),
+        "data_fingerprint": fp,
+        "same_data_as_study": fp == ctx.spec.get("data_fingerprint"),
         "versions": versions(),
     }
 
