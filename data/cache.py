@@ -23,6 +23,12 @@ def save_panel(panel: Panel, folder: Path) -> None:
     (folder / "source.txt").write_text(panel.source)
 
 
+def panel_bytes(panel: Panel) -> int:
+    """About what save_panel writes, in bytes."""
+    arrays = [panel.values, panel.target, panel.valid, panel.dates, panel.ids, panel.weight]
+    return sum(int(a.nbytes) for a in arrays if a is not None)
+
+
 def load_cached_panel(folder: Path) -> Panel:
     w = folder / "weight.npy"
     return Panel(

@@ -80,11 +80,21 @@ def auto_workers(device: str, cfg: Any, data: Any) -> int:
         return 1
 
 
-def tempfile_root() -> str:
+def tempfile_root(need: int = 0) -> str:
+    """Where the workers' copy of the panel goes: /dev/shm (memory) when it is writable and
+    has room for `need` bytes and a quarter more (a container's /dev/shm is often 64 MB),
+    else the temporary folder."""
+    import shutil
     import tempfile
 
     shm = Path("/dev/shm")
-    return str(shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir()))
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        try:
+            if shutil.disk_usage(shm).free >= need * 1.25:
+                return str(shm)
+        except OSError:
+            pass
+    return tempfile.gettempdir()
 
 
 def say(line: str) -> None:
@@ -254,6 +264,7 @@ def execute(
     workers (each opens its own). Returns (interrupted, errors)."""
     import torch
 
+    from data.cache import panel_bytes
     from search.storage.rdb import StorageError
     from search.study.runner import run_parallel, run_trials, torch_threads
     from search.study.stop import SignalStop, Stop
@@ -270,7 +281,7 @@ def execute(
             timeout=timeout,
             max_trials=max_trials,
             reporter=reporter,
-            cache_root=Path(tempfile_root()),
+            cache_root=Path(tempfile_root(panel_bytes(plan.panel))),
         )
     assert plan.data is not None
     stop = Stop()

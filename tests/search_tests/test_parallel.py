@@ -136,3 +136,19 @@ def test_torch_threads_divide_the_cores_unless_set(monkeypatch):
     assert torch_threads(n) == 1 and torch_threads(4 * n) == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert torch_threads(4) == 3
+
+
+def test_workers_panel_copy_goes_where_it_fits() -> None:
+    """The workers' panel copy goes to /dev/shm only when it has room (a container's is often
+    64 MB); otherwise to the temporary folder."""
+    import os
+    import shutil
+    import tempfile
+
+    from search.study.session import tempfile_root
+
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        pytest.skip("no writable /dev/shm here")
+    assert tempfile_root(0) == str(shm)
+    assert tempfile_root(shutil.disk_usage(shm).free + 1) == tempfile.gettempdir()
