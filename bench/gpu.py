@@ -5,16 +5,23 @@ with the GPU's utilisation and memory, in one table.
 On a GPU host without network access whose Python has PyTorch but not the study's other
 packages: first, where pip reaches PyPI, `bash bench/gpu_prepare.sh` (the wheels into
 .whl/, sp500_5yr into .gpudata/, cn_sse_mainboard into .gpudata-cn/); then, in the
-repository on the GPU host, with .whl and .gpudata beside it (about 8 minutes):
+repository on the GPU host, with .whl and .gpudata beside it (about 8 minutes; .whl, .gpudata
+and the repository come to about 51 MiB):
 
-    python3 -m pip install -q --no-index --no-deps --no-compile --target .site .whl/*.whl \
-      && export PYTHONPATH=$PWD/.site:$PWD PYTHONUNBUFFERED=1 \
+    set -o pipefail; python3 -m pip install -q --no-index --no-deps --no-compile --target .site \
+      .whl/*.whl && export PYTHONPATH=$PWD/.site:$PWD PYTHONUNBUFFERED=1 \
       && python3 bench/gpu.py --quick --data-dir .gpudata --json gpu.json 2>&1 | tee gpu.log
 
-and with .gpudata-cn (about 1.5 minutes):
+and at once after it, on the same host (.site still there), with .gpudata-cn alone beside it
+(.whl and .gpudata-cn together are over 64 MiB; about 1.5 minutes):
 
+    set -o pipefail; test -d .site/optuna || { echo ".site is gone: a fresh host"; exit 3; }
     export PYTHONPATH=$PWD/.site:$PWD PYTHONUNBUFFERED=1 && python3 bench/gpu.py --quick \
       --no-tests --no-steps --data-dir .gpudata-cn --json gpu-cn.json 2>&1 | tee gpu-cn.log
+
+The JSON is written after every stage, and a study that would end past --deadline (540 s
+from the start) is skipped, so a run cut short still leaves its figures; each study's
+processes are killed with this script.
 
 --quick: `pytest -m gpu`, the step rates (fp32 / fp16 / bf16, and the LSTM's dtype under
 each), then the default study (studies/default.toml, its GPU space and budget, the whole
@@ -24,11 +31,13 @@ the GPU (worker processes) in fp32, 4 in bf16 and in fp16, 4 with one report per
 --quick, --data FILE with --workers, --precisions and --report-every lists (every
 combination), and --seeds for the grouped-seeds step rates.
 
-Each study: a fresh SQLite file; the clock starts at its first trial's start and runs
---seconds, then SIGINT (the running trials end as FAIL); trials/hour = the COMPLETE and
-PRUNED trials finished inside that window / the window (with --quick's 25 s, a figure of
-the study's first trials, where the sampler is still random); training windows/s and the
-training share count every trial's record, the interrupted ones too. GPU utilisation (median) and
+Each study: a fresh SQLite file; the clock starts when as many trials have started as run
+at once (every worker is up) and runs --seconds, then SIGINT (the running trials end as
+FAIL); trials/hour = the COMPLETE and PRUNED trials finished inside that window / the window
+(with --quick's 25 s, a figure of the study's first trials, where the sampler is still
+random); training windows/s and the training share count every trial's record, the
+interrupted ones up to their last report (so with report_every = 0 they undercount the
+epoch the stop cut short). GPU utilisation (median) and
 memory in use (max) are sampled by nvidia-smi every half second inside the window.
 On a machine without CUDA it says so and exits.
 """
@@ -36,7 +45,9 @@ On a machine without CUDA it says so and exits.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import functools
 import json
 import os
 import signal
@@ -57,6 +68,7 @@ from models.lstm import RecurrentNet
 from models.train import PRECISIONS, make_optimizer, make_scaler, train_step
 
 ROOT = Path(__file__).resolve().parent.parent
+T0 = time.monotonic()
 QUICK = [  # (file, trials per GPU, precision, report_every: None = the study's own)
     ("sp500_5yr.parquet", 1, "fp32", None),
     ("sp500_5yr.parquet", 2, "fp32", None),
@@ -203,14 +215,19 @@ def study_toml(folder: Path, precision: str, report_every: int | None) -> Path:
     return path
 
 
-def first_start(db: Path) -> datetime | None:
+def kth_start(db: Path, k: int) -> datetime | None:
+    """The k-th earliest trial start in the study's SQLite file, None before there are k."""
     import sqlite3
 
     if not db.exists():
         return None
     try:
         with sqlite3.connect(db, timeout=5) as c:
-            row = c.execute("SELECT MIN(datetime_start) FROM trials").fetchone()
+            row = c.execute(
+                "SELECT datetime_start FROM trials WHERE datetime_start IS NOT NULL "
+                "ORDER BY datetime_start LIMIT 1 OFFSET ?",
+                (max(k, 1) - 1,),
+            ).fetchone()
     except sqlite3.Error:
         return None
     if row is None or row[0] is None:
@@ -228,6 +245,7 @@ def study(
     precision: str,
     report_every: int | None,
     device: str = "cuda",
+    startup_limit: float = 180.0,
 ) -> dict[str, Any]:
     """The default study on `data`, `workers` trials at once on the GPU, timed."""
     import optuna
@@ -257,28 +275,34 @@ def study(
         "-q",
     ]
     sampler = Sampler()
+    # its own process group (to signal it and its workers together) but this session, so
+    # that whatever ends this script (a time limit) ends the study too
     with open(folder / "run.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        t_launch = time.monotonic()
-        start = None
-        while proc.poll() is None and time.monotonic() - t_launch < 180:
-            start = first_start(db)
-            if start is not None:
-                break
-            time.sleep(0.5)
-        startup = time.monotonic() - t_launch
-        sampler.on.set()
-        time.sleep(seconds if start is not None else 0)
-        sampler.on.clear()
-        stop = datetime.now()  # naive local, as the trials' datetimes
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, process_group=0)
+        try:
+            t_launch = time.monotonic()
+            start = None
+            while proc.poll() is None and time.monotonic() - t_launch < startup_limit:
+                # the window opens once as many trials have started as run at once: every
+                # worker is up (with one worker, at its first trial)
+                start = kth_start(db, workers)
+                if start is not None:
+                    break
+                time.sleep(0.5)
+            startup = time.monotonic() - t_launch
+            sampler.on.set()
+            time.sleep(seconds if start is not None else 0)
+            sampler.on.clear()
+            stop = datetime.now()  # naive local, as the trials' datetimes
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)  # the run and its worker processes
                 proc.wait()
-    sampler.stop()
+            sampler.stop()
     row: dict[str, Any] = {
         "data": data.name,
         "workers": workers,
@@ -328,8 +352,9 @@ def study(
     return row
 
 
-def cuda_tests() -> dict[str, Any]:
-    """`pytest -m gpu` (tests/models_tests/test_cuda.py); its summary line."""
+def cuda_tests(limit: float = 150.0) -> dict[str, Any]:
+    """`pytest -m gpu` (tests/models_tests/test_cuda.py), at most 90 s a test and `limit` in
+    all; its summary line."""
     t0 = time.perf_counter()
     try:
         r = subprocess.run(
@@ -342,17 +367,21 @@ def cuda_tests() -> dict[str, Any]:
                 "-q",
                 "-p",
                 "no:cacheprovider",
+                "-o",
+                "timeout=90",  # one hung test must not take the run's budget
                 "tests/models_tests/test_cuda.py",  # every gpu-marked test lives there
             ],
             capture_output=True,
             text=True,
             cwd=ROOT,
-            timeout=300,
+            timeout=limit,
         )
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        print(f"pytest -m gpu: still running after 300 s, stopped\n{out[-3000:]}", flush=True)
-        return {"returncode": None, "summary": "timed out after 300 s"}
+        print(
+            f"pytest -m gpu: still running after {limit:.0f} s, stopped\n{out[-3000:]}", flush=True
+        )
+        return {"returncode": None, "summary": f"timed out after {limit:.0f} s"}
     lines = (r.stdout + r.stderr).strip().splitlines()
     summary = lines[-1] if lines else "(no output)"
     print(f"pytest -m gpu: {summary} ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -369,10 +398,9 @@ def table(rows: list[dict[str, Any]]) -> None:
     )
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        if "error" in r:
-            print(
-                f"| {r['data']} | {r['workers']} | {r['precision']} | | failed to start | | | | | | | |"
-            )
+        if "skipped" in r or "error" in r:
+            why = "skipped (deadline)" if "skipped" in r else "failed"
+            print(f"| {r['data']} | {r['workers']} | {r['precision']} | | {why} | | | | | | | |")
             continue
         best = "n/a" if r["best_value"] is None else f"{r['best_value']:+.4f}"
         util = "n/a" if r["gpu_util_median"] is None else f"{r['gpu_util_median']:.0f}%"
@@ -400,7 +428,16 @@ def main() -> None:
     ap.add_argument("--no-steps", action="store_true", help="skip the step rates")
     ap.add_argument("--json", default=None, help="write every figure here")
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of the study timing")
+    ap.add_argument(
+        "--deadline",
+        type=float,
+        default=540.0,
+        help="seconds from the start: studies that would end after it are skipped, and the "
+        "table still printed (default 540, inside a 600 s limit)",
+    )
     a = ap.parse_args()
+    # a time limit's SIGTERM unwinds through each study's `finally` (its processes killed)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if a.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: nothing to measure")
         return
@@ -436,25 +473,70 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if cuda else a.device,
         "torch": torch.__version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # "fp32" is TF32 inside cuDNN's LSTM where these say so (PyTorch's defaults: cuDNN
+        # True, matmul False)
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
     }
-    if cuda and not a.no_tests:
-        result["tests"] = cuda_tests()
-    if cuda and a.seeds:
-        seeds_bench()
-    if cuda and not a.no_steps:
-        result["precision"] = precision_bench()
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    print(f"the default study, {seconds:.0f} s of trials each:", flush=True)
-    for path, k, precision, report_every in plan:
-        rows.append(study(path, seconds, out, k, precision, report_every, a.device))
+    print(
+        f"TF32: cuDNN {result['cudnn_allow_tf32']}, matmul {result['matmul_allow_tf32']}; "
+        f"deadline {a.deadline:.0f} s",
+        flush=True,
+    )
+    rows: list[dict[str, Any]] = []
+
+    def save() -> None:  # after every stage: a run cut short still leaves its figures
         if a.json:
             Path(a.json).write_text(json.dumps({**result, "studies": rows}, indent=1))
+
+    def stage(name: str, fn: Any) -> Any:
+        try:
+            return fn()
+        except Exception as e:  # one stage's failure must not cost the others' figures
+            print(f"{name}: failed: {type(e).__name__}: {e}", flush=True)
+            return {"error": f"{type(e).__name__}: {e}"}
+        finally:
+            save()
+
+    if cuda and not a.no_tests:
+        result["tests"] = stage("pytest -m gpu", cuda_tests)
+    if cuda and a.seeds:
+        stage("seeds", seeds_bench)
+    if cuda and not a.no_steps:
+        result["precision"] = stage("step rates", precision_bench)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"the default study, {seconds:.0f} s of trials each:", flush=True)
+    for path, k, precision, report_every in plan:
+        left = a.deadline - (time.monotonic() - T0)
+        # a study needs its startup (~20 s), the window and up to 30 s to stop
+        if left < seconds + 60:
+            print(f"  {path.name} x{k} {precision}: skipped, {left:.0f} s left", flush=True)
+            rows.append(
+                {"data": path.name, "workers": k, "precision": precision, "skipped": "deadline"}
+            )
+            continue
+        row = stage(
+            f"{path.name} x{k} {precision}",
+            functools.partial(
+                study,
+                path,
+                seconds,
+                out,
+                k,
+                precision,
+                report_every,
+                a.device,
+                startup_limit=min(180.0, left - seconds - 40),
+            ),
+        )
+        if "error" in row and "data" not in row:
+            row.update(data=path.name, workers=k, precision=precision)
+        rows.append(row)
+        save()
     result["studies"] = rows
     table(rows)
-    if a.json:
-        Path(a.json).write_text(json.dumps(result, indent=1))
+    save()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,18 @@ pytestmark = [
 ]
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_grouped_equals_cudnn_networks(cell: str) -> None:
+@pytest.fixture
+def no_tf32() -> Iterator[None]:
+    """Exact float32 in cuDNN and matmul for the test, PyTorch's settings back after it."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_grouped_equals_cudnn_networks(cell: str, no_tf32: None) -> None:
     base = []
     for seed in range(4):
         torch.manual_seed(seed)
