@@ -95,6 +95,18 @@ class Report:
     val_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class Step:
+    """Where a fit stands after a batch: `trained` of `per_epoch` windows per network in epoch
+    `epoch` of `planned`, `networks` trained together (for progress lines; no device sync)."""
+
+    epoch: int
+    planned: int
+    trained: int
+    per_epoch: int
+    networks: int
+
+
 @dataclass
 class FitResult:
     best_val_loss: float
@@ -325,6 +337,7 @@ def fit(
     members: list[Member] | None = None,
     score: Callable[[dict[str, float]], float] | None = None,
     on_report: Callable[[Report], None] | None = None,
+    on_step: Callable[[Step], None] | None = None,
 ) -> FitResult:
     """Train `model` (one network, or an ensemble of `members`) and validate every epoch.
 
@@ -343,7 +356,8 @@ def fit(
     raise too). The steps of every trial then fall on the same multiples wherever the
     batch size divides `report_every`. These reports only look: the weights, the batches
     and the dropout masks are those of a fit without them; their time, `on_report`'s
-    included, counts as validation.
+    included, counts as validation. `on_step` sees where the fit stands after every batch
+    (plain numbers, no device sync: progress lines).
     """
     device = data.device
     net = model
@@ -409,6 +423,8 @@ def fit(
             if should_stop():
                 raise Interrupted("stop requested")
             trained = min(i + p.batch_size, per_epoch)
+            if on_step is not None:
+                on_step(Step(epoch, p.epochs, trained, per_epoch, len(members)))
             if every and done + trained >= next_report:
                 next_report = ((done + trained) // every + 1) * every
                 if trained < per_epoch:  # the epoch's end reports on its own

@@ -100,8 +100,17 @@ def confirm(
     rows: dict[str, dict[str, Any]] = {}
     fits = FitProgress(progress, "confirm", ctx.objective)
     at = ctx.run.final if final else None
-    for t, on_epoch in fits.each(candidates(ctx, top)):
-        r = retrain(ctx, t, data, seed=seed, n_seeds=seeds, final=at, on_epoch=on_epoch)
+    for t, on in fits.each(candidates(ctx, top)):
+        r = retrain(
+            ctx,
+            t,
+            data,
+            seed=seed,
+            n_seeds=seeds,
+            final=at,
+            on_epoch=on,
+            on_step=None if on is None else on.step,
+        )
         trained[t.number] = r
         per_seed = _per_seed(r.member_values, seeds)
         mean = sum(per_seed) / len(per_seed)

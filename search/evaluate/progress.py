@@ -1,7 +1,9 @@
 """What `confirm` and `train` say while they fit: a line per epoch of each configuration
 (configuration k of N with its networks, epoch e of E, training windows per second, the
-epoch's validation value, ETA), plain lines that read as well in a file under nohup as on a
-terminal. They come through the training loop's `on_epoch` callback: models/ prints nothing.
+epoch's validation value, ETA), and inside an epoch longer than a minute a line a minute
+(the share of the epoch's windows trained, windows per second, ETA); plain lines that read
+as well in a file under nohup as on a terminal. They come through the training loop's
+`on_epoch` and `on_step` callbacks: models/ prints nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable
 
 from optuna.trial import FrozenTrial
 
-from models import OBJECTIVES, EpochResult
+from models import OBJECTIVES, EpochResult, Step
 from search.study.progress import duration
 
 Say = Callable[[str], None]
@@ -22,7 +24,8 @@ OnEpoch = Callable[[EpochResult], None]
 class FitProgress:
     """The epoch lines of the configurations that `verb` fits one after the other (`each`);
     each line goes to `say` (None: silent). The ETA assumes the configurations left take as long
-    an epoch as the current one, and every epoch planned (early stopping may end sooner)."""
+    an epoch as the current one, and every epoch planned (early stopping may end sooner).
+    Inside an epoch, a line every `every` seconds since the last line."""
 
     def __init__(
         self,
@@ -30,6 +33,7 @@ class FitProgress:
         verb: str,
         objective: str,
         clock: Callable[[], float] = time.monotonic,
+        every: float = 60.0,
     ) -> None:
         self.say = say
         self.verb = verb
@@ -37,29 +41,20 @@ class FitProgress:
         self.name = objective.split(",")[0].strip()
         self.metric = OBJECTIVES.get(self.name, ("loss", ""))[0]
         self.clock = clock
+        self.every = every
         self.mark = clock()  # the last epoch's end (or the start): the next one's start
+        self.said = self.mark  # the last line's time
 
-    def each(self, trials: list[FrozenTrial]) -> list[tuple[FrozenTrial, OnEpoch | None]]:
-        """The trials to fit, one after the other, each with its `on_epoch`."""
+    def each(self, trials: list[FrozenTrial]) -> list[tuple[FrozenTrial, ConfigLines | None]]:
+        """The trials to fit, one after the other, each with its lines (its `on_epoch`)."""
         self.total = len(trials)
-        self.mark = self.clock()
+        self.mark = self.said = self.clock()
         return [(t, self.configuration(k, t.number)) for k, t in enumerate(trials, 1)]
 
-    def configuration(self, k: int, trial: int) -> OnEpoch | None:
-        """The `on_epoch` of configuration `k` (1-based) of `total`, the study's trial `trial`:
+    def configuration(self, k: int, trial: int) -> ConfigLines | None:
+        """The lines of configuration `k` (1-based) of `total`, the study's trial `trial`:
         its time counts from the end of the epoch before (the previous configuration's last)."""
-        if self.say is None:
-            return None
-        say, start = self.say, [self.mark]
-
-        def on_epoch(r: EpochResult) -> None:
-            now = self.clock()
-            if r.epoch == 1:
-                start[0] = self.mark
-            self.mark = now
-            say(self.line(k, trial, r, (now - start[0]) / r.epoch))
-
-        return on_epoch
+        return None if self.say is None else ConfigLines(self, k, trial)
 
     def line(self, k: int, trial: int, r: EpochResult, epoch_s: float) -> str:
         """Configuration `k`'s epoch `r`, its epochs having taken `epoch_s` seconds each."""
@@ -73,4 +68,48 @@ class FitProgress:
             f"network{'s' if networks > 1 else ''}) epoch {r.epoch}/{planned}: "
             f"{rate:,.0f} windows/s, validation {self.name} {value:.4g}, "
             f"{epoch_s:.1f}s an epoch, ETA {duration(epoch_s * left)}"
+        )
+
+
+class ConfigLines:
+    """One configuration's lines: called with each epoch's result (fit's `on_epoch`), and
+    `step` after each batch (fit's `on_step`), which says something at most every
+    `FitProgress.every` seconds."""
+
+    def __init__(self, fits: FitProgress, k: int, trial: int) -> None:
+        self.fits, self.k, self.trial = fits, k, trial
+        self.start = fits.mark  # this configuration's first epoch's start
+        self.epoch_s = math.nan  # seconds an epoch so far (nan: none finished)
+
+    def __call__(self, r: EpochResult) -> None:
+        fits = self.fits
+        now = fits.clock()
+        if r.epoch == 1:
+            self.start = fits.mark
+        fits.mark = fits.said = now
+        self.epoch_s = (now - self.start) / r.epoch
+        assert fits.say is not None
+        fits.say(fits.line(self.k, self.trial, r, self.epoch_s))
+
+    def step(self, s: Step) -> None:
+        fits = self.fits
+        now = fits.clock()
+        if now - fits.said < fits.every or s.trained <= 0:
+            return
+        if s.epoch == 1:
+            self.start = fits.mark
+        fits.said = now
+        elapsed = now - fits.mark  # this epoch's, so far
+        rate = s.trained * s.networks / elapsed if elapsed > 0 else math.nan
+        epoch_s = self.epoch_s
+        if not math.isfinite(epoch_s):  # the first epoch: its pace so far
+            epoch_s = elapsed * s.per_epoch / s.trained
+        this = elapsed * (s.per_epoch - s.trained) / s.trained
+        left = s.planned - s.epoch + s.planned * (fits.total - self.k)
+        networks = f"{s.networks} network{'s' if s.networks > 1 else ''}"
+        assert fits.say is not None
+        fits.say(
+            f"{fits.verb}: trial {self.trial} ({self.k}/{fits.total}, {networks}) epoch "
+            f"{s.epoch}/{s.planned}: {s.trained / s.per_epoch:.0%} of {s.per_epoch:,} windows, "
+            f"{rate:,.0f} windows/s, ETA {duration(this + epoch_s * left)}"
         )

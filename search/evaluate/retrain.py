@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from data import ConfigError, DataConfig, DataError, Panel, Prepared, fingerprin
 from data.prepared import PanelTensors
 from models import (
     Member,
+    Step,
     average_prediction,
     fit,
     group,
@@ -165,11 +167,12 @@ def retrain(
     n_seeds: int | None = None,
     final: FinalConfig | None = None,
     on_epoch: OnEpoch | None = None,
+    on_step: Callable[[Step], None] | None = None,
 ) -> Trained:
     """Train `trial`'s configuration: under the study's protocol (its own seed by default,
     its folds and budget: a reproduction), or, given `final`, at the final budget on the
     plain train / validation split (`final.seeds` networks from the trial's seed on).
-    `on_epoch` sees every epoch (progress lines)."""
+    `on_epoch` sees every epoch and `on_step` every batch (progress lines)."""
     params = full_params(ctx, trial)
     p = TrialParams(**params)
     if seed is None:
@@ -203,6 +206,7 @@ def retrain(
         data,
         tp,
         on_epoch=on_epoch,
+        on_step=on_step,
         keep_best=True,
         members=members,
         score=selection_score(ctx.objective),
@@ -302,7 +306,10 @@ def train_best(
     check_windows(data, max([data.eval_time_steps, *steps]))
     final = None if exact else ctx.run.final
     fits = FitProgress(progress, "train", ctx.objective)
-    trained = [retrain(ctx, t, data, seed, n_seeds, final, on) for t, on in fits.each(trials)]
+    trained = [
+        retrain(ctx, t, data, seed, n_seeds, final, on, None if on is None else on.step)
+        for t, on in fits.each(trials)
+    ]
     if log:
         log("train: scoring the model and the baselines on the validation and test dates")
     verdict = judge(ctx, data, trained, tree)

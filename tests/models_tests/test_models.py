@@ -195,6 +195,26 @@ def test_reports_inside_epochs_only_look(prepared: Prepared) -> None:
         fit(RecurrentNet(3, 1, hidden_dim=4), prepared, p, on_report=stop)
 
 
+def test_fit_says_where_it_stands_after_every_batch(prepared: Prepared) -> None:
+    """`on_step` after each batch: epoch of planned, windows of the epoch trained, networks."""
+    from models import Step
+
+    p = TrainParams(
+        time_steps=4, epochs=2, batch_size=40, lr=1e-2, seed=0, max_windows_per_epoch=96
+    )
+    steps: list[Step] = []
+    fit(RecurrentNet(3, 1, hidden_dim=4), prepared, p, on_step=steps.append)
+    assert [(s.epoch, s.trained) for s in steps] == [
+        (1, 40),
+        (1, 80),
+        (1, 96),
+        (2, 40),
+        (2, 80),
+        (2, 96),
+    ]
+    assert {(s.planned, s.per_epoch, s.networks) for s in steps} == {(2, 96, 1)}
+
+
 def test_piecewise_linear_pieces_of_a_rank() -> None:
     from models.lstm import PiecewiseLinear
 

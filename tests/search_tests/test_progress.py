@@ -253,3 +253,42 @@ def test_epoch_lines_time_each_configuration_from_the_epoch_before() -> None:
         f"10.0s an epoch, ETA {eta}" for eta in ("50s", "40s", "30s", "20s", "10s", "0s")
     ]
     assert FitProgress(None, "train", "rank_ic").each(study.trials)[0][1] is None  # quiet
+
+
+def test_a_long_epoch_says_where_it_stands_every_minute() -> None:
+    """Inside an epoch, a line once a minute at most (share of windows, rate, ETA), none
+    sooner; the first epoch's ETA from its pace so far, later ones from the epochs done."""
+    import optuna
+
+    from models import EpochResult, Step
+    from search.evaluate.progress import FitProgress
+
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(value=0.1))
+    clock, lines = Clock(), []
+    fits = FitProgress(lines.append, "train", "rank_ic", clock=clock)
+    [(_, on)] = fits.each(study.trials)
+    assert on is not None
+    # epoch 1 of 2, 3 networks, 1,000,000 windows each: 30 s in, a quarter trained: silent
+    clock.now += 30
+    on.step(Step(1, 2, 250_000, 1_000_000, 3))
+    assert lines == []
+    clock.now += 30  # 60 s in, half trained: 3 networks x 500,000 windows in 60 s
+    on.step(Step(1, 2, 500_000, 1_000_000, 3))
+    assert lines == [
+        "train: trial 0 (1/1, 3 networks) epoch 1/2: 50% of 1,000,000 windows, "
+        "25,000 windows/s, ETA 3m00s"
+    ]
+    clock.now += 10
+    on.step(Step(1, 2, 600_000, 1_000_000, 3))  # 10 s after the last line: silent
+    assert len(lines) == 1
+    clock.now += 60  # the epoch ends at 130 s (its validation included)
+    val = {"rank_ic": 0.02, "loss": 1.0}
+    on(EpochResult(1, 1.0, val, [val] * 3, 3_000_000, 120.0, 10.0, planned=2))
+    assert lines[-1].endswith("130.0s an epoch, ETA 2m10s")
+    clock.now += 65  # epoch 2, half-way at 65 s: the rest of it, at the epochs' pace
+    on.step(Step(2, 2, 500_000, 1_000_000, 3))
+    assert lines[-1] == (
+        "train: trial 0 (1/1, 3 networks) epoch 2/2: 50% of 1,000,000 windows, "
+        "23,077 windows/s, ETA 1m05s"
+    )
