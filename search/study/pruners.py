@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import optuna
 
 from data import Prepared
@@ -13,14 +14,38 @@ from search.config.schema import RunConfig
 from search.storage import _optuna
 
 
-def make_sampler(cfg: RunConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
+def make_sampler(cfg: RunConfig, worker: int = 0, started: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler for worker `worker` of a run. With [search] seed, a run on a study
+    of `started` trials already started (a resumed study) draws from a seed of its own: the
+    seed alone would draw again the configurations the first run drew."""
     s = cfg.search
     seed = None if s.seed is None else s.seed + worker
+    if seed is not None and started > 0:
+        seed = int(np.random.SeedSequence([seed, started]).generate_state(1)[0])
     samplers: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
     }
     return samplers[s.sampler]()
+
+
+def started_trials(study: optuna.Study) -> int:
+    """Trials of `study` that have started (running or finished; not those waiting)."""
+    states = (
+        optuna.trial.TrialState.RUNNING,
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+        optuna.trial.TrialState.FAIL,
+    )
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def resume_sampler(study: optuna.Study, cfg: RunConfig, worker: int = 0) -> None:
+    """Give a seeded run on a study that has started trials a sampler of its own seed."""
+    if cfg.search.seed is not None:
+        started = started_trials(study)
+        if started:
+            study.sampler = make_sampler(cfg, worker, started)
 
 
 def _hyperband(**kwargs: Any) -> optuna.pruners.BasePruner:

@@ -44,7 +44,7 @@ from search.storage.rdb import (
 )
 from search.study.objective import Objective
 from search.study.progress import Reporter, trial_event
-from search.study.pruners import make_sampler, study_pruner
+from search.study.pruners import make_sampler, resume_sampler, study_pruner
 from search.study.stop import SignalStop, Stop, stacks_on_sigusr1
 
 try:
@@ -111,6 +111,7 @@ def run_trials(
             sampler=make_sampler(cfg, worker),
             pruner=study_pruner(cfg, data),
         )
+        resume_sampler(study, cfg, worker)
         while not stop():
             left = None if n_trials is None else n_trials - ran["n"]
             secs = None if deadline is None else deadline - time.monotonic()

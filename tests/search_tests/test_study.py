@@ -156,6 +156,22 @@ def test_seed_makes_a_sequential_cpu_study_reproducible(tmp_path: Path) -> None:
     assert runs[0] == runs[1]
 
 
+def test_a_resumed_seeded_study_draws_new_configurations(tmp_path: Path) -> None:
+    """Rerunning a seeded command on its study (after Ctrl-C, or for more trials) goes on
+    with configurations it has not drawn yet, and the same commands draw the same ones."""
+    cfg = write_study(tmp_path, "again")
+    runs = []
+    for i in range(2):
+        url = f"sqlite:///{tmp_path}/again{i}.db"
+        for n in ("3", "2"):
+            argv = ["--config", str(cfg), "--storage", url, "--n-trials", n, "--seed", "7"]
+            assert run_cli(*argv, "--device", "cpu") == 0
+        runs.append([t.params for t in load(url, "again").trials])
+    first, resumed = runs[0][:3], runs[0][3:]
+    assert len(resumed) == 2 and not any(p in first for p in resumed), runs[0]
+    assert runs[0] == runs[1]
+
+
 def test_dashboard_serves_the_study(tmp_path: Path, url: str) -> None:
     from optuna_dashboard import wsgi
 
