@@ -12,16 +12,14 @@ The Python API (see search.api), Optuna-style, every argument keyword-only:
     live = search.stream_predictor(model=f"studies/{study.study_name}-model.pt")
     preds = live.predict(todays_rows)  # one date's rows at a time, in date order
 
-The API is imported on first use, so `optuna-run` starts without it.
+Every name is imported on first use, so `optuna-run` starts (and a Ctrl-C in its first
+seconds is handled) before torch and the API are loaded.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
-
-from search.config.schema import RunConfig, build_config
-from search.config.space import SearchSpace, TrialParams
 
 if TYPE_CHECKING:
     from data import ConfigError, DataError
@@ -37,6 +35,8 @@ if TYPE_CHECKING:
         train,
         verdict,
     )
+    from search.config.schema import RunConfig, build_config
+    from search.config.space import SearchSpace, TrialParams
     from search.dashboard import DashboardError
     from search.evaluate.export import ExportError
     from search.evaluate.report import ReportError
@@ -62,6 +62,10 @@ _LAZY = {
         ],
         "search.api",
     ),
+    "RunConfig": "search.config.schema",
+    "build_config": "search.config.schema",
+    "SearchSpace": "search.config.space",
+    "TrialParams": "search.config.space",
     "RunError": "search.study.session",
     "ConfigError": "data",
     "DataError": "data",

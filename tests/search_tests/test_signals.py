@@ -162,3 +162,25 @@ def test_sigkilled_run_is_recovered_by_the_next_run(tmp_path, monkeypatch):
     assert retry.params == dead.params and retry.params
     assert RUNNING not in {t.state for t in study.trials}
     assert_numbers_unique(study)
+
+
+def test_ctrl_c_while_it_starts_is_one_line(tmp_path) -> None:
+    """Ctrl-C half a second in (torch and the data still loading) stops with one line and
+    status 130, no traceback, and leaves no study behind."""
+    url = f"sqlite:///{tmp_path}/early.db"
+    proc = start_cli(
+        [
+            "--config",
+            str(study_toml(tmp_path, "early", data=tiny_panel(tmp_path))),
+            "--storage",
+            url,
+        ],
+        tmp_path,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    rc, _, err = finish(proc)
+    assert rc == 130, err
+    assert err.strip() == "optuna-run: interrupted before any trial started", err
+    assert not (tmp_path / "early.db").exists()
