@@ -140,6 +140,25 @@ def check_url(url: str) -> None:
             )
     if port is not None and not 1 <= port <= 65535:
         raise StorageError(f"storage URL {shown!r}: expected a PORT from 1 to 65535, got {port}")
+    if scheme != "grpc":
+        try:
+            make_url(url).get_dialect().import_dbapi()
+        except ImportError as e:
+            name = e.name or str(e)
+            package = DRIVER_PACKAGES.get(name, name)
+            raise StorageError(
+                f"storage URL {shown!r} needs a database driver that is not installed: {name} "
+                f"(pip install {package})"
+            ) from None
+
+
+# a driver module -> the package that installs it
+DRIVER_PACKAGES = {
+    "MySQLdb": "mysqlclient, or use mysql+pymysql:// with PyMySQL",
+    "pymysql": "PyMySQL",
+    "psycopg2": "psycopg2-binary, or use postgresql+psycopg://",
+    "psycopg": "'psycopg[binary]'",
+}
 
 
 def _in_memory(database: str, mode: str | Sequence[str] | None) -> bool:

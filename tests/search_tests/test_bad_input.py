@@ -293,6 +293,8 @@ def test_a_config_seed_out_of_range_is_refused(tmp_path, capsys, existing):
         ("run", "sqlite:///:memory:", ["'sqlite:///:memory:'", "in-memory SQLite"]),
         ("export", "sqlite:///:memory:", ["'sqlite:///:memory:'", "in-memory SQLite"]),
         ("dashboard", "sqlite://", ["'sqlite://'", "in-memory SQLite"]),
+        ("run", "mysql://u:pw@127.0.0.1/t", ["u:***@", "driver that is not installed: MySQLdb"]),
+        ("export", "postgresql+psycopg2://u:pw@h/t", ["not installed: psycopg2", "psycopg://"]),
     ],
 )
 def test_an_unusable_storage_url_is_one_line_with_the_password_masked(
