@@ -201,17 +201,22 @@ def _check_one_series(cfg: DataConfig, path: Path, n_ids: int) -> None:
     """Refuse a per-date (cross-sectional) setting on a file of one series."""
     if n_ids > 1:
         return
-    per_date = {
-        "target_cs": cfg.target_cs != "none" and cfg.task == "regression",
-        "n_classes": cfg.task == "classification" and cfg.n_classes > 2,
-        "normalize": cfg.normalize in ("cs_zscore", "cs_rank"),
+    per_date = {  # key -> (set per date?, the per-series values)
+        "target_cs": (cfg.target_cs != "none" and cfg.task == "regression", "'none'"),
+        "n_classes": (cfg.task == "classification" and cfg.n_classes > 2, "2"),
+        "normalize": (cfg.normalize in ("cs_zscore", "cs_rank"), "'robust' or 'none'"),
     }
-    for key, wrong in per_date.items():
-        if wrong:
-            raise DataError(
-                f"{path}: [data] {key} = {getattr(cfg, key)!r} works across securities per "
-                "date, but the file is one series (no [data] id); use a per-series setting"
-            )
+    wrong = [
+        f"[data] {key} = {getattr(cfg, key)!r} (use {values})"
+        for key, (per, values) in per_date.items()
+        if per
+    ]
+    if wrong:
+        raise DataError(
+            f"{path}: the file is one series (no [data] id), but "
+            f"{'these settings work' if len(wrong) > 1 else 'this setting works'} across "
+            f"securities per date: {'; '.join(wrong)}"
+        )
 
 
 def _rows(rd: _Reader, cols: Columns) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -57,6 +57,12 @@ def study_luck(study: optuna.Study, n_blocks: int = 16, effective: bool = True) 
     JSON-ready dict; `note` says why a figure is missing."""
     m, numbers, metric, ranges = daily_matrix(study.trials)
     if metric is None or len(numbers) < 2:
+        complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+        if not numbers and complete >= 2:
+            return {
+                "note": f"none: the objective of the {complete} complete trials has no "
+                "per-date form (auc, or a correlation on one series: one security a date)"
+            }
         return {"note": f"needs per-date values of two complete trials, has {len(numbers)}"}
     pick = _selected(study)
     col = numbers.index(pick) if pick in numbers else None

@@ -95,8 +95,16 @@ def test_single_series_without_id_column_needs_id_unset(tmp_path):
     panel, _ = load(path, id="", target="y", features=("x",))
     assert panel.values[:, 0, 0].tolist() == [1.0, 2.0]
     assert str(panel.dates[0]) == "2020-01-02"
-    with pytest.raises(DataError, match=r"\[data\] normalize = 'cs_zscore'.*one series"):
+    with pytest.raises(DataError, match=r"one series.*\[data\] normalize = 'cs_zscore'"):
         load(path, id="", target="y", features=("x",), normalize="cs_zscore")
+    # every per-date setting at once, with the per-series values to use
+    with pytest.raises(DataError) as e:
+        load(path, id="", target="y", features=("x",), normalize="cs_rank", target_cs="rank")
+    assert str(e.value) == (
+        f"{path}: the file is one series (no [data] id), but these settings work across "
+        "securities per date: [data] target_cs = 'rank' (use 'none'); [data] normalize = "
+        "'cs_rank' (use 'robust' or 'none')"
+    )
 
 
 def test_duplicate_order_values_in_a_single_series_are_refused(tmp_path):
