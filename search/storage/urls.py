@@ -74,6 +74,21 @@ def scrub(text: str, url: str) -> str:
     return out
 
 
+def storage_flag(url: str) -> str | None:
+    """What a printed command needs to reach the study at `url` as this run did: "" where
+    the command would resolve it anyway (the default file, or $OPTUNA_STORAGE), else
+    " --storage URL"; None where the URL holds a password (never printed)."""
+    import shlex
+
+    if url == resolve_url(None):
+        return ""
+    if _secrets(url):
+        return None
+    if url.startswith("sqlite:///"):
+        return f" --storage {shlex.quote(url)}"
+    return f" --storage {shlex.quote(url.replace('postgresql+psycopg://', 'postgresql://', 1))}"
+
+
 def describe(url: str) -> str:
     """Where the study lives, for people: the SQLite file's absolute path, or the masked URL."""
     if url.startswith("sqlite:///"):

@@ -16,6 +16,7 @@ import optuna
 from tqdm import tqdm
 
 from search.storage.rdb import describe
+from search.storage.urls import storage_flag
 
 
 def trial_event(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -38,8 +39,9 @@ def trial_event(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     }
 
 
-def best_lines(study: optuna.Study) -> list[str]:
-    """The best trial (or the Pareto front), and the confirmed winner when there is one."""
+def best_lines(study: optuna.Study, flag: str = "") -> list[str]:
+    """The best trial (or the Pareto front), and the confirmed winner when there is one;
+    `flag` goes into the commands it prints (their --storage)."""
     done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if not done:
         return ["best: no complete trial yet"]
@@ -65,8 +67,8 @@ def best_lines(study: optuna.Study) -> list[str]:
         )
     else:
         out.append(
-            f"next: optuna-run confirm --study-name {study.study_name} (re-trains the best "
-            "trials with fresh seeds) and optuna-run train"
+            f"next: optuna-run confirm --study-name {study.study_name}{flag} (re-trains the "
+            "best trials with fresh seeds) and optuna-run train"
         )
     return out
 
@@ -292,22 +294,21 @@ class Reporter:
             f"({n['COMPLETE']} complete, {n['PRUNED']} pruned, "
             f"{n['FAIL']} failed, {n['RUNNING']} running)",
         ]
-        lines.extend(best_lines(study))
+        flag = storage_flag(url)
+        lines.extend(best_lines(study, "" if flag is None else flag))
         lines.append(f"storage: {describe(url)}")
-        if url.startswith("sqlite:///"):
-            lines.append(f"view it: optuna-run dashboard --storage sqlite:///{describe(url)}")
-        elif url.startswith("grpc://"):  # the dashboard reads the database, not the proxy
+        if url.startswith("grpc://"):  # the dashboard reads the database, not the proxy
             lines.append("view it: optuna-run dashboard --storage DATABASE_URL (the proxy's)")
-        else:  # the URL may hold a password: the command resolves it as this run did
-            lines.append(
-                "view it: optuna-run dashboard   (with this run's --storage or $OPTUNA_STORAGE)"
-            )
+        else:
+            lines.append(f"view it: optuna-run dashboard{flag or ''}")
         lines.append(
-            f"report:  optuna-run report --study-name {study.study_name} "
+            f"report:  optuna-run report --study-name {study.study_name}{flag or ''} "
             f"--out studies/{study.study_name}-report"
         )
         lines.append(
-            f"export:  optuna-run export --study-name {study.study_name} "
+            f"export:  optuna-run export --study-name {study.study_name}{flag or ''} "
             f"--out studies/{study.study_name}-best.json"
         )
+        if flag is None:  # the URL holds a password: the commands resolve it as this run did
+            lines.append("         (each with this run's --storage, or $OPTUNA_STORAGE set)")
         return "\n".join(lines)

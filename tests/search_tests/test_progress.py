@@ -292,3 +292,29 @@ def test_a_long_epoch_says_where_it_stands_every_minute() -> None:
         "train: trial 0 (1/1, 3 networks) epoch 2/2: 50% of 1,000,000 windows, "
         "23,077 windows/s, ETA 1m05s"
     )
+
+
+def test_the_summary_commands_reach_the_study_as_the_run_did(tmp_path, monkeypatch) -> None:
+    """The printed next commands carry the run's --storage unless they would resolve it
+    anyway; a URL with a password is never printed, the lines say to pass it again."""
+    import optuna
+
+    from search.study.progress import Reporter
+
+    monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
+    study = optuna.create_study(study_name="s")
+    study.add_trial(optuna.trial.create_trial(value=0.1))
+    r = Reporter(1, quiet=True, tty=False)
+    other = f"sqlite:///{tmp_path}/x.db"
+    lines = r.summary(study, other).splitlines()
+    for verb in ("next: optuna-run confirm", "view it: optuna-run dashboard", "report:", "export:"):
+        assert any(x.startswith(verb) and f"--storage {other}" in x for x in lines), (verb, lines)
+    secret = "postgresql+psycopg://u:Zq7pw@127.0.0.1:5432/test"
+    text = r.summary(study, secret)
+    commands = [x for x in text.splitlines() if "optuna-run " in x]
+    assert "Zq7pw" not in text and len(commands) == 4
+    assert not any("--storage" in x for x in commands), commands
+    assert text.rstrip().endswith("(each with this run's --storage, or $OPTUNA_STORAGE set)")
+    monkeypatch.chdir(tmp_path)
+    default = f"sqlite:///{tmp_path}/studies/optuna.db"
+    assert "--storage" not in r.summary(study, default)
