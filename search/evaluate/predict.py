@@ -30,8 +30,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise DataError(f"{path}: model file not found (--model)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise DataError(f"{path}: not a model checkpoint: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # not a torch file, or one holding what weights_only refuses
+        raise DataError(
+            f"{path}: not a model checkpoint (expected the .pt file `optuna-run train` or "
+            f"`confirm --final` writes; torch could not read it: {type(e).__name__})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(f"{path}: not a checkpoint written by this version of `optuna-run train`")
     return ckpt

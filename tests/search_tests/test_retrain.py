@@ -48,6 +48,14 @@ def test_train_then_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     capsys.readouterr()
     assert main(["predict", "--model", str(tmp_path / "none.pt"), "--out", str(sub)]) == 2
     assert "model file not found (--model)" in capsys.readouterr().err
+    for name, content in (("a.csv", b"date,id\n2020-01-02,A\n"), ("b.pt", b"")):
+        (tmp_path / name).write_bytes(content)
+        assert main(["predict", "--model", str(tmp_path / name), "--out", str(sub)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"optuna-run: error: {tmp_path / name}: not a model checkpoint ("), (
+            err
+        )
+        assert len(err.splitlines()) == 1 and "pop from" not in err, err
 
 
 def test_train_refuses_data_too_short_for_the_study_windows(
