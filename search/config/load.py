@@ -243,7 +243,7 @@ def _read(toml: Path, overrides: Mapping[str, Any], problems: list[str]) -> dict
     """The study TOML with `overrides` laid over it (their data file resolved against the
     working folder, as --data is)."""
     file_raw = read_toml(toml)
-    problems += unknown_keys(toml.name, file_raw, TOP_KEYS)
+    problems += unknown_keys(str(toml), file_raw, TOP_KEYS)
     problems += unknown_keys("overrides", overrides, TOP_KEYS)
     over_data = overrides.get("data")
     if isinstance(over_data, Mapping) and isinstance(over_data.get("path"), str):

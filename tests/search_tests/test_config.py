@@ -98,11 +98,12 @@ def test_every_problem_is_reported_together_with_did_you_mean(tmp_path: Path) ->
         "[budget]\nmax_window_per_epoch = 3\n"
         "[space]\nhiden_dim = 4\nlr = { low = 0.1, high = 0.01 }\n"
         "dropout = { low = 0.0, high = 1.5 }\nbatch_size = { choices = [] }\n"
-        '[search]\nsampler = "tpee"\n',
+        '[search]\nsampler = "tpee"\n[spaces]\nlr = 1\n',
     )
     with pytest.raises(ConfigError) as e:
         build_config(p, cpu=False)
     msg = str(e.value)
+    assert f"{p.resolve()}: unknown key 'spaces' (did you mean 'space'?)" in msg  # the full path
     assert (
         "[budget]: unknown key 'max_window_per_epoch' (did you mean 'max_windows_per_epoch'?)"
         in msg
@@ -112,7 +113,7 @@ def test_every_problem_is_reported_together_with_did_you_mean(tmp_path: Path) ->
     assert "[space].dropout: must be in [0, 1), got 1.5" in msg
     assert "[space].batch_size.choices: expected a non-empty list" in msg
     assert "unknown sampler 'tpee' (did you mean 'tpe'?)" in msg
-    assert len(e.value.problems) == 6
+    assert len(e.value.problems) == 7
 
 
 def test_type_errors_name_the_key(tmp_path: Path) -> None:
