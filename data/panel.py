@@ -71,7 +71,9 @@ class Panel:
         return self.valid & np.isfinite(self.target)
 
     def date_str(self, d: int) -> str:
-        return str(self.dates[d])[:19]
+        """Date `d` as text: 2024-01-31 (a datetime at midnight too), else to the second."""
+        text = str(self.dates[d])[:19]
+        return text[:10] if text.endswith("T00:00:00") else text
 
 
 def size(n: int | Path) -> str:

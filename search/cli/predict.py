@@ -71,9 +71,10 @@ def handle(args: argparse.Namespace) -> int:
     if error is not None:
         return fail(error)
     from search.evaluate.export import atomic_write
+    from search.evaluate.predict import midnight_as_dates
 
     if out.suffix == ".csv":
-        atomic_write(out, df.write_csv())
+        atomic_write(out, midnight_as_dates(df).write_csv())
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")

@@ -181,3 +181,14 @@ def prediction_columns(pred: np.ndarray) -> dict[str, np.ndarray]:
     prob = np.exp(pred)
     cols = {f"prob_{k}": prob[:, k] for k in range(pred.shape[1])}
     return cols | {"prediction": pred.argmax(-1)}
+
+
+def midnight_as_dates(df: pl.DataFrame) -> pl.DataFrame:
+    """Datetime columns whose every value is at midnight written as dates (2024-01-31, as
+    a CSV of dates would give them), not 2024-01-31T00:00:00.000000."""
+    for name, dtype in df.schema.items():
+        if isinstance(dtype, pl.Datetime):
+            col = df.get_column(name)
+            if (col.dt.truncate("1d") == col).all():
+                df = df.with_columns(col.dt.date())
+    return df

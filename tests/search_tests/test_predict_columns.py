@@ -218,3 +218,24 @@ def test_predict_reads_only_the_dates_its_windows_need(
         np.testing.assert_allclose(got["target_raw"].to_numpy(), want["target_raw"].to_numpy())
     assert pl.read_csv(folder / "last.csv")["date"].unique().to_list() == [ref["date"].max()]
     assert pl.read_csv(folder / "test.csv").height > 3
+
+
+def test_datetimes_at_midnight_read_as_dates(tmp_path):
+    """A pandas-written file of datetimes at midnight says its dates as dates (the start
+    line, the study's split) and the predictions CSV writes them so; a time of day stays."""
+    import datetime as dt
+
+    from data import DataConfig, load_panel
+    from search.evaluate.predict import midnight_as_dates
+
+    days = [dt.datetime(2020, 1, d) for d in range(1, 21)]
+    x = [float((7 * d) % 11) for d in range(20)]
+    df = pl.DataFrame({"date": days, "x": x, "y": [v / 10 for v in x]})
+    df.write_parquet(tmp_path / "dt.parquet")
+    panel = load_panel(
+        DataConfig(path=str(tmp_path / "dt.parquet"), id="", target="y", features=("x",))
+    )
+    assert [panel.date_str(d) for d in (0, 1, 19)] == ["2020-01-01", "2020-01-02", "2020-01-20"]
+    assert midnight_as_dates(df).write_csv().splitlines()[1] == "2020-01-01,0.0,0.0"
+    noon = df.with_columns(pl.col("date") + pl.duration(hours=12))
+    assert midnight_as_dates(noon).write_csv().splitlines()[1].startswith("2020-01-01T12:00:00")
