@@ -128,7 +128,7 @@ def build_verdict(
     beats = margin is not None and margin > noise
     result.update(margin=margin, seed_std=seed_std, paired_se=paired_se, beats=beats)
     result["summary"] = _summary(
-        model_name, select, mv, best, bv, margin, seed_std, paired_se, beats
+        model_name, select, mv, best, bv, margin, seed_std, paired_se, beats, noise
     )
     for ref in REFERENCES:
         if ref in table["test"] and mv is not None and table["test"][ref][select] is not None:
@@ -233,6 +233,7 @@ def _summary(
     seed_std: float | None,
     paired_se: float | None,
     beats: bool,
+    threshold: float = 0.0,
 ) -> str:
     noise = []
     if seed_std is not None:
@@ -248,6 +249,8 @@ def _summary(
     )
     if beats:
         return f"{head}: the model BEATS it by more than the noise."
+    if margin is not None and margin < -threshold:
+        return f"{head}: the model is BELOW it by more than the noise."
     return f"{head}: the model does NOT beat it by more than the noise."
 
 

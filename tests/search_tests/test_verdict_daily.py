@@ -88,3 +88,18 @@ def test_the_model_against_the_tree_with_its_paired_noise(sign: float) -> None:
         in v["summary"]
     )
     assert f"2 x paired standard error {noise:.4f}): {word}" in v["summary"]
+    # against the best simple baseline: BEATS, BELOW or level, by its own noise
+    m, bn = v["margin"], max(v["seed_std"] or 0.0, 2 * v["paired_se"])
+    said = "BEATS it" if m > bn else "is BELOW it" if m < -bn else "does NOT beat it"
+    assert f"the model {said} by more than the noise." in v["summary"], v["summary"]
+
+
+def test_a_model_below_the_best_baseline_is_called_below() -> None:
+    """A model that ranks every date backwards (minus the target) is BELOW the best simple
+    baseline by more than the noise, not merely 'does not beat it'."""
+    cfg = DataConfig(path=str(SAMPLE), target_cs="rank")
+    data = Prepared(load_panel(cfg), cfg, torch.device("cpu"), eval_time_steps=5)
+    S = data.n_securities
+    v = build_verdict(data, lambda e: -data.target[e // S, e % S], tree=False)
+    assert v["margin"] < -2 * v["paired_se"] and not v["beats"]
+    assert v["summary"].endswith("the model is BELOW it by more than the noise."), v["summary"]
