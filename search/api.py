@@ -161,6 +161,7 @@ def run_study(
     """
     from search.config.schema import RunConfig
     from search.storage.rdb import StorageError
+    from search.storage.urls import check_new_file_folder
     from search.study import session
 
     _check("n_trials", n_trials, 1)
@@ -170,6 +171,7 @@ def run_study(
     if timeout is not None:
         _check("timeout", float(timeout) if isinstance(timeout, int) else timeout, 1e-300)
     url = _storage_url(storage)  # a storage that cannot be used fails before the data load
+    check_new_file_folder(url)
     dev = resolve_device(device)
     cfg = config if isinstance(config, RunConfig) else load_config(path=config, device=dev)
     plan = session.prepare(

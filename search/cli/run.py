@@ -148,10 +148,12 @@ def handle(args: argparse.Namespace) -> int:
     from search.config import load_config
     from search.config.load import default_config_path
     from search.storage.rdb import check_url, resolve_url
+    from search.storage.urls import check_new_file_folder
     from search.study import session
 
     url = resolve_url(args.storage)
     check_url(url)  # a storage that cannot be used fails before the data are loaded
+    check_new_file_folder(url)
     device = resolve_device(args.device)
     cfg = load_config(path=args.config, cpu=device == "cpu", flags=flags(args))
     toml = Path(args.config) if args.config else default_config_path()

@@ -176,6 +176,20 @@ DRIVER_PACKAGES = {
 }
 
 
+def check_new_file_folder(url: str) -> None:
+    """Refuse a SQLite file (other than the default studies/optuna.db) whose folder does not
+    exist: a mistyped path would otherwise create folders and an empty study there."""
+    path = _sqlite_file(url)
+    if path is None or url == resolve_url(DEFAULT_STORAGE):
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise StorageError(
+            f"storage URL {_as_written(url)!r}: the folder {folder} does not exist (a new "
+            "study file is created, not its folder: create it first, or check the path)"
+        )
+
+
 def _in_memory(database: str, mode: str | Sequence[str] | None) -> bool:
     """`sqlite://`, `sqlite:///:memory:` or `?mode=memory`: a database that lives in one
     process only."""

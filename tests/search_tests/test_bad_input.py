@@ -424,3 +424,11 @@ def test_timeout_must_be_a_finite_number_of_seconds(tmp_path, capsys, value):
     assert line.startswith("optuna-run: error: argument --timeout: expected "), line
     assert f"got {value!r}" in line, line
     assert not (tmp_path / "new.db").exists()
+
+
+def test_a_study_file_in_a_folder_that_does_not_exist_is_refused(tmp_path, capsys):
+    """A mistyped SQLite path stops before the data load, creating no folder and no study."""
+    url = f"sqlite:///{tmp_path}/typo/x.db"
+    line = one_line_error(capsys, run_argv(tmp_path, url))
+    assert f"the folder {tmp_path}/typo does not exist" in line, line
+    assert not (tmp_path / "typo").exists()
