@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from search.storage.common import DEFAULT_STORAGE, ENV_VAR, PASSWORD_KEYS, SCHEMES, StorageError
 
@@ -158,9 +158,14 @@ def check_url(url: str) -> None:
     if scheme != "grpc":
         try:
             make_url(url).get_dialect().import_dbapi()
+        except NoSuchModuleError:
+            driver = url.split("://", 1)[0]
+            raise StorageError(
+                f"storage URL {shown!r}: unknown database driver {driver!r}; {EXPECTED_URL}"
+            ) from None
         except ImportError as e:
-            name = e.name or str(e)
-            package = DRIVER_PACKAGES.get(name, name)
+            name = e.name or str(e).strip().splitlines()[0]
+            package = DRIVER_PACKAGES.get(name, name.split(".")[0])
             raise StorageError(
                 f"storage URL {shown!r} needs a database driver that is not installed: {name} "
                 f"(pip install {package})"
@@ -171,6 +176,7 @@ def check_url(url: str) -> None:
 DRIVER_PACKAGES = {
     "MySQLdb": "mysqlclient, or use mysql+pymysql:// with PyMySQL",
     "pymysql": "PyMySQL",
+    "mysql.connector": "mysql-connector-python",
     "psycopg2": "psycopg2-binary, or use postgresql+psycopg://",
     "psycopg": "'psycopg[binary]'",
 }

@@ -295,11 +295,18 @@ def test_a_config_seed_out_of_range_is_refused(tmp_path, capsys, existing):
         ("dashboard", "sqlite://", ["'sqlite://'", "in-memory SQLite"]),
         ("run", "mysql://u:pw@127.0.0.1/t", ["u:***@", "driver that is not installed: MySQLdb"]),
         ("export", "postgresql+psycopg2://u:pw@h/t", ["not installed: psycopg2", "psycopg://"]),
+        ("run", "postgresql+pyscopg://u:pw@h/t", ["unknown database driver", "+pyscopg'"]),
+        ("export", "postgresql+pyscopg://u:pw@h/t", ["unknown database driver"]),
     ],
 )
 def test_an_unusable_storage_url_is_one_line_with_the_password_masked(
     tmp_path, capsys, verb, url, expected
 ):
+    import importlib.util
+
+    for driver in ("MySQLdb", "psycopg2"):
+        if driver in " ".join(expected) and importlib.util.find_spec(driver):
+            pytest.skip(f"{driver} is installed here")
     if verb == "run":
         argv = run_argv(tmp_path, url)
     elif verb == "export":
