@@ -125,7 +125,8 @@ def build_verdict(
     seed_std = _std(member_test) if member_test and len(member_test) > 1 else None
     paired_se = _paired_se(data, select, outputs["test"], ends["test"], model_name, best)
     noise = max(seed_std or 0.0, 2 * (paired_se or 0.0))
-    beats = margin is not None and margin > noise
+    measured = seed_std is not None or paired_se is not None  # else nothing to judge by
+    beats = measured and margin is not None and margin > noise
     result.update(margin=margin, seed_std=seed_std, paired_se=paired_se, beats=beats)
     result["summary"] = _summary(
         model_name, select, mv, best, bv, margin, seed_std, paired_se, beats, noise
@@ -137,7 +138,9 @@ def build_verdict(
             tree_margin = sign * (mv - rv)
             noise = max(seed_std or 0.0, 2 * (se or 0.0))
             result["tree"] = {"name": ref, "margin": tree_margin, "paired_se": se}
-            result["tree"]["beats"] = tree_margin > noise
+            result["tree"]["beats"] = (seed_std is not None or se is not None) and (
+                tree_margin > noise
+            )
             result["summary"] += " " + _beside_tree(ref, rv, tree_margin, seed_std, se, noise)
     if data.cfg.task == "regression" or binary:
         result["next"] = next_questions(
@@ -247,6 +250,8 @@ def _summary(
         f"{_f(bv)}; "
         f"margin {_f(margin)} ({', '.join(noise)})"
     )
+    if seed_std is None and paired_se is None:
+        return f"{head}: no noise measured to judge it by (one seed, no per-date values)."
     if beats:
         return f"{head}: the model BEATS it by more than the noise."
     if margin is not None and margin < -threshold:

@@ -103,3 +103,13 @@ def test_a_model_below_the_best_baseline_is_called_below() -> None:
     v = build_verdict(data, lambda e: -data.target[e // S, e % S], tree=False)
     assert v["margin"] < -2 * v["paired_se"] and not v["beats"]
     assert v["summary"].endswith("the model is BELOW it by more than the noise."), v["summary"]
+
+
+def test_no_noise_measured_judges_nothing() -> None:
+    """One seed and no per-date values (a loss objective, one series): a margin either way
+    is not called beyond the noise."""
+    from search.evaluate.verdict import _summary
+
+    for margin in (-0.0001, 0.0001):
+        line = _summary("model", "mse", 0.01, "ridge", 0.01, margin, None, None, False, 0.0)
+        assert line.endswith("no noise measured to judge it by (one seed, no per-date values).")
