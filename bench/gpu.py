@@ -31,13 +31,13 @@ the GPU (worker processes) in fp32, 4 in bf16 and in fp16, 4 with one report per
 --quick, --data FILE with --workers, --precisions and --report-every lists (every
 combination), and --seeds for the grouped-seeds step rates.
 
-Each study: a fresh SQLite file; the clock starts when as many trials have started as run
-at once (every worker is up) and runs --seconds, then SIGINT (the running trials end as
+Each study: a fresh SQLite file; the clock starts when every worker process has started a
+trial and runs --seconds, then SIGINT (the running trials end as
 FAIL); trials/hour = the COMPLETE and PRUNED trials finished inside that window / the window
 (with --quick's 25 s, a figure of the study's first trials, where the sampler is still
-random); training windows/s and the training share count every trial's record, the
-interrupted ones up to their last report (so with report_every = 0 they undercount the
-epoch the stop cut short). GPU utilisation (median) and
+random); training windows/s and the training share count each trial's record times the
+share of its run inside the window, the interrupted ones' up to their last report (so with
+report_every = 0 they undercount the epoch the stop cut short). GPU utilisation (median) and
 memory in use (max) are sampled by nvidia-smi every half second inside the window.
 On a machine without CUDA it says so and exits.
 """
@@ -215,26 +215,45 @@ def study_toml(folder: Path, precision: str, report_every: int | None) -> Path:
     return path
 
 
-def kth_start(db: Path, k: int) -> datetime | None:
-    """The k-th earliest trial start in the study's SQLite file, None before there are k."""
+def all_workers_started(db: Path, k: int) -> datetime | None:
+    """When the k-th of the study's worker processes started its first trial (each trial
+    records its worker, host:pid, as it starts), None before k have; from the study's
+    SQLite file."""
     import sqlite3
 
     if not db.exists():
         return None
     try:
         with sqlite3.connect(db, timeout=5) as c:
-            row = c.execute(
-                "SELECT datetime_start FROM trials WHERE datetime_start IS NOT NULL "
-                "ORDER BY datetime_start LIMIT 1 OFFSET ?",
-                (max(k, 1) - 1,),
-            ).fetchone()
+            firsts = c.execute(
+                "SELECT MIN(t.datetime_start) FROM trials t JOIN trial_user_attributes a "
+                "ON a.trial_id = t.trial_id WHERE a.key = 'worker' "
+                "AND t.datetime_start IS NOT NULL GROUP BY a.value_json"
+            ).fetchall()
     except sqlite3.Error:
         return None
-    if row is None or row[0] is None:
+    if len(firsts) < max(k, 1):
         return None
     # stored as naive UTC; Optuna's FrozenTrial gives naive local time: compare in local
-    utc = datetime.fromisoformat(row[0]).replace(tzinfo=timezone.utc)
+    utc = datetime.fromisoformat(max(f[0] for f in firsts)).replace(tzinfo=timezone.utc)
     return utc.astimezone().replace(tzinfo=None)
+
+
+def inside(t: Any, start: datetime, stop: datetime) -> float:
+    """The share of trial `t`'s run (start to end, or to `stop`) inside [start, stop]."""
+    begin, end = t.datetime_start, t.datetime_complete or stop
+    if begin is None or end <= begin:
+        return 0.0
+    overlap = (min(end, stop) - max(begin, start)).total_seconds()
+    return max(0.0, overlap) / (end - begin).total_seconds()
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when this script dies (Linux prctl)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def study(
@@ -275,17 +294,24 @@ def study(
         "-q",
     ]
     sampler = Sampler()
-    # its own process group (to signal it and its workers together) but this session, so
-    # that whatever ends this script (a time limit) ends the study too
+    # its own process group (to signal it and its workers together) in this session: the
+    # device host ends a command's leftover processes unless they started a session of
+    # their own; the run also dies with this script (PR_SET_PDEATHSIG), and its workers
+    # with the run
     with open(folder / "run.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, process_group=0)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+            preexec_fn=die_with_parent,
+        )
         try:
             t_launch = time.monotonic()
             start = None
             while proc.poll() is None and time.monotonic() - t_launch < startup_limit:
-                # the window opens once as many trials have started as run at once: every
-                # worker is up (with one worker, at its first trial)
-                start = kth_start(db, workers)
+                # the window opens once every worker has started a trial
+                start = all_workers_started(db, workers)
                 if start is not None:
                     break
                 time.sleep(0.5)
@@ -322,14 +348,19 @@ def study(
         for t in st.trials
         if t.state.name in ("COMPLETE", "PRUNED")
         and t.datetime_complete
-        and t.datetime_complete <= stop
+        and start <= t.datetime_complete <= stop
     ]
     complete = [t for t in done if t.state.name == "COMPLETE"]
-    # training done in the window: every trial's record, those the stop interrupted too
-    ran = [t for t in st.trials if t.datetime_start and t.datetime_start <= stop]
-    windows = sum(int(t.user_attrs.get("windows_trained", 0)) for t in ran)
-    fit_train = sum(float(t.user_attrs.get("fit_train_seconds", 0.0)) for t in ran)
-    fit_val = sum(float(t.user_attrs.get("fit_val_seconds", 0.0)) for t in ran)
+    # training done in the window: each trial's record (the interrupted ones' too) times
+    # the share of its run inside the window
+    share = {t.number: inside(t, start, stop) for t in st.trials}
+    windows = sum(share[t.number] * int(t.user_attrs.get("windows_trained", 0)) for t in st.trials)
+    fit_train = sum(
+        share[t.number] * float(t.user_attrs.get("fit_train_seconds", 0.0)) for t in st.trials
+    )
+    fit_val = sum(
+        share[t.number] * float(t.user_attrs.get("fit_val_seconds", 0.0)) for t in st.trials
+    )
     row.update(
         window_s=round(window, 1),
         finished=len(done),
@@ -368,7 +399,7 @@ def cuda_tests(limit: float = 150.0) -> dict[str, Any]:
                 "-p",
                 "no:cacheprovider",
                 "-o",
-                "timeout=90",  # one hung test must not take the run's budget
+                "timeout=90",  # one hung test must not take the budget (pytest-timeout)
                 "tests/models_tests/test_cuda.py",  # every gpu-marked test lives there
             ],
             capture_output=True,
