@@ -40,10 +40,14 @@ def started_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
-def resume_sampler(study: optuna.Study, cfg: RunConfig, worker: int = 0) -> None:
-    """Give a seeded run on a study that has started trials a sampler of its own seed."""
+def resume_sampler(
+    study: optuna.Study, cfg: RunConfig, worker: int = 0, started: int | None = None
+) -> None:
+    """Give a seeded run on a study that has started trials a sampler of its own seed;
+    `started`: the trials the run found started when it opened the study (None: count
+    them now), the same for each of its workers."""
     if cfg.search.seed is not None:
-        started = started_trials(study)
+        started = started_trials(study) if started is None else started
         if started:
             study.sampler = make_sampler(cfg, worker, started)
 

@@ -11,6 +11,7 @@ whole group) also ends its trial; a second one exits it at once.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import shutil
@@ -45,7 +46,7 @@ from search.storage.rdb import (
 from search.study.objective import Objective
 from search.study.progress import Reporter, trial_event
 from search.study.pruners import make_sampler, resume_sampler, study_pruner
-from search.study.stop import SignalStop, Stop, stacks_on_sigusr1
+from search.study.stop import SignalStop, Stop, end_with_parent, stacks_on_sigusr1
 
 try:
     from grpc import RpcError
@@ -72,6 +73,7 @@ def run_trials(
     stop: Stop,
     worker: int = 0,
     storage: StudyStorage | None = None,
+    started: int | None = None,
 ) -> None:
     """One worker's optimisation loop on the shared study.
 
@@ -79,6 +81,8 @@ def run_trials(
     `max_trials` COMPLETE or PRUNED trials. Raises StorageError (password masked) when the
     storage fails, and Interrupted (a KeyboardInterrupt) when a stop ended a running trial.
     `storage`: the process's storage of `url` (with `max_trials`), else one is opened here.
+    `started`: the study's trials started when the run opened it (a seeded sampler's seed
+    depends on it; None: counted here).
     """
     own = storage is None
     if storage is None:
@@ -111,7 +115,7 @@ def run_trials(
             sampler=make_sampler(cfg, worker),
             pruner=study_pruner(cfg, data),
         )
-        resume_sampler(study, cfg, worker)
+        resume_sampler(study, cfg, worker, started)
         while not stop():
             left = None if n_trials is None else n_trials - ran["n"]
             secs = None if deadline is None else deadline - time.monotonic()
@@ -214,6 +218,8 @@ class WorkerSpec:
     timeout: float | None
     max_trials: int | None
     worker: int
+    parent: int = 0  # the pid of the `optuna-run` that started this worker
+    started: int | None = None  # the study's trials started when the run opened it
 
 
 def _worker_main(spec: WorkerSpec, events: Any, stop_flag: Any) -> None:
@@ -222,7 +228,13 @@ def _worker_main(spec: WorkerSpec, events: Any, stop_flag: Any) -> None:
     # requested while this process was starting is not missed. Events go to the parent
     # through this worker's own pipe: a worker killed mid-write corrupts nothing shared.
     stop = Stop(stop_flag)
+
+    def send(event: dict[str, Any]) -> None:  # to a parent that may be gone (killed)
+        with contextlib.suppress(BrokenPipeError, EOFError, OSError):
+            events.send(event)
+
     SignalStop(stop, signals=(signal.SIGTERM,)).install()
+    end_with_parent(spec.parent)  # a killed optuna-run leaves no worker running on
     stacks_on_sigusr1()
     torch.set_num_threads(spec.threads)
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -243,18 +255,19 @@ def _worker_main(spec: WorkerSpec, events: Any, stop_flag: Any) -> None:
             n_trials=spec.n_trials,
             timeout=spec.timeout,
             max_trials=spec.max_trials,
-            on_trial=events.send,
+            on_trial=send,
             stop=stop,
             worker=spec.worker,
+            started=spec.started,
         )
     except Interrupted:
-        events.send({"worker_exit": spec.worker, "interrupted": True})
+        send({"worker_exit": spec.worker, "interrupted": True})
         sys.exit(130)
     except Exception as e:
         msg = scrub(f"{type(e).__name__}: {e}", spec.url)
-        events.send({"worker_exit": spec.worker, "error": msg})
+        send({"worker_exit": spec.worker, "error": msg})
         sys.exit(1)
-    events.send({"worker_exit": spec.worker, "interrupted": stop.requested})
+    send({"worker_exit": spec.worker, "interrupted": stop.requested})
 
 
 def cpu_count() -> int:
@@ -334,8 +347,10 @@ def run_parallel(
     max_trials: int | None,
     reporter: Reporter,
     cache_root: Path,
+    started: int | None = None,
 ) -> tuple[bool, list[str]]:
     """Spawn `workers` processes on the study; returns (interrupted, worker errors).
+    `started`: the study's trials started when the run opened it (see `run_trials`).
 
     A worker that dies without saying why (SIGKILL, the kernel's OOM killer) is reported as
     an error; its running trial stays RUNNING until the heartbeat's grace period passes,
@@ -353,7 +368,19 @@ def run_parallel(
     for i, dev in enumerate(devices_for(device, workers)):
         if shares[i] == 0:
             continue
-        spec = WorkerSpec(cfg, url, str(cache), dev, threads, shares[i], timeout, max_trials, i)
+        spec = WorkerSpec(
+            cfg,
+            url,
+            str(cache),
+            dev,
+            threads,
+            shares[i],
+            timeout,
+            max_trials,
+            i,
+            os.getpid(),
+            started,
+        )
         pipes[i] = ctx.Pipe(duplex=False)
         procs[i] = ctx.Process(target=_worker_main, args=(spec, pipes[i][1], stop_flag))
 

@@ -266,9 +266,11 @@ def execute(
 
     from data.cache import panel_bytes
     from search.storage.rdb import StorageError
+    from search.study.pruners import started_trials
     from search.study.runner import run_parallel, run_trials, torch_threads
     from search.study.stop import SignalStop, Stop
 
+    started = started_trials(opened.study)  # once: every worker's sampler seed sees it
     if plan.workers > 1:
         plan.data = None  # the workers prepare their own; none held here (a GPU's memory)
         return run_parallel(
@@ -282,6 +284,7 @@ def execute(
             max_trials=max_trials,
             reporter=reporter,
             cache_root=Path(tempfile_root(panel_bytes(plan.panel))),
+            started=started,
         )
     assert plan.data is not None
     stop = Stop()
@@ -307,6 +310,7 @@ def execute(
                 on_trial=reporter.trial,
                 stop=stop,
                 storage=opened.storage,
+                started=started,
             )
         except KeyboardInterrupt:
             interrupted = True

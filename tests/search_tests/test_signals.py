@@ -184,3 +184,39 @@ def test_ctrl_c_while_it_starts_is_one_line(tmp_path) -> None:
     assert rc == 130, err
     assert err.strip() == "optuna-run: interrupted before any trial started", err
     assert not (tmp_path / "early.db").exists()
+
+
+def test_workers_of_a_killed_run_end_their_trials_and_exit(tmp_path) -> None:
+    """`optuna-run --workers 2` killed outright (SIGKILL, the OOM killer): its workers are
+    told (SIGTERM on the parent's death), end their running trials as FAIL and exit, and
+    leave no trial RUNNING and no process training on alone."""
+    name = unique_name("orphan")
+    slow = study_toml(tmp_path, name, data=tiny_panel(tmp_path, n_ids=200), epochs=40, windows=0)
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    args = ["--config", str(slow), "--storage", url, "--n-trials", "20", "--workers", "2"]
+    proc = start_cli(args, tmp_path, start_new_session=True)
+    wait_for(lambda: training(url, name, at_least=2), 180, "both workers mid-training")
+    os.kill(proc.pid, signal.SIGKILL)
+    finish(proc, 30)
+
+    def gone() -> bool:  # no process of the run's session is left
+        return not [
+            p
+            for p in os.listdir("/proc")
+            if p.isdigit() and _session(int(p)) == proc.pid and int(p) != proc.pid
+        ]
+
+    wait_for(gone, 60, "the workers to exit")
+    trials = load(url, name).trials
+    assert RUNNING not in {t.state for t in trials}
+    failed = [t for t in trials if t.state == FAIL]
+    assert len(failed) == 2 and all(t.user_attrs["fail_reason"] == REASON for t in failed)
+
+
+def _session(pid: int) -> int | None:
+    """The session id of process `pid` (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[4])
+    except (OSError, IndexError, ValueError):
+        return None
