@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -71,9 +72,18 @@ class Panel:
         return self.valid & np.isfinite(self.target)
 
     def date_str(self, d: int) -> str:
-        """Date `d` as text: 2024-01-31 (a datetime at midnight too), else to the second."""
+        """Date `d` as text: 2024-01-31 where every date of the panel is at midnight (dates,
+        or a pandas file's datetimes of days), else to the second."""
         text = str(self.dates[d])[:19]
-        return text[:10] if text.endswith("T00:00:00") else text
+        return text[:10] if self.days_only else text
+
+    @functools.cached_property
+    def days_only(self) -> bool:
+        """Every date at midnight (or no time of day at all)."""
+        dates = np.asarray(self.dates)
+        if not np.issubdtype(dates.dtype, np.datetime64):
+            return False
+        return bool((dates.astype("datetime64[D]") == dates).all())
 
 
 def size(n: int | Path) -> str:

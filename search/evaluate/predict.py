@@ -30,6 +30,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise DataError(f"{path}: model file not found (--model)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:  # a folder, no permission: said as it is
+        raise DataError(
+            f"{path}: cannot read the model file (--model): {e.strerror or e}"
+        ) from None
     except Exception as e:  # not a torch file, or one holding what weights_only refuses
         raise DataError(
             f"{path}: not a model checkpoint (expected the .pt file `optuna-run train` or "

@@ -237,5 +237,12 @@ def test_datetimes_at_midnight_read_as_dates(tmp_path):
     )
     assert [panel.date_str(d) for d in (0, 1, 19)] == ["2020-01-01", "2020-01-02", "2020-01-20"]
     assert midnight_as_dates(df).write_csv().splitlines()[1] == "2020-01-01,0.0,0.0"
+    # an intraday panel whose first bar is at midnight: every date to the second
+    hourly = df.with_columns(pl.col("date") + pl.duration(hours=pl.int_range(0, 20)))
+    hourly.write_parquet(tmp_path / "h.parquet")
+    panel = load_panel(
+        DataConfig(path=str(tmp_path / "h.parquet"), id="", target="y", features=("x",))
+    )
+    assert [panel.date_str(d) for d in (0, 1)] == ["2020-01-01T00:00:00", "2020-01-02T01:00:00"]
     noon = df.with_columns(pl.col("date") + pl.duration(hours=12))
     assert midnight_as_dates(noon).write_csv().splitlines()[1].startswith("2020-01-01T12:00:00")
