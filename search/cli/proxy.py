@@ -44,9 +44,12 @@ def parser() -> argparse.ArgumentParser:
 def handle(args: argparse.Namespace) -> int:
     from search.storage.proxy import serve
     from search.storage.rdb import resolve_url
+    from search.storage.urls import check_new_file_folder
 
+    url = resolve_url(args.storage)
+    check_new_file_folder(url)
     return serve(
-        resolve_url(args.storage),
+        url,
         host=args.host,
         port=args.port,
         grace_period=args.grace_period,

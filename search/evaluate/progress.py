@@ -56,18 +56,27 @@ class FitProgress:
         its time counts from the end of the epoch before (the previous configuration's last)."""
         return None if self.say is None else ConfigLines(self, k, trial)
 
+    def head(self, k: int, trial: int, networks: int, epoch: int, planned: int) -> str:
+        """`train: trial 3 (1/2, 3 networks) epoch 2/8`."""
+        return (
+            f"{self.verb}: trial {trial} ({k}/{self.total}, {networks} "
+            f"network{'s' if networks > 1 else ''}) epoch {epoch}/{planned}"
+        )
+
+    def epochs_left(self, k: int, epoch: int, planned: int) -> int:
+        """Whole epochs after `epoch` of configuration `k`: its own and the next ones'."""
+        return planned - epoch + planned * (self.total - k)
+
     def line(self, k: int, trial: int, r: EpochResult, epoch_s: float) -> str:
         """Configuration `k`'s epoch `r`, its epochs having taken `epoch_s` seconds each."""
         planned = max(r.planned, r.epoch)
-        left = planned - r.epoch + planned * (self.total - k)
         rate = r.windows / r.train_seconds if r.train_seconds > 0 else math.nan
         value = r.val.get(self.metric, math.nan)
-        networks = len(r.members) or 1
+        eta = duration(epoch_s * self.epochs_left(k, r.epoch, planned))
         return (
-            f"{self.verb}: trial {trial} ({k}/{self.total}, {networks} "
-            f"network{'s' if networks > 1 else ''}) epoch {r.epoch}/{planned}: "
+            f"{self.head(k, trial, len(r.members) or 1, r.epoch, planned)}: "
             f"{rate:,.0f} windows/s, validation {self.name} {value:.4g}, "
-            f"{epoch_s:.1f}s an epoch, ETA {duration(epoch_s * left)}"
+            f"{epoch_s:.1f}s an epoch, ETA {eta}"
         )
 
 
@@ -105,11 +114,10 @@ class ConfigLines:
         if not math.isfinite(epoch_s):  # the first epoch: its pace so far
             epoch_s = elapsed * s.per_epoch / s.trained
         this = elapsed * (s.per_epoch - s.trained) / s.trained
-        left = s.planned - s.epoch + s.planned * (fits.total - self.k)
-        networks = f"{s.networks} network{'s' if s.networks > 1 else ''}"
+        left = fits.epochs_left(self.k, s.epoch, s.planned)
         assert fits.say is not None
         fits.say(
-            f"{fits.verb}: trial {self.trial} ({self.k}/{fits.total}, {networks}) epoch "
-            f"{s.epoch}/{s.planned}: {s.trained / s.per_epoch:.0%} of {s.per_epoch:,} windows, "
+            f"{fits.head(self.k, self.trial, s.networks, s.epoch, s.planned)}: "
+            f"{s.trained / s.per_epoch:.0%} of {s.per_epoch:,} windows, "
             f"{rate:,.0f} windows/s, ETA {duration(this + epoch_s * left)}"
         )

@@ -60,8 +60,9 @@ def study_luck(study: optuna.Study, n_blocks: int = 16, effective: bool = True) 
         complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
         if not numbers and complete >= 2:
             return {
-                "note": f"none: the objective of the {complete} complete trials has no "
-                "per-date form (auc, or a correlation on one series: one security a date)"
+                "note": f"none: the {complete} complete trials keep no per-date values "
+                "(their objective has none: auc, or a correlation on one series, one "
+                "security a date; or they were recorded without them)"
             }
         return {"note": f"needs per-date values of two complete trials, has {len(numbers)}"}
     pick = _selected(study)

@@ -318,3 +318,8 @@ def test_the_summary_commands_reach_the_study_as_the_run_did(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     default = f"sqlite:///{tmp_path}/studies/optuna.db"
     assert "--storage" not in r.summary(study, default)
+    # $OPTUNA_STORAGE: the commands resolve it as the run did; a proxy's URL is printed
+    monkeypatch.setenv("OPTUNA_STORAGE", "postgresql://postgres@127.0.0.1:5432/test")
+    assert "--storage" not in r.summary(study, "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    grpc = r.summary(study, "grpc://127.0.0.1:13000")
+    assert "report --study-name s --storage grpc://127.0.0.1:13000 " in grpc
