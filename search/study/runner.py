@@ -234,7 +234,7 @@ def _worker_main(spec: WorkerSpec, events: Any, stop_flag: Any) -> None:
             events.send(event)
 
     SignalStop(stop, signals=(signal.SIGTERM,)).install()
-    end_with_parent(spec.parent)  # a killed optuna-run leaves no worker running on
+    end_with_parent(spec.parent, stop)  # a killed optuna-run leaves no worker running on
     stacks_on_sigusr1()
     torch.set_num_threads(spec.threads)
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")

@@ -110,15 +110,26 @@ def stacks_on_sigusr1() -> None:
         faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
 
 
-def end_with_parent(parent: int) -> None:
-    """Have SIGTERM sent to this process when its parent (pid `parent`) dies, as if the parent
-    had stopped it (Linux; elsewhere nothing): a worker whose `optuna-run` was killed ends
-    its running trial as FAIL and exits instead of running on alone. If the parent is
-    already gone, at once."""
+def end_with_parent(parent: int, stop: Stop) -> None:
+    """Stop (as a first SIGINT/SIGTERM would: the running trial ends as FAIL, no new one
+    starts) when this process's parent, pid `parent`, dies: a worker whose `optuna-run`
+    was killed ends its trial and exits instead of training on alone. The kernel sends
+    SIGHUP (PR_SET_PDEATHSIG, Linux; elsewhere nothing) once per thread of the dying parent,
+    so its handler only sets the stop, however often it comes. If the parent is already
+    gone, at once."""
     import ctypes
 
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    if not hasattr(signal, "SIGHUP"):
+        return
+
+    def hangup(signum: int, _: FrameType | None) -> None:
+        if not stop.requested:
+            stop.requested, stop.signal_name = True, "SIGHUP"
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, hangup)
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGHUP))  # PR_SET_PDEATHSIG
     if parent and os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGTERM)
+        hangup(signal.SIGHUP, None)

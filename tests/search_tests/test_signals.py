@@ -188,7 +188,8 @@ def test_ctrl_c_while_it_starts_is_one_line(tmp_path) -> None:
 
 def test_workers_of_a_killed_run_end_their_trials_and_exit(tmp_path) -> None:
     """`optuna-run --workers 2` killed outright (SIGKILL, the OOM killer): its workers are
-    told (SIGTERM on the parent's death), end their running trials as FAIL and exit, and
+    told (SIGHUP on the parent's death, once per thread of it), end their running trials as
+    FAIL and exit, and
     leave no trial RUNNING and no process training on alone."""
     name = unique_name("orphan")
     slow = study_toml(tmp_path, name, data=tiny_panel(tmp_path, n_ids=200), epochs=40, windows=0)
@@ -206,6 +207,7 @@ def test_workers_of_a_killed_run_end_their_trials_and_exit(tmp_path) -> None:
             if p.isdigit() and _session(int(p)) == proc.pid and int(p) != proc.pid
         ]
 
+    assert _session(os.getpid()) == os.getsid(0)  # the check reads sessions right
     wait_for(gone, 60, "the workers to exit")
     trials = load(url, name).trials
     assert RUNNING not in {t.state for t in trials}
@@ -217,6 +219,7 @@ def _session(pid: int) -> int | None:
     """The session id of process `pid` (None once it is gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[4])
+            # after "pid (comm)": state, ppid, pgrp, session, ...
+            return int(f.read().rsplit(")", 1)[1].split()[3])
     except (OSError, IndexError, ValueError):
         return None
