@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import optuna
@@ -70,18 +71,24 @@ def test_sigint_mid_trial_then_rerun_resumes(tmp_path, monkeypatch):
     assert_numbers_unique(study)
 
 
-@pytest.mark.slow
-def test_ctrl_c_with_two_workers(tmp_path):
-    """Ctrl-C reaches the whole process group: the parent relays it once, the workers end
-    their trials as FAIL and exit; the invocation exits 130 with one line."""
-    name = unique_name("int2")
-    # 40 epochs of every window: each trial trains for seconds after both have reported,
-    # so neither ends between the check and the signal.
+def _two_workers_training(tmp_path, prefix: str) -> tuple[subprocess.Popen[str], str, str]:
+    """`optuna-run --workers 2` in a session of its own, once both workers are mid-trial:
+    (its process, the storage URL, the study name). 40 epochs of every window: each trial
+    trains for seconds after both have reported, so neither ends before the signal."""
+    name = unique_name(prefix)
     slow = study_toml(tmp_path, name, data=tiny_panel(tmp_path, n_ids=200), epochs=40, windows=0)
     url = f"sqlite:///{tmp_path / 'x.db'}"
     args = ["--config", str(slow), "--storage", url, "--n-trials", "20", "--workers", "2"]
     proc = start_cli(args, tmp_path, start_new_session=True)
     wait_for(lambda: training(url, name, at_least=2), 180, "both workers mid-training")
+    return proc, url, name
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_two_workers(tmp_path):
+    """Ctrl-C reaches the whole process group: the parent relays it once, the workers end
+    their trials as FAIL and exit; the invocation exits 130 with one line."""
+    proc, url, name = _two_workers_training(tmp_path, "int2")
     os.killpg(proc.pid, signal.SIGINT)
     rc, _, err = finish(proc, 60)
     failed = _assert_clean_interrupt(rc, err, url, name)
@@ -189,14 +196,8 @@ def test_ctrl_c_while_it_starts_is_one_line(tmp_path) -> None:
 def test_workers_of_a_killed_run_end_their_trials_and_exit(tmp_path) -> None:
     """`optuna-run --workers 2` killed outright (SIGKILL, the OOM killer): its workers are
     told (SIGHUP on the parent's death, once per thread of it), end their running trials as
-    FAIL and exit, and
-    leave no trial RUNNING and no process training on alone."""
-    name = unique_name("orphan")
-    slow = study_toml(tmp_path, name, data=tiny_panel(tmp_path, n_ids=200), epochs=40, windows=0)
-    url = f"sqlite:///{tmp_path / 'x.db'}"
-    args = ["--config", str(slow), "--storage", url, "--n-trials", "20", "--workers", "2"]
-    proc = start_cli(args, tmp_path, start_new_session=True)
-    wait_for(lambda: training(url, name, at_least=2), 180, "both workers mid-training")
+    FAIL and exit, and leave no trial RUNNING and no process training on alone."""
+    proc, url, name = _two_workers_training(tmp_path, "orphan")
     os.kill(proc.pid, signal.SIGKILL)
     finish(proc, 30)
 
