@@ -270,7 +270,8 @@ def execute(
     from search.study.runner import run_parallel, run_trials, torch_threads
     from search.study.stop import SignalStop, Stop
 
-    started = started_trials(opened.study)  # once: every worker's sampler seed sees it
+    # counted once, for a seeded sampler (every worker's seed sees the same count)
+    started = started_trials(opened.study) if plan.cfg.search.seed is not None else 0
     if plan.workers > 1:
         plan.data = None  # the workers prepare their own; none held here (a GPU's memory)
         return run_parallel(
