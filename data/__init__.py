@@ -1,13 +1,39 @@
-"""Market panel data: loading, checks, features and targets, dense panel, splits, windows."""
+"""Market panel data: loading, checks, features and targets, dense panel, splits, windows.
+
+Every name is imported on first use: `from data import ConfigError` (what the command
+line's flag checks need) loads neither polars nor torch.
+"""
 
 from __future__ import annotations
 
-from data.config import DataConfig
-from data.errors import ConfigError, DataError
-from data.panel import Panel, fingerprint, load_panel
-from data.prepared import Batch, Prepared
-from data.split import Split, make_split
-from data.windows import WindowIndex, gather, run_lengths, window_ends
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from data.config import DataConfig
+    from data.errors import ConfigError, DataError
+    from data.panel import Panel, fingerprint, load_panel
+    from data.prepared import Batch, Prepared
+    from data.split import Split, make_split
+    from data.windows import WindowIndex, gather, run_lengths, window_ends
+
+# public name -> the module that holds it
+_LAZY = {
+    "DataConfig": "data.config",
+    "ConfigError": "data.errors",
+    "DataError": "data.errors",
+    "Panel": "data.panel",
+    "fingerprint": "data.panel",
+    "load_panel": "data.panel",
+    "Batch": "data.prepared",
+    "Prepared": "data.prepared",
+    "Split": "data.split",
+    "make_split": "data.split",
+    "WindowIndex": "data.windows",
+    "gather": "data.windows",
+    "run_lengths": "data.windows",
+    "window_ends": "data.windows",
+}
 
 __all__ = [
     "Batch",
@@ -25,3 +51,12 @@ __all__ = [
     "run_lengths",
     "window_ends",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

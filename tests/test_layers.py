@@ -80,3 +80,28 @@ def test_only_the_fence_imports_optunas_private_modules() -> None:
             if not under(mod, FENCE):
                 bad += [f"{mod} imports {n}" for n in imports(path) if private(n)]
     assert not bad, "\n".join(bad)
+
+
+HELP_CHECK = """
+import sys
+from search.cli.app import VERBS, main
+for verb in VERBS:
+    try:
+        main(["--help"] if verb == "run" else [verb, "--help"])
+    except SystemExit as e:
+        assert e.code == 0, (verb, e.code)
+heavy = ("torch", "polars", "optuna", "sqlalchemy", "numpy", "pandas", "data.panel", "models")
+print(sorted(m for m in heavy if m in sys.modules))
+"""
+
+
+def test_every_verbs_help_loads_no_heavy_library() -> None:
+    """`optuna-run VERB --help` answers at once: the flags' checks and help texts load no
+    torch, polars, Optuna or SQLAlchemy (each package's names are imported on first use)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", HELP_CHECK], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-2000:] + out.stderr

@@ -1,15 +1,38 @@
 """The run configuration: its schema (frozen, self-validating dataclasses), its loading
-(study TOML < overrides < flags) and the search space."""
+(study TOML < overrides < flags) and the search space.
 
-from search.config.load import build_config, load_config
-from search.config.schema import (
-    BudgetConfig,
-    RunConfig,
-    SearchConfig,
-    StorageConfig,
-    StudyConfig,
-)
-from search.config.space import SearchSpace, TrialParams
+Every name is imported on first use: `search.config.paths` (what the command line's flag
+checks need) loads without the schema's models and torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from search.config.load import build_config, load_config
+    from search.config.schema import (
+        BudgetConfig,
+        RunConfig,
+        SearchConfig,
+        StorageConfig,
+        StudyConfig,
+    )
+    from search.config.space import SearchSpace, TrialParams
+
+# public name -> the module that holds it
+_LAZY = {
+    "build_config": "search.config.load",
+    "load_config": "search.config.load",
+    "BudgetConfig": "search.config.schema",
+    "RunConfig": "search.config.schema",
+    "SearchConfig": "search.config.schema",
+    "StorageConfig": "search.config.schema",
+    "StudyConfig": "search.config.schema",
+    "SearchSpace": "search.config.space",
+    "TrialParams": "search.config.space",
+}
 
 __all__ = [
     "BudgetConfig",
@@ -22,3 +45,12 @@ __all__ = [
     "build_config",
     "load_config",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'search.config' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
