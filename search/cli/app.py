@@ -9,7 +9,7 @@ import importlib
 import sys
 
 from search.cli.common import fail
-from search.study.stop import stacks_on_sigusr1
+from search.study.stop import import_holding_ctrl_c, stacks_on_sigusr1
 
 # verb -> the module of its parser and handler
 VERBS: dict[str, str] = {
@@ -22,6 +22,10 @@ VERBS: dict[str, str] = {
     "report": "search.cli.report",
     "proxy": "search.cli.proxy",
 }
+# the libraries a verb loads, imported with Ctrl-C held once its flags are parsed (a Ctrl-C
+# inside a library's import can leave it half-loaded); the dashboard and the proxy need no torch
+LIBRARIES = ("numpy", "sqlalchemy", "optuna")
+TRAINING = ("torch", "polars")
 
 
 def input_errors() -> tuple[type[Exception], ...]:
@@ -43,6 +47,7 @@ def run_verb(name: str, argv: list[str]) -> int:
     """Import the verb's module, parse its flags and call its handler."""
     mod = importlib.import_module(VERBS[name])
     args = mod.parser().parse_args(argv)
+    import_holding_ctrl_c(LIBRARIES if name in ("dashboard", "proxy") else LIBRARIES + TRAINING)
     try:
         return int(mod.handle(args))
     except Exception as e:

@@ -133,3 +133,26 @@ def end_with_parent(parent: int, stop: Stop) -> None:
             libc.prctl(1, int(signal.SIGHUP))  # PR_SET_PDEATHSIG
     if parent and os.getppid() != parent:
         hangup(signal.SIGHUP, None)
+
+
+def import_holding_ctrl_c(modules: tuple[str, ...]) -> None:
+    """Import `modules` with SIGINT held until they are loaded, then raise the held
+    KeyboardInterrupt. A KeyboardInterrupt raised inside a library's import can be swallowed
+    by the library's own fallbacks and leave it half-loaded (numpy without `matrix`, every
+    trial then failing): Ctrl-C while torch loads must wait the second it takes to load.
+    Outside the main thread (no handlers there) it just imports."""
+    import importlib
+
+    if threading.current_thread() is not threading.main_thread():
+        for name in modules:
+            importlib.import_module(name)
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        for name in modules:
+            importlib.import_module(name)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
