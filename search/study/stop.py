@@ -152,7 +152,7 @@ def import_holding_ctrl_c(modules: tuple[str, ...]) -> None:
     try:
         for name in modules:
             importlib.import_module(name)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    finally:  # None: the handler was not set from Python (an embedding host's)
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
     if held:
         raise KeyboardInterrupt
