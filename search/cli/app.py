@@ -47,7 +47,10 @@ def run_verb(name: str, argv: list[str]) -> int:
     """Import the verb's module, parse its flags and call its handler."""
     mod = importlib.import_module(VERBS[name])
     args = mod.parser().parse_args(argv)
-    import_holding_ctrl_c(LIBRARIES if name in ("dashboard", "proxy") else LIBRARIES + TRAINING)
+    import_holding_ctrl_c(
+        LIBRARIES if name in ("dashboard", "proxy") else LIBRARIES + TRAINING,
+        exit_line=interrupted_line(name),
+    )
     try:
         return int(mod.handle(args))
     except Exception as e:
@@ -63,11 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_verb(verb, argv)
     except KeyboardInterrupt:
-        if verb != "run":
-            print(f"optuna-run {verb}: interrupted", file=sys.stderr)
-        else:  # a search: before any trial started (loading data, opening storage)
-            print("optuna-run: interrupted before any trial started", file=sys.stderr)
+        print(interrupted_line(verb), file=sys.stderr)
         return 130
+
+
+def interrupted_line(verb: str) -> str:
+    """What a Ctrl-C that reaches the command line says: a search's came before any trial
+    started (loading data, opening storage); a trial's is handled inside the run."""
+    if verb == "run":
+        return "optuna-run: interrupted before any trial started"
+    return f"optuna-run {verb}: interrupted"
 
 
 if __name__ == "__main__":

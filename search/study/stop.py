@@ -135,12 +135,14 @@ def end_with_parent(parent: int, stop: Stop) -> None:
         hangup(signal.SIGHUP, None)
 
 
-def import_holding_ctrl_c(modules: tuple[str, ...]) -> None:
-    """Import `modules` with SIGINT held until they are loaded, then raise the held
-    KeyboardInterrupt. A KeyboardInterrupt raised inside a library's import can be swallowed
-    by the library's own fallbacks and leave it half-loaded (numpy without `matrix`, every
-    trial then failing): Ctrl-C while torch loads must wait the second it takes to load.
-    Outside the main thread (no handlers there) it just imports."""
+def import_holding_ctrl_c(modules: tuple[str, ...], exit_line: str = "") -> None:
+    """Import `modules` with SIGINT held until they are loaded, then act on a held one as
+    the handler in place would (raise KeyboardInterrupt, call a handler set from Python, or
+    nothing where SIGINT is ignored). A KeyboardInterrupt raised inside a library's import
+    can be swallowed by the library's own fallbacks and leave it half-loaded (numpy without
+    `matrix`, every trial then failing): Ctrl-C while torch loads waits the second it takes.
+    A second Ctrl-C meanwhile writes `exit_line` and exits at once with 130. Outside the
+    main thread (no handlers there) it just imports."""
     import importlib
 
     if threading.current_thread() is not threading.main_thread():
@@ -148,11 +150,24 @@ def import_holding_ctrl_c(modules: tuple[str, ...]) -> None:
             importlib.import_module(name)
         return
     held: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        if held:
+            if exit_line:
+                sys.stderr.write(exit_line + "\n")
+                sys.stderr.flush()
+            os._exit(130)
+        held.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
     try:
         for name in modules:
             importlib.import_module(name)
     finally:  # None: the handler was not set from Python (an embedding host's)
         signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
-    if held:
+    if not held or previous == signal.SIG_IGN:
+        return
+    if callable(previous) and previous is not signal.default_int_handler:
+        previous(signal.SIGINT, None)
+    else:
         raise KeyboardInterrupt
