@@ -18,7 +18,8 @@ on the test dates, with every choice made before the refit:
    `--epochs` epochs of those windows, stopped after E epochs.
 3. The tree (the verdict's LightGBM), early-stopped on validation at R rounds; refitted on
    training + validation windows with R rounds, and with R scaled by the windows' ratio.
-4. Ridge, its penalty picked on validation; refitted on training + validation with it.
+4. Ridge, its penalty picked on validation; refitted on training + validation, its penalty
+   picked on validation again (rows the refit now fits).
 
 Prints each predictor's test rank IC before and after the refit, and the network minus the
 tree with 2 paired standard errors (the verdict's: over the test dates' daily rank IC).
