@@ -6,8 +6,9 @@ line's flag checks need) loads neither polars nor torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from data.lazy import lazy_names
 
 if TYPE_CHECKING:
     from data.config import DataConfig
@@ -54,11 +55,4 @@ __all__ = [
 
 
 if not TYPE_CHECKING:  # mypy reads the imports above; an unknown name stays an error
-
-    def __getattr__(name: str) -> Any:
-        module = _LAZY.get(name)
-        if module is None:
-            raise AttributeError(f"module 'data' has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
-        globals()[name] = value
-        return value
+    __getattr__ = lazy_names(__name__, _LAZY, globals())

@@ -7,8 +7,9 @@ checks need) loads without the schema's models and torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from data.lazy import lazy_names
 
 if TYPE_CHECKING:
     from search.config.load import build_config, load_config
@@ -48,11 +49,4 @@ __all__ = [
 
 
 if not TYPE_CHECKING:  # mypy reads the imports above; an unknown name stays an error
-
-    def __getattr__(name: str) -> Any:
-        module = _LAZY.get(name)
-        if module is None:
-            raise AttributeError(f"module 'search.config' has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
-        globals()[name] = value
-        return value
+    __getattr__ = lazy_names(__name__, _LAZY, globals())
