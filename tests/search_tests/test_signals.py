@@ -266,6 +266,28 @@ def test_ctrl_c_inside_numpys_import_stops_the_run_in_one_line(tmp_path) -> None
     assert not (tmp_path / "mid.db").exists()
 
 
+def test_ctrl_c_while_the_command_line_itself_loads_is_one_line(tmp_path) -> None:
+    """A Ctrl-C in the first hundredth of a second, while `search.cli.app` loads, is one
+    line and 130 too, not a traceback."""
+    import sys
+
+    script = MID_NUMPY.replace(
+        'name.startswith("numpy") and name.endswith("core.multiarray")',
+        'name == "search.cli.app"',
+    )
+    assert script != MID_NUMPY
+    out = subprocess.run(
+        [sys.executable, "-c", script, "--help"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 130, out.stderr[-3000:]
+    assert out.stderr.strip() == "optuna-run: interrupted", out.stderr
+
+
 def test_ctrl_c_during_a_library_import_waits_for_the_import(tmp_path, monkeypatch) -> None:
     """A Ctrl-C that lands inside a library's import is held until the import is done, then
     raised: the library is whole (not half-loaded) and the KeyboardInterrupt still comes."""
