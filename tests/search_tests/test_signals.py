@@ -228,38 +228,48 @@ def _session(pid: int) -> int | None:
         return None
 
 
-# Ctrl-C (SIGINT to itself) at the moment numpy's core module is looked up, then the CLI
-MID_NUMPY = """
+# the CLI, with a Ctrl-C (SIGINT to itself) at the moment the module WHEN names is looked up
+CTRL_C_AT = """
 import os, signal, sys
 
-class CtrlCInNumpy:
+class CtrlCAt:
     def find_spec(self, name, path=None, target=None):
-        if name.startswith("numpy") and name.endswith("core.multiarray"):
+        if WHEN:
             sys.meta_path.remove(self)
             os.kill(os.getpid(), signal.SIGINT)
         return None
 
-sys.meta_path.insert(0, CtrlCInNumpy())
+sys.meta_path.insert(0, CtrlCAt())
 from search.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+
+
+def _cli_with_ctrl_c_at(when: str, args: list[str], cwd) -> subprocess.CompletedProcess[str]:
+    """`optuna-run ARGS` in a subprocess, Ctrl-C sent when the module test `when` (a Python
+    expression of `name`) first holds."""
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-c", CTRL_C_AT.replace("WHEN", when), *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_ctrl_c_inside_numpys_import_stops_the_run_in_one_line(tmp_path) -> None:
     """A Ctrl-C that lands inside numpy's import (torch loads it) stops the run with one line
     and 130. It was swallowed there and left numpy half-loaded: the run went on, every trial
     failed, and the run ended on an AttributeError."""
-    import sys
-
     url = f"sqlite:///{tmp_path}/mid.db"
     toml = study_toml(tmp_path, "mid", data=tiny_panel(tmp_path))
-    out = subprocess.run(
-        [sys.executable, "-c", MID_NUMPY, "--config", str(toml), "--storage", url, "-q"],
-        cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    out = _cli_with_ctrl_c_at(
+        'name.startswith("numpy") and name.endswith("core.multiarray")',
+        ["--config", str(toml), "--storage", url, "-q"],
+        tmp_path,
     )
     assert out.returncode == 130, out.stderr[-3000:]
     assert out.stderr.strip() == "optuna-run: interrupted before any trial started", out.stderr
@@ -269,21 +279,7 @@ def test_ctrl_c_inside_numpys_import_stops_the_run_in_one_line(tmp_path) -> None
 def test_ctrl_c_while_the_command_line_itself_loads_is_one_line(tmp_path) -> None:
     """A Ctrl-C in the first hundredth of a second, while `search.cli.app` loads, is one
     line and 130 too, not a traceback."""
-    import sys
-
-    script = MID_NUMPY.replace(
-        'name.startswith("numpy") and name.endswith("core.multiarray")',
-        'name == "search.cli.app"',
-    )
-    assert script != MID_NUMPY
-    out = subprocess.run(
-        [sys.executable, "-c", script, "--help"],
-        cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = _cli_with_ctrl_c_at('name == "search.cli.app"', ["--help"], tmp_path)
     assert out.returncode == 130, out.stderr[-3000:]
     assert out.stderr.strip() == "optuna-run: interrupted", out.stderr
 
