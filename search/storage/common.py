@@ -23,7 +23,9 @@ HEARTBEAT_ATTR = "optuna_run:heartbeat"
 LOCK_CLASS = 0x4F505452
 SETUP_KEY = 0
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-PASSWORD_KEYS = ("password", "passwd", "pwd")
+# a URL query key naming a secret holds one of these (password, sslpassword, passwd, pwd,
+# passfile, a token, a secret)
+SECRET_KEY_PARTS = ("pass", "pwd", "secret", "token")
 TRANSIENT = (
     "locked",
     "unique",

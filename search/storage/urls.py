@@ -12,7 +12,13 @@ from urllib.parse import unquote
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from search.storage.common import DEFAULT_STORAGE, ENV_VAR, PASSWORD_KEYS, SCHEMES, StorageError
+from search.storage.common import (
+    DEFAULT_STORAGE,
+    ENV_VAR,
+    SCHEMES,
+    SECRET_KEY_PARTS,
+    StorageError,
+)
 
 
 def resolve_url(flag: str | None) -> str:
@@ -32,10 +38,22 @@ def resolve_url(flag: str | None) -> str:
     return url
 
 
+# the password of the user info: everything between the user's colon and the last @ before
+# the path (a password may hold an unencoded @)
+USERINFO = re.compile(r"://([^:/@]*):([^/]*)@")
+SECRET_QUERY = re.compile(
+    r"([?&][^=&]*(?:" + "|".join(SECRET_KEY_PARTS) + r")[^=&]*=)([^&]*)", re.IGNORECASE
+)
+
+
+def _secret_key(key: str) -> bool:
+    return any(part in key.lower() for part in SECRET_KEY_PARTS)
+
+
 def _raw_secrets(url: str) -> list[str]:
     """Passwords as written in the URL (maybe %-encoded), found without parsing it."""
-    found = re.findall(r"://[^:/@]*:([^@/]*)@", url)
-    found += re.findall(r"[?&](?:password|passwd|pwd)=([^&]*)", url, flags=re.IGNORECASE)
+    found = [m.group(2) for m in USERINFO.finditer(url)]
+    found += [m.group(2) for m in SECRET_QUERY.finditer(url)]
     return found + [unquote(s) for s in found]
 
 
@@ -45,25 +63,32 @@ def _secrets(url: str) -> list[str]:
         u = make_url(url)
     except (ArgumentError, ValueError):
         return [s for s in out if s]
-    if u.password:
-        out.append(str(u.password))
+    if u.password and not any("@" in m.group(2) for m in USERINFO.finditer(url)):
+        out.append(str(u.password))  # (a parser splits a password with an @ wrongly)
     for k, v in u.query.items():
-        if k.lower() in PASSWORD_KEYS:
+        if _secret_key(k):
             out.extend([v] if isinstance(v, str) else list(v))
     return sorted({s for s in out if s}, key=len, reverse=True)
 
 
+def _mask_raw(url: str) -> str:
+    out = USERINFO.sub(r"://\1:***@", url)
+    return SECRET_QUERY.sub(r"\1***", out)
+
+
 def mask(url: str) -> str:
-    """The URL with any password (user info or `?password=` query) replaced by ***."""
+    """The URL with any password (user info, or a query key such as `password` or
+    `sslpassword`) replaced by ***."""
+    if any("@" in m.group(2) for m in USERINFO.finditer(url)):
+        return _mask_raw(url)  # an unencoded @ in the password: parsers split it wrongly
     try:
         u = make_url(url)
-        hidden = {k: "***" for k in u.query if k.lower() in PASSWORD_KEYS}
+        hidden = {k: "***" for k in u.query if _secret_key(k)}
         if hidden:
             u = u.update_query_dict(hidden)
         return u.render_as_string(hide_password=True).replace("=%2A%2A%2A", "=***")
     except (ArgumentError, ValueError):
-        out = re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
-        return re.sub(r"([?&](?:password|passwd|pwd)=)[^&]*", r"\1***", out, flags=re.IGNORECASE)
+        return _mask_raw(url)
 
 
 def scrub(text: str, url: str) -> str:
@@ -116,8 +141,7 @@ EXPECTED_URL = (
 
 def _as_written(url: str) -> str:
     """The URL as given (not re-rendered, so nothing %-encoded), its passwords masked."""
-    out = re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
-    out = re.sub(r"([?&](?:password|passwd|pwd)=)[^&]*", r"\1***", out, flags=re.IGNORECASE)
+    out = _mask_raw(url)
     for secret in _secrets(url):
         out = out.replace(secret, "***")
     return out

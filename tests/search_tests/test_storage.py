@@ -82,6 +82,14 @@ def test_absolute_sqlite_and_postgres_urls():
             f"postgresql+psycopg://alice@db.example/optuna?password={SECRET}&sslmode=require",
             [SECRET],
         ),
+        (  # the password of the client's SSL key
+            f"postgresql+psycopg://alice@db.example/optuna?sslmode=require&sslpassword={SECRET}",
+            [SECRET],
+        ),
+        (  # an unencoded @ in the password
+            "postgresql+psycopg://alice:pa@ss@db.example:5432/optuna",
+            ["pa@ss"],
+        ),
     ],
 )
 def test_mask_and_scrub_hide_the_password(url, secrets):
@@ -92,6 +100,11 @@ def test_mask_and_scrub_hide_the_password(url, secrets):
     out = scrub(f"cannot connect to {url}: password {' or '.join(secrets)} rejected", url)
     assert all(s not in out for s in secrets), out
     assert "db.example" in out
+
+
+def test_no_part_of_a_password_with_an_unencoded_at_shows():
+    masked = mask("postgresql+psycopg://alice:pa@ss@db.example:5432/optuna")
+    assert masked == "postgresql+psycopg://alice:***@db.example:5432/optuna"
 
 
 def test_describe_sqlite_is_the_file():
