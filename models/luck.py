@@ -136,6 +136,62 @@ def daily_values(
     return dates, torch.where(counts >= min_count, v, torch.nan)
 
 
+MEAN_OF_DAILY = ("ic", "rank_ic", "spread", "loss", "mse", "log_loss", "hit_rate", "accuracy")
+
+
+def _sharpe_influence(v: torch.Tensor) -> torch.Tensor:
+    """Per-date influence on mean / std of the series v (NaN kept where v is NaN)."""
+    ok = v[torch.isfinite(v)]
+    if ok.numel() < 2:
+        return torch.full_like(v, math.nan)
+    m, sd = ok.mean(), ok.std()
+    z = (v - m) / sd
+    return z - (m / sd) / 2 * (z * z - 1)
+
+
+def influence(
+    key: str,
+    pred: torch.Tensor,
+    y: torch.Tensor,
+    date: torch.Tensor,
+    w: torch.Tensor | None,
+    task: str,
+    panel: bool,
+    periods_per_year: float = 252.0,
+) -> torch.Tensor | None:
+    """(D,) per-date values, in date order (NaN where a date has none), whose mean has the
+    sampling noise of metric `key` of these predictions: the daily value itself for a mean
+    over dates (IC, rank IC, spread, loss, hit rate), the delta-method influence of each date
+    for a mean / std over dates (ICIR, rank ICIR, Sharpe; annualised as `key` is:
+    z - SR (z^2 - 1) / 2), and for a single series' correlation (IC, rank IC) each date's
+    term z_p z_y - r (z_p^2 + z_y^2) / 2. The standard error of the mean of two predictors'
+    difference (metrics.mean_se) is the paired noise of comparing them on these dates. None
+    for a metric with none (AUC, skill, utility)."""
+    if not panel and key in ("ic", "rank_ic"):
+        s, yd = class_score(pred), y.double()
+        if key == "rank_ic":
+            inv = torch.zeros_like(date)
+            s, yd = group_ranks(s, inv, 1), group_ranks(yd, inv, 1)
+        order = torch.argsort(date, stable=True)
+        s, yd = s[order], yd[order]
+        if s.numel() < 3 or float(s.std()) == 0 or float(yd.std()) == 0:
+            return None
+        zs, zy = (s - s.mean()) / s.std(), (yd - yd.mean()) / yd.std()
+        r = (zs * zy).sum() / (s.numel() - 1)
+        return zs * zy - r * (zs * zs + zy * zy) / 2
+    base = {"icir": "ic", "rank_icir": "rank_ic", "sharpe": "spread"}.get(key, key)
+    if base not in MEAN_OF_DAILY:
+        return None
+    got = daily_values(base, pred, y, date, w, task, panel)
+    if got is None:
+        return None
+    v = got[1]
+    if key not in BY_SHARPE:
+        return v
+    scale = math.sqrt(periods_per_year) if key == "sharpe" else 1.0
+    return _sharpe_influence(v) * scale
+
+
 def _clean(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The trials (columns) finite on at least half the dates, on the dates (rows) where
     every one of them is finite; and the kept columns' indices."""
@@ -219,15 +275,19 @@ def expected_max_sharpe(sharpe_var: float, n_trials: float) -> float:
 
 
 def deflated_sharpe(
-    values: np.ndarray, trial_sharpes: np.ndarray, n_trials: float | None = None
+    values: np.ndarray,
+    trial_sharpes: np.ndarray,
+    n_trials: float | None = None,
+    overlap: int = 1,
 ) -> dict[str, Any]:
     """The deflated Sharpe ratio of the winner's per-date `values`, given the per-date
-    Sharpe ratios of every trial tried (`n_trials` defaults to their count)."""
+    Sharpe ratios of every trial tried (`n_trials` defaults to their count); values whose
+    forward returns overlap over `overlap` dates (the horizon) count as len / overlap."""
     v = np.asarray(values, dtype=np.float64)
     srs = np.asarray(trial_sharpes, dtype=np.float64)
     srs = srs[np.isfinite(srs)]
     N = float(len(srs) if n_trials is None else n_trials)
-    T = len(v)
+    T = len(v) / max(overlap, 1)
     sr = sharpe(v)
     var = float(srs.var(ddof=1)) if len(srs) > 1 else 0.0
     sr0 = expected_max_sharpe(var, N)
@@ -239,7 +299,9 @@ def deflated_sharpe(
     ok = T > 1 and math.isfinite(sr) and math.isfinite(den) and den > 0
     dsr = NormalDist().cdf((sr - sr0) * math.sqrt(T - 1) / math.sqrt(den)) if ok else math.nan
     out = {"dsr": dsr, "sharpe": sr, "sharpe0": sr0, "sharpe_var": var, "skew": skew}
-    out.update(kurtosis=kurt, dates=T, trials=N)
+    out.update(kurtosis=kurt, dates=len(v), trials=N)
+    if overlap > 1:
+        out["overlap"] = overlap
     return {k: None if isinstance(x, float) and not math.isfinite(x) else x for k, x in out.items()}
 
 
@@ -270,11 +332,13 @@ def luck_summary(
     winner: int | None = None,
     n_blocks: int = 16,
     effective: bool = False,
+    overlap: int = 1,
 ) -> dict[str, Any]:
     """PBO and deflated Sharpe of selecting column `winner` (default: the best by the mean,
     or the Sharpe, of its values) among the (T dates x N trials) matrix of metric `key`'s
     per-date values. The DSR is given only for metrics where 0 means no skill (rank IC,
-    spread, ...); `effective` also deflates by the effective number of trials."""
+    spread, ...); `effective` also deflates by the effective number of trials; `overlap`:
+    the dates an h-date forward return spans (the DSR counts T / overlap values)."""
     sign, by = _direction(key), ("sharpe" if key in BY_SHARPE else "mean")
     out: dict[str, Any] = {"metric": key, "pbo": pbo(matrix, n_blocks, by, sign)}
     m, cols = _clean(matrix)
@@ -287,10 +351,10 @@ def luck_summary(
         return out
     srs = np.array([sharpe(c) for c in m.T])
     series = m[:, int(np.flatnonzero(cols == winner)[0])]
-    out["dsr"] = deflated_sharpe(series, srs)
+    out["dsr"] = deflated_sharpe(series, srs, overlap=overlap)
     if effective:
         n_eff = effective_trials(m)
-        out["dsr_effective"] = deflated_sharpe(series, srs, n_eff)
+        out["dsr_effective"] = deflated_sharpe(series, srs, n_eff, overlap)
     return out
 
 
@@ -328,4 +392,7 @@ def trial_daily(
     folds = sorted(by_fold)
     values = torch.cat([torch.stack(by_fold[f]).mean(0) for f in folds]).tolist()
     ranges = [[data.folds[f].val.start, data.folds[f].val.stop] for f in folds]
-    return {"metric": key, "ranges": ranges, "values": [_round(v) for v in values]}
+    out: dict[str, Any] = {"metric": key, "ranges": ranges}
+    if data.cfg.horizon > 1:  # consecutive dates' forward returns overlap (the DSR's T)
+        out["horizon"] = data.cfg.horizon
+    return {**out, "values": [_round(v) for v in values]}

@@ -4,8 +4,10 @@ Per-date statistics are computed with scatter/index_add over a date index, never
 loop over dates; the caller syncs once per epoch. Conventions:
 
 - IC / rank IC: mean over dates of the cross-sectional Pearson / Spearman correlation
-  (ties get their average rank); `*_se` is the standard error of that mean over dates,
-  `*icir` the mean over the standard deviation of the daily values (not annualised).
+  (ties get their average rank); `*_se` is the standard error of that mean over dates
+  (with `se_lag` = horizon - 1 lags of autocovariance where the forward returns of
+  consecutive dates overlap: `mean_se`), `*icir` the mean over the standard deviation of the daily
+  values (not annualised).
 - spread: per date, the mean target of the top `quantile` of securities by prediction minus
   that of the bottom `quantile` (equal weight); `sharpe` annualises its mean / std with
   `periods_per_year` (252 / horizon). A single series uses the sign strategy sign(pred) * y.
@@ -107,14 +109,34 @@ def daily_corr(a: torch.Tensor, b: torch.Tensor, inv: torch.Tensor, G: int) -> t
 IR_KEYS = {"ic": "icir", "rank_ic": "rank_icir", "spread": "spread_ir"}
 
 
-def _series_stats(v: torch.Tensor, key: str, out: dict[str, torch.Tensor]) -> None:
-    """Mean, standard error and mean / std of a daily series (finite values only)."""
+def mean_se(v: torch.Tensor, lag: int = 0) -> torch.Tensor:
+    """0-dim standard error of the mean of the series `v` (in date order; non-finite values
+    dropped) whose neighbours up to `lag` apart may be correlated: the values of consecutive
+    dates share lag dates of an h-date forward return when lag = h - 1. Hansen-Hodrick: the
+    autocovariances up to `lag` added with weight 1 (exact for that overlap, where Bartlett
+    weights would understate it), never below the plain std / sqrt(n), which lag 0 is; NaN
+    with fewer than 2 values."""
+    v = v[torch.isfinite(v)].double()
+    n = v.numel()
+    if n < 2:
+        return _nan(v)
+    d = v - v.mean()
+    plain = (d * d).sum()
+    var = plain
+    for k in range(1, min(lag, n - 1) + 1):
+        var = var + 2 * (d[k:] * d[:-k]).sum()
+    return (torch.maximum(var, plain) / (n - 1) / n).sqrt()
+
+
+def _series_stats(v: torch.Tensor, key: str, out: dict[str, torch.Tensor], se_lag: int = 0) -> None:
+    """Mean, standard error (`mean_se` with `se_lag`) and mean / std of a daily series
+    (finite values only)."""
     v = v[torch.isfinite(v)]
     n = v.numel()
     mean = v.mean() if n else _nan(v)
     std = v.std() if n > 1 else _nan(v)
     out[key] = mean
-    out[f"{key}_se"] = std / math.sqrt(n) if n > 1 else _nan(v)
+    out[f"{key}_se"] = mean_se(v, se_lag)
     out[IR_KEYS[key]] = mean / std if n > 1 else _nan(v)
 
 
@@ -142,8 +164,10 @@ def panel_metrics(
     min_count: int = 5,
     quantile: float = 0.2,
     periods_per_year: float = 252.0,
+    se_lag: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """IC, rank IC (with standard errors and IR), long-short spread and its Sharpe."""
+    """IC, rank IC (with standard errors, `mean_se` with `se_lag`, and IR), long-short
+    spread and its Sharpe."""
     out: dict[str, torch.Tensor] = {}
     inv, G = group_index(date)
     if G == 0:
@@ -161,15 +185,15 @@ def panel_metrics(
     ic = daily_corr(score, y, inv, G)
     rs, ry = group_ranks(score, inv, G), group_ranks(y, inv, G)
     ric = daily_corr(rs, ry, inv, G)
-    _series_stats(ic[keep_date], "ic", out)
-    _series_stats(ric[keep_date], "rank_ic", out)
+    _series_stats(ic[keep_date], "ic", out, se_lag)
+    _series_stats(ric[keep_date], "rank_ic", out, se_lag)
     n = counts.double()[inv]
     top = rows & (rs > n * (1 - quantile))
     bot = rows & (rs <= n * quantile)
     yt = _sum(torch.where(top, y.double(), 0.0), inv, G) / _sum(top.double(), inv, G)
     yb = _sum(torch.where(bot, y.double(), 0.0), inv, G) / _sum(bot.double(), inv, G)
     spread = (yt - yb)[keep_date]
-    _series_stats(spread, "spread", out)
+    _series_stats(spread, "spread", out, se_lag)
     out["sharpe"] = out.pop("spread_ir") * math.sqrt(periods_per_year)
     return out
 
@@ -232,8 +256,10 @@ def evaluate(
     panel: bool,
     periods_per_year: float = 252.0,
     min_count: int = 5,
+    se_lag: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """Every metric of one segment's predictions as 0-dim device tensors (no host sync)."""
+    """Every metric of one segment's predictions as 0-dim device tensors (no host sync);
+    `se_lag`: the autocovariance lags of the per-date standard errors (`mean_se`)."""
     out = {"loss": loss_fn(pred, y, w, task)}
     ww = torch.ones_like(y) if w is None else w
     if task == "classification":
@@ -259,7 +285,14 @@ def evaluate(
         out["utility"] = jane_street_utility(pred, y, ww, date)
     if panel:
         out.update(
-            panel_metrics(score, y.double(), date, min_count, periods_per_year=periods_per_year)
+            panel_metrics(
+                score,
+                y.double(),
+                date,
+                min_count,
+                periods_per_year=periods_per_year,
+                se_lag=se_lag,
+            )
         )
     else:
         out.update(series_metrics(score, y.double(), periods_per_year))

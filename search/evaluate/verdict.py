@@ -2,7 +2,12 @@
 
 The best baseline is chosen on the validation dates, never on test. On test, the model
 beats it when its margin exceeds both the spread of the model's metric over seeds and two
-standard errors of the daily difference (paired over dates, for IC and rank IC).
+standard errors of the paired per-date difference (models.luck.influence: the daily values
+of a mean over dates, their delta-method influence for a ratio such as the Sharpe; for a
+single series each date's term of the correlation), with horizon - 1 lags of
+autocovariance (metrics.mean_se) where consecutive dates' forward returns overlap. Without
+a per-date noise the verdict judges no margin: the seed spread alone leaves out the test
+dates' own noise.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import torch
 from data import Prepared
 from models import OBJECTIVES, evaluate
 from models.baselines import baselines, missing_baselines
-from models.metrics import daily_rank_ic
+from models.metrics import daily_rank_ic, mean_se
 
 COLUMNS = ("mse", "ic", "rank_ic", "rank_ic_se", "rank_icir", "sharpe")
 HEADERS = {
@@ -32,6 +37,7 @@ REFERENCES = ("lgbm",)
 NO_RANKING = ("ic", "rank_ic", "rank_icir", "sharpe", "icir", "spread")
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
+NOT_JUDGED = "the metric has no per-date form to measure the test dates' noise by"
 
 
 def _direction(metric: str) -> str:
@@ -65,6 +71,7 @@ def _score(data: Prepared, pred: torch.Tensor, ends: torch.Tensor, name: str) ->
         data.cfg.task,
         panel=S > 1,
         periods_per_year=252 / data.cfg.horizon,
+        se_lag=data.cfg.horizon - 1,
     )
     out: dict[str, Any] = {}
     for k in (*COLUMNS, "loss"):
@@ -125,8 +132,7 @@ def build_verdict(
     seed_std = _std(member_test) if member_test and len(member_test) > 1 else None
     paired_se = _paired_se(data, select, outputs["test"], ends["test"], model_name, best)
     noise = max(seed_std or 0.0, 2 * (paired_se or 0.0))
-    measured = seed_std is not None or paired_se is not None  # else nothing to judge by
-    beats = measured and margin is not None and margin > noise
+    beats = paired_se is not None and margin is not None and margin > noise
     result.update(margin=margin, seed_std=seed_std, paired_se=paired_se, beats=beats)
     result["summary"] = _summary(
         model_name, select, mv, best, bv, margin, seed_std, paired_se, beats, noise
@@ -138,9 +144,7 @@ def build_verdict(
             tree_margin = sign * (mv - rv)
             noise = max(seed_std or 0.0, 2 * (se or 0.0))
             result["tree"] = {"name": ref, "margin": tree_margin, "paired_se": se}
-            result["tree"]["beats"] = (seed_std is not None or se is not None) and (
-                tree_margin > noise
-            )
+            result["tree"]["beats"] = se is not None and tree_margin > noise
             result["summary"] += " " + _beside_tree(ref, rv, tree_margin, seed_std, se, noise)
     if data.cfg.task == "regression" or binary:
         result["next"] = next_questions(
@@ -157,18 +161,37 @@ def _paired_se(
     a: str,
     b: str,
 ) -> float | None:
-    """Standard error of the mean daily difference of `a`'s and `b`'s rank IC (IC objectives
-    on a panel only; None otherwise): the noise of comparing two predictors on one period."""
-    if select not in ("rank_ic", "ic") or data.n_securities < 2:
+    """Standard error of `a`'s minus `b`'s `select` on these windows, paired over their dates
+    (metrics.mean_se with horizon - 1 lags, of the mean of the per-date difference of
+    models.luck.influence; "zero", a constant, ranks nothing: 0 on every date for a
+    correlation, a spread or a Sharpe): the noise of comparing two predictors on one period.
+    None for a metric with no per-date form."""
+    from models.luck import influence
+
+    S = data.n_securities
+    d, s = ends // S, ends % S
+    y, w = data.target[d, s], None if data.weight is None else data.weight[d, s]
+    per_date: dict[str, torch.Tensor | None] = {}
+    for name in (a, b):
+        if name == "zero" and select in NO_RANKING:
+            continue  # a constant ranks nothing: 0 on every date the other is defined
+        per_date[name] = influence(
+            select,
+            outputs[name],
+            y,
+            d,
+            w,
+            data.cfg.task,
+            S > 1,
+            periods_per_year=252 / data.cfg.horizon,
+        )
+    got = {n: v for n, v in per_date.items() if v is not None}
+    if len(got) != len(per_date) or not got:
         return None
-    d = ends // data.n_securities
-    y = data.target[d, ends % data.n_securities]
-    pa, pb = outputs[a], outputs[b]
-    if data.cfg.task != "regression":
-        pa, pb = pa[:, -1], pb[:, -1]
-    diff = daily_rank_ic(pa, y, d) - daily_rank_ic(pb, y, d)
-    diff = diff[torch.isfinite(diff)]
-    return float(diff.std() / math.sqrt(diff.numel())) if diff.numel() > 1 else None
+    like = next(iter(got.values()))
+    va, vb = (got.get(n, torch.zeros_like(like)) for n in (a, b))
+    se = float(mean_se(va - vb, data.cfg.horizon - 1))
+    return se if math.isfinite(se) else None
 
 
 def _beside_tree(
@@ -181,8 +204,8 @@ def _beside_tree(
     head = f"Beside the {ref} tree ({_f(rv)}): {_f(margin)}" + (
         f" ({', '.join(parts)})" if parts else ""
     )
-    if not parts:
-        return head + "."
+    if se is None:
+        return head + f": not judged ({NOT_JUDGED})."
     if margin > noise:
         return head + f": ABOVE the {ref} tree by more than the noise."
     if margin < -noise:
@@ -250,8 +273,8 @@ def _summary(
         f"{_f(bv)}; "
         f"margin {_f(margin)} ({', '.join(noise)})"
     )
-    if seed_std is None and paired_se is None:
-        return f"{head}: no noise measured to judge it by (one seed, no per-date values)."
+    if paired_se is None:
+        return f"{head}: not judged ({NOT_JUDGED})."
     if beats:
         return f"{head}: the model BEATS it by more than the noise."
     if margin is not None and margin < -threshold:
@@ -290,12 +313,10 @@ def format_verdict(v: dict[str, Any]) -> str:
 COST_BPS = 10.0  # cost per unit of turnover of the long-short portfolios
 
 
-def _rank_ic_and_se(score: torch.Tensor, y: torch.Tensor, d: torch.Tensor) -> tuple[Any, Any]:
+def _rank_ic(score: torch.Tensor, y: torch.Tensor, d: torch.Tensor) -> float | None:
     v = daily_rank_ic(score, y, d)
     v = v[torch.isfinite(v)]
-    if v.numel() < 2:
-        return None, None
-    return float(v.mean()), float(v.std() / math.sqrt(v.numel()))
+    return float(v.mean()) if v.numel() > 1 else None
 
 
 def next_questions(
@@ -329,12 +350,11 @@ def next_questions(
     out: dict[str, Any] = {"partner": partner, "best_baseline": best, "cost_bps": cost_bps}
     corr = float(prediction_correlation(sc[model_name], sc[partner], d))
     out["correlation"] = corr if math.isfinite(corr) else None
-    out["rank_ic"] = {n: _rank_ic_and_se(v, y, d)[0] for n, v in sc.items()}
-    out["rank_ic"]["blend"], _ = _rank_ic_and_se(mixed, y, d)
+    out["rank_ic"] = {n: _rank_ic(v, y, d) for n, v in sc.items()}
+    out["rank_ic"]["blend"] = _rank_ic(mixed, y, d)
     out["blend_margin"] = float(diff.mean()) if diff.numel() else None
-    out["blend_paired_se"] = (
-        float(diff.std() / math.sqrt(diff.numel())) if diff.numel() > 1 else None
-    )
+    blend_se = float(mean_se(diff, data.cfg.horizon - 1))
+    out["blend_paired_se"] = blend_se if math.isfinite(blend_se) else None
     if data.cfg.task != "regression" and fwd_return is None:
         out["portfolios"] = None
         out["note"] = "no portfolio: the target is a class, not a forward return"

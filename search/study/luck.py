@@ -19,18 +19,18 @@ def daily_matrix(
     trials: list[optuna.trial.FrozenTrial],
 ) -> tuple[np.ndarray, list[int], str | None, list[list[int]] | None]:
     """(T dates x N trials) matrix of the complete trials' per-date values, their numbers,
-    the metric and the date ranges; trials whose dates or metric differ from the first
-    one's are left out (a study resumed under another split)."""
+    the metric and the date ranges; trials whose dates, metric or horizon differ from the
+    first one's are left out (a study resumed under another split)."""
     cols: list[list[float]] = []
     numbers: list[int] = []
-    metric, ranges = None, None
+    metric, ranges, horizon = None, None, None
     for t in trials:
         d = t.user_attrs.get(ATTR)
         if t.state != optuna.trial.TrialState.COMPLETE or not isinstance(d, dict):
             continue
         if metric is None:
-            metric, ranges = d.get("metric"), d.get("ranges")
-        if d.get("metric") != metric or d.get("ranges") != ranges:
+            metric, ranges, horizon = d.get("metric"), d.get("ranges"), d.get("horizon")
+        if d.get("metric") != metric or d.get("ranges") != ranges or d.get("horizon") != horizon:
             continue
         cols.append([math.nan if v is None else float(v) for v in d.get("values", [])])
         numbers.append(t.number)
@@ -67,12 +67,22 @@ def study_luck(study: optuna.Study, n_blocks: int = 16, effective: bool = True) 
         return {"note": f"needs per-date values of two complete trials, has {len(numbers)}"}
     pick = _selected(study)
     col = numbers.index(pick) if pick in numbers else None
-    out = luck_summary(m, metric, col, n_blocks, effective)
+    out = luck_summary(m, metric, col, n_blocks, effective, overlap=_horizon(study.trials))
     out["winner"] = None if out["winner"] is None else numbers[out["winner"]]
     out["ranges"] = ranges
     if out["dsr"] is None:
         out["note"] = f"no deflated Sharpe for {metric} (0 is not its no-skill value)"
     return _json(out)
+
+
+def _horizon(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """The forward-return horizon the per-date values were scored on (1 where unrecorded)."""
+    for t in trials:
+        d = t.user_attrs.get(ATTR)
+        if t.state == optuna.trial.TrialState.COMPLETE and isinstance(d, dict):
+            h = d.get("horizon", 1)
+            return h if isinstance(h, int) and h > 0 else 1
+    return 1
 
 
 def record_luck(study: optuna.Study) -> dict[str, Any] | None:
@@ -112,7 +122,13 @@ def format_luck(luck: dict[str, Any]) -> str:
         lines.append(
             f"deflated Sharpe of trial {luck['winner']}: {_f(d['dsr'])} (per-date Sharpe "
             f"{_f(d['sharpe'])} vs {_f(d['sharpe0'])} expected of the best of "
-            f"{_f(d['trials'], '.0f')} skill-less trials; > 0.95 = significant)"
+            f"{_f(d['trials'], '.0f')} skill-less trials; > 0.95 = significant"
+            + (
+                f"; {d['dates']} dates of {d['overlap']}-date returns count as "
+                f"{d['dates'] / d['overlap']:.0f})"
+                if d.get("overlap")
+                else ")"
+            )
         )
         e = luck.get("dsr_effective")
         if e:

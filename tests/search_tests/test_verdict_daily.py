@@ -106,10 +106,12 @@ def test_a_model_below_the_best_baseline_is_called_below() -> None:
 
 
 def test_no_noise_measured_judges_nothing() -> None:
-    """One seed and no per-date values (a loss objective, one series): a margin either way
-    is not called beyond the noise."""
+    """No per-date noise (a metric with no per-date form): a margin either way is not judged,
+    whatever the seed spread."""
     from search.evaluate.verdict import _summary
 
-    for margin in (-0.0001, 0.0001):
-        line = _summary("model", "mse", 0.01, "ridge", 0.01, margin, None, None, False, 0.0)
-        assert line.endswith("no noise measured to judge it by (one seed, no per-date values).")
+    for margin, seeds in itertools.product((-0.01, 0.01), (None, 0.0001)):
+        line = _summary("model", "mse", 0.01, "ridge", 0.01, margin, seeds, None, False, 0.0)
+        assert line.endswith(
+            "not judged (the metric has no per-date form to measure the test dates' noise by)."
+        ), line
