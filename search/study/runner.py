@@ -88,7 +88,7 @@ def run_trials(
     if storage is None:
         storage = open_storage(cfg, url, max_trials)
     objective = Objective(cfg, data, should_stop=stop)
-    here = f"{socket.gethostname()}:{os.getpid()}"
+    here = worker_name()
     current: dict[str, optuna.Trial] = {}
 
     def run_one(trial: optuna.Trial) -> float | list[float]:
@@ -175,6 +175,49 @@ def open_storage(cfg: RunConfig, url: str, max_trials: int | None) -> StudyStora
         max_retry=st.max_retry,
         max_trials=max_trials,
     )
+
+
+EXITED = "interrupted (SIGINT/SIGTERM), exited at once"
+
+
+def worker_name(pid: int | None = None) -> str:
+    """The `worker` user attr of the trials a process runs: host:pid."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def fail_left_running(cfg: RunConfig, url: str, workers: set[str], wait_s: float = 3.0) -> int:
+    """Before a second Ctrl-C exits at once: tell the study's RUNNING trials of `workers`
+    (their `worker` user attr) as FAIL, reason EXITED unless one is set, on a connection of
+    their own, within `wait_s` seconds (else the heartbeat fails them later, as it would a
+    killed worker's). Returns how many were failed in time."""
+    import threading
+
+    done = {"n": 0}
+
+    def work() -> None:
+        storage = open_storage(cfg, url, None)
+        try:
+            study_id = storage.get_study_id_from_name(cfg.study.name)
+            running = storage.get_all_trials(
+                study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
+            )
+            for t in running:
+                if t.user_attrs.get("worker") not in workers:
+                    continue
+                if "fail_reason" not in t.user_attrs:
+                    storage.set_trial_user_attr(t._trial_id, "fail_reason", EXITED)
+                storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+                done["n"] += 1
+        except Exception:  # best effort: the heartbeat is the guarantee
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                storage.close()
+
+    thread = threading.Thread(target=work, name="fail-left-running", daemon=True)
+    thread.start()
+    thread.join(wait_s)
+    return done["n"]
 
 
 def wait_for_room(
@@ -396,6 +439,7 @@ def run_parallel(
             if p.is_alive() and p.pid:
                 os.kill(p.pid, signal.SIGKILL)
         shutil.rmtree(cache, ignore_errors=True)
+        fail_left_running(cfg, url, {worker_name(p.pid) for p in procs.values() if p.pid})
 
     handler = SignalStop(Stop(), on_first=say, at_exit=kill_all)
     errors: list[str] = []

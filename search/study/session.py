@@ -267,7 +267,13 @@ def execute(
     from data.cache import panel_bytes
     from search.storage.rdb import StorageError
     from search.study.pruners import started_trials
-    from search.study.runner import run_parallel, run_trials, torch_threads
+    from search.study.runner import (
+        fail_left_running,
+        run_parallel,
+        run_trials,
+        torch_threads,
+        worker_name,
+    )
     from search.study.stop import SignalStop, Stop
 
     # counted once, for a seeded sampler (every worker's seed sees the same count)
@@ -299,7 +305,11 @@ def execute(
     interrupted = False
     errors: list[str] = []
     torch.set_num_threads(torch_threads())
-    with SignalStop(stop, on_first=on_first):
+
+    def at_exit() -> None:  # a second Ctrl-C: the running trial told FAIL if it can be
+        fail_left_running(plan.cfg, url, {worker_name()})
+
+    with SignalStop(stop, on_first=on_first, at_exit=at_exit):
         try:
             run_trials(
                 plan.cfg,

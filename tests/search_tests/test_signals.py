@@ -29,6 +29,7 @@ from tests.search_tests.studyrun import (
 
 INTERRUPTED = "optuna-run: interrupted; rerun the same command to resume the study"
 REASON = "interrupted (SIGINT/SIGTERM)"
+EXITED = "interrupted (SIGINT/SIGTERM), exited at once"
 FAIL = optuna.trial.TrialState.FAIL
 COMPLETE = optuna.trial.TrialState.COMPLETE
 RUNNING = optuna.trial.TrialState.RUNNING
@@ -72,6 +73,31 @@ def test_sigint_mid_trial_then_rerun_resumes(tmp_path, monkeypatch):
     assert_numbers_unique(study)
 
 
+def _no_trial_left_running_after_two_ctrl_cs(proc, url: str, name: str, group: bool) -> None:
+    """Two Ctrl-Cs 50 ms apart: the second exits at once, its trials told FAIL first."""
+    for _ in range(2):
+        if group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+    rc, _, err = finish(proc, 60)
+    assert rc == 130, err
+    trials = load(url, name).trials
+    assert RUNNING not in {t.state for t in trials}, [t.state for t in trials]
+    failed = [t for t in trials if t.state == FAIL]
+    assert failed and all(t.user_attrs["fail_reason"] in (REASON, EXITED) for t in failed)
+
+
+def test_a_second_ctrl_c_exits_at_once_and_leaves_nothing_running(tmp_path):
+    name = unique_name("int3")
+    slow = study_toml(tmp_path, name, data=tiny_panel(tmp_path, n_ids=200), epochs=12, windows=0)
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    proc = start_cli(["--config", str(slow), "--storage", url, "--n-trials", "20"], tmp_path)
+    wait_for(lambda: training(url, name), 120, "a trial past its first epoch")
+    _no_trial_left_running_after_two_ctrl_cs(proc, url, name, group=False)
+
+
 def _two_workers_training(tmp_path, prefix: str) -> tuple[subprocess.Popen[str], str, str]:
     """`optuna-run --workers 2` in a session of its own, once both workers are mid-trial:
     (its process, the storage URL, the study name). 40 epochs of every window: each trial
@@ -95,6 +121,12 @@ def test_ctrl_c_with_two_workers(tmp_path):
     failed = _assert_clean_interrupt(rc, err, url, name)
     assert len(failed) == 2
     assert "SIGINT: ending the running trials (FAIL)" in err
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_with_two_workers_leaves_nothing_running(tmp_path):
+    proc, url, name = _two_workers_training(tmp_path, "int4")
+    _no_trial_left_running_after_two_ctrl_cs(proc, url, name, group=True)
 
 
 def _victim(url: str, name: str, epochs: int) -> optuna.trial.FrozenTrial:
