@@ -23,6 +23,8 @@ HEARTBEAT_ATTR = "optuna_run:heartbeat"
 LOCK_CLASS = 0x4F505452
 SETUP_KEY = 0
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+# user attrs that say how a trial's run ended: a retry of a stale trial starts without them
+RUN_OUTCOME_ATTRS = ("fail_reason", "prune_reason")
 # a URL query key naming a secret holds one of these (password, sslpassword, passwd, pwd,
 # passfile, a token, a secret)
 SECRET_KEY_PARTS = ("pass", "pwd", "secret", "token")

@@ -442,6 +442,8 @@ def _retry_keeps_its_place(url: str) -> None:
         done = study.ask(space)
         study.tell(done, 1.0)
         dead = study.ask(space)  # its worker dies: no heartbeat after the first
+        dead.set_user_attr("worker", "host:1")
+        dead.set_user_attr("fail_reason", "interrupted (SIGINT/SIGTERM)")  # its last words
         time.sleep(3.5)  # past the grace period
         live = study.ask(space)  # the third place
         storage.record_heartbeat(live._trial_id)
@@ -451,6 +453,7 @@ def _retry_keeps_its_place(url: str) -> None:
     assert states[dead.number] == TrialState.FAIL and states[live.number] == TrialState.RUNNING
     (retry,) = [t for t in trials if t.state == TrialState.WAITING]
     assert retry.params == dead.params
+    assert retry.user_attrs == {"worker": "host:1"}  # how the failed run ended is not its
     with pytest.raises(StudyFull, match=r"3 finished, running or queued trials \(--max-trials 3\)"):
         storage.create_new_trial(study._study_id)  # a new trial: no place for it
     with warnings.catch_warnings():
