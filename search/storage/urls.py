@@ -147,16 +147,46 @@ def _as_written(url: str) -> str:
     return out
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(url: str, shown: str) -> None:
+    """An existing path of a SQLite URL must be a SQLite database (or an empty file)."""
+    db = _sqlite_file(url)
+    if db is None:
+        return
+    path = Path(db)
+    if path.is_dir():
+        raise StorageError(
+            f"storage URL {shown!r}: {db} is a folder; expected a SQLite file in it, e.g. "
+            f"sqlite:///{path / 'optuna.db'}"
+        )
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+        if head != SQLITE_HEADER:
+            raise StorageError(
+                f"storage URL {shown!r}: {db} is not a SQLite database; expected a study "
+                "file (or a new file name)"
+            )
+
+
 def check_url(url: str) -> None:
     """Refuse, before anything is opened, a storage URL that cannot hold a study: another
     scheme, one that does not parse (e.g. a port that is no number), a port out of range, an
-    in-memory SQLite database. Raises StorageError with the password masked."""
+    in-memory SQLite database, a SQLite path that is a folder or a file of another kind, a
+    password with an unencoded @. Raises StorageError with the password masked."""
     scheme = _scheme(url)
     shown = _as_written(url)
     if scheme not in SCHEMES:
         raise StorageError(
             f"storage URL {shown!r}: {EXPECTED_URL} (journal files are not "
             "offered: they have no heartbeat, so a dead worker's trial would stay RUNNING)"
+        )
+    if any("@" in m.group(2) for m in USERINFO.finditer(url)):
+        raise StorageError(
+            f"storage URL {shown!r}: the password holds an '@', which ends the user info; "
+            "percent-encode it (@ as %40, : as %3A, / as %2F)"
         )
     if scheme == "grpc":
         m = re.fullmatch(r"grpc://(\[[^\]]+\]|[^:/\[\]]+):(\d+)/?", url)
@@ -194,6 +224,8 @@ def check_url(url: str) -> None:
                 f"storage URL {shown!r} needs a database driver that is not installed: {name} "
                 f"(pip install {package})"
             ) from None
+    if scheme == "sqlite":
+        _check_sqlite_file(url, shown)
 
 
 # a driver module -> the package that installs it

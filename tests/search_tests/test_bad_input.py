@@ -320,6 +320,37 @@ def test_an_unusable_storage_url_is_one_line_with_the_password_masked(
     assert not (tmp_path / "b.json").exists()
 
 
+@pytest.mark.parametrize("verb", ["run", "export"])
+@pytest.mark.parametrize("kind", ["folder", "csv"])
+def test_a_sqlite_path_that_is_no_database_is_one_line_and_creates_nothing(
+    tmp_path, capsys, verb, kind
+):
+    target = tmp_path / "target"
+    if kind == "folder":
+        target.mkdir()
+        expected = "is a folder; expected a SQLite file in it"
+    else:
+        target.write_text("date,symbol,close\n2020-01-02,A,1.0\n")
+        expected = "is not a SQLite database"
+    url = f"sqlite:///{target}"
+    argv = (
+        run_argv(tmp_path, url)
+        if verb == "run"
+        else ["export", "--study-name", "s", "--out", str(tmp_path / "b.json"), "--storage", url]
+    )
+    before = sorted(p.name for p in tmp_path.iterdir())
+    line = one_line_error(capsys, argv)
+    assert "storage URL" in line and expected in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no -lock file beside it
+
+
+def test_a_password_with_an_unencoded_at_is_refused_without_showing_it(tmp_path, capsys):
+    url = "postgresql+psycopg://quant:Sec@retXyz@127.0.0.1:5999/optuna"
+    line = one_line_error(capsys, run_argv(tmp_path, url))
+    assert "percent-encode it (@ as %40" in line, line
+    assert "Sec" not in line and "retXyz" not in line, line
+
+
 def test_reading_a_missing_sqlite_file_creates_none(tmp_path, capsys):
     url = f"sqlite:///{tmp_path}/nope.db"
     line = one_line_error(
