@@ -174,8 +174,6 @@ def handle(args: argparse.Namespace) -> int:
         quiet=args.quiet,
     )
     if out.interrupted:
-        print(
-            "optuna-run: interrupted; rerun the same command to resume the study", file=sys.stderr
-        )
+        print(session.INTERRUPTED_LINE, file=sys.stderr)
         return 130
     return 1 if out.errors else 0

@@ -112,6 +112,17 @@ def log_path(url: str, study_name: str) -> Path:
     return Path("studies") / f"{study_name}.log"
 
 
+def append_log(log: Path, lines: list[str]) -> None:
+    """Append `lines` (each maybe several) time-stamped to the study's log, as the run's own
+    lines are: the start lines before the trials, the summary after them."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().isoformat(timespec="seconds")
+    with open(log, "a") as f:
+        for line in lines:
+            for part in line.splitlines() or [""]:
+                f.write(f"{stamp} {part}\n")
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 

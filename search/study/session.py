@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from search.study.progress import Reporter
 
 SEED_MAX = 2**32 - 1  # what the samplers (NumPy's legacy seeding) take
+INTERRUPTED_LINE = "optuna-run: interrupted; rerun the same command to resume the study"
 
 
 def check_seed(seed: Any, where: str, workers: int) -> None:
@@ -344,18 +345,22 @@ def run(
     log beside the study, and say the summary. `n_trials` None and no `timeout`: 100."""
     import optuna
 
-    from search.study.progress import Reporter, log_path
+    from search.study.progress import Reporter, append_log, log_path
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = plan.cfg
-    for line in start_lines(plan, url):
+    said = list(start_lines(plan, url))
+    for line in said:
         say(line)
     opened = open_run(plan, url, max_trials=max_trials, dashboard=dashboard)
     if opened.dashboard is not None:
-        say(f"dashboard: {opened.dashboard.url} (stops with the search)")
+        said.append(f"dashboard: {opened.dashboard.url} (stops with the search)")
+        say(said[-1])
     total = n_trials if n_trials or timeout else 100
     log = log_path(url, cfg.study.name)
-    say(f"log: {log}")
+    said.append(f"log: {log}")
+    say(said[-1])
+    append_log(log, said)  # the log holds every line of the run, these first
     reporter = Reporter(total, cfg.study.direction, quiet=quiet, log=log)
     try:
         interrupted, errors = execute(
@@ -372,12 +377,16 @@ def run(
         if opened.dashboard is not None:
             opened.dashboard.stop()
     study = optuna.load_study(study_name=cfg.study.name, storage=opened.storage)
-    say(reporter.summary(study, url, interrupted))
+    said = [reporter.summary(study, url, interrupted)]
     from search.study.luck import format_luck, record_luck
 
     luck = record_luck(study)
     if luck is not None:
-        say(format_luck(luck))
-    for err in errors:
-        say(f"optuna-run: worker error: {err}")
+        said.append(format_luck(luck))
+    said += [f"optuna-run: worker error: {err}" for err in errors]
+    if interrupted:
+        said.append(INTERRUPTED_LINE)
+    for line in said[: len(said) - interrupted]:  # the CLI says the interrupted line itself
+        say(line)
+    append_log(log, said)
     return Outcome(study, interrupted, errors)

@@ -60,9 +60,15 @@ def test_a_study_run_into_a_file_writes_lines_not_frames(tmp_path: Path) -> None
     assert [int(m[1]) for m in status] == list(range(1, 11))
     for m in status:
         assert int(m[2]) == 10 and int(m[3]) + int(m[4]) + int(m[5]) == int(m[1])
-    # the study's log beside the database has them too, time-stamped
+    # the study's log beside the database has them too, time-stamped: every line from the
+    # start lines to the summary (only the loading steps before the study opens are not)
     study_log = (tmp_path / "nh.log").read_text()
     assert study_log.count(" status: ") == 10 and "\r" not in study_log
+    logged = [x.split(" ", 1)[1] for x in study_log.splitlines()]
+    said = [x for x in lines if not x.startswith(STEPS)]
+    assert logged == said
+    assert any(x.startswith("data: ") for x in logged)
+    assert any("this run finished 10 trials" in x for x in logged)
 
 
 class Clock:

@@ -62,6 +62,8 @@ def test_sigint_mid_trial_then_rerun_resumes(tmp_path, monkeypatch):
     rc, _, err = finish(proc, 60)
     failed = _assert_clean_interrupt(rc, err, url, name)
     assert len(failed) == 1
+    # the study's log says how the run ended, as stderr does
+    assert (tmp_path / f"{name}.log").read_text().splitlines()[-1].endswith(INTERRUPTED)
     before = len(load(url, name).trials)
     # Rerunning the same command resumes the study (the budget is part of its spec).
     monkeypatch.chdir(tmp_path)
