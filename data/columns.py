@@ -13,6 +13,11 @@ import polars as pl
 from data.config import DataConfig
 from data.errors import DataError, DataWarning
 
+# The OHLCV roles and the column each reads when `[data]` does not map it.
+ROLES: dict[str, str] = {
+    r: getattr(DataConfig, r) for r in ("open", "high", "low", "close", "volume")
+}
+
 
 @dataclass(frozen=True)
 class Columns:
@@ -75,9 +80,15 @@ def resolve_columns(
     for pat in cfg.features:
         if not _is_glob(pat):
             need(pat, "features")
+    roles = {r: getattr(cfg, r) for r in ROLES}
+    if cfg.ohlcv_features is not False:
+        # A role mapped to a column of the user's choosing must be there: left absent, its
+        # features would be dropped without a word. A role left at its default is optional.
+        for r, c in roles.items():
+            if c != ROLES[r]:
+                need(c, r)
     check_missing()
     assert time is not None
-    roles = {r: getattr(cfg, r) for r in ("open", "high", "low", "close", "volume")}
     derive = cfg.ohlcv_features
     if derive is None:
         derive = roles["close"] in schema
@@ -93,7 +104,9 @@ def resolve_columns(
         if not derive:
             ohlcv = {"close": ohlcv["close"]}
     used = {c for c in (time, ident, cfg.target, tradable, weight, cfg.date) if c}
-    levels = set(roles.values())
+    # Raw price and volume levels are never features by default: the mapped columns, and
+    # a column of a role's default name mapped to no role (a raw close beside an adjusted one).
+    levels = set(roles.values()) | set(ROLES.values())
     if cfg.features:
         feats: list[str] = []
         for pat in cfg.features:

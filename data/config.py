@@ -31,7 +31,8 @@ class DataConfig(Checked):
     """Column holding the target; empty: forward return over `horizon` derived from `close`."""
     features: tuple[str, ...] = ()
     """Feature columns, names or glob patterns (`feature_*`); empty: every numeric column not
-    otherwise used, except raw OHLCV levels."""
+    otherwise used, except raw OHLCV levels (the mapped columns, and any column named open,
+    high, low, close or volume)."""
     ohlcv_features: bool | None = None
     """Derive past-only features from OHLCV columns; None (default): when a close column exists."""
     ohlcv_set: str = "extended"
@@ -40,6 +41,8 @@ class DataConfig(Checked):
     illiquidity) or `basic` (returns over 1, 5, 20 dates, range, open-close, volume change,
     20-date volatility; what studies stored before the key existed derived)."""
     open: str = "open"
+    """The OHLCV columns (`[data] open` ... `volume`): one mapped to another name must be in
+    the file (unless `ohlcv_features` is false); one left at its default may be absent."""
     high: str = "high"
     low: str = "low"
     close: str = "close"

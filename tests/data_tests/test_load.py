@@ -158,6 +158,43 @@ def test_default_features_skip_price_levels_and_derive_past_only_ohlcv(tmp_path)
     assert panel.target[:5, 0] == pytest.approx([1.0] * 5) and np.isnan(panel.target[5, 0])
 
 
+def _bars(tmp_path, name="bars.csv", **extra):
+    cols = {
+        "open": lambda d, s: 10.0 + d + s,
+        "high": lambda d, s: 11.0 + d + s,
+        "low": lambda d, s: 9.0 + d + s,
+        "close": lambda d, s: 10.5 + d + s,
+        "volume": lambda d, s: 1000.0 + d * s,
+        "factor": f0,
+    }
+    return long_file(tmp_path / name, 30, 3, cols | extra)
+
+
+def test_a_mapped_ohlcv_column_that_is_absent_is_refused(tmp_path):
+    # the file's columns are high / low / volume: mapped to other names, they are not there
+    path = _bars(tmp_path)
+    with pytest.raises(DataError) as e:
+        load(path, target=None, high="hi", low="lo")
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: column 'hi' ([data] high) not found (did you mean 'high'?)")
+    assert "column 'lo' ([data] low) not found (did you mean 'low'?)" in msg and "\n" not in msg
+    with pytest.raises(DataError, match=r"column 'vol' \(\[data\] volume\) not found"):
+        load(path, target=None, volume="vol")
+    with pytest.raises(DataError, match=r"column 'px' \(\[data\] close\) not found"):
+        load(path, features=("factor",), target="factor", close="px")
+
+
+def test_raw_ohlcv_levels_are_never_default_features(tmp_path):
+    # a role's default column mapped to no role (a raw close beside the adjusted one, high /
+    # low with derivation off) is a price level: not taken as a feature
+    path = _bars(tmp_path, adj_close=lambda d, s: 5.0 + d + s)
+    panel, _ = load(path, target=None, close="adj_close", ohlcv_set="basic", max_missing=1.0)
+    assert "close" not in panel.feature_names and "adj_close" not in panel.feature_names
+    assert panel.feature_names[-1] == "factor" and "hl_range" in panel.feature_names
+    panel, _ = load(_bars(tmp_path, "b.csv"), target=None, ohlcv_features=False, high="hi")
+    assert panel.feature_names == ["factor"]
+
+
 def test_forward_return_is_invalid_when_not_tradable_horizon_dates_later(tmp_path):
     # security 0: close = d + 1, absent at d = 3, not tradable at d = 6 (S1 keeps the dates)
     path = long_file(

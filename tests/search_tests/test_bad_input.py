@@ -109,6 +109,10 @@ def case(name: str, folder: Path) -> tuple[Path, list[str]]:
     if name == "mapped column missing":
         toml = study_toml(folder, "panel.csv", extra='weight = "w"')
         return toml, ["panel.csv", "'w'", "[data] weight", "not found"]
+    if name == "mapped OHLCV column missing":
+        frame(high=pl.col("f0") + 1, low=pl.col("f0"), close=pl.col("f0") + 0.5).write_csv(data)
+        toml = study_toml(folder, "panel.csv", extra='high = "hi"')
+        return toml, ["panel.csv", "'hi'", "[data] high", "not found", "did you mean 'high'"]
     if name == "non-numeric feature":
         frame(sector=pl.lit("tech")).write_csv(data)
         toml = study_toml(folder, "panel.csv", extra='features = ["f0", "sector"]')
@@ -164,6 +168,7 @@ CASES = [
     "empty file",
     "header only",
     "mapped column missing",
+    "mapped OHLCV column missing",
     "non-numeric feature",
     "duplicate rows",
     "unparseable dates",
