@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ def scan_rows(path: Path) -> tuple[pl.LazyFrame, int]:
         )
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty ([data] path / --data), expected {kind} data")
+    if kind == "csv":
+        _check_header(path)
     try:
         lf = pl.scan_parquet(path) if kind == "parquet" else _scan_csv(path)
         lf.collect_schema()
@@ -55,11 +58,34 @@ def scan_rows(path: Path) -> tuple[pl.LazyFrame, int]:
     return lf, int(n_rows)
 
 
+def _separator(path: Path) -> str:
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a CSV file whose header names a column twice (polars would rename the second
+    `close_duplicated_0` and read it as one more column)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+            header = next(csv.reader(f, delimiter=_separator(path)), [])
+    except (OSError, csv.Error) as e:
+        raise DataError(f"{path}: cannot be read as csv: {_first_line(e)}") from None
+    seen: dict[str, list[int]] = {}
+    for j, name in enumerate(header, start=1):
+        seen.setdefault(name, []).append(j)
+    twice = {n: js for n, js in seen.items() if len(js) > 1}
+    if twice:
+        which = ", ".join(f"{n!r} (columns {', '.join(map(str, js))})" for n, js in twice.items())
+        s = "s" if len(twice) > 1 else ""
+        raise DataError(
+            f"{path}: duplicate column{s} {which} in the header; expected each column named once"
+        )
+
+
 def _scan_csv(path: Path, types: dict[str, pl.DataType] | None = None) -> pl.LazyFrame:
-    sep = "\t" if path.suffix.lower() == ".tsv" else ","
     return pl.scan_csv(
         path,
-        separator=sep,
+        separator=_separator(path),
         infer_schema_length=INFER_ROWS,
         null_values=MISSING_MARKERS,
         schema_overrides=types,

@@ -73,3 +73,34 @@ def test_every_text_feature_column_is_named_at_once(tmp_path: Path) -> None:
     msg = str(e.value)
     assert "feature columns 'f_late' (String), 'f_ints' (String) ([data] features)" in msg
     assert "expected numeric types" in msg and msg.count("\n") == 0
+
+
+def _with_header(path: Path, header: str, sep: str = ",") -> Path:
+    """A 3-date x 2-id file under `header`: date, id, then one number per other column."""
+    names = header.split(sep)
+    rows = [
+        sep.join([f"2020-01-0{d + 1}", f"S{s}"] + [str(d + s + j) for j in range(len(names) - 2)])
+        for d in range(3)
+        for s in range(2)
+    ]
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def test_a_column_named_twice_in_the_header_is_refused(tmp_path):
+    # polars would read the second 'f0' as a new column 'f0_duplicated_0'
+    path = _with_header(tmp_path / "p.csv", "date,id,f0,target,f0")
+    with pytest.raises(DataError) as e:
+        load(path)
+    msg = str(e.value)
+    assert msg == (
+        f"{path}: duplicate column 'f0' (columns 3, 5) in the header; "
+        "expected each column named once"
+    )
+    # a tab-separated file is split on tabs; every duplicated name is named at once
+    path = _with_header(tmp_path / "p.tsv", "date\tid\tf0\tf0\ttarget\ttarget\ttarget", "\t")
+    with pytest.raises(DataError, match=r"columns 'f0' \(columns 3, 4\), 'target' \(columns 5"):
+        load(path)
+    # names that only share a prefix are not duplicates
+    panel, _ = load(_with_header(tmp_path / "ok.csv", "date,id,f0,f0_2,target"))
+    assert panel.feature_names == ["f0", "f0_2"]

@@ -117,6 +117,10 @@ def case(name: str, folder: Path) -> tuple[Path, list[str]]:
         frame(sector=pl.lit("tech")).write_csv(data)
         toml = study_toml(folder, "panel.csv", extra='features = ["f0", "sector"]')
         return toml, ["panel.csv", "'sector'", "[data] features", "numeric"]
+    if name == "duplicate column":
+        text = data.read_text().splitlines()
+        data.write_text("\n".join([text[0] + ",f1"] + [r + ",0.5" for r in text[1:]]) + "\n")
+        return study_toml(folder, "panel.csv"), ["panel.csv", "duplicate column 'f1'", "(columns"]
     if name == "duplicate rows":
         pl.concat([frame(), frame().slice(40, 1)]).write_csv(data)
         return study_toml(folder, "panel.csv"), ["panel.csv", "duplicate (date, id)", "S1"]
@@ -170,6 +174,7 @@ CASES = [
     "mapped column missing",
     "mapped OHLCV column missing",
     "non-numeric feature",
+    "duplicate column",
     "duplicate rows",
     "unparseable dates",
     "inf in a column",
