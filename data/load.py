@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,17 @@ INFER_ROWS = 10_000
 CHUNK_COLUMNS = 16
 
 
-def scan(path: Path) -> pl.LazyFrame:
-    """A lazy frame over `path`, or a DataError naming the file."""
-    return scan_rows(path)[0]
+def scan(path: Path, text: Collection[str] = ()) -> pl.LazyFrame:
+    """A lazy frame over `path`, or a DataError naming the file; `text`: see `scan_rows`."""
+    return scan_rows(path, text)[0]
 
 
-def scan_rows(path: Path) -> tuple[pl.LazyFrame, int]:
-    """A lazy frame over `path` and its row count, or a DataError naming the file."""
+def scan_rows(path: Path, text: Collection[str] = ()) -> tuple[pl.LazyFrame, int]:
+    """A lazy frame over `path` and its row count, or a DataError naming the file.
+
+    The columns `text` of a CSV file (the id) are read as text, whatever they look like: an
+    A-share code 000001 stays 000001, not the number 1.
+    """
     if not path.exists():
         raise DataError(f"{path}: file not found ([data] path / --data)")
     if path.is_dir():
@@ -48,7 +53,7 @@ def scan_rows(path: Path) -> tuple[pl.LazyFrame, int]:
     if kind == "csv":
         _check_header(path)
     try:
-        lf = pl.scan_parquet(path) if kind == "parquet" else _scan_csv(path)
+        lf = pl.scan_parquet(path) if kind == "parquet" else _scan_csv(path, text=text)
         lf.collect_schema()
         n_rows = lf.select(pl.len()).collect().item()
     except Exception as e:  # polars raises many types for unreadable files
@@ -82,17 +87,24 @@ def _check_header(path: Path) -> None:
         )
 
 
-def _scan_csv(path: Path, types: dict[str, pl.DataType] | None = None) -> pl.LazyFrame:
+def _scan_csv(
+    path: Path, types: dict[str, pl.DataType] | None = None, text: Collection[str] = ()
+) -> pl.LazyFrame:
+    """The CSV file with the columns `text` read as text, the others as `types` says or as
+    their first INFER_ROWS rows suggest (a column of `text` not in the file is ignored)."""
+    overrides: dict[str, pl.DataType] = {c: pl.String() for c in text}
     return pl.scan_csv(
         path,
         separator=_separator(path),
         infer_schema_length=INFER_ROWS,
         null_values=MISSING_MARKERS,
-        schema_overrides=types,
+        schema_overrides={**(types or {}), **overrides} or None,
     )
 
 
-def settle_types(lf: pl.LazyFrame, path: Path) -> tuple[pl.LazyFrame, frozenset[str]]:
+def settle_types(
+    lf: pl.LazyFrame, path: Path, text: Collection[str] = ()
+) -> tuple[pl.LazyFrame, frozenset[str]]:
     """The file with each column's type taken from all its rows, and its columns with no value.
 
     A CSV file's types are guessed from its first INFER_ROWS rows: a column still empty there
@@ -104,14 +116,16 @@ def settle_types(lf: pl.LazyFrame, path: Path) -> tuple[pl.LazyFrame, frozenset[
     The columns with no value at all are of type Null (a Parquet column written with nulls
     only) or, in a CSV file, every field empty or a missing marker. They are numeric columns
     with no value, not text columns (read as Float64).
+
+    The columns `text` of a CSV file stay text (`lf` must have been scanned with them).
     """
     schema = lf.collect_schema()
     empty = {n for n, t in schema.items() if t == pl.Null}
-    unsure = [n for n, t in schema.items() if t == pl.String or t.is_integer()]
+    unsure = [n for n, t in schema.items() if (t == pl.String or t.is_integer()) and n not in text]
     if not unsure or SUFFIXES.get(path.suffix.lower()) != "csv":
         return lf, frozenset(empty)
-    text = _scan_csv(path, {n: pl.String() for n in unsure})
-    counts = collect(text.select(_bad_counts(unsure)), path, unsure).row(0)
+    as_text = _scan_csv(path, {n: pl.String() for n in unsure}, text)
+    counts = collect(as_text.select(_bad_counts(unsure)), path, unsure).row(0)
     rows, types = counts[0], {}
     for j, name in enumerate(unsure):
         nulls, bad_int, bad_num, bad_bool = counts[1 + 4 * j : 5 + 4 * j]
@@ -128,7 +142,7 @@ def settle_types(lf: pl.LazyFrame, path: Path) -> tuple[pl.LazyFrame, frozenset[
             fits = pl.String()
         if fits != schema[name]:
             types[name] = fits
-    return (_scan_csv(path, types) if types else lf), frozenset(empty)
+    return (_scan_csv(path, types, text) if types else lf), frozenset(empty)
 
 
 def _bad_counts(columns: list[str]) -> list[pl.Expr]:

@@ -146,8 +146,9 @@ def load_panel(
     t0 = time.perf_counter()
     step = say or (lambda line: None)
     path = cfg.file
-    lf, n_rows = scan_rows(path)
-    lf, empty = settle_types(lf, path)
+    ids = [cfg.id] if cfg.id else []  # read as text: ids round-trip exactly (000001)
+    lf, n_rows = scan_rows(path, ids)
+    lf, empty = settle_types(lf, path, ids)
     cols = resolve_columns(cfg, lf.collect_schema(), empty, for_prediction)
     if first is not None:
         lf = since(lf, cols, path, first)

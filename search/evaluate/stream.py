@@ -132,7 +132,8 @@ def stream_file(
     axis = time_axis(cfg)
     first, start = first_date(axis, cfg, dates, predictor.history)
     path = Path(data_path)
-    lf, _ = settle_types(scan(path), path)
+    ids = [predictor.rolling.id] if predictor.rolling.id else []  # as a file's panel reads it
+    lf, _ = settle_types(scan(path, ids), path, ids)
     names = [c for c in predictor.columns if c in lf.collect_schema()]
     time, key = predictor.rolling.time, predictor.rolling.time_key
     frame = collect(lf.select(names), path, names)

@@ -104,3 +104,23 @@ def test_a_column_named_twice_in_the_header_is_refused(tmp_path):
     # names that only share a prefix are not duplicates
     panel, _ = load(_with_header(tmp_path / "ok.csv", "date,id,f0,f0_2,target"))
     assert panel.feature_names == ["f0", "f0_2"]
+
+
+def test_ids_of_a_csv_file_are_read_as_text(tmp_path):
+    # A-share codes: 000001 is not the number 1; dates and numbers are read as before
+    df = pl.DataFrame(
+        {
+            "date": [f"2020-01-0{d + 1}" for d in range(4) for _ in range(3)],
+            "code": [f"{s:06d}" for _ in range(4) for s in (0, 1, 600519)],
+            "f0": [float(d * 100 + s) for d in range(4) for s in range(3)],
+            "target": [0.1 * d for d in range(4) for _ in range(3)],
+        }
+    )
+    df.write_csv(tmp_path / "p.csv")
+    panel, _ = load(tmp_path / "p.csv", id="code")
+    assert list(panel.ids) == ["000000", "000001", "600519"]
+    assert panel.dates[0] == np.datetime64("2020-01-01") and panel.values[3, 2, 0] == 302.0
+    # a Parquet file's integer ids read as their digits
+    df.with_columns(pl.col("code").cast(pl.Int64)).write_parquet(tmp_path / "p.parquet")
+    panel, _ = load(tmp_path / "p.parquet", id="code")
+    assert sorted(panel.ids) == ["0", "1", "600519"] and panel.values[3, :, 0].sum() == 903.0

@@ -119,6 +119,33 @@ def test_predict_scores_a_file_without_the_target_column(
     assert pl.read_parquet(sub).height == 3
 
 
+def test_ids_with_leading_zeros_round_trip_into_predictions(
+    tiny_model: tuple[Path, Path, str],
+) -> None:
+    # A-share codes in a CSV file: 000001 stays 000001 in the predictions, read or streamed
+    folder, model, _ = tiny_model
+    codes = {"S0": "000000", "S1": "000001", "S2": "600519"}
+    panel = pl.read_parquet(folder / "panel.parquet")
+    data = folder / "codes.csv"
+    panel.with_columns(pl.col("id").replace_strict(codes)).write_csv(data)
+    ref = folder / "ids_ref.csv"
+    assert _predict(model, folder / "panel.parquet", ref, "all") == 0
+    want = pl.read_csv(ref).with_columns(pl.col("id").replace_strict(codes))
+    for stream in ([], ["--stream"]):
+        out = folder / f"codes_out{len(stream)}.csv"
+        args = ["--data", str(data), "--out", str(out), "--dates", "all", *stream]
+        assert main(["predict", "--model", str(model), *args]) == 0
+        got = pl.read_csv(out, infer_schema=False)  # every field as the file has it
+        assert sorted(got["id"].unique()) == ["000000", "000001", "600519"]
+        got = got.with_columns(pl.col("prediction").cast(pl.Float64)).sort("date", "id")
+        want_sorted = want.sort("date", "id")
+        assert got["date"].to_list() == want_sorted["date"].to_list()
+        assert got["id"].to_list() == want_sorted["id"].to_list()
+        np.testing.assert_allclose(
+            got["prediction"].to_numpy(), want_sorted["prediction"].to_numpy(), rtol=1e-5
+        )
+
+
 def test_predict_refuses_a_file_shorter_than_time_steps(
     tiny_model: tuple[Path, Path, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
