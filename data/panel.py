@@ -157,6 +157,8 @@ def load_panel(
     rd = _Reader(lf, read_index(lf, cols, path), path)
     _check_one_series(cfg, path, len(rd.index.ids))
     D, S = rd.shape
+    if cols.has_target and not cols.target and not for_prediction:
+        _check_horizon_fits(cfg, path, D)
     step(f"building the dense panel: {D:,} dates x {S:,} securities...")
     ok, ohlcv = _rows(rd, cols)
     F = len(ohlcv_feature_names(ohlcv, cfg.ohlcv_set) if cols.derive else []) + len(cols.features)
@@ -230,6 +232,55 @@ def _check_one_series(cfg: DataConfig, path: Path, n_ids: int) -> None:
             f"{'these settings work' if len(wrong) > 1 else 'this setting works'} across "
             f"securities per date: {'; '.join(wrong)}"
         )
+
+
+def _check_horizon_fits(cfg: DataConfig, path: Path, n_dates: int) -> None:
+    """Refuse a forward-return horizon that leaves no date a close `horizon` dates later."""
+    if cfg.horizon < n_dates:
+        return
+    than = "exceeds" if cfg.horizon > n_dates else "equals"
+    raise DataError(
+        f"{path}: [data] horizon (--horizon) = {cfg.horizon} {than} the file's {n_dates} "
+        f"dates, so no date has a close {cfg.horizon} dates later to derive the forward-return "
+        f"target from; expected a horizon below {n_dates}"
+    )
+
+
+def _no_label(rd: _Reader, cfg: DataConfig, cols: Columns, close: np.ndarray | None) -> str:
+    """Why the target has no finite value on a tradable row: the tradable column, the close
+    the target is derived from (or that makes a row tradable) or, failing those, the target."""
+    path, c = rd.path, cols.ohlcv.get("close")
+    tradable = "any row"
+    if cols.tradable:
+        flag = rd.plane(cols.tradable, np.float32)[rd.index.di, rd.index.si]  # (N,)
+        if not (flag == 1).any():
+            return (
+                f"{path}: column {cols.tradable!r} ([data] tradable) marks no row tradable; "
+                "expected true (or 1) on the rows a security could be traded"
+            )
+        tradable = f"a row column {cols.tradable!r} ([data] tradable) marks tradable"
+    if close is not None and not np.isfinite(close).any():
+        return (
+            f"{path}: column {c!r} ([data] close) has no value on {tradable} (a row without a "
+            "close is not tradable); expected prices"
+        )
+    if cols.target:
+        return (
+            f"{path}: column {cols.target!r} ([data] target) has no finite value on a "
+            "tradable row; expected numbers"
+        )
+    assert close is not None
+    if not (close > 0).any():
+        return (
+            f"{path}: column {c!r} ([data] close) has no positive value on {tradable}, so no "
+            "forward-return target can be derived; expected positive prices"
+        )
+    h = cfg.horizon
+    return (
+        f"{path}: the forward-return target (from column {c!r} over [data] horizon "
+        f"(--horizon) = {h} date{'s' if h > 1 else ''}) has no finite value: no security has a "
+        f"positive close on two tradable dates {h} apart; expected such pairs of dates"
+    )
 
 
 def _rows(rd: _Reader, cols: Columns) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -310,10 +361,7 @@ def _target(
         y = forward_return(close, ok, cfg.horizon)  # (D, S)
     refuse_infinite(rd.path, rd.infinite)  # every column read by now: all named at once
     if not for_prediction and not np.isfinite(y).any():
-        what = f"column {cols.target!r} ([data] target)" if cols.target else "derived target"
-        raise DataError(
-            f"{rd.path}: {what} has no finite value on a tradable row; expected numbers"
-        )
+        raise DataError(_no_label(rd, cfg, cols, close))
     transformed = cfg.task == "classification" or (
         cfg.target_cs != "none" or cfg.target_winsor > 0 or cfg.target_scale != 1.0
     )

@@ -212,6 +212,43 @@ def test_forward_return_is_invalid_when_not_tradable_horizon_dates_later(tmp_pat
     assert got[[0, 2, 5]] == pytest.approx([3 / 1 - 1, 5 / 3 - 1, 8 / 6 - 1])
 
 
+def test_a_derived_target_with_no_value_names_its_cause(tmp_path):
+    # the horizon beyond the file's dates, a close with no value or none positive, a tradable
+    # column marking no row tradable: each named, not "the target has no value"
+    def bars(name, close, **extra):
+        cols = {"close": close, "f0": f0, "ok": lambda d, s: True} | extra
+        return long_file(tmp_path / name, 40, 3, cols)
+
+    good = bars("good.parquet", lambda d, s: 10.0 + d)
+    with pytest.raises(DataError) as e:
+        load(good, target=None, horizon=1000)
+    assert str(e.value) == (
+        f"{good}: [data] horizon (--horizon) = 1000 exceeds the file's 40 dates, so no date "
+        "has a close 1000 dates later to derive the forward-return target from; expected a "
+        "horizon below 40"
+    )
+    with pytest.raises(DataError, match=r"horizon \(--horizon\) = 40 equals the file's 40 dates"):
+        load(good, target=None, horizon=40)
+    assert np.isfinite(load(good, target=None, horizon=39)[0].target).sum() == 3
+    nan = bars("nan.parquet", lambda d, s: NAN, target=f0)  # NaN, not empty: numeric
+    with pytest.raises(
+        DataError, match=r"^\S+nan.parquet: column 'close' \(\[data\] close\) has no"
+    ):
+        load(nan, target=None)
+    with pytest.raises(DataError, match=r"column 'close' \(\[data\] close\) has no value on any"):
+        load(nan, features=("f0",))  # a given target: rows without a close are not tradable
+    for close in (0.0, -5.0):
+        bad = bars("bad.parquet", lambda d, s, c=close: c)
+        with pytest.raises(DataError) as e:
+            load(bad, target=None)
+        msg = str(e.value)
+        assert msg.startswith(f"{bad}: column 'close' ([data] close) has no positive value")
+        assert msg.endswith("expected positive prices")
+    shut = bars("shut.parquet", lambda d, s: 10.0 + d, ok=lambda d, s: False)
+    with pytest.raises(DataError, match=r"column 'ok' \(\[data\] tradable\) marks no row"):
+        load(shut, target=None, tradable="ok")
+
+
 def test_classification_targets(tmp_path):
     # 6 securities, target = s - 2.5 + d: up/down and per-date tercile classes
     path = long_file(

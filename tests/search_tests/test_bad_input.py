@@ -138,6 +138,16 @@ def case(name: str, folder: Path) -> tuple[Path, list[str]]:
     if name == "target all NaN":
         frame(target=pl.lit(float("nan"))).write_parquet(folder / "nan.parquet")
         return study_toml(folder, "nan.parquet"), ["nan.parquet", "'target'", "[data] target"]
+    if name in ("horizon beyond the dates", "close not positive"):
+        # no target column given: the forward return over `horizon` derived from close
+        close = pl.lit(0.0) if name == "close not positive" else pl.col("f0") + 1.0
+        frame(close=close).drop("target").write_csv(data)
+        extra = "horizon = 1000" if name == "horizon beyond the dates" else ""
+        toml = study_toml(folder, "panel.csv", extra=extra)
+        toml.write_text(toml.read_text().replace('target = "target"\n', ""))
+        if name == "close not positive":
+            return toml, ["panel.csv", "'close'", "[data] close", "expected positive prices"]
+        return toml, ["panel.csv", "[data] horizon (--horizon) = 1000", "the file's 30 dates"]
     if name == "too few dates":
         frame(n_dates=12).write_csv(data)
         toml = study_toml(folder, "panel.csv", time_steps=8)
@@ -179,6 +189,8 @@ CASES = [
     "unparseable dates",
     "inf in a column",
     "target all NaN",
+    "horizon beyond the dates",
+    "close not positive",
     "too few dates",
     "validation empty",
     "unknown key",
