@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from search.cli.common import fail
+from search.cli.common import data_warnings_as_lines, fail
 from search.study.stop import import_holding_ctrl_c, stacks_on_sigusr1
 
 # verb -> the module of its parser and handler
@@ -44,7 +44,8 @@ def input_errors() -> tuple[type[Exception], ...]:
 
 
 def run_verb(name: str, argv: list[str]) -> int:
-    """Import the verb's module, parse its flags and call its handler."""
+    """Import the verb's module, parse its flags and call its handler, the data layer's
+    warnings said as one line each."""
     mod = importlib.import_module(VERBS[name])
     args = mod.parser().parse_args(argv)
     import_holding_ctrl_c(
@@ -52,7 +53,8 @@ def run_verb(name: str, argv: list[str]) -> int:
         exit_line=interrupted_line(name),
     )
     try:
-        return int(mod.handle(args))
+        with data_warnings_as_lines():
+            return int(mod.handle(args))
     except Exception as e:
         if isinstance(e, input_errors()):
             return fail(str(e))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 from search.cli.common import Parser, fail
@@ -38,38 +37,22 @@ def parser() -> argparse.ArgumentParser:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from data import ConfigError, DataError
-    from data.load import DataWarning
     from search.api import predict
 
     out = Path(args.out)
     if out.suffix not in (".csv", ".parquet"):
         return fail(f"--out {out}: expected a .csv or .parquet file name")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DataWarning)
-        try:
-            df = predict(
-                model=args.model,
-                data=args.data,
-                dates=args.dates,
-                date_column=args.date,
-                id_column=args.id,
-                device=args.device,
-                stream=args.stream,
-            )
-        except (ConfigError, DataError) as e:
-            error: str | None = str(e)
-        else:
-            error = None
-    # each once, one line each: the file is read twice (the model's target and the raw one)
-    for w in caught or []:
-        if not issubclass(w.category, DataWarning):
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    ours = (str(w.message) for w in caught or [] if issubclass(w.category, DataWarning))
-    for msg in dict.fromkeys(ours):
-        print(f"optuna-run: warning: {msg}", file=sys.stderr)
-    if error is not None:
-        return fail(error)
+    # the data layer's warnings are said once each by the command line (the file is read
+    # twice: the model's target and the raw one)
+    df = predict(
+        model=args.model,
+        data=args.data,
+        dates=args.dates,
+        date_column=args.date,
+        id_column=args.id,
+        device=args.device,
+        stream=args.stream,
+    )
     from search.evaluate.export import atomic_write
     from search.evaluate.predict import midnight_as_dates
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from search.cli.common import Parser
+from search.cli.common import Parser, warn
 from search.cli.flags import (
     add_device,
     add_seed,
@@ -162,7 +162,7 @@ def handle(args: argparse.Namespace) -> int:
         device=device,
         workers=args.workers,
         seed_where="--seed" if args.seed is not None else f"{toml}: [search] seed",
-        warn=lambda msg: print(f"optuna-run: warning: {msg}", file=sys.stderr),
+        warn=warn,
     )
     out = session.run(
         plan,

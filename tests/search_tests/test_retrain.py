@@ -122,3 +122,49 @@ max_windows_per_epoch = 256
 
     nets = checkpoint_nets(ckpt)[0][1]
     assert nets and all(n.input_bins == 8 for n in nets)
+
+
+def test_every_verb_says_a_data_warning_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A series whose high-low range is a constant share of the close: its hl_range feature
+    is left out with a DataWarning, said by search, train and confirm alike as one
+    `optuna-run: warning:` line, not as a Python warning with its source line."""
+    from tests.search_tests.helpers import TINY_SPACE
+
+    flat = tmp_path / "flat.parquet"
+    one = pl.read_parquet(SAMPLE).filter(pl.col("symbol") == "AAPL")
+    one.with_columns(high=pl.col("close") * 1.01, low=pl.col("close")).write_parquet(flat)
+    cfg = tmp_path / "flat.toml"
+    cfg.write_text(
+        f"""
+[study]
+name = "flat"
+[data]
+path = "{flat}"
+target_cs = "none"
+normalize = "robust"
+[budget]
+max_windows_per_epoch = 256
+{TINY_SPACE.format()}
+"""
+    )
+    url = f"sqlite:///{tmp_path}/f.db"
+    model = tmp_path / "f.pt"
+    study = ["--study-name", "flat", "--storage", url]
+    runs = {
+        "search": ["--config", str(cfg), "--storage", url, "--n-trials", "1", "--seed", "1"],
+        "train": ["train", *study, "--out", str(model), "--no-tree"],
+        "confirm": ["confirm", *study, "--top", "1", "--seeds", "1", "--no-tree"],
+    }
+    for verb, args in runs.items():
+        capsys.readouterr()
+        rc = run_cli(*args)
+        err = capsys.readouterr().err
+        assert rc == 0, (verb, err)
+        lines = [line for line in err.splitlines() if "hl_range" in line]
+        assert len(lines) == 1, (verb, err)
+        assert lines[0].startswith("optuna-run: warning: ") and (
+            f"{flat.name}: feature column 'hl_range' (constant)" in lines[0]
+        ), (verb, lines)
+        assert "DataWarning" not in err and "load_panel(" not in err, (verb, err)
