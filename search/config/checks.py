@@ -3,7 +3,7 @@ for a bad value (a flag, an override or the study TOML)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from models.train import cpu_bf16_works
@@ -41,6 +41,19 @@ def blame_flags(problems: list[str], section: str, flags: Mapping[str, Any]) -> 
                 if rest.startswith(" (--"):
                     rest = rest[rest.index(")") + 1 :]
                 p = FLAG_NAMES.get(k, f"--{k.replace('_', '-')}") + rest
+                break
+        out.append(p)
+    return out
+
+
+def blame_cpu(problems: list[str], section: str, cpu_keys: Collection[str]) -> list[str]:
+    """A bad value of [SECTION] that [cpu.SECTION] set (on a CPU) is named by that table."""
+    out = []
+    for p in problems:
+        for k in cpu_keys:
+            prefix = f"[{section}] {k}"
+            if p.startswith(prefix) and p[len(prefix) : len(prefix) + 1] in (":", " "):
+                p = f"[cpu.{section}] {k}{p[len(prefix) :]}"
                 break
         out.append(p)
     return out

@@ -7,14 +7,14 @@ reported together, naming the TOML key, the override or the flag.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from data import ConfigError
 from data.fields import Checked, unknown_keys
-from search.config.checks import blame_file, blame_flags, device_problems
+from search.config.checks import blame_cpu, blame_file, blame_flags, device_problems
 from search.config.schema import (
     SECTIONS,
     RunConfig,
@@ -132,9 +132,15 @@ def _table(raw: Mapping[str, Any], name: str, problems: list[str]) -> dict[str, 
 
 
 def _section(
-    cls: type[Checked], name: str, table: Any, given: Mapping[str, Any], problems: list[str]
+    cls: type[Checked],
+    name: str,
+    table: Any,
+    given: Mapping[str, Any],
+    problems: list[str],
+    cpu_keys: Collection[str] = (),
 ) -> Any:
-    """One section from its TOML table and flags (None: absent), collecting problems."""
+    """One section from its TOML table and flags (None: absent), collecting problems; a bad
+    value of `cpu_keys` is named by [cpu.NAME], which set it."""
     given = {k: v for k, v in given.items() if v is not None}
     known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     problems += unknown_keys(f"flags[{name!r}]", given, known)
@@ -143,7 +149,7 @@ def _section(
     try:
         return cls.from_dict(merged, where=f"[{name}]")
     except ConfigError as e:
-        problems += blame_flags(e.problems, name, given)
+        problems += blame_cpu(blame_flags(e.problems, name, given), name, cpu_keys)
     return None
 
 
@@ -221,6 +227,11 @@ def _cpu(raw: Mapping[str, Any], problems: list[str]) -> tuple[dict[str, Any], b
         if not isinstance(cpu_raw.get(sub, {}), Mapping):
             problems.append(f"[cpu.{sub}]: expected a table, got {cpu_raw[sub]!r}")
             cpu_raw[sub] = {}
+    for sub in CPU_TABLES:  # checked on any device; the known keys are laid over [SUB]
+        table = dict(cpu_raw.get(sub, {}))
+        known = [f.name for f in fields(SECTIONS[sub])]  # type: ignore[arg-type]
+        problems += unknown_keys(f"[cpu.{sub}]", table, known)
+        cpu_raw[sub] = {k: v for k, v in table.items() if k in known}
     return cpu_raw, limits
 
 
@@ -289,6 +300,7 @@ def load_config(
         **{name: _cpu_sized(raw, cpu_raw, name, cpu, limits) for name in CPU_TABLES},
     }
     given: dict[str, Any] = {"data": data_flags, "study": study_flags}
+    cpu_keys = {name: list(cpu_raw.get(name, {})) if cpu else [] for name in CPU_TABLES}
     sections = {
         name: _section(
             cls,
@@ -296,13 +308,16 @@ def load_config(
             tables.get(name, raw.get(name, {})),
             given.get(name, flags.get(name, {})),
             problems,
+            cpu_keys.get(name, ()),
         )
         for name, cls in SECTIONS.items()
     }
     if sections["study"] is not None and sections["data"] is not None:
         problems += objective_task_problems(sections["study"], sections["data"].task)
     if sections["budget"] is not None:
-        problems += device_problems(sections["budget"], cpu)
+        problems += blame_cpu(
+            device_problems(sections["budget"], cpu), "budget", cpu_keys["budget"]
+        )
     ranked = sections["data"] is None or ranked_features(sections["data"])
     space = _space(
         _table(raw, "space", problems), cpu_raw.get("space", {}), cpu, limits, ranked, problems

@@ -116,6 +116,32 @@ def test_every_problem_is_reported_together_with_did_you_mean(tmp_path: Path) ->
     assert len(e.value.problems) == 7
 
 
+@pytest.mark.parametrize("cpu", [True, False])
+def test_a_cpu_tables_problem_is_named_by_that_table(tmp_path: Path, cpu: bool) -> None:
+    """A key of [cpu.budget] or [cpu.final] is named by its own table, not by the [budget] or
+    [final] it is laid over, on any device; a bad value it sets on a CPU, too."""
+    p = toml(
+        tmp_path,
+        "[budget]\nval_dates = -1\n[final]\nepochz = 2\n"
+        "[cpu.budget]\nval_datez = 3\nval_windows = -2\n"
+        "[cpu.final]\nseedz = 1\n[cpu.space]\nhiden_dim = 4\n",
+    )
+    with pytest.raises(ConfigError) as e:
+        build_config(p, cpu=cpu)
+    got = [x.split(";")[0] for x in e.value.problems]
+    where = f"{p.resolve()}: "
+    expected = [
+        f"{where}[cpu.budget]: unknown key 'val_datez' (did you mean 'val_dates'?)",
+        f"{where}[cpu.final]: unknown key 'seedz' (did you mean 'seeds'?)",
+        f"{where}[budget] val_dates: must be >= 0, got -1",
+        f"{where}[final]: unknown key 'epochz' (did you mean 'epochs'?)",
+        f"{where}[cpu.space]: unknown key 'hiden_dim' (did you mean 'hidden_dim'?)",
+    ]
+    if cpu:
+        expected.append(f"{where}[cpu.budget] val_windows: must be >= 0, got -2")
+    assert sorted(got) == sorted(expected)
+
+
 def test_type_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[space\].epochs: expected int values, got 2.5"):
         build_config(toml(tmp_path, "[space]\nepochs = 2.5\n"), cpu=False)
