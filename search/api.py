@@ -418,9 +418,14 @@ def report(
 ) -> tuple[Path, list[Path]]:
     """Write the study's figures (None: the storage's only study) into the folder `out`
     (default studies/<study>-report): one self-contained HTML page and PNGs; returns their
-    paths. Raises ReportError, ConfigError, StorageError."""
-    from search.evaluate.report import write_report
+    paths, and says on stderr when the study has no complete trial yet. Raises ReportError,
+    ConfigError, StorageError."""
+    from search.evaluate.report import no_complete_trial, write_report
 
     study = load_study(study_name=study_name, storage=storage)
     folder = Path(out) if out is not None else Path(f"studies/{study.study_name}-report")
-    return write_report(study, folder)
+    written = write_report(study, folder)
+    missing = no_complete_trial(study)
+    if missing:
+        say(f"note: {missing}")
+    return written

@@ -151,6 +151,60 @@ def _rounded(v: Any) -> Any:
     return f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else "-" if v is None else v
 
 
+def _note(text: str) -> str:
+    return f"<p>not drawn: {html.escape(text)}</p>"
+
+
+def state_counts(study: optuna.Study) -> str:
+    """`3 complete, 1 fail, 2 pruned`: the study's trials by state."""
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    return ", ".join(f"{states.count(s)} {s.lower()}" for s in sorted(set(states)))
+
+
+def no_complete_trial(study: optuna.Study) -> str | None:
+    """What a report of a study without a complete trial lacks, said plainly (None: it has
+    one)."""
+    if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        return None
+    return (
+        f"study {study.study_name!r} has no complete trial yet ({state_counts(study)}): the "
+        "report holds no optimisation history, parameter importances or best trial"
+    )
+
+
+def _history(study: optuna.Study, complete: list[Any], kw: dict[str, Any], first: str) -> Figure:
+    import optuna.visualization as pv
+    import optuna.visualization.matplotlib as pm
+
+    title = "Optimisation history" + first
+    if not complete:
+        return Figure("optimization-history", title, table=_note("no complete trial yet"))
+    return Figure(
+        "optimization-history",
+        title,
+        pv.plot_optimization_history(study, **kw),
+        _save_axes(lambda: pm.plot_optimization_history(study, **kw)),
+    )
+
+
+def _intermediate(study: optuna.Study, multi: bool) -> Figure:
+    import optuna.visualization as pv
+    import optuna.visualization.matplotlib as pm
+
+    title = "Intermediate values (the reports to the pruner; pruned trials stop early)"
+    if not any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        why = "no trial reported an intermediate value"
+        if multi:
+            why += " (a study of several objectives is not pruned, so its trials report none)"
+        return Figure("intermediate-values", title, table=_note(why))
+    return Figure(
+        "intermediate-values",
+        title,
+        pv.plot_intermediate_values(study),
+        _save_axes(lambda: pm.plot_intermediate_values(study)),
+    )
+
+
 def build_figures(study: optuna.Study) -> list[Figure]:
     import matplotlib
 
@@ -167,20 +221,7 @@ def build_figures(study: optuna.Study) -> list[Figure]:
     if multi:
         kw = {"target": lambda t: t.values[0], "target_name": names[0]}
     first = f" ({names[0]}, the first objective)" if multi else ""
-    figs = [
-        Figure(
-            "optimization-history",
-            "Optimisation history" + first,
-            pv.plot_optimization_history(study, **kw),
-            _save_axes(lambda: pm.plot_optimization_history(study, **kw)),
-        ),
-        Figure(
-            "intermediate-values",
-            "Intermediate values (the reports to the pruner; pruned trials stop early)",
-            pv.plot_intermediate_values(study),
-            _save_axes(lambda: pm.plot_intermediate_values(study)),
-        ),
-    ]
+    figs = [_history(study, complete, kw, first), _intermediate(study, multi)]
     figs += _param_figures(study, complete, kw, first)
     if complete and multi:
         front = sorted(study.best_trials, key=lambda t: t.number)
@@ -345,11 +386,11 @@ text-align:left;font-size:90%}th{background:#f3f3f3}h2{margin-top:2em}code{backg
 
 
 def render_html(study: optuna.Study, figs: list[Figure]) -> str:
-    states = [t.state.name for t in study.get_trials(deepcopy=False)]
-    counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in sorted(set(states)))
+    n = len(study.get_trials(deepcopy=False))
     data = study.user_attrs.get("data", {})
+    missing = no_complete_trial(study)
     head = (
-        f"<h1>Study {html.escape(study.study_name)}</h1><p>{len(states)} trials ({counts})"
+        f"<h1>Study {html.escape(study.study_name)}</h1><p>{n} trials ({state_counts(study)})"
         + (
             f"; data <code>{html.escape(str(data.get('file')))}</code>, "
             f"{data.get('securities')} securities x {data.get('dates')} dates"
@@ -357,6 +398,7 @@ def render_html(study: optuna.Study, figs: list[Figure]) -> str:
             else ""
         )
         + "</p>"
+        + (f"<p><b>{html.escape(missing)}</b></p>" if missing else "")
     )
     parts = []
     inline_js = True  # plotly.js once, inline, in the first plotly figure: opens offline
@@ -374,10 +416,20 @@ def render_html(study: optuna.Study, figs: list[Figure]) -> str:
 
 
 def write_report(study: optuna.Study, out: Path) -> tuple[Path, list[Path]]:
-    """Write OUT/report.html and OUT/<figure>.png; returns their paths."""
+    """Write OUT/report.html and OUT/<figure>.png; returns their paths. Optuna's own log
+    lines while the figures are drawn are left out: a figure with nothing to draw says so."""
     if not study.get_trials(deepcopy=False):
         raise ReportError(f"study {study.study_name!r} has no trials yet: nothing to report")
     out.mkdir(parents=True, exist_ok=True)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        return _write(study, out)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _write(study: optuna.Study, out: Path) -> tuple[Path, list[Path]]:
     with warnings.catch_warnings():  # optuna's ExperimentalWarning on every matplotlib plot
         warnings.simplefilter("ignore")
         figs = build_figures(study)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from search.cli import main
 from tests.search_tests.helpers import load, run_cli, write_study
+from tests.search_tests.studyrun import cli_command, cli_env
 
 FIGURES = (
     "optimization-history",
@@ -33,6 +35,15 @@ def study_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     cfg = write_study(folder, "rep")
     assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "10", "--seed", "5") == 0
     return url
+
+
+def report_process(*args: str) -> tuple[int, str]:
+    """`optuna-run report ARGS` as a process of its own: its exit status and stderr (Optuna's
+    log lines go to the stderr of the process, not to a test's captured one)."""
+    proc = subprocess.run(
+        [*cli_command(), "report", *args], env=cli_env(), capture_output=True, text=True
+    )
+    return proc.returncode, proc.stderr
 
 
 def report(url: str, out: Path) -> str:
@@ -135,13 +146,43 @@ def test_report_of_a_multi_objective_study(tmp_path: Path) -> None:
     study = load(url, "mo")
     assert len(study.directions) == 2
     out = tmp_path / "r"
-    assert main(["report", "--study-name", "mo", "--storage", url, "--out", str(out)]) == 0
+    rc, err = report_process("--study-name", "mo", "--storage", url, "--out", str(out))
+    assert rc == 0 and err.splitlines() == [f"wrote {out}/report.html and 6 PNG figures in {out}"]
     page = (out / "report.html").read_text()
     assert 'id="pareto-front"' in page and "rank_ic, the first objective" in page
     for fid in (*FIGURES, "pareto-front", "best-trial"):
-        assert (out / f"{fid}.png").exists(), fid
+        if fid != "intermediate-values":
+            assert (out / f"{fid}.png").exists(), fid
+    # not pruned, so no trial reports an intermediate value: said instead of an empty plot
+    assert not (out / "intermediate-values.png").exists()
+    assert "not drawn: no trial reported an intermediate value (a study of several" in page
     front = {t.number for t in study.best_trials}
     assert any(f"Best trial {n} on rank_ic" in page for n in front)
+
+
+def test_report_of_a_study_without_a_complete_trial_says_so_plainly(tmp_path: Path) -> None:
+    """A study whose only trial failed: one note on stderr and at the top of the page, each
+    empty figure a line saying why, and none of Optuna's own log lines."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/f.db"
+    study = optuna.create_study(study_name="f", storage=url)
+    trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)})
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    out = tmp_path / "r"
+    rc, err = report_process("--storage", url, "--out", str(out))
+    note = (
+        "study 'f' has no complete trial yet (1 fail): the report holds no optimisation "
+        "history, parameter importances or best trial"
+    )
+    assert rc == 0 and err.splitlines() == [
+        f"note: {note}",
+        f"wrote {out}/report.html and 0 PNG figures in {out}",
+    ], err
+    page = (out / "report.html").read_text()
+    assert note.replace("'", "&#x27;") in page
+    assert "not drawn: no complete trial yet" in page
+    assert "needs 2 complete trials, the study has 0" in page
 
 
 def test_report_on_a_missing_sqlite_file_creates_nothing(
