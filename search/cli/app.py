@@ -22,10 +22,26 @@ VERBS: dict[str, str] = {
     "report": "search.cli.report",
     "proxy": "search.cli.proxy",
 }
+# verb -> what it does, in `optuna-run --help`; every verb has one
+SUMMARIES: dict[str, str] = {
+    "run": "this search, the default verb",
+    "confirm": "retrain the best trials with fresh seeds, name the winner",
+    "export": "best trial to JSON",
+    "train": "retrain the best params, save the model",
+    "predict": "predictions from a model",
+    "dashboard": "optuna-dashboard on the storage",
+    "report": "HTML and PNG figures of a study",
+    "proxy": "a gRPC storage proxy that workers reach with --storage grpc://HOST:PORT",
+}
 # the libraries a verb loads, imported with Ctrl-C held once its flags are parsed (a Ctrl-C
 # inside a library's import can leave it half-loaded); the dashboard and the proxy need no torch
 LIBRARIES = ("numpy", "sqlalchemy", "optuna")
 TRAINING = ("torch", "polars")
+
+
+def verbs_help() -> str:
+    """The verbs of `optuna-run --help`, each with what it does, in the dispatcher's order."""
+    return "Subcommands: " + ", ".join(f"`optuna-run {v}` ({SUMMARIES[v]})" for v in VERBS) + "."
 
 
 def input_errors() -> tuple[type[Exception], ...]:

@@ -22,14 +22,11 @@ from search.study.session import SEED_MAX
 
 
 def parser() -> argparse.ArgumentParser:
+    from search.cli.app import verbs_help
+
     p = Parser(
         prog="optuna-run",
-        description="Search LSTM hyperparameters on market panel data with Optuna. "
-        "Subcommands: `optuna-run export` (best trial to JSON), `optuna-run train` (retrain "
-        "the best params, save the model), `optuna-run predict` (predictions from a model), "
-        "`optuna-run dashboard` (optuna-dashboard on the storage), `optuna-run report` "
-        "(HTML and PNG figures of a study), `optuna-run proxy` (a gRPC storage proxy that "
-        "workers reach with --storage grpc://HOST:PORT).",
+        description="Search LSTM hyperparameters on market panel data with Optuna. " + verbs_help(),
     )
     p.add_argument(
         "--n-trials",

@@ -466,6 +466,26 @@ def test_argparse_errors_are_one_line_naming_the_flag_once(tmp_path, capsys):
     assert line.count("--top") == 1 and "expected an integer, got 'x'" in line, line
 
 
+def test_the_top_level_help_lists_every_verb_the_dispatcher_accepts(capsys):
+    """`optuna-run --help` names each verb `optuna-run VERB` once, the same set as the
+    dispatcher runs, and each of them answers its own --help."""
+    import re
+
+    from search.cli.app import VERBS
+
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    listed = re.findall(r"`optuna-run (\w+)`", text)
+    assert sorted(listed) == sorted(VERBS), text
+    for verb in listed:
+        with pytest.raises(SystemExit) as e:
+            main([verb, "--help"])
+        assert e.value.code == 0, verb
+        assert f"usage: optuna-run{'' if verb == 'run' else ' ' + verb}" in capsys.readouterr().out
+
+
 def test_argparse_errors_through_the_installed_command():
     exe = Path(sys.executable).with_name("optuna-run")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "search.cli"]
