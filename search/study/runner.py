@@ -139,12 +139,30 @@ def run_trials(
                 # Telling the trial's end failed: was it finished elsewhere?
                 if not _taken_away(storage, current.pop("trial", None)):
                     raise
+    except KeyboardInterrupt:
+        # Optuna told the running trial FAIL without calling back: said as this run's too
+        ended = _ended_by_stop(storage, current.pop("trial", None))
+        if ended is not None:
+            on_trial(ended)
+        raise
     except STORAGE_ERRORS as e:
         cause = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
         raise StorageError(f"storage failed: {scrub(cause[0], url)}") from None
     finally:
         if own:
             storage.close()
+
+
+def _ended_by_stop(storage: StudyStorage, trial: optuna.Trial | None) -> dict[str, Any] | None:
+    """The event of the trial a stop (Ctrl-C, SIGTERM) ended, as the storage holds it (FAIL,
+    with its reason); None when no trial was running or it is not failed there."""
+    if trial is None:
+        return None
+    try:
+        frozen = storage.get_trial(trial._trial_id)
+    except Exception:  # the storage is gone: the study says what became of the trial
+        return None
+    return trial_event(frozen) if frozen.state == optuna.trial.TrialState.FAIL else None
 
 
 def _taken_away(storage: StudyStorage, trial: optuna.Trial | None) -> bool:

@@ -46,6 +46,14 @@ def _assert_clean_interrupt(
     failed = [t for t in study.trials if t.state == FAIL]
     assert failed and all(t.user_attrs["fail_reason"] == REASON for t in failed)
     assert all(t.intermediate_values for t in failed)  # each was stopped mid-training
+    # this run's summary counts the trials the stop ended as failed, as the study does
+    trials = study.trials
+    n = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    assert (
+        f"study {name!r}: this run finished {len(trials)} trial{'s' * (len(trials) != 1)} "
+        f"({n['COMPLETE']} complete, {n['PRUNED']} pruned, {n['FAIL']} failed); interrupted"
+    ) in err.splitlines(), err
+    assert all(f"trial {t.number:>4} FAIL" in err for t in failed), err
     return failed
 
 
