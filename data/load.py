@@ -210,14 +210,33 @@ def read_index(lf: pl.LazyFrame, cols: Columns, path: Path) -> Index:
     if counts.max() > 1:
         flat = int(np.argmax(counts > 1))
         n_dup = int((counts > 1).sum())
-        what = f"({cols.time}, {cols.id})" if cols.id else f"{cols.time}"
-        raise DataError(
-            f"{path}: {n_dup} duplicate {what} rows, e.g. {dates_s[flat // S]} "
-            f"{ids[flat % S] if cols.id else ''}".rstrip()
-            + "; expected one row per date"
-            + (" and id" if cols.id else " (set [data] id for a panel)")
-        )
+        raise duplicate_rows(path, cols.time, cols.id, n_dup, dates_s[flat // S], ids[flat % S])
     return Index(di, si, dates_s.to_numpy(), ids)
+
+
+def duplicate_rows(
+    path: Path, time: str, ident: str | None, n_dup: int, date: Any, id_value: str
+) -> DataError:
+    """The error of a file with `n_dup` (date, id) pairs (dates, for one series) on more
+    than one row, the first of them `date`, `id_value`."""
+    what = f"({time}, {ident})" if ident else f"{time}"
+    return DataError(
+        f"{path}: {n_dup} duplicate {what} rows, e.g. {date} {id_value if ident else ''}".rstrip()
+        + "; expected one row per date"
+        + (" and id" if ident else " (set [data] id for a panel)")
+    )
+
+
+def refuse_duplicates(frame: pl.DataFrame, time: str, ident: str | None, path: Path) -> None:
+    """`read_index`'s check on a frame whose `time` column is parsed: a DataError naming the
+    file when a (date, id) pair (a date, for one series) is on more than one row."""
+    keys = [time] + ([ident] if ident else [])
+    pairs = frame.select(pl.col(time), *([pl.col(ident).cast(pl.String)] if ident else []))
+    twice = pairs.filter(pairs.is_duplicated()).unique().sort(keys)
+    if twice.height:
+        first = twice.row(0, named=True)
+        id_value = str(first[ident]) if ident else ""
+        raise duplicate_rows(path, time, ident, twice.height, first[time], id_value)
 
 
 def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:

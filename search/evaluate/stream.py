@@ -18,7 +18,7 @@ import polars as pl
 import torch
 
 from data import DataError
-from data.load import collect, parse_time, scan, settle_types
+from data.load import collect, parse_time, refuse_duplicates, scan, settle_types
 from data.normalize import Scaler
 from data.panel import time_axis
 from data.prepared import PanelTensors
@@ -143,15 +143,19 @@ def stream_file(
     keep = {"last": pl.col(time) == axis[-1], "all": pl.lit(True)}.get(dates)
     if keep is None:  # the test segment; none when `start` is None
         keep = pl.col(time) >= start if start is not None else pl.lit(False)
+    ident = predictor.rolling.id
+    refuse_duplicates(frame, time, ident, path)  # before any date is fed, as the file path
     parts = []
     for rows in frame.sort(time, maintain_order=True).partition_by(time, maintain_order=True):
-        out = predictor.predict(rows)
+        try:
+            out = predictor.predict(rows)
+        except DataError as e:  # a date's rows that cannot be taken in: name the file too
+            raise DataError(f"{path}: {e}") from None
         assert isinstance(out, pl.DataFrame)
         parts.append(out.filter(keep & pl.col("prediction").is_not_null()))
     out = pl.concat(parts)
     if out.height == 0:
         raise nothing_to_predict(data_path, dates, predictor.time_steps, len(axis))
-    ident = predictor.rolling.id
     if ident:
         out = out.with_columns(pl.col(ident).cast(pl.String)).sort(time, ident)
     return out

@@ -351,3 +351,54 @@ def test_cli_stream_writes_what_the_file_path_writes(
     assert pl.read_csv(tmp_path / "last-stream.csv")["date"].n_unique() == 1
     err = capsys.readouterr().err
     assert "wrote" in err and "error" not in err
+
+
+def test_cli_stream_refuses_a_duplicated_row_up_front_naming_the_file(
+    ohlcv_model: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A (date, id) pair on two rows stops `predict --stream` before any date is fed, with
+    the line the whole-file path says: the file, the pair, one line, exit status 2."""
+    data, model = ohlcv_model
+    frame = pl.read_parquet(data)
+    late = _dates(N_DATES)[N_DATES - 3]
+    twice = tmp_path / "twice.parquet"
+    pl.concat([frame, frame.filter((pl.col("date") == late) & (pl.col("id") == "S0"))]).sort(
+        "date", "id"
+    ).write_parquet(twice)
+    lines = []
+    for stream in ([], ["--stream"]):
+        out = tmp_path / f"y{len(stream)}.csv"
+        base = ["predict", "--model", str(model), "--data", str(twice), "--out", str(out)]
+        capsys.readouterr()
+        assert main([*base, "--dates", "all", *stream]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and not out.exists(), err
+        lines.append(err.strip())
+    assert lines[1] == lines[0], lines
+    assert lines[1].startswith(f"optuna-run: error: {twice}: 1 duplicate (date, id) rows, e.g. "), (
+        lines
+    )
+    assert f"{late} S0; expected one row per date and id" in lines[1], lines
+
+
+def test_a_date_the_stream_cannot_take_in_names_the_file(
+    factor_model: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A date whose rows cannot be fed (here an id left empty) is said with the file's name
+    as well as the date."""
+    data, model = factor_model
+    frame = pl.read_parquet(data)
+    late = _dates(N_DATES)[N_DATES - 3]
+    gap = tmp_path / "gap.parquet"
+    frame.with_columns(
+        id=pl.when((pl.col("date") == late) & (pl.col("id") == "S0"))
+        .then(None)
+        .otherwise(pl.col("id"))
+    ).write_parquet(gap)
+    out = tmp_path / "y.csv"
+    base = ["predict", "--model", str(model), "--data", str(gap), "--out", str(out)]
+    capsys.readouterr()
+    assert main([*base, "--dates", "all", "--stream"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and not out.exists(), err
+    assert err.startswith(f"optuna-run: error: {gap}: rows of {late}: column 'id' "), err
