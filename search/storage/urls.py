@@ -147,9 +147,6 @@ def _as_written(url: str) -> str:
     return out
 
 
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-
 def _check_sqlite_file(url: str, shown: str) -> None:
     """An existing path of a SQLite URL must be a SQLite database (or an empty file)."""
     db = _sqlite_file(url)
@@ -161,14 +158,30 @@ def _check_sqlite_file(url: str, shown: str) -> None:
             f"storage URL {shown!r}: {db} is a folder; expected a SQLite file in it, e.g. "
             f"sqlite:///{path / 'optuna.db'}"
         )
-    if path.is_file() and path.stat().st_size:
-        with path.open("rb") as f:
-            head = f.read(len(SQLITE_HEADER))
-        if head != SQLITE_HEADER:
-            raise StorageError(
-                f"storage URL {shown!r}: {db} is not a SQLite database; expected a study "
-                "file (or a new file name)"
-            )
+    if path.is_file() and path.stat().st_size and not _is_sqlite(path):
+        raise StorageError(
+            f"storage URL {shown!r}: {db} is not a SQLite database; expected a study "
+            "file (or a new file name)"
+        )
+
+
+def _is_sqlite(path: Path) -> bool:
+    """Whether SQLite reads the file as a database. Asked of SQLite itself, never by opening
+    the file here: closing any descriptor of a database file drops the POSIX locks that this
+    process's open connections hold on it (their writes then race other processes')."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return True  # cannot be opened here: the storage's own open says why
+    try:
+        con.execute("PRAGMA schema_version").fetchone()
+        return True
+    except sqlite3.DatabaseError as e:
+        return "not a database" not in str(e)
+    finally:
+        con.close()
 
 
 def check_url(url: str) -> None:

@@ -512,3 +512,31 @@ def test_a_study_file_in_a_folder_that_does_not_exist_is_refused(tmp_path, capsy
     line = one_line_error(capsys, run_argv(tmp_path, url))
     assert f"the folder {tmp_path}/typo does not exist" in line, line
     assert not (tmp_path / "typo").exists()
+
+
+def test_checking_a_sqlite_path_keeps_this_process_locks_on_it(tmp_path):
+    """The check must not open the database file itself: closing any descriptor of it drops
+    the POSIX locks this process's open connections hold (and other processes then write
+    over their transactions: a malformed database)."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from search.storage.urls import check_url
+
+    db = tmp_path / "held.db"
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("CREATE TABLE t (x)")
+    con.execute("BEGIN IMMEDIATE")  # this process holds the write lock
+    con.execute("INSERT INTO t VALUES (1)")
+    check_url(f"sqlite:///{db}")
+    probe = (
+        "import sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)\n"
+        "try:\n    c.execute('BEGIN IMMEDIATE')\nexcept sqlite3.OperationalError as e:\n"
+        "    print(e)\nelse:\n    print('got the lock')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, str(db)], capture_output=True, text=True)
+    con.execute("ROLLBACK")
+    con.close()
+    assert out.stdout.strip() == "database is locked", out
