@@ -3,12 +3,13 @@ storage API the service uses (StudyStorage)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 DEFAULT_STORAGE = "sqlite:///studies/optuna.db"
 ENV_VAR = "OPTUNA_STORAGE"
@@ -25,6 +26,27 @@ SETUP_KEY = 0
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 # user attrs that say how a trial's run ended: a retry of a stale trial starts without them
 RUN_OUTCOME_ATTRS = ("fail_reason", "prune_reason")
+
+
+def as_retried(trial: FrozenTrial) -> FrozenTrial:
+    """The failed trial as its retry copies it: its user attrs without those that say how
+    that run ended (RUN_OUTCOME_ATTRS), which the retry's own run writes if it ends so."""
+    t = copy.deepcopy(trial)
+    t.user_attrs = {k: v for k, v in t.user_attrs.items() if k not in RUN_OUTCOME_ATTRS}
+    return t
+
+
+class RetryStale:
+    """The stale-trial callback of every storage of the service: Optuna's retry (`retry`,
+    its params queued again up to max_retry times) of the trial `as_retried` makes."""
+
+    def __init__(self, retry: Callable[[optuna.Study, FrozenTrial], None]) -> None:
+        self.retry = retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.retry(study, as_retried(trial))
+
+
 # a URL query key naming a secret holds one of these (password, sslpassword, passwd, pwd,
 # passfile, a token, a secret)
 SECRET_KEY_PARTS = ("pass", "pwd", "secret", "token")

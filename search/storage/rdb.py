@@ -46,6 +46,7 @@ from search.storage.common import (
     RECONNECT_S,
     SQLITE_TIMEOUT_S,
     TRANSIENT,
+    RetryStale,
     StorageError,
     StudyFull,
     StudyStorage,
@@ -133,7 +134,9 @@ def _heartbeat_args(
         return {"grace_period": grace_period}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = stale_trial_callback or RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        retry = stale_trial_callback or RetryStale(
+            RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        )
     return dict(
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period,
@@ -166,7 +169,8 @@ def make_storage(
 
     With heartbeats on, a trial whose heartbeat went stale is failed and
     `stale_trial_callback` called on it (default: RetryHeartbeatStaleTrialCallback queueing
-    its params again, up to `max_retry` times).
+    its params again, up to `max_retry` times, without the failed run's fail_reason /
+    prune_reason: common.RetryStale).
     """
     check_url(url)
     scheme = _scheme(url)

@@ -442,8 +442,6 @@ def _retry_keeps_its_place(url: str) -> None:
         done = study.ask(space)
         study.tell(done, 1.0)
         dead = study.ask(space)  # its worker dies: no heartbeat after the first
-        dead.set_user_attr("worker", "host:1")
-        dead.set_user_attr("fail_reason", "interrupted (SIGINT/SIGTERM)")  # its last words
         time.sleep(3.5)  # past the grace period
         live = study.ask(space)  # the third place
         storage.record_heartbeat(live._trial_id)
@@ -453,7 +451,6 @@ def _retry_keeps_its_place(url: str) -> None:
     assert states[dead.number] == TrialState.FAIL and states[live.number] == TrialState.RUNNING
     (retry,) = [t for t in trials if t.state == TrialState.WAITING]
     assert retry.params == dead.params
-    assert retry.user_attrs == {"worker": "host:1"}  # how the failed run ended is not its
     with pytest.raises(StudyFull, match=r"3 finished, running or queued trials \(--max-trials 3\)"):
         storage.create_new_trial(study._study_id)  # a new trial: no place for it
     with warnings.catch_warnings():
@@ -464,6 +461,28 @@ def _retry_keeps_its_place(url: str) -> None:
     study.tell(live, 3.0)
     trials = optuna.load_study(study_name=study.study_name, storage=url).get_trials()
     assert sorted(t.state.name for t in trials) == ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL"]
+    storage.close()
+
+
+def test_a_retry_starts_without_the_failed_runs_reason(tmp_path):
+    """On either path (the fast one, and Optuna's own with OPTUNA_RUN_STOCK_STORAGE=1): a
+    stale trial's retry keeps its params and user attrs, not how the failed run ended."""
+    url = f"sqlite:///{tmp_path / 'why.db'}"
+    storage = make_storage(url, heartbeat_interval=1, grace_period=2, max_retry=2)
+    space = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = optuna.create_study(study_name=unique_name("why"), storage=storage)
+        dead = study.ask(space)
+        storage.record_heartbeat(dead._trial_id)  # its one beat before it died
+        dead.set_user_attr("worker", "host:1")
+        dead.set_user_attr("fail_reason", "interrupted (SIGINT/SIGTERM)")
+        time.sleep(3.5)  # past the grace period
+        fail_stale(study)
+    trials = optuna.load_study(study_name=study.study_name, storage=url).get_trials()
+    (retry,) = [t for t in trials if t.state == TrialState.WAITING]
+    assert retry.params == dead.params and retry.user_attrs == {"worker": "host:1"}
+    assert trials[dead.number].user_attrs["fail_reason"] == "interrupted (SIGINT/SIGTERM)"
     storage.close()
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from search.storage._optuna.statements import _to_utc
 from search.storage._optuna.writes import FastWrites
-from search.storage.common import CLAIMED, RUN_OUTCOME_ATTRS
+from search.storage.common import CLAIMED
 from search.storage.locks import TrialCap
 from search.storage.retry import with_retries
 
@@ -78,7 +78,7 @@ class ServiceStorage(TrialCap, FastWrites):
             if here and retry is not None:
                 study = optuna.Study(study_name=self.get_study_name_from_id(study_id), storage=self)
                 for trial_id in here:
-                    retry(study, _as_retried(self.get_trial(trial_id)))
+                    retry(study, copy.deepcopy(self.get_trial(trial_id)))
                     del owed[trial_id]
         return failed
 
@@ -208,11 +208,3 @@ class ServiceStorage(TrialCap, FastWrites):
             super().record_heartbeat(trial_id)
             self._beat_written(trial_id)
         return self._capped_state(trial_id, state, lambda: self._set_state(trial_id, state, values))
-
-
-def _as_retried(trial: FrozenTrial) -> FrozenTrial:
-    """The failed trial as its retry copies it: its user attrs without those that say how
-    that run ended (RUN_OUTCOME_ATTRS), which the retry's own run writes if it ends so."""
-    t = copy.deepcopy(trial)
-    t.user_attrs = {k: v for k, v in t.user_attrs.items() if k not in RUN_OUTCOME_ATTRS}
-    return t
