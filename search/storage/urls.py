@@ -38,12 +38,37 @@ def resolve_url(flag: str | None) -> str:
     return url
 
 
-# the password of the user info: everything between the user's colon and the last @ before
-# the path (a password may hold an unencoded @)
-USERINFO = re.compile(r"://([^:/@]*):([^/]*)@")
+SCHEME_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 SECRET_QUERY = re.compile(
     r"([?&][^=&]*(?:" + "|".join(SECRET_KEY_PARTS) + r")[^=&]*=)([^&]*)", re.IGNORECASE
 )
+
+
+def _userinfo(url: str) -> tuple[str, str, str] | None:
+    """(scheme://, user info, the rest from its @) of a URL with user info, cut at the last @
+    before the query (a password may hold an unencoded @ or /); None without one, or for a
+    SQLite file (whose path may hold an @)."""
+    m = SCHEME_PREFIX.match(url)
+    if m is None or url.lower().startswith("sqlite"):
+        return None
+    head = re.split(r"[?#]", url[m.end() :], maxsplit=1)[0]
+    at = head.rfind("@")
+    if at < 0:
+        return None
+    return m.group(0), head[:at], url[m.end() + at :]
+
+
+def _password(url: str) -> str | None:
+    info = _userinfo(url)
+    if info is None or ":" not in info[1]:
+        return None
+    return info[1].partition(":")[2]
+
+
+def _ambiguous_userinfo(url: str) -> bool:
+    """The user info holds an unencoded @ or /: URL parsers split it elsewhere."""
+    info = _userinfo(url)
+    return info is not None and any(c in info[1] for c in "@/")
 
 
 def _secret_key(key: str) -> bool:
@@ -52,7 +77,7 @@ def _secret_key(key: str) -> bool:
 
 def _raw_secrets(url: str) -> list[str]:
     """Passwords as written in the URL (maybe %-encoded), found without parsing it."""
-    found = [m.group(2) for m in USERINFO.finditer(url)]
+    found = [p for p in [_password(url)] if p]
     found += [m.group(2) for m in SECRET_QUERY.finditer(url)]
     return found + [unquote(s) for s in found]
 
@@ -63,8 +88,8 @@ def _secrets(url: str) -> list[str]:
         u = make_url(url)
     except (ArgumentError, ValueError):
         return [s for s in out if s]
-    if u.password and not any("@" in m.group(2) for m in USERINFO.finditer(url)):
-        out.append(str(u.password))  # (a parser splits a password with an @ wrongly)
+    if u.password and not _ambiguous_userinfo(url):
+        out.append(str(u.password))  # (a parser splits an ambiguous user info wrongly)
     for k, v in u.query.items():
         if _secret_key(k):
             out.extend([v] if isinstance(v, str) else list(v))
@@ -72,15 +97,18 @@ def _secrets(url: str) -> list[str]:
 
 
 def _mask_raw(url: str) -> str:
-    out = USERINFO.sub(r"://\1:***@", url)
+    info = _userinfo(url)
+    out = url
+    if info is not None and ":" in info[1]:
+        out = info[0] + info[1].partition(":")[0] + ":***" + info[2]
     return SECRET_QUERY.sub(r"\1***", out)
 
 
 def mask(url: str) -> str:
     """The URL with any password (user info, or a query key such as `password` or
     `sslpassword`) replaced by ***."""
-    if any("@" in m.group(2) for m in USERINFO.finditer(url)):
-        return _mask_raw(url)  # an unencoded @ in the password: parsers split it wrongly
+    if _ambiguous_userinfo(url):
+        return _mask_raw(url)  # an unencoded @ or / in the user info: parsers split it wrongly
     try:
         u = make_url(url)
         hidden = {k: "***" for k in u.query if _secret_key(k)}
@@ -196,10 +224,10 @@ def check_url(url: str) -> None:
             f"storage URL {shown!r}: {EXPECTED_URL} (journal files are not "
             "offered: they have no heartbeat, so a dead worker's trial would stay RUNNING)"
         )
-    if any("@" in m.group(2) for m in USERINFO.finditer(url)):
+    if _ambiguous_userinfo(url):
         raise StorageError(
-            f"storage URL {shown!r}: the password holds an '@', which ends the user info; "
-            "percent-encode it (@ as %40, : as %3A, / as %2F)"
+            f"storage URL {shown!r}: the user or password holds an '@' or '/', which end the "
+            "user info and the host; percent-encode them (@ as %40, / as %2F, : as %3A)"
         )
     if scheme == "grpc":
         m = re.fullmatch(r"grpc://(\[[^\]]+\]|[^:/\[\]]+):(\d+)/?", url)

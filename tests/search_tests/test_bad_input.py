@@ -369,7 +369,7 @@ def test_a_sqlite_path_that_is_no_database_is_one_line_and_creates_nothing(
 def test_a_password_with_an_unencoded_at_is_refused_without_showing_it(tmp_path, capsys):
     url = "postgresql+psycopg://quant:Sec@retXyz@127.0.0.1:5999/optuna"
     line = one_line_error(capsys, run_argv(tmp_path, url))
-    assert "percent-encode it (@ as %40" in line, line
+    assert "percent-encode them (@ as %40" in line, line
     assert "Sec" not in line and "retXyz" not in line, line
 
 

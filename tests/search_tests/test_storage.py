@@ -24,6 +24,7 @@ from search.storage.rdb import (
     DEFAULT_STORAGE,
     StorageError,
     StudyFull,
+    check_url,
     describe,
     fail_stale,
     make_storage,
@@ -105,6 +106,28 @@ def test_mask_and_scrub_hide_the_password(url, secrets):
 def test_no_part_of_a_password_with_an_unencoded_at_shows():
     masked = mask("postgresql+psycopg://alice:pa@ss@db.example:5432/optuna")
     assert masked == "postgresql+psycopg://alice:***@db.example:5432/optuna"
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql+psycopg://alice:Xq7@Zk9@db.example:5432/optuna", "Xq7@Zk9"),
+        ("postgresql+psycopg://me@corp.com:Xq7@Zk9@db.example/optuna", "Xq7@Zk9"),
+        ("postgresql+psycopg://alice:Xq7/Zk9@db.example/optuna", "Xq7/Zk9"),
+    ],
+)
+def test_an_ambiguous_user_info_is_refused_and_never_shown(url, secret):
+    with pytest.raises(StorageError, match="percent-encode") as e:
+        check_url(url)
+    shown = str(e.value)
+    assert "db.example" in shown
+    assert all(part not in shown for part in secret.replace("/", "@").split("@")), shown
+
+
+def test_an_at_in_the_query_is_not_the_user_infos():
+    url = "postgresql+psycopg://alice:pw@db.example:5432?application_name=a@b"
+    check_url(url)  # no refusal
+    assert mask(url).startswith("postgresql+psycopg://alice:***@db.example:5432?")
 
 
 def test_describe_sqlite_is_the_file():
