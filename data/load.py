@@ -230,8 +230,11 @@ def duplicate_rows(
 def refuse_duplicates(frame: pl.DataFrame, time: str, ident: str | None, path: Path) -> None:
     """`read_index`'s check on a frame whose `time` column is parsed: a DataError naming the
     file when a (date, id) pair (a date, for one series) is on more than one row."""
+    if ident and ident not in frame.columns:
+        return  # no id column: the caller names it as missing
     keys = [time] + ([ident] if ident else [])
     pairs = frame.select(pl.col(time), *([pl.col(ident).cast(pl.String)] if ident else []))
+    pairs = pairs.drop_nulls()  # an empty id is named as such by the caller, not a duplicate
     twice = pairs.filter(pairs.is_duplicated()).unique().sort(keys)
     if twice.height:
         first = twice.row(0, named=True)

@@ -402,3 +402,29 @@ def test_a_date_the_stream_cannot_take_in_names_the_file(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and not out.exists(), err
     assert err.startswith(f"optuna-run: error: {gap}: rows of {late}: column 'id' "), err
+
+
+def test_cli_stream_without_the_id_column_or_with_empty_ids_is_one_line(
+    ohlcv_model: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No id column (the duplicate check must leave it to the column check), and two empty
+    ids on one date (not a duplicated pair): one line each, naming what is wrong."""
+    data, model = ohlcv_model
+    frame = pl.read_parquet(data)
+    late = _dates(N_DATES)[N_DATES - 3]
+    no_id = tmp_path / "noid.parquet"
+    frame.rename({"id": "ticker"}).write_parquet(no_id)
+    empty = tmp_path / "empty.parquet"
+    frame.with_columns(
+        id=pl.when((pl.col("date") == late) & pl.col("id").is_in(["S0", "S1"]))
+        .then(None)
+        .otherwise(pl.col("id"))
+    ).write_parquet(empty)
+    for path, words in ((no_id, "'id'"), (empty, "empty")):
+        out = tmp_path / "y.csv"
+        argv = ["predict", "--model", str(model), "--data", str(path), "--out", str(out)]
+        capsys.readouterr()
+        assert main([*argv, "--dates", "all", "--stream"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and words in err, err
+        assert "duplicate" not in err, err
