@@ -232,6 +232,7 @@ def validate(
                 data.cfg.task,
                 panel=S > 1,
                 periods_per_year=252 / data.cfg.horizon,
+                se_lag=data.cfg.horizon - 1,
             )
         )
     return out

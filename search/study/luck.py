@@ -19,18 +19,19 @@ def daily_matrix(
     trials: list[optuna.trial.FrozenTrial],
 ) -> tuple[np.ndarray, list[int], str | None, list[list[int]] | None]:
     """(T dates x N trials) matrix of the complete trials' per-date values, their numbers,
-    the metric and the date ranges; trials whose dates, metric or horizon differ from the
-    first one's are left out (a study resumed under another split)."""
+    the metric and the date ranges; trials whose dates or metric differ from the first one's
+    are left out (a study resumed under another split; the horizon is the data's, which a
+    study keeps)."""
     cols: list[list[float]] = []
     numbers: list[int] = []
-    metric, ranges, horizon = None, None, None
+    metric, ranges = None, None
     for t in trials:
         d = t.user_attrs.get(ATTR)
         if t.state != optuna.trial.TrialState.COMPLETE or not isinstance(d, dict):
             continue
         if metric is None:
-            metric, ranges, horizon = d.get("metric"), d.get("ranges"), d.get("horizon")
-        if d.get("metric") != metric or d.get("ranges") != ranges or d.get("horizon") != horizon:
+            metric, ranges = d.get("metric"), d.get("ranges")
+        if d.get("metric") != metric or d.get("ranges") != ranges:
             continue
         cols.append([math.nan if v is None else float(v) for v in d.get("values", [])])
         numbers.append(t.number)
@@ -76,12 +77,13 @@ def study_luck(study: optuna.Study, n_blocks: int = 16, effective: bool = True) 
 
 
 def _horizon(trials: list[optuna.trial.FrozenTrial]) -> int:
-    """The forward-return horizon the per-date values were scored on (1 where unrecorded)."""
+    """The forward-return horizon the per-date values were scored on: the one any trial
+    recorded (trials before it was recorded have none; a study keeps its data), else 1."""
     for t in trials:
         d = t.user_attrs.get(ATTR)
-        if t.state == optuna.trial.TrialState.COMPLETE and isinstance(d, dict):
-            h = d.get("horizon", 1)
-            return h if isinstance(h, int) and h > 0 else 1
+        h = d.get("horizon") if isinstance(d, dict) else None
+        if isinstance(h, int) and h > 0:
+            return h
     return 1
 
 

@@ -64,7 +64,7 @@ class SignalStop:
     def __call__(self, signum: int, _: FrameType | None) -> None:
         self.hits += 1
         if self.hits > 1:
-            if self.at_exit is not None:
+            if self.at_exit is not None and self.hits == 2:  # a third exits without waiting
                 self.at_exit()
             os._exit(130)
         self.stop.requested = True
