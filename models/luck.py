@@ -161,7 +161,9 @@ def influence(
 ) -> torch.Tensor | None:
     """(D,) per-date values, in date order (NaN where a date has none), whose mean has the
     sampling noise of metric `key` of these predictions: the daily value itself for a mean
-    over dates (IC, rank IC, spread, loss, hit rate), the delta-method influence of each date
+    over dates (IC, rank IC, spread, hit rate), each date's share of a loss pooled over the
+    rows of a panel ((E_d - L W_d) / mean W, E_d and W_d the date's weighted loss and
+    weight, L the pooled loss), the delta-method influence of each date
     for a mean / std over dates (ICIR, rank ICIR, Sharpe; annualised as `key` is:
     z - SR (z^2 - 1) / 2), and for a single series' correlation (IC, rank IC) each date's
     term z_p z_y - r (z_p^2 + z_y^2) / 2. The standard error of the mean of two predictors'
@@ -179,6 +181,13 @@ def influence(
         zs, zy = (s - s.mean()) / s.std(), (yd - yd.mean()) / yd.std()
         r = (zs * zy).sum() / (s.numel() - 1)
         return zs * zy - r * (zs * zs + zy * zy) / 2
+    if panel and DAILY.get(key) == "loss":  # pooled over rows: each date's share of it
+        e = _rowwise("loss", pred, y, task)
+        ww = torch.ones_like(e) if w is None else w.double()
+        _, inv = torch.unique(date, return_inverse=True)
+        G = int(inv.max()) + 1 if inv.numel() else 0
+        E, W = _sum(e * ww, inv, G), _sum(ww, inv, G)
+        return (E - E.sum() / W.sum() * W) / W.mean()
     base = {"icir": "ic", "rank_icir": "rank_ic", "sharpe": "spread"}.get(key, key)
     if base not in MEAN_OF_DAILY:
         return None

@@ -115,3 +115,30 @@ def test_the_deflated_sharpe_counts_overlapping_dates_as_fewer() -> None:
     one, five = deflated_sharpe(values, sharpes), deflated_sharpe(values, sharpes, overlap=5)
     assert five["dsr"] < one["dsr"] and five["dates"] == 500 and five["overlap"] == 5
     assert "overlap" not in one
+
+
+def test_the_noise_of_a_pooled_loss_weights_dates_by_their_rows() -> None:
+    """MSE is pooled over rows: with dates of 5 to 200 securities, the paired error of two
+    predictors' MSE is what resampling whole dates gives."""
+    from models.luck import influence
+
+    g = torch.Generator().manual_seed(0)
+    counts = torch.randint(5, 200, (200,), generator=g)
+    date = torch.repeat_interleave(torch.arange(200), counts)
+    y = torch.randn(len(date), generator=g, dtype=torch.float64)
+    a = y + torch.randn(len(date), generator=g, dtype=torch.float64)
+    b = y + 1.1 * torch.randn(len(date), generator=g, dtype=torch.float64)
+    ia, ib = (influence("mse", p, y, date, None, "regression", True) for p in (a, b))
+    assert ia is not None and ib is not None
+    se = float(mean_se(ia - ib))
+    ea, eb, rows_of = (
+        ((a - y) ** 2).numpy(),
+        ((b - y) ** 2).numpy(),
+        np.split(np.arange(len(date)), np.cumsum(counts.numpy())[:-1]),
+    )
+    rng = np.random.default_rng(0)
+    boot = []
+    for _ in range(400):
+        rows = np.concatenate([rows_of[k] for k in rng.integers(0, 200, 200)])
+        boot.append(ea[rows].mean() - eb[rows].mean())
+    assert se == pytest.approx(float(np.std(boot)), rel=0.2)
