@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from data.prepared import Prepared
-from models.metrics import OBJECTIVES, _sum, daily_corr, group_ranks
+from models.metrics import OBJECTIVES, _sum, daily_corr, group_index, group_ranks
 from models.train import Member, TrainParams, _padded, predict_members
 
 EULER_GAMMA = 0.5772156649015329
@@ -184,8 +184,7 @@ def influence(
     if panel and DAILY.get(key) == "loss":  # pooled over rows: each date's share of it
         e = _rowwise("loss", pred, y, task)
         ww = torch.ones_like(e) if w is None else w.double()
-        _, inv = torch.unique(date, return_inverse=True)
-        G = int(inv.max()) + 1 if inv.numel() else 0
+        inv, G = group_index(date)
         E, W = _sum(e * ww, inv, G), _sum(ww, inv, G)
         return (E - E.sum() / W.sum() * W) / W.mean()
     base = {"icir": "ic", "rank_icir": "rank_ic", "sharpe": "spread"}.get(key, key)

@@ -6,8 +6,8 @@ loop over dates; the caller syncs once per epoch. Conventions:
 - IC / rank IC: mean over dates of the cross-sectional Pearson / Spearman correlation
   (ties get their average rank); `*_se` is the standard error of that mean over dates
   (with `se_lag` = horizon - 1 lags of autocovariance where the forward returns of
-  consecutive dates overlap: `mean_se`), `*icir` the mean over the standard deviation of the daily
-  values (not annualised).
+  consecutive dates overlap: `mean_se`), `*icir` the mean over the standard deviation of
+  the daily values (not annualised).
 - spread: per date, the mean target of the top `quantile` of securities by prediction minus
   that of the bottom `quantile` (equal weight); `sharpe` annualises its mean / std with
   `periods_per_year` (252 / horizon). A single series uses the sign strategy sign(pred) * y.

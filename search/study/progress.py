@@ -112,15 +112,19 @@ def log_path(url: str, study_name: str) -> Path:
     return Path("studies") / f"{study_name}.log"
 
 
+def stamped(line: str) -> str:
+    """A line of the study's log: the time, then the line."""
+    return f"{datetime.now().isoformat(timespec='seconds')} {line}\n"
+
+
 def append_log(log: Path, lines: list[str]) -> None:
-    """Append `lines` (each maybe several) time-stamped to the study's log, as the run's own
-    lines are: the start lines before the trials, the summary after them."""
+    """Append `lines` (each maybe several) time-stamped to the study's log, as the Reporter
+    writes the trial and status lines: the start lines before the trials, the summary after."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().isoformat(timespec="seconds")
     with open(log, "a") as f:
         for line in lines:
             for part in line.splitlines() or [""]:
-                f.write(f"{stamp} {part}\n")
+                f.write(stamped(part))
 
 
 def _plural(n: int, word: str) -> str:
@@ -270,7 +274,7 @@ class Reporter:
 
     def _log(self, line: str) -> None:
         if self.log is not None:
-            self.log.write(f"{datetime.now().isoformat(timespec='seconds')} {line}\n")
+            self.log.write(stamped(line))
 
     def write(self, line: str) -> None:
         with self.lock:

@@ -384,9 +384,8 @@ def run(
     if luck is not None:
         said.append(format_luck(luck))
     said += [f"optuna-run: worker error: {err}" for err in errors]
-    if interrupted:
-        said.append(INTERRUPTED_LINE)
-    for line in said[: len(said) - interrupted]:  # the CLI says the interrupted line itself
+    for line in said:
         say(line)
-    append_log(log, said)
+    # the CLI says the interrupted line itself; the log has it too
+    append_log(log, said + ([INTERRUPTED_LINE] if interrupted else []))
     return Outcome(study, interrupted, errors)

@@ -3,9 +3,11 @@
 The first signal asks the running trial to end (it is told to the storage as FAIL with the
 reason "interrupted (SIGINT/SIGTERM)") and no new trial to start; a second one exits the
 process at once with status 130, its running trials told FAIL first on a connection of their
-own if that takes under 3 s (`at_exit`; else the heartbeat fails them, as a killed worker's). The same handler serves the in-process run, each spawned
-worker and the parent of the workers; what differs is said by `on_first` (a line for the
-person, the request relayed to the workers) and `at_exit` (the workers killed first).
+own if that takes under 3 s (`at_exit`; else the heartbeat fails them, as a killed
+worker's); a third exits without waiting. The same handler serves the in-process run, each
+spawned worker and the parent of the workers; what differs is said by `on_first` (a line
+for the person, the request relayed to the workers) and `at_exit` (the workers killed
+first, their trials failed).
 """
 
 from __future__ import annotations
