@@ -242,6 +242,15 @@ def refuse_duplicates(frame: pl.DataFrame, time: str, ident: str | None, path: P
         raise duplicate_rows(path, time, ident, twice.height, first[time], id_value)
 
 
+def _parse_or_null(t: pl.Series, parse: Any) -> pl.Series:
+    """`parse(strict=False)` of the strings `t`, all null where polars finds no format for
+    them (it raises then, e.g. on 2015/01-05)."""
+    try:
+        return parse(strict=False)
+    except pl.exceptions.ComputeError:
+        return pl.Series(t.name, [None] * len(t), dtype=pl.Date)
+
+
 def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:
     """The time column `t` ([data] `key`) as dates, datetimes or integers: ISO strings parsed;
     empty or unparseable values and other types refused."""
@@ -249,13 +258,13 @@ def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:
     if t.null_count():
         raise DataError(f"{path}: column {col!r} ([data] {key}) has {t.null_count()} empty values")
     if t.dtype == pl.String:
-        parsed = t.str.to_date(strict=False)
+        parsed = _parse_or_null(t, t.str.to_date)
         if parsed.null_count():
-            parsed_dt = t.str.to_datetime(strict=False)
+            parsed_dt = _parse_or_null(t, t.str.to_datetime)
             if parsed_dt.null_count() < parsed.null_count():
                 parsed = parsed_dt
         if parsed.null_count():
-            bad = t.filter(parsed.is_null()).head(3).to_list()
+            bad = t.filter(parsed.is_null()).unique(maintain_order=True).head(3).to_list()
             raise DataError(
                 f"{path}: column {col!r} ([data] {key}) has {parsed.null_count()} "
                 f"unparseable dates, e.g. {bad}; expected ISO dates like 2024-01-31"

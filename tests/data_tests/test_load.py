@@ -473,3 +473,15 @@ def test_the_load_says_each_step_once(tmp_path):
     assert [size(n) for n in (999, 1000, 850_000, 310_000_000, 2_213_000_000)] == [
         "999 bytes", "1.0 KB", "850 KB", "310 MB", "2.2 GB",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["2015/01-05", "20150105x", "Jan 5th"])
+def test_dates_in_no_format_polars_can_infer_are_named_as_unparseable(tmp_path, value):
+    path = tmp_path / "p.csv"
+    rows = [f"{value},A,1.0,0.5", f"{value},B,2.0,0.1"]
+    path.write_text("date,id,f0,target\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError) as err:
+        load(path, target="target", features=["f0"])
+    assert str(err.value).startswith(
+        f"{path}: column 'date' ([data] date) has 2 unparseable dates, e.g. [{value!r}];"
+    )
