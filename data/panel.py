@@ -156,6 +156,8 @@ def load_panel(
     step(f"reading {n_rows:,} rows x {n_columns} columns from {path} ({size(path)})...")
     rd = _Reader(lf, read_index(lf, cols, path), path)
     _check_one_series(cfg, path, len(rd.index.ids))
+    if not for_prediction:
+        _check_classes(cfg, path, len(rd.index.ids))
     D, S = rd.shape
     if cols.has_target and not cols.target and not for_prediction:
         _check_horizon_fits(cfg, path, D)
@@ -232,6 +234,17 @@ def _check_one_series(cfg: DataConfig, path: Path, n_ids: int) -> None:
             f"{'these settings work' if len(wrong) > 1 else 'this setting works'} across "
             f"securities per date: {'; '.join(wrong)}"
         )
+
+
+def _check_classes(cfg: DataConfig, path: Path, n_ids: int) -> None:
+    """Refuse more per-date quantile classes than the file has securities: some classes
+    could never be filled (and the network's head, one output a class, only grows)."""
+    if cfg.task != "classification" or cfg.n_classes <= max(n_ids, 2):
+        return
+    raise DataError(
+        f"{path}: [data] n_classes = {cfg.n_classes} per-date quantile classes, but the file "
+        f"has {n_ids} securities; expected n_classes <= {n_ids}"
+    )
 
 
 def _check_horizon_fits(cfg: DataConfig, path: Path, n_dates: int) -> None:

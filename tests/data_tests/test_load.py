@@ -267,6 +267,18 @@ def test_classification_targets(tmp_path):
     assert panel.target[2, :5].tolist() == [0, 0, 1, 2, 2]  # 5 ranked: 0, .25, .5, .75, 1
 
 
+def test_more_quantile_classes_than_securities_are_refused(tmp_path):
+    path = long_file(tmp_path / "p.parquet", 3, 6, {"f0": f0, "target": f0})
+    panel, _ = load(path, task="classification", n_classes=6)
+    assert panel.target[0].tolist() == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(DataError) as err:
+        load(path, task="classification", n_classes=100_000)
+    assert str(err.value) == (
+        f"{path}: [data] n_classes = 100000 per-date quantile classes, but the file has 6 "
+        "securities; expected n_classes <= 6"
+    )
+
+
 def test_classification_trains_with_cross_entropy(tmp_path):
     import torch
 
