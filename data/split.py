@@ -42,6 +42,7 @@ def make_split(dates: np.ndarray, cfg: DataConfig) -> Split:
         t0 = _start(dates, cfg.test_start, "test_start", where)
     else:
         t0 = D - round(D * cfg.test_frac) if cfg.test_frac > 0 else D
+    _refuse_outside(dates, cfg, v0, t0, where)
     if not 0 < v0 <= t0 <= D:
         raise DataError(
             f"{where}[data] val_start / test_start / val_frac / test_frac: `0 < validation "
@@ -63,6 +64,35 @@ def make_split(dates: np.ndarray, cfg: DataConfig) -> Split:
             "test start; use more dates or a longer validation segment"
         )
     return Split(train, val, test)
+
+
+def _show(day: object) -> str:
+    """A value of the time axis as a user writes it: 2020-01-31 for a midnight datetime."""
+    text = str(day)
+    return text[:10] if text[10:].strip("T0:.") == "" else text
+
+
+def _refuse_outside(dates: np.ndarray, cfg: DataConfig, v0: int, t0: int, where: str) -> None:
+    """A DataError naming a given val_start / test_start that lands outside the file's dates,
+    or a val_start after the test start, by the values given and the file's dates."""
+    D = len(dates)
+    span = f"the file's dates are {_show(dates[0])} .. {_show(dates[-1])}"
+    for key, given, at in (("val_start", cfg.val_start, v0), ("test_start", cfg.test_start, t0)):
+        if given is None:
+            continue
+        if at >= D:
+            raise DataError(f"{where}[data] {key} = {given!r} is after the last date: {span}")
+        if at == 0:
+            raise DataError(
+                f"{where}[data] {key} = {given!r} leaves no training date before it: {span}"
+            )
+    if v0 > t0 and (cfg.val_start is not None or cfg.test_start is not None):
+        val = f"val_start = {cfg.val_start!r}" if cfg.val_start is not None else "val_frac"
+        test = f"test_start = {cfg.test_start!r}" if cfg.test_start is not None else "test_frac"
+        raise DataError(
+            f"{where}[data] {val} starts validation on {_show(dates[v0])}, after the test "
+            f"start ({test}: {_show(dates[t0])}); expected validation before test"
+        )
 
 
 def _start(dates: np.ndarray, when: str | int, key: str, where: str) -> int:

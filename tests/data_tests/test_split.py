@@ -64,8 +64,35 @@ def test_bad_splits_name_the_key():
         split(val_start="2020-01-02")
     with pytest.raises(DataError, match=r"\[data\] val_start: cannot read 'soon'"):
         split(val_start="soon")
-    with pytest.raises(DataError, match=r"must hold"):
+    with pytest.raises(DataError, match=r"after the test start"):
         split(val_start="2020-01-15", test_start="2020-01-12")
+
+
+def test_a_start_outside_the_dates_is_named_with_the_file_s_dates():
+    span = "the file's dates are 2020-01-01 .. 2020-01-20"
+    with pytest.raises(DataError) as err:
+        split(val_start=20200115)  # an integer on a date axis reads as the year 20200115
+    assert (
+        str(err.value) == f"x.parquet: [data] val_start = 20200115 is after the last date: {span}"
+    )
+    with pytest.raises(DataError) as err:
+        split(test_start="2030-01-01")
+    assert str(err.value) == (
+        f"x.parquet: [data] test_start = '2030-01-01' is after the last date: {span}"
+    )
+    with pytest.raises(DataError) as err:
+        split(val_start="2019-06-01")
+    assert str(err.value) == (
+        f"x.parquet: [data] val_start = '2019-06-01' leaves no training date before it: {span}"
+    )
+    with pytest.raises(DataError) as err:
+        split(val_start="2020-01-15", test_start="2020-01-12")
+    assert str(err.value) == (
+        "x.parquet: [data] val_start = '2020-01-15' starts validation on 2020-01-15, after the "
+        "test start (test_start = '2020-01-12': 2020-01-12); expected validation before test"
+    )
+    with pytest.raises(DataError, match=r"val_frac starts validation on 2020-01-15, after the"):
+        split(test_start="2020-01-05")
 
 
 def bars(path, close, drop=frozenset()):
