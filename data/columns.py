@@ -43,7 +43,7 @@ def resolve_columns(
 ) -> Columns:
     """The columns `cfg` names in a file of `schema`; `empty`: the columns with no value
     (see `settle_types`), taken as numeric. `for_prediction`: a given target column may be
-    absent or empty (data without labels, to predict)."""
+    absent or empty (data without labels, to predict), and the weight column is not read."""
     path = cfg.file
     names = list(schema.names())
     schema = pl.Schema({n: pl.Float64 if n in empty else t for n, t in schema.items()})
@@ -76,7 +76,7 @@ def resolve_columns(
     ident = need(cfg.id, "id", "; set [data] id = \"\" (--id '') if the file is one series")
     target = need(cfg.target, "target") if has_target else None
     tradable = need(cfg.tradable, "tradable")
-    weight = need(cfg.weight, "weight")
+    weight = None if for_prediction else need(cfg.weight, "weight")  # predictions need none
     for pat in cfg.features:
         if not _is_glob(pat):
             need(pat, "features")
@@ -103,7 +103,7 @@ def resolve_columns(
         ohlcv = {r: c for r, c in roles.items() if c in schema}
         if not derive:
             ohlcv = {"close": ohlcv["close"]}
-    used = {c for c in (time, ident, cfg.target, tradable, weight, cfg.date) if c}
+    used = {c for c in (time, ident, cfg.target, tradable, cfg.weight, cfg.date) if c}
     # Raw price and volume levels are never features by default: the mapped columns, and
     # a column of a role's default name mapped to no role (a raw close beside an adjusted one).
     levels = set(roles.values()) | set(ROLES.values())

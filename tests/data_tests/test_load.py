@@ -443,6 +443,18 @@ def test_for_prediction_a_given_target_may_be_absent_or_empty(tmp_path):
     assert panel.has_target
 
 
+def test_for_prediction_the_weight_column_may_be_absent_or_empty(tmp_path):
+    cols = {"f0": f0, "target": lambda d, s: 0.1}
+    absent = long_file(tmp_path / "absent.parquet", 5, 2, cols)
+    empty = long_file(tmp_path / "empty.csv", 5, 2, cols | {"w": lambda d, s: None})
+    with pytest.raises(DataError, match=r"column 'w' \(\[data\] weight\) not found"):
+        load(absent, weight="w")
+    for path in (absent, empty):
+        cfg = DataConfig(path=str(path), id="id", target="target", features=("*",), weight="w")
+        panel = load_panel(cfg, for_prediction=True)
+        assert panel.weight is None and panel.feature_names == ["f0"]  # w is no feature
+
+
 def test_for_prediction_a_feature_with_no_value_is_a_warning(tmp_path):
     from data.load import DataWarning
 
