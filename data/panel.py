@@ -115,7 +115,9 @@ def time_axis(cfg: DataConfig) -> pl.Series:
     path = cfg.file
     lf = scan(path)
     col, key = (cfg.order, "order") if cfg.order else (cfg.date, "date")
-    if col not in lf.collect_schema():
+    schema = lf.collect_schema()
+    if col not in schema:
+        resolve_columns(cfg, schema, for_prediction=True)  # names every missing column at once
         raise DataError(f"{path}: column {col!r} ([data] {key}) not found")
     t = collect(lf.select(col), path, [col]).get_column(col)
     return parse_time(t, key, path).unique().sort()

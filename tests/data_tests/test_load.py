@@ -455,6 +455,20 @@ def test_for_prediction_the_weight_column_may_be_absent_or_empty(tmp_path):
         assert panel.weight is None and panel.feature_names == ["f0"]  # w is no feature
 
 
+def test_the_time_axis_of_a_file_names_every_missing_column_at_once(tmp_path):
+    from data.panel import time_axis
+
+    path = long_file(tmp_path / "p.parquet", 3, 2, {"f0": f0}).rename(tmp_path / "q.parquet")
+    pl.read_parquet(path).rename({"date": "trade_dt", "id": "code"}).write_parquet(path)
+    with pytest.raises(DataError) as err:
+        time_axis(DataConfig(path=str(path), id="id", target="target", features=("f0",)))
+    assert str(err.value) == (
+        f"{path}: column 'date' ([data] date) not found; column 'id' ([data] id) not found; "
+        "set [data] id = \"\" (--id '') if the file is one series; columns are "
+        "['trade_dt', 'code', 'f0']"
+    )
+
+
 def test_for_prediction_a_feature_with_no_value_is_a_warning(tmp_path):
     from data.load import DataWarning
 
