@@ -31,6 +31,7 @@ def trial_event(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "number": trial.number,
         "state": trial.state.name,
         "value": trial.values[0] if trial.values else None,
+        "values": list(trial.values) if trial.values else None,
         "epochs": attrs.get("epochs_trained", attrs.get("epochs_run")),
         "best_epoch": attrs.get("best_epoch"),
         "seconds": secs,
@@ -81,11 +82,13 @@ def _fmt(v: Any) -> str:
 
 def trial_line(ev: dict[str, Any]) -> str:
     """A finished trial in one line: number, state, value, epochs, seconds, params."""
-    v = ev.get("value")
+    v, vs = ev.get("value"), ev.get("values") or []
     params = " ".join(f"{k}={_fmt(x)}" for k, x in ev["params"].items())
-    value = "-" if v is None else f"{v:.6g}"
+    value = "value=" + ("-" if v is None else f"{v:.6g}")
+    if len(vs) > 1:  # several objectives: each one's value
+        value = "values=" + ",".join(f"{x:.6g}" for x in vs)
     line = (
-        f"trial {ev['number']:>4} {ev['state']:<8} value={value} epochs={ev.get('epochs')} "
+        f"trial {ev['number']:>4} {ev['state']:<8} {value} epochs={ev.get('epochs')} "
         f"best_epoch={ev.get('best_epoch')} {ev.get('seconds', 0):.1f}s  {params}"
     )
     if ev.get("reason") and ev["state"] != "COMPLETE":
@@ -230,6 +233,8 @@ class Reporter:
         state = ev["state"]
         self.counts[state] = self.counts.get(state, 0) + 1
         v = ev.get("value")
+        if len(ev.get("values") or []) > 1:
+            return  # several objectives: no single best (the summary gives the Pareto front)
         if (
             state == "COMPLETE"
             and v is not None

@@ -150,6 +150,21 @@ def test_status_before_any_trial_and_without_a_count() -> None:
     ]  # fmt: skip
 
 
+def test_a_trial_of_several_objectives_says_each_value_and_no_single_best(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from search.study.progress import trial_line
+
+    ev = event(3, value=0.1) | {"values": [0.1, 0.25]}
+    assert trial_line(ev).startswith("trial    3 COMPLETE values=0.1,0.25 epochs=3 ")
+    assert trial_line(event(3, value=0.1)).startswith("trial    3 COMPLETE value=0.1 epochs=3 ")
+    r = Reporter(4, "maximize", tty=False, clock=Clock(), every_s=0)
+    r.trial(ev)
+    r.close()
+    assert "best" not in r.status_line()
+    capsys.readouterr()
+
+
 EPOCHS_SPACE = TINY_SPACE.replace("epochs = {{ low = 2, high = 9 }}", "epochs = 2")
 FINAL = """
 [search]
