@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from datetime import datetime, timezone
@@ -117,6 +118,21 @@ def check_trials_path(out: Path) -> None:
         raise ExportError(f"--trials {out}: expected a .csv or .parquet file name")
 
 
+def _json(v: Any) -> str:
+    """`v` as JSON text, a non-finite float as null."""
+    return json.dumps(_finite(v), allow_nan=False)
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
 def export_trials(study: optuna.Study, out: Path) -> int:
     """All trials as a table (CSV or Parquet by suffix); returns the row count."""
     check_trials_path(out)
@@ -139,7 +155,9 @@ def export_trials(study: optuna.Study, out: Path) -> int:
     try:
         if out.suffix == ".parquet":
             df.to_parquet(tmp, index=False)
-        else:
+        else:  # a dict or list attr (daily_values, member_values) as JSON, not Python's repr
+            for col in df.select_dtypes(include="object").columns:
+                df[col] = df[col].map(lambda v: _json(v) if isinstance(v, dict | list) else v)
             df.to_csv(tmp, index=False)
         os.replace(tmp, out)
     finally:

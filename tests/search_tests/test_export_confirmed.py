@@ -33,3 +33,26 @@ def test_export_after_confirm_reports_the_confirmed_mean_and_spread(tmp_path: Pa
     assert best["seed_std"] == pytest.approx(row["std"])
     assert best["search_value"] == pytest.approx(row["search_value"])
     assert best["confirm"]["seeds"] == 2
+
+
+def test_the_trials_csv_holds_dict_and_list_attrs_as_json(tmp_path: Path) -> None:
+    import optuna
+    import polars as pl
+
+    from search.evaluate.export import export_trials
+
+    study = optuna.create_study()
+    daily = {"metric": "rank_ic", "ranges": [[3, 5]], "values": [0.1, None]}
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"lr": 0.01},
+            distributions={"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1)},
+            value=0.1,
+            user_attrs={"daily_values": daily, "member_values": [0.1, float("nan")]},
+        )
+    )
+    out = tmp_path / "trials.csv"
+    assert export_trials(study, out) == 1
+    row = pl.read_csv(out).row(0, named=True)
+    assert json.loads(row["user_attrs_daily_values"]) == daily
+    assert json.loads(row["user_attrs_member_values"]) == [0.1, None]
