@@ -70,8 +70,14 @@ def handle(args: argparse.Namespace) -> int:
         out=args.out,
     )
     w = rec["trials"][str(rec["winner"])]
+    n = len(rec["trials"])
+    if n < args.top:
+        print(
+            f"--top {args.top}: only {n} complete trial(s) to confirm; all of them confirmed",
+            file=sys.stderr,
+        )
     print(
-        f"confirmed {len(rec['trials'])} trials x {rec['seeds']} seed(s)"
+        f"confirmed {n} trial{'' if n == 1 else 's'} x {rec['seeds']} seed(s)"
         + (" at the final fit's budget" if rec["budget"] == "final" else "")
         + " in "
         f"{time.perf_counter() - t0:.1f}s; winner: trial {rec['winner']} "

@@ -35,6 +35,20 @@ def test_export_after_confirm_reports_the_confirmed_mean_and_spread(tmp_path: Pa
     assert best["confirm"]["seeds"] == 2
 
 
+def test_confirm_says_when_the_study_has_fewer_trials_than_top(tmp_path: Path, capsys) -> None:
+    data = write_panel(tmp_path / "panel.parquet", n_dates=40, n_ids=3)
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY_STUDY.format(name="one", data=data, time_steps=3))
+    url = f"sqlite:///{tmp_path}/e.db"
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
+    capsys.readouterr()
+    confirm = ["confirm", "--study-name", "one", "--storage", url, "--top", "3", "--seeds", "1"]
+    assert main([*confirm, "--no-tree", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "--top 3: only 1 complete trial(s) to confirm; all of them confirmed\n" in err
+    assert "confirmed 1 trial x 1 seed(s) in " in err
+
+
 def test_the_trials_csv_holds_dict_and_list_attrs_as_json(tmp_path: Path) -> None:
     import optuna
     import polars as pl
