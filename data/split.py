@@ -34,6 +34,13 @@ def make_split(dates: np.ndarray, cfg: DataConfig) -> Split:
     D = len(dates)
     gap = cfg.horizon + cfg.embargo
     where = f"{cfg.path}: " if cfg.path else ""
+    if gap >= D:
+        raise DataError(
+            f"{where}[data] horizon (--horizon) = {cfg.horizon}"
+            + (f" + embargo = {gap}" if cfg.embargo else "")
+            + f": the purge before validation and before test is not shorter than the file's "
+            f"{D} dates; expected a horizon well below {D}"
+        )
     if cfg.val_start is not None:
         v0 = _start(dates, cfg.val_start, "val_start", where)
     else:

@@ -95,6 +95,17 @@ def test_a_start_outside_the_dates_is_named_with_the_file_s_dates():
         split(test_start="2020-01-05")
 
 
+def test_a_purge_as_long_as_the_file_names_the_horizon():
+    with pytest.raises(DataError) as err:
+        split(horizon=20)
+    assert str(err.value) == (
+        "x.parquet: [data] horizon (--horizon) = 20: the purge before validation and before "
+        "test is not shorter than the file's 20 dates; expected a horizon well below 20"
+    )
+    with pytest.raises(DataError, match=r"horizon \(--horizon\) = 15 \+ embargo = 25: "):
+        split(horizon=15, embargo=10)
+
+
 def bars(path, close, drop=frozenset()):
     """A file of close prices close[d, s] and a constant feature."""
     D, S = close.shape
