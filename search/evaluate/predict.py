@@ -169,8 +169,9 @@ def _prediction_frame(
         cols[cfg.id] = panel.ids[s]
     cols |= prediction_columns(pred)
     if panel.has_target and panel.target_raw is not None:
-        cols["target"] = panel.target[d, s]
-        cols["target_raw"] = panel.target_raw[d, s]
+        # an unknown target (the forward return past the file's last date) is empty, not NaN
+        cols["target"] = pl.Series(panel.target[d, s], nan_to_null=True)
+        cols["target_raw"] = pl.Series(panel.target_raw[d, s], nan_to_null=True)
     else:
         cols["target"] = pl.Series([None] * len(ends), dtype=pl.Float32)
         cols["target_raw"] = pl.Series([None] * len(ends), dtype=pl.Float32)

@@ -48,6 +48,11 @@ def test_predict_takes_column_flags_and_writes_the_raw_target(
     s = src.filter(pl.col("symbol") == row["ticker"])
     i = s["date"].cast(pl.String).to_list().index(row["day"])
     assert row["target_raw"] == pytest.approx(s["close"][i + 1] / s["close"][i] - 1, rel=1e-4)
+    # the last date's forward return is unknown: both target columns empty, not NaN
+    assert main([*args, "--dates", "last", "--date", "day", "--id", "ticker"]) == 0
+    assert "NaN" not in out.read_text()
+    last = pl.read_csv(out)
+    assert last.height > 0 and last["target"].is_null().all() and last["target_raw"].is_null().all()
 
 
 TINY_STUDY = """
