@@ -89,6 +89,18 @@ def out_folder(s: str) -> str:
     return s
 
 
+def column_list(s: str) -> list[str]:
+    """Comma-separated column names or globs, at least one (an empty value would otherwise
+    be read as not given and leave the study TOML's list in place without a word)."""
+    names = [n.strip() for n in s.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated column names or globs (e.g. f1,feat_*), got {s!r}; "
+            "leave the flag out for the study TOML's features"
+        )
+    return names
+
+
 def table_file(s: str) -> str:
     if Path(s).suffix not in (".csv", ".parquet"):
         raise argparse.ArgumentTypeError(f"expected a .csv or .parquet file name, got {s!r}")

@@ -13,6 +13,7 @@ from search.cli.flags import (
     add_seed,
     add_storage,
     add_study_name,
+    column_list,
     port_number,
     positive_int,
     seconds,
@@ -95,7 +96,9 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     d.add_argument("--date", default=None, help="time-axis column")
     d.add_argument("--id", default=None, help="security column ('' for a single series)")
     d.add_argument("--target", default=None, help="target column (default: forward return)")
-    d.add_argument("--features", default=None, help="comma-separated names or globs")
+    d.add_argument(
+        "--features", type=column_list, default=None, help="comma-separated names or globs"
+    )
     d.add_argument("--horizon", type=positive_int, default=None)
     d.add_argument("--task", default=None, help="regression or classification")
 
@@ -116,9 +119,6 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
 def flags(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """The flags that override the study TOML, by section (None: not given; `--id ''`:
     the file is one series)."""
-    features = None
-    if args.features:
-        features = [f.strip() for f in args.features.split(",") if f.strip()]
     return {
         "study": {"name": args.study_name, "objective": args.objective},
         "search": {
@@ -132,7 +132,7 @@ def flags(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             "date": args.date,
             "id": args.id,
             "target": args.target,
-            "features": features,
+            "features": args.features,
             "horizon": args.horizon,
             "task": args.task,
             "folds": args.folds,

@@ -506,6 +506,14 @@ def test_timeout_must_be_a_finite_number_of_seconds(tmp_path, capsys, value):
     assert not (tmp_path / "new.db").exists()
 
 
+@pytest.mark.parametrize("value", ["", " , "])
+def test_empty_features_are_refused_not_read_as_left_out(tmp_path, capsys, value):
+    url = f"sqlite:///{tmp_path}/new.db"
+    line = one_line_error(capsys, [*run_argv(tmp_path, url), f"--features={value}"])
+    assert line.startswith("optuna-run: error: argument --features: expected comma-"), line
+    assert not (tmp_path / "new.db").exists()
+
+
 def test_a_study_file_in_a_folder_that_does_not_exist_is_refused(tmp_path, capsys):
     """A mistyped SQLite path stops before the data load, creating no folder and no study."""
     url = f"sqlite:///{tmp_path}/typo/x.db"
