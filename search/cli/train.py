@@ -121,12 +121,15 @@ def _final_line(ckpt: dict[str, Any], vals: str, stored: str) -> str:
     f = ckpt["final"]
     n = f["max_windows_per_epoch"]
     windows = f"{n:,} training windows" if n else "every training window"
+    seeds = len(ckpt["models"][0]["states"])
+    # like a trial's value, the mean of the networks' own values, not the averaged model's
+    whose = f"the mean of its {seeds} networks' values; " if seeds > 1 else ""
     return (
         f"final fit ([final]): {windows} an epoch, up to {f['epochs']} epochs "
         f"(patience {f['patience']}), {f.get('lr_schedule', 'constant')} learning rate, "
-        f"{len(ckpt['models'][0]['states'])} seed(s) per "
-        f"configuration: validation {vals} (the trial, at the search's budget: {stored}); "
-        "`train --exact` reproduces the trial instead"
+        f"{seeds} seed(s) per configuration: validation {vals} ({whose}the trial, at the "
+        f"search's budget: {stored}); `train --exact` reproduces the trial instead"
+        + ("; the networks averaged are scored in the table below" if seeds > 1 else "")
     )
 
 

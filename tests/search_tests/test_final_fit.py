@@ -41,6 +41,9 @@ def test_final_fit_is_the_final_budget_and_deterministic(
     assert "final fit ([final]): 512 training windows an epoch, up to 4 epochs" in err
     assert "cosine learning rate" in err
     assert "`train --exact` reproduces the trial instead" in err
+    # its value is the networks' mean, as a trial's is; the table scores their average
+    assert "(the mean of its 2 networks' values; the trial, at the search's budget" in err
+    assert "the networks averaged are scored in the table below" in err
     assert main([*args, "--out", str(b)]) == 0
     ca, cb = (torch.load(p, weights_only=True) for p in (a, b))
     assert ca["fit"] == "final" and ca["final"]["seeds"] == 2 and ca["final"]["epochs"] == 4
