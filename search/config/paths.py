@@ -1,10 +1,31 @@
 """Whether an output path can be written, checked before any work that ends in writing it
-(a flag's type for the CLI, an argument's check for the API)."""
+(a flag's type for the CLI, an argument's check for the API), and a study name as the stem
+of the files named after it."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
+
+# a file name holds at most 255 bytes: the stem leaves room for "-report", "-best.json", ...
+STEM_BYTES = 200
+_NOT_IN_A_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+def name_stem(name: str) -> str:
+    """A study name as the stem of the files named after it (`NAME.log`, `NAME-report`,
+    `NAME-model.pt`): the name itself where it can be one; else a `/`, a backslash or a
+    control character becomes `_` (the file stays in its folder), a name longer than
+    STEM_BYTES bytes is cut, and a hash of the whole name is added (`a/b` and `a_b`, or
+    two long names sharing their start, still get a file each)."""
+    stem = _NOT_IN_A_NAME.sub("_", name)
+    if stem == name and len(stem.encode()) <= STEM_BYTES:
+        return stem
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    cut = stem.encode()[: STEM_BYTES - len(digest) - 1].decode(errors="ignore")
+    return f"{cut}-{digest}"
 
 
 def out_problem(value: str, folder: bool = False) -> str | None:

@@ -13,6 +13,7 @@ import optuna
 
 from data import DataConfig, Prepared
 from data.panel import describe as describe_panel
+from search.config.paths import name_stem
 from search.config.schema import RunConfig
 
 
@@ -90,7 +91,7 @@ def note_markdown(study_name: str, summary: dict[str, Any], cfg: RunConfig, devi
         if s["dates"]:
             w = ", ".join(f"{n} at time_steps {k}" for k, n in s["windows"].items())
             rows.append(f"| {seg} | {s['first']} .. {s['last']} | {s['dates']} | {w} |")
-    name = study_name
+    name, stem = study_name, name_stem(study_name)
     lines = [
         f"## {name}",
         "",
@@ -116,10 +117,10 @@ def note_markdown(study_name: str, summary: dict[str, Any], cfg: RunConfig, devi
         "",
         "**Next**:",
         "",
-        f"- `optuna-run export --study-name {name} --out studies/{name}-best.json`",
-        f"- `optuna-run report --study-name {name} --out studies/{name}-report`",
+        f"- `optuna-run export --study-name {name} --out studies/{stem}-best.json`",
+        f"- `optuna-run report --study-name {name} --out studies/{stem}-report`",
         f"- `optuna-run train --study-name {name}`",
-        f"- `optuna-run predict --model studies/{name}-model.pt --out studies/{name}-preds.csv`",
+        f"- `optuna-run predict --model studies/{stem}-model.pt --out studies/{stem}-preds.csv`",
     ]
     return "\n".join(lines)
 

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import optuna
 from tqdm import tqdm
 
+from search.config.paths import name_stem
 from search.storage.rdb import describe
 from search.storage.urls import storage_flag
 
@@ -109,10 +110,11 @@ def data_steps(path: Path, say: Callable[[str], None] | None) -> Callable[[str],
 
 
 def log_path(url: str, study_name: str) -> Path:
-    """The study's log file: beside a SQLite file, else studies/NAME.log here."""
+    """The study's log file: beside a SQLite file, else studies/NAME.log here (NAME the
+    study name as a file name: `name_stem`)."""
     if url.startswith("sqlite:///") and ":memory:" not in url:
-        return Path(url[len("sqlite:///") :]).parent / f"{study_name}.log"
-    return Path("studies") / f"{study_name}.log"
+        return Path(url[len("sqlite:///") :]).parent / f"{name_stem(study_name)}.log"
+    return Path("studies") / f"{name_stem(study_name)}.log"
 
 
 def stamped(line: str) -> str:
@@ -323,11 +325,11 @@ class Reporter:
             lines.append(f"view it: optuna-run dashboard{flag or ''}")
         lines.append(
             f"report:  optuna-run report --study-name {study.study_name}{flag or ''} "
-            f"--out studies/{study.study_name}-report"
+            f"--out studies/{name_stem(study.study_name)}-report"
         )
         lines.append(
             f"export:  optuna-run export --study-name {study.study_name}{flag or ''} "
-            f"--out studies/{study.study_name}-best.json"
+            f"--out studies/{name_stem(study.study_name)}-best.json"
         )
         if flag is None:  # the URL holds a password: the commands resolve it as this run did
             lines.append("         (each with this run's --storage, or $OPTUNA_STORAGE set)")

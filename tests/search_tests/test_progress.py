@@ -344,3 +344,28 @@ def test_the_summary_commands_reach_the_study_as_the_run_did(tmp_path, monkeypat
     assert "--storage" not in r.summary(study, "postgresql+psycopg://postgres@127.0.0.1:5432/test")
     grpc = r.summary(study, "grpc://127.0.0.1:13000")
     assert "report --study-name s --storage grpc://127.0.0.1:13000 " in grpc
+
+
+def test_files_named_after_a_study_stay_in_their_folder(tmp_path: Path) -> None:
+    """A study name holding a / (or .., a backslash, a newline) or longer than a file name
+    names files in the study's folder, one per name: no subfolder made, no file
+    written elsewhere, no OSError for a name too long."""
+    from search.api import model_path
+    from search.study.progress import append_log, log_path
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    names = ["a/b", "a_b", "../up", "..", "a\\b", "nl\nx", "x" * 300, "x" * 299 + "y", "ü" * 200]
+    logs = [log_path(url, name) for name in names]
+    assert len(set(logs)) == len(names)
+    for name, log in zip(names, logs, strict=True):
+        assert log.parent == tmp_path and len(log.name.encode()) <= 255, log
+        append_log(log, [f"study {name!r}"])
+        assert log.is_file()
+        assert model_path(name).parent == Path("studies")
+        assert len(model_path(name).name.encode()) <= 255
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in logs)
+    pg = log_path("postgresql+psycopg://u@h/db", "../up")
+    assert pg.parent == Path("studies") and pg.name.startswith(".._up-")
+    from search.config.paths import name_stem
+
+    assert name_stem("sp500-lstm") == "sp500-lstm"  # a plain name as it is
