@@ -5,6 +5,7 @@ markdown note shown by optuna-dashboard (data, search space, the commands that f
 from __future__ import annotations
 
 import platform
+import shlex
 import warnings
 from importlib import metadata
 from typing import Any
@@ -82,6 +83,9 @@ def _space_lines(space: dict[str, Any]) -> list[str]:
     return out
 
 
+_OUTS = ("best.json", "report", "model.pt", "preds.csv")
+
+
 def note_markdown(study_name: str, summary: dict[str, Any], cfg: RunConfig, device: str) -> str:
     """The study note: what the data are, what is searched, and how to go on."""
     feats = summary["features"]
@@ -92,6 +96,8 @@ def note_markdown(study_name: str, summary: dict[str, Any], cfg: RunConfig, devi
             w = ", ".join(f"{n} at time_steps {k}" for k, n in s["windows"].items())
             rows.append(f"| {seg} | {s['first']} .. {s['last']} | {s['dates']} | {w} |")
     name, stem = study_name, name_stem(study_name)
+    # the commands as a shell takes them: a name with a space or a $ quoted
+    q, out = shlex.quote(name), {k: shlex.quote(f"studies/{stem}-{k}") for k in _OUTS}
     lines = [
         f"## {name}",
         "",
@@ -117,10 +123,10 @@ def note_markdown(study_name: str, summary: dict[str, Any], cfg: RunConfig, devi
         "",
         "**Next**:",
         "",
-        f"- `optuna-run export --study-name {name} --out studies/{stem}-best.json`",
-        f"- `optuna-run report --study-name {name} --out studies/{stem}-report`",
-        f"- `optuna-run train --study-name {name}`",
-        f"- `optuna-run predict --model studies/{stem}-model.pt --out studies/{stem}-preds.csv`",
+        f"- `optuna-run export --study-name {q} --out {out['best.json']}`",
+        f"- `optuna-run report --study-name {q} --out {out['report']}`",
+        f"- `optuna-run train --study-name {q}`",
+        f"- `optuna-run predict --model {out['model.pt']} --out {out['preds.csv']}`",
     ]
     return "\n".join(lines)
 

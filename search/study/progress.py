@@ -4,6 +4,7 @@ terminal or a periodic status line elsewhere (a file, a pipe), and a summary."""
 from __future__ import annotations
 
 import math
+import shlex
 import sys
 import threading
 import time
@@ -69,8 +70,8 @@ def best_lines(study: optuna.Study, flag: str = "") -> list[str]:
         )
     else:
         out.append(
-            f"next: optuna-run confirm --study-name {study.study_name}{flag} (re-trains the "
-            "best trials with fresh seeds) and optuna-run train"
+            f"next: optuna-run confirm --study-name {shlex.quote(study.study_name)}{flag} "
+            "(re-trains the best trials with fresh seeds) and optuna-run train"
         )
     return out
 
@@ -323,13 +324,14 @@ class Reporter:
             lines.append("view it: optuna-run dashboard --storage DATABASE_URL (the proxy's)")
         else:
             lines.append(f"view it: optuna-run dashboard{flag or ''}")
+        name, stem = shlex.quote(study.study_name), name_stem(study.study_name)
         lines.append(
-            f"report:  optuna-run report --study-name {study.study_name}{flag or ''} "
-            f"--out studies/{name_stem(study.study_name)}-report"
+            f"report:  optuna-run report --study-name {name}{flag or ''} "
+            f"--out {shlex.quote(f'studies/{stem}-report')}"
         )
         lines.append(
-            f"export:  optuna-run export --study-name {study.study_name}{flag or ''} "
-            f"--out studies/{name_stem(study.study_name)}-best.json"
+            f"export:  optuna-run export --study-name {name}{flag or ''} "
+            f"--out {shlex.quote(f'studies/{stem}-best.json')}"
         )
         if flag is None:  # the URL holds a password: the commands resolve it as this run did
             lines.append("         (each with this run's --storage, or $OPTUNA_STORAGE set)")
