@@ -47,6 +47,20 @@ def _disconnected(e: BaseException) -> bool:
     return False
 
 
+def _reason(e: BaseException) -> str:
+    """Why the storage is unreachable, in one line: a gRPC error's status and details (its
+    text's first line says only "<_InactiveRpcError of RPC that terminated with:"), else the
+    first line of the error (or of its cause)."""
+    x = e.__cause__ or e
+    if type(x).__module__.startswith("grpc") and callable(getattr(x, "code", None)):
+        try:
+            code, details = x.code(), x.details()  # type: ignore[attr-defined]
+            return f"{getattr(code, 'name', code)}: {details}" if details else str(code)
+        except Exception:  # pragma: no cover - an RpcError without a status
+            pass
+    return (str(x).strip().splitlines() or [type(x).__name__])[0]
+
+
 _depth = threading.local()
 
 
@@ -88,10 +102,9 @@ def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
                     raise
                 attempt += 1
                 pause = min(2.0 ** (attempt - 1), 10.0, max(left, 0.1))
-                first = (str(e.__cause__ or e).strip().splitlines() or [type(e).__name__])[0]
                 print(
                     f"optuna-run: storage {self.display} unreachable "
-                    f"({scrub(first, self.display_url)}); retry {attempt} in {pause:.0f}s, "
+                    f"({scrub(_reason(e), self.display_url)}); retry {attempt} in {pause:.0f}s, "
                     f"giving up in {left:.0f}s",
                     file=sys.stderr,
                     flush=True,

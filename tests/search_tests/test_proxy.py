@@ -194,3 +194,35 @@ def test_a_stock_client_without_heartbeats_keeps_its_trial(tmp_path, proxy_facto
     time.sleep(7)  # more than twice the grace period: the proxy has looked for stale trials
     study.tell(trial, 1.0)
     assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.COMPLETE]
+
+
+def test_an_unreachable_proxy_is_said_with_its_status(capsys):
+    """The retry line of a proxy that cannot be reached names the gRPC status and its
+    details, not the first line of the error's text (which says nothing)."""
+    import grpc
+
+    from search.storage.retry import _retrying
+
+    channel = grpc.insecure_channel("127.0.0.1:9")
+    try:
+        call = channel.unary_unary("/optuna.StorageService/GetAllStudies")
+        with pytest.raises(grpc.RpcError) as lost:
+            call(b"", timeout=5)
+    finally:
+        channel.close()
+
+    class Flaky:
+        reconnect_s = 5.0
+        display = display_url = "grpc://127.0.0.1:9"
+        calls = 0
+
+        def get(self) -> int:
+            self.calls += 1
+            if self.calls == 1:
+                raise lost.value
+            return 7
+
+    assert _retrying(Flaky.get)(Flaky()) == 7
+    err = capsys.readouterr().err
+    assert "storage grpc://127.0.0.1:9 unreachable (UNAVAILABLE: " in err, err
+    assert "_InactiveRpcError" not in err and "retry 1 in 1s" in err
