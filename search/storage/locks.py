@@ -80,6 +80,14 @@ def _setup_lock(url: str) -> Iterator[None]:
         yield
 
 
+def study_lock(storage: Any, study_id: int) -> contextlib.AbstractContextManager[None]:
+    """The study's lock, the one its trial starts take (a lock file beside the SQLite file,
+    a PostgreSQL advisory lock), for a step that must not interleave with another
+    process's; no lock through the proxy, whose storage calls are not held together."""
+    claim = getattr(storage, "_claim", None)  # a ServiceCache hands it to its backend
+    return claim(study_id) if callable(claim) else contextlib.nullcontext()
+
+
 def _prepare_sqlite(path: str) -> None:
     # WAL is a property of the file: readers never block the writer, writers queue.
     con = sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S)

@@ -10,6 +10,7 @@ from typing import Any
 import optuna
 
 from search.config.schema import BudgetConfig, RunConfig
+from search.storage.locks import study_lock
 
 
 class IncompatibleStudy(ValueError):
@@ -104,17 +105,22 @@ def open_study(
     )
     old = study.user_attrs.get("spec")
     if old is None:
-        if study.trials:
-            raise IncompatibleStudy(
-                f"study {name!r} exists with {len(study.trials)} trials but was not made by "
-                "optuna-run (no spec recorded); choose another --study-name"
-            )
-        study.set_user_attr("spec", spec)
+        # read again and set under the study's lock: of two processes making the study in
+        # the same instant, one records its spec and the other is checked against it
+        with study_lock(storage, study._study_id):
+            old = storage.get_study_user_attrs(study._study_id).get("spec")
+            if old is None:
+                if study.trials:
+                    raise IncompatibleStudy(
+                        f"study {name!r} exists with {len(study.trials)} trials but was not "
+                        "made by optuna-run (no spec recorded); choose another --study-name"
+                    )
+                study.set_user_attr("spec", spec)
+    if old is None:
         study.set_user_attr("config", cfg.to_dict())
         _set_objective_names(study, list(cfg.study.objectives))
-        # the configurations to try first (two workers creating the study in the same
-        # instant may each queue them: a trial more, nothing lost); an entry whose params
-        # this space all fixes has nothing left to queue
+        # the configurations to try first, queued by the process that recorded the spec;
+        # an entry whose params this space all fixes has nothing left to queue
         for entry in cfg.search.enqueue:
             if params := cfg.space.searched(entry):
                 study.enqueue_trial(params, skip_if_exists=True)

@@ -260,6 +260,64 @@ def test_fresh_postgres_database_opened_by_many_processes_at_once(fresh_pg):
     assert_numbers_unique(study)
 
 
+def _open_spec(url: str, data: str, barrier: Any, q: Any) -> None:
+    """One process: open the default study for the data fingerprint `data` at the
+    barrier's instant."""
+    try:
+        from search.config.schema import build_config
+        from search.study.create import IncompatibleStudy, open_study
+
+        cfg = build_config(None, cpu=True)
+        storage = make_storage(url, heartbeat_interval=None)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        sampler, pruner = optuna.samplers.RandomSampler(), optuna.pruners.NopPruner()
+        barrier.wait()
+        try:
+            open_study(storage, cfg, data, sampler, pruner)
+            q.put(("opened", data))
+        except IncompatibleStudy:
+            q.put(("refused", data))
+    except BaseException as e:
+        q.put((f"{type(e).__name__}: {e}", data))
+
+
+def _two_specs_at_once(url: str) -> None:
+    """Processes of two data files make one new study in the same instant: those of the
+    file recorded open it, the others are refused (none mixes its trials in), and the
+    queued configurations are queued once."""
+    from search.config.schema import build_config
+
+    ctx = mp.get_context("fork")
+    for _ in range(3):  # the two used to both record their spec most of the time
+        barrier, q = ctx.Barrier(4), ctx.Queue()
+        ps = [ctx.Process(target=_open_spec, args=(url, d, barrier, q)) for d in "abab"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for p in ps:
+                p.start()
+        results = [q.get(timeout=120) for _ in ps]
+        for p in ps:
+            p.join(timeout=30)
+        assert {r for r, _ in results} <= {"opened", "refused"}, results
+        opened = {h for r, h in results if r == "opened"}
+        assert len(opened) == 1, results
+        study = optuna.load_study(study_name="sp500-lstm", storage=url)
+        assert study.user_attrs["spec"]["data_fingerprint"] == opened.pop()
+        cfg = build_config(None, cpu=True)
+        queued = [e for e in cfg.search.enqueue if cfg.space.searched(e)]
+        assert len(study.get_trials(states=(TrialState.WAITING,))) == len(queued)
+        optuna.delete_study(study_name="sp500-lstm", storage=url)
+
+
+def test_two_settings_making_one_study_at_once_sqlite(tmp_path):
+    _two_specs_at_once(f"sqlite:///{tmp_path / 'spec.db'}")
+
+
+@pytest.mark.postgres
+def test_two_settings_making_one_study_at_once_postgres(fresh_pg):
+    _two_specs_at_once(fresh_pg)
+
+
 def test_trial_cap_is_exact_under_contention_sqlite(tmp_path):
     url = f"sqlite:///{tmp_path / 'cap.db'}"
     results = _race(url, "cap", procs=4, n=100, max_trials=23)
