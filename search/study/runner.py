@@ -198,6 +198,16 @@ def open_storage(cfg: RunConfig, url: str, max_trials: int | None) -> StudyStora
 EXITED = "interrupted (SIGINT/SIGTERM), exited at once"
 
 
+def exited_line(failed: int, grace_period: int) -> str:
+    """What a second Ctrl-C says (on stderr and in the log) as it exits at once: the
+    trials it told FAIL, and what becomes of one the storage was not told of in time."""
+    told = f"{failed} running trial{'s' * (failed != 1)} of this run told FAIL"
+    return (
+        f"optuna-run: exited at once (status 130): {told}; one left RUNNING is failed by "
+        f"the heartbeat after {grace_period}s, as a killed worker's"
+    )
+
+
 def worker_name(pid: int | None = None) -> str:
     """The `worker` user attr of the trials a process runs: host:pid."""
     return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
@@ -457,7 +467,8 @@ def run_parallel(
             if p.is_alive() and p.pid:
                 os.kill(p.pid, signal.SIGKILL)
         shutil.rmtree(cache, ignore_errors=True)
-        fail_left_running(cfg, url, {worker_name(p.pid) for p in procs.values() if p.pid})
+        failed = fail_left_running(cfg, url, {worker_name(p.pid) for p in procs.values() if p.pid})
+        reporter.write(exited_line(failed, cfg.storage.grace_period))
 
     handler = SignalStop(Stop(), on_first=say, at_exit=kill_all)
     errors: list[str] = []

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -84,7 +85,8 @@ def test_sigint_mid_trial_then_rerun_resumes(tmp_path, monkeypatch):
 
 
 def _no_trial_left_running_after_two_ctrl_cs(proc, url: str, name: str, group: bool) -> None:
-    """Two Ctrl-Cs 50 ms apart: the second exits at once, its trials told FAIL first."""
+    """Two Ctrl-Cs 50 ms apart: the second exits at once, its trials told FAIL first, and
+    says so last, on stderr and in the study's log."""
     for _ in range(2):
         if group:
             os.killpg(proc.pid, signal.SIGINT)
@@ -97,6 +99,11 @@ def _no_trial_left_running_after_two_ctrl_cs(proc, url: str, name: str, group: b
     assert RUNNING not in {t.state for t in trials}, [t.state for t in trials]
     failed = [t for t in trials if t.state == FAIL]
     assert failed and all(t.user_attrs["fail_reason"] in (REASON, EXITED) for t in failed)
+    last = err.rstrip().splitlines()[-1]
+    assert last.startswith("optuna-run: exited at once (status 130): "), err
+    assert "of this run told FAIL" in last
+    log = (Path(url[len("sqlite:///") :]).parent / f"{name}.log").read_text()
+    assert log.rstrip().endswith(last), log
 
 
 def test_a_second_ctrl_c_exits_at_once_and_leaves_nothing_running(tmp_path):
