@@ -118,6 +118,32 @@ def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _beating(method: Callable[..., Any]) -> Callable[..., Any]:
+    """`record_heartbeat` (already retrying) that, once the storage stayed unreachable for
+    the whole wait, says so and returns instead of raising: Optuna's heartbeat thread ends
+    at its first error (a traceback on stderr, and no beat for the rest of the trial, which
+    the stale-trial check would then fail under a live worker); this way it beats again at
+    its next interval, and the trial goes on once the storage is back."""
+
+    def wrapper(self: Any, trial_id: int) -> None:
+        try:
+            method(self, trial_id)
+        except Exception as e:
+            if not _disconnected(e):
+                raise
+            print(
+                f"optuna-run: storage {self.display} still unreachable "
+                f"({scrub(_reason(e), self.display_url)}); the heartbeat of a running trial "
+                "was not written, the next one is tried at its interval",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
 # The storage calls of Optuna's public storage API that reach the database (or the proxy),
 # retried when it is unreachable; each class adds those of its own it has.
 PUBLIC_CALLS = (
@@ -156,6 +182,8 @@ def with_retries(*names: str) -> Callable[[type], type]:
             raise AttributeError(f"{cls.__name__} has no {', '.join(missing)} to retry")
         for name in every:
             setattr(cls, name, _retrying(getattr(cls, name)))
+        if "record_heartbeat" in names:
+            cls.record_heartbeat = _beating(cls.record_heartbeat)  # type: ignore[attr-defined]
         return cls
 
     return decorate

@@ -787,3 +787,34 @@ def test_an_end_retried_after_its_reply_was_lost_sqlite(tmp_path):
 @pytest.mark.postgres
 def test_an_end_retried_after_its_reply_was_lost_postgres(fresh_pg):
     _lost_end_reply(fresh_pg)
+
+
+def test_a_heartbeat_outlasting_the_wait_says_so_and_beats_again(capsys) -> None:
+    """A storage unreachable for longer than the retry wait: the heartbeat call says so in
+    one line and returns, so Optuna's heartbeat thread (which ends at its first error, with a
+    traceback) keeps beating and writes the next heartbeat once the storage is back."""
+    import psycopg
+
+    from search.storage.retry import with_retries
+
+    class Beats(optuna.storages.RDBStorage):
+        reconnect_s = 0.5
+        display = display_url = "postgresql+psycopg://u:***@db/optuna"
+        down = True
+        written: list[int] = []
+
+        def record_heartbeat(self, trial_id: int) -> None:
+            if self.down:
+                raise psycopg.OperationalError("connection refused")
+            self.written.append(trial_id)
+
+    beats = with_retries("record_heartbeat")(Beats).__new__(Beats)
+    beats.record_heartbeat(7)  # it raised after the wait, ending the heartbeat thread
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "retry 1 in" in err
+    said = "optuna-run: storage postgresql+psycopg://u:***@db/optuna still unreachable "
+    said += "(connection refused); the heartbeat of a running trial was not written"
+    assert err.rstrip().splitlines()[-1].startswith(said), err
+    beats.down = False
+    beats.record_heartbeat(7)
+    assert beats.written == [7]
