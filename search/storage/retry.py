@@ -47,8 +47,8 @@ def _disconnected(e: BaseException) -> bool:
     return False
 
 
-def _reason(e: BaseException) -> str:
-    """Why the storage is unreachable, in one line: a gRPC error's status and details (its
+def error_line(e: BaseException) -> str:
+    """What a storage error says, in one line: a gRPC error's status and details (its
     text's first line says only "<_InactiveRpcError of RPC that terminated with:"), else the
     first line of the error (or of its cause)."""
     x = e.__cause__ or e
@@ -104,7 +104,7 @@ def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
                 pause = min(2.0 ** (attempt - 1), 10.0, max(left, 0.1))
                 print(
                     f"optuna-run: storage {self.display} unreachable "
-                    f"({scrub(_reason(e), self.display_url)}); retry {attempt} in {pause:.0f}s, "
+                    f"({scrub(error_line(e), self.display_url)}); retry {attempt} in {pause:.0f}s, "
                     f"giving up in {left:.0f}s",
                     file=sys.stderr,
                     flush=True,
@@ -133,7 +133,7 @@ def _beating(method: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             print(
                 f"optuna-run: storage {self.display} still unreachable "
-                f"({scrub(_reason(e), self.display_url)}); the heartbeat of a running trial "
+                f"({scrub(error_line(e), self.display_url)}); the heartbeat of a running trial "
                 "was not written, the next one is tried at its interval",
                 file=sys.stderr,
                 flush=True,

@@ -43,6 +43,7 @@ from search.storage.rdb import (
     make_storage,
     scrub,
 )
+from search.storage.retry import error_line
 from search.study.objective import Objective
 from search.study.progress import Reporter, trial_event
 from search.study.pruners import make_sampler, resume_sampler, study_pruner
@@ -146,8 +147,7 @@ def run_trials(
             on_trial(ended)
         raise
     except STORAGE_ERRORS as e:
-        cause = str(e.__cause__ or e).strip().splitlines() or [type(e).__name__]
-        raise StorageError(f"storage failed: {scrub(cause[0], url)}") from None
+        raise StorageError(f"storage failed: {scrub(error_line(e), url)}") from None
     finally:
         if own:
             storage.close()

@@ -196,7 +196,7 @@ def test_a_stock_client_without_heartbeats_keeps_its_trial(tmp_path, proxy_facto
     assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.COMPLETE]
 
 
-def test_an_unreachable_proxy_is_said_with_its_status(capsys):
+def test_an_unreachable_proxy_is_said_with_its_status(capsys, monkeypatch):
     """The retry line of a proxy that cannot be reached names the gRPC status and its
     details, not the first line of the error's text (which says nothing)."""
     import grpc
@@ -226,3 +226,28 @@ def test_an_unreachable_proxy_is_said_with_its_status(capsys):
     err = capsys.readouterr().err
     assert "storage grpc://127.0.0.1:9 unreachable (UNAVAILABLE: " in err, err
     assert "_InactiveRpcError" not in err and "retry 1 in 1s" in err
+
+    # a worker's storage call that failed for good says the same
+    from search.config import load_config
+    from search.storage.rdb import StorageError
+    from search.study import runner
+    from search.study.stop import Stop
+
+    class Gone:
+        def get_study_id_from_name(self, name: str) -> int:
+            raise lost.value
+
+    cfg = load_config(overrides={"study": {"name": "gone"}})
+    monkeypatch.setattr(runner, "study_pruner", lambda cfg, data: optuna.pruners.NopPruner())
+    with pytest.raises(StorageError, match=r"^storage failed: UNAVAILABLE: \S"):
+        runner.run_trials(
+            cfg,
+            "grpc://127.0.0.1:9",
+            None,  # type: ignore[arg-type]
+            n_trials=1,
+            timeout=None,
+            max_trials=None,
+            on_trial=lambda ev: None,
+            stop=Stop(),
+            storage=Gone(),  # type: ignore[arg-type]
+        )
