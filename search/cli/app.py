@@ -9,7 +9,7 @@ import importlib
 import sys
 
 from search.cli.common import data_warnings_as_lines, fail
-from search.study.stop import import_holding_ctrl_c, stacks_on_sigusr1
+from search.study.stop import import_holding_ctrl_c, stacks_on_sigusr1, term_as_ctrl_c
 
 # verb -> the module of its parser and handler
 VERBS: dict[str, str] = {
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     stacks_on_sigusr1()
     verb = argv.pop(0) if argv and argv[0] in VERBS else "run"
     try:
-        return run_verb(verb, argv)
+        with term_as_ctrl_c():
+            return run_verb(verb, argv)
     except KeyboardInterrupt:
         print(interrupted_line(verb), file=sys.stderr)
         return 130

@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -137,14 +137,38 @@ def end_with_parent(parent: int, stop: Stop) -> None:
         hangup(signal.SIGHUP, None)
 
 
+def _term_as_ctrl_c(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def term_as_ctrl_c() -> Iterator[None]:
+    """For the block, a SIGTERM (`kill`, `docker stop`) where no run's own handler is in
+    place does what a Ctrl-C does there (KeyboardInterrupt: one line, status 130) instead of
+    ending the process without a word. Only where SIGTERM has its default action, in the
+    main thread."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    ):
+        yield
+        return
+    signal.signal(signal.SIGTERM, _term_as_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def import_holding_ctrl_c(modules: tuple[str, ...], exit_line: str = "") -> None:
-    """Import `modules` with SIGINT held until they are loaded, then act on a held one as
-    the handler in place would (raise KeyboardInterrupt, call a handler set from Python, or
-    nothing where SIGINT is ignored). A KeyboardInterrupt raised inside a library's import
-    can be swallowed by the library's own fallbacks and leave it half-loaded (numpy without
-    `matrix`, every trial then failing): Ctrl-C while torch loads waits the second it takes.
-    A second Ctrl-C meanwhile writes `exit_line` and exits at once with 130. Outside the
-    main thread (no handlers there) it just imports."""
+    """Import `modules` with SIGINT and SIGTERM held until they are loaded, then act on a
+    held one as the handler in place would (raise KeyboardInterrupt, call a handler set
+    from Python, end the process as SIGTERM's default does, or nothing where it is
+    ignored). A KeyboardInterrupt raised inside a library's import can be swallowed by the
+    library's own fallbacks and leave it half-loaded (numpy without `matrix`, every trial
+    then failing): Ctrl-C while torch loads waits the second it takes. A second signal
+    meanwhile writes `exit_line` and exits at once with 130. Outside the main thread (no
+    handlers there) it just imports."""
     import importlib
 
     if threading.current_thread() is not threading.main_thread():
@@ -161,15 +185,22 @@ def import_holding_ctrl_c(modules: tuple[str, ...], exit_line: str = "") -> None
             os._exit(130)
         held.append(signum)
 
-    previous = signal.signal(signal.SIGINT, hold)
+    previous = {s: signal.signal(s, hold) for s in SIGNALS}
     try:
         for name in modules:
             importlib.import_module(name)
     finally:  # None: the handler was not set from Python (an embedding host's)
-        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
-    if not held or previous == signal.SIG_IGN:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+    if not held:
         return
-    if callable(previous) and previous is not signal.default_int_handler:
-        previous(signal.SIGINT, None)
-    else:
+    signum = signal.Signals(held[0])
+    handler = previous[signum]
+    if handler == signal.SIG_IGN:
+        return
+    if callable(handler) and handler is not signal.default_int_handler:
+        handler(signum, None)
+    elif signum == signal.SIGINT:
         raise KeyboardInterrupt
+    else:
+        signal.raise_signal(signum)  # its default action, now restored

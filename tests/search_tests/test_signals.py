@@ -244,6 +244,22 @@ def test_ctrl_c_while_it_starts_is_one_line(tmp_path, delay) -> None:
     assert not (tmp_path / "early.db").exists()
 
 
+@pytest.mark.parametrize("delay", [0.2, 1.0])
+def test_sigterm_while_it_starts_is_one_line(tmp_path, delay) -> None:
+    """SIGTERM (`kill`, `docker stop`) while torch and the data still load stops as a
+    Ctrl-C does: one line, status 130, no study. It ended the process without a word
+    (status 143)."""
+    url = f"sqlite:///{tmp_path}/early.db"
+    toml = study_toml(tmp_path, "early", data=tiny_panel(tmp_path))
+    proc = start_cli(["--config", str(toml), "--storage", url], tmp_path)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    rc, _, err = finish(proc)
+    assert rc == 130, err
+    assert err.strip() == "optuna-run: interrupted before any trial started", err
+    assert not (tmp_path / "early.db").exists()
+
+
 def test_workers_of_a_killed_run_end_their_trials_and_exit(tmp_path) -> None:
     """`optuna-run --workers 2` killed outright (SIGKILL, the OOM killer): its workers are
     told (SIGHUP on the parent's death, once per thread of it), end their running trials as
