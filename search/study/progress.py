@@ -304,7 +304,15 @@ class Reporter:
                 self.log.close()
                 self.log = None
 
-    def summary(self, study: optuna.Study, url: str, interrupted: bool = False) -> str:
+    def summary(
+        self,
+        study: optuna.Study,
+        url: str,
+        interrupted: bool = False,
+        max_trials: int | None = None,
+    ) -> str:
+        """The run's closing lines; with `max_trials` (the run's --max-trials), a line saying
+        the cap was reached when it was (why this run started fewer trials than asked)."""
         states = [t.state for t in study.get_trials(deepcopy=False)]
         n = {s.name: states.count(s) for s in optuna.trial.TrialState}
         lines = [
@@ -317,6 +325,12 @@ class Reporter:
             f"({n['COMPLETE']} complete, {n['PRUNED']} pruned, "
             f"{n['FAIL']} failed, {n['RUNNING']} running)",
         ]
+        finished = n["COMPLETE"] + n["PRUNED"]
+        if max_trials is not None and finished >= max_trials:
+            lines.append(
+                f"--max-trials {max_trials} reached: the study holds {finished} complete or "
+                "pruned trials, so no more start"
+            )
         flag = storage_flag(url)
         lines.extend(best_lines(study, "" if flag is None else flag))
         lines.append(f"storage: {describe(url)}")

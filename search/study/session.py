@@ -379,7 +379,7 @@ def run(
         if opened.dashboard is not None:
             opened.dashboard.stop()
     study = optuna.load_study(study_name=cfg.study.name, storage=opened.storage)
-    said = [reporter.summary(study, url, interrupted)]
+    said = [reporter.summary(study, url, interrupted, max_trials)]
     from search.study.luck import format_luck, record_luck
 
     luck = record_luck(study)

@@ -411,3 +411,20 @@ def test_the_printed_commands_take_any_study_name_as_a_shell_would(tmp_path, mon
     assert len(commands) == 4
     for command in commands:
         check(command)
+
+
+def test_the_summary_says_when_the_trial_cap_was_reached() -> None:
+    """A run that started fewer trials than asked because the study holds --max-trials
+    finished trials says so, instead of 'this run finished 0 trials' alone."""
+    import optuna
+
+    study = optuna.create_study(study_name="capped")
+    for v in (0.1, 0.2, 0.3):
+        study.add_trial(optuna.trial.create_trial(value=v))
+    r = Reporter(5, quiet=True, tty=False)
+    text = r.summary(study, "sqlite:///x.db", max_trials=2)
+    assert (
+        "--max-trials 2 reached: the study holds 3 complete or pruned trials, so no more start"
+    ) in text.splitlines(), text
+    assert "--max-trials" not in r.summary(study, "sqlite:///x.db", max_trials=4)
+    assert "--max-trials" not in r.summary(study, "sqlite:///x.db")
