@@ -153,7 +153,24 @@ def test_unreachable_postgres_error_is_masked():
 # ------------------------------------------------------------ concurrent fresh-database set-up
 
 
-def _open_and_run(url: str, name: str, barrier: Any, n: int, max_trials: int | None, q: Any):
+def _at_once(target: Any, args: list[tuple[Any, ...]]) -> list[Any]:
+    """`target(*a, barrier, q)` in one forked process per `a`, released together at the
+    barrier; what each put on the queue. Fork: the children need nothing of torch, so they
+    start in milliseconds and collide."""
+    ctx = mp.get_context("fork")
+    barrier, q = ctx.Barrier(len(args)), ctx.Queue()
+    ps = [ctx.Process(target=target, args=(*a, barrier, q)) for a in args]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for p in ps:
+            p.start()
+    results = [q.get(timeout=120) for _ in ps]
+    for p in ps:
+        p.join(timeout=30)
+    return results
+
+
+def _open_and_run(url: str, name: str, n: int, max_trials: int | None, barrier: Any, q: Any):
     """One process: open the storage at the same instant as the others, create-or-load the
     study, then run `n` toy trials as fast as the storage lets it."""
     try:
@@ -174,22 +191,7 @@ def _open_and_run(url: str, name: str, barrier: Any, n: int, max_trials: int | N
 
 
 def _race(url: str, name: str, procs: int, n: int, max_trials: int | None = None) -> list[str]:
-    # fork: the children need nothing of torch, so they start in milliseconds and collide.
-    ctx = mp.get_context("fork")
-    barrier = ctx.Barrier(procs)
-    q = ctx.Queue()
-    ps = [
-        ctx.Process(target=_open_and_run, args=(url, name, barrier, n, max_trials, q))
-        for _ in range(procs)
-    ]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        for p in ps:
-            p.start()
-    results = [q.get(timeout=120) for _ in ps]
-    for p in ps:
-        p.join(timeout=30)
-    return results
+    return _at_once(_open_and_run, [(url, name, n, max_trials)] * procs)
 
 
 def _pop_waiting(url: str, barrier: Any, q: Any) -> None:
@@ -220,16 +222,7 @@ def test_queued_trials_start_once_each_on_sqlite(tmp_path):
     study = optuna.create_study(study_name="queue", storage=make_storage(url))
     for i in range(40):
         study.enqueue_trial({"x": float(i)})
-    ctx = mp.get_context("fork")
-    barrier, q = ctx.Barrier(4), ctx.Queue()
-    ps = [ctx.Process(target=_pop_waiting, args=(url, barrier, q)) for _ in range(4)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        for p in ps:
-            p.start()
-    results = [q.get(timeout=120) for _ in ps]
-    for p in ps:
-        p.join(timeout=30)
+    results = _at_once(_pop_waiting, [(url,)] * 4)
     assert [r[0] for r in results] == ["ok"] * 4
     ran = sorted(n for _, r in results for n in r)
     assert ran == list(range(40))
@@ -287,17 +280,8 @@ def _two_specs_at_once(url: str) -> None:
     queued configurations are queued once."""
     from search.config.schema import build_config
 
-    ctx = mp.get_context("fork")
     for _ in range(3):  # the two used to both record their spec most of the time
-        barrier, q = ctx.Barrier(4), ctx.Queue()
-        ps = [ctx.Process(target=_open_spec, args=(url, d, barrier, q)) for d in "abab"]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            for p in ps:
-                p.start()
-        results = [q.get(timeout=120) for _ in ps]
-        for p in ps:
-            p.join(timeout=30)
+        results = _at_once(_open_spec, [(url, d) for d in "abab"])
         assert {r for r, _ in results} <= {"opened", "refused"}, results
         opened = {h for r, h in results if r == "opened"}
         assert len(opened) == 1, results
