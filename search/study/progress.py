@@ -37,7 +37,8 @@ def trial_event(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "epochs": attrs.get("epochs_trained", attrs.get("epochs_run")),
         "best_epoch": attrs.get("best_epoch"),
         "seconds": secs,
-        "params": trial.params,
+        # by name: a trial read back through the proxy holds its params in no set order
+        "params": dict(sorted(trial.params.items())),
         "reason": attrs.get("fail_reason") or attrs.get("prune_reason"),
     }
 
@@ -54,7 +55,7 @@ def best_lines(study: optuna.Study, flag: str = "") -> list[str]:
         out.append(f"Pareto front: {len(front)} trials {[t.number for t in front]}")
     else:
         best = study.best_trial
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best.params.items()))
         spread = best.user_attrs.get("seed_std")
         out.append(
             f"best: trial {best.number} value={best.value:.6g}"

@@ -428,3 +428,24 @@ def test_the_summary_says_when_the_trial_cap_was_reached() -> None:
     ) in text.splitlines(), text
     assert "--max-trials" not in r.summary(study, "sqlite:///x.db", max_trials=4)
     assert "--max-trials" not in r.summary(study, "sqlite:///x.db")
+
+
+def test_params_print_in_one_order_however_the_storage_returns_them() -> None:
+    """A trial read back through the proxy holds its params in no set order: the trial line
+    and the best line print them by name, so every worker's lines read alike."""
+    import optuna
+
+    from search.study.progress import best_lines, trial_event, trial_line
+
+    dist = optuna.distributions.FloatDistribution(0.0, 1.0)
+    lines = []
+    for order in (("b", "a", "c"), ("c", "b", "a")):
+        t = optuna.trial.create_trial(
+            value=0.5, params={k: 0.5 for k in order}, distributions={k: dist for k in order}
+        )
+        lines.append(trial_line(trial_event(t)))
+        assert lines[-1].endswith("a=0.5 b=0.5 c=0.5"), lines[-1]
+        study = optuna.create_study(direction="maximize")
+        study.add_trial(t)
+        assert best_lines(study)[0].endswith("a=0.5, b=0.5, c=0.5"), best_lines(study)
+    assert lines[0] == lines[1]
