@@ -83,6 +83,10 @@ def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
     connection is made at once, silently). Only the outermost storage call of a thread
     retries (a call made inside another one fails through to it)."""
 
+    # the heartbeat thread waits out the same outage as the trial's own calls: its lines
+    # say whose they are, so the two do not read as one line printed twice
+    whose = "the heartbeat's " if method.__name__ == "record_heartbeat" else ""
+
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         if getattr(_depth, "n", 0):
             return method(self, *args, **kwargs)
@@ -104,8 +108,8 @@ def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
                 pause = min(2.0 ** (attempt - 1), 10.0, max(left, 0.1))
                 print(
                     f"optuna-run: storage {self.display} unreachable "
-                    f"({scrub(error_line(e), self.display_url)}); retry {attempt} in {pause:.0f}s, "
-                    f"giving up in {left:.0f}s",
+                    f"({scrub(error_line(e), self.display_url)}); {whose}retry {attempt} in "
+                    f"{pause:.0f}s, giving up in {left:.0f}s",
                     file=sys.stderr,
                     flush=True,
                 )
