@@ -14,7 +14,7 @@ from search.cli.flags import (
     add_seed,
     add_storage,
     add_study_name,
-    out_file,
+    checkpoint_file,
     positive_int,
 )
 
@@ -39,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--out",
-        type=out_file,
+        type=checkpoint_file,
         default=None,
         help="with --final: the model's checkpoint file (default studies/<study>-model.pt)",
     )

@@ -101,6 +101,21 @@ def column_list(s: str) -> list[str]:
     return names
 
 
+# what other verbs write: a checkpoint by one of these names is a mistyped --out
+NOT_A_CHECKPOINT = (".csv", ".parquet", ".json", ".html", ".png", ".toml", ".db")
+
+
+def checkpoint_file(s: str) -> str:
+    """A model checkpoint's file name: not one of another output's kinds (`predict` writes
+    the .csv, `export` the .json)."""
+    if Path(s).suffix.lower() in NOT_A_CHECKPOINT:
+        raise argparse.ArgumentTypeError(
+            f"expected a model checkpoint file name (e.g. model.pt), got {s!r}; "
+            "predictions are written by `optuna-run predict --out`"
+        )
+    return out_file(s)
+
+
 def table_file(s: str) -> str:
     if Path(s).suffix not in (".csv", ".parquet"):
         raise argparse.ArgumentTypeError(f"expected a .csv or .parquet file name, got {s!r}")

@@ -16,8 +16,8 @@ from search.cli.flags import (
     add_seed,
     add_storage,
     add_study_name,
+    checkpoint_file,
     nonnegative_int,
-    out_file,
     positive_int,
 )
 
@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     add_study_name(p)
     p.add_argument(
         "--out",
-        type=out_file,
+        type=checkpoint_file,
         default=None,
         help="checkpoint file (default studies/<study>-model.pt)",
     )

@@ -406,6 +406,12 @@ def test_output_paths_are_checked_before_anything_is_written(tmp_path, capsys, e
         capsys, ["train", "--study-name", "s", "--out", str(folder), "--storage", url]
     )
     assert f"argument --out: {folder} is a folder" in line, line
+    # a checkpoint named as predictions or an export: predict's --out mistyped for train's
+    for verb in (["train"], ["confirm", "--final"]):
+        argv = [*verb, "--study-name", "s", "--out", str(tmp_path / "preds.csv")]
+        line = one_line_error(capsys, [*argv, "--storage", url])
+        assert "argument --out: expected a model checkpoint file name (e.g. model.pt)" in line
+    assert not (tmp_path / "preds.csv").exists()
     assert fingerprint(db, url) == before
 
 
