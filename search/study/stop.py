@@ -66,9 +66,11 @@ class SignalStop:
     def __call__(self, signum: int, _: FrameType | None) -> None:
         self.hits += 1
         if self.hits > 1:
-            if self.at_exit is not None and self.hits == 2:  # a third exits without waiting
-                self.at_exit()
-            os._exit(130)
+            try:
+                if self.at_exit is not None and self.hits == 2:  # a third exits at once
+                    self.at_exit()
+            finally:  # whatever at_exit met (a closed stderr: BrokenPipeError), it exits
+                os._exit(130)
         self.stop.requested = True
         self.stop.signal_name = signal.Signals(signum).name
         if self.on_first is not None:
