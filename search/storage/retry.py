@@ -127,9 +127,14 @@ def _beating(method: Callable[..., Any]) -> Callable[..., Any]:
     the whole wait, says so and returns instead of raising: Optuna's heartbeat thread ends
     at its first error (a traceback on stderr, and no beat for the rest of the trial, which
     the stale-trial check would then fail under a live worker); this way it beats again at
-    its next interval, and the trial goes on once the storage is back."""
+    its next interval, and the trial goes on once the storage is back. Called inside
+    another storage call (the proxy's servicer records a heartbeat inside its
+    set_trial_system_attr), it raises as any nested call does, so the outer call retries."""
 
     def wrapper(self: Any, trial_id: int) -> None:
+        if getattr(_depth, "n", 0):  # inside another storage call: that call's retry decides
+            method(self, trial_id)
+            return
         try:
             method(self, trial_id)
         except Exception as e:

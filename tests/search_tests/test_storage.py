@@ -773,6 +773,37 @@ def test_an_end_retried_after_its_reply_was_lost_postgres(fresh_pg):
     _lost_end_reply(fresh_pg)
 
 
+def test_a_heartbeat_inside_another_call_is_retried_by_that_call(capsys) -> None:
+    """The proxy's servicer records a heartbeat inside its set_trial_system_attr: a
+    connection lost once there is retried by that outer call and the beat written, not
+    dropped at once with a 'still unreachable' line."""
+    import psycopg
+
+    from search.storage.common import HEARTBEAT_ATTR
+    from search.storage.retry import with_retries
+
+    class Served(optuna.storages.RDBStorage):
+        reconnect_s = 5.0
+        display = display_url = "postgresql+psycopg://u:***@db/optuna"
+        fails = 1
+        written: list[int] = []
+
+        def record_heartbeat(self, trial_id: int) -> None:
+            if self.fails:
+                self.fails -= 1
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+            self.written.append(trial_id)
+
+        def set_trial_system_attr(self, trial_id: int, key: str, value: object) -> None:
+            if key == HEARTBEAT_ATTR:
+                self.record_heartbeat(trial_id)
+
+    served = with_retries("record_heartbeat")(Served).__new__(Served)
+    served.set_trial_system_attr(7, HEARTBEAT_ATTR, None)
+    assert served.written == [7]
+    assert "still unreachable" not in capsys.readouterr().err
+
+
 def test_a_heartbeat_outlasting_the_wait_says_so_and_beats_again(capsys) -> None:
     """A storage unreachable for longer than the retry wait: the heartbeat call says so in
     one line and returns, so Optuna's heartbeat thread (which ends at its first error, with a
