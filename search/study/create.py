@@ -116,11 +116,13 @@ def open_study(
                         "made by optuna-run (no spec recorded); choose another --study-name"
                     )
                 study.set_user_attr("spec", spec)
+                # with it, what a refused process's message reads (the [data] key that differs)
+                study.set_user_attr("config", cfg.to_dict())
+                _set_objective_names(study, list(cfg.study.objectives))
     if old is None:
-        study.set_user_attr("config", cfg.to_dict())
-        _set_objective_names(study, list(cfg.study.objectives))
-        # the configurations to try first, queued by the process that recorded the spec;
-        # an entry whose params this space all fixes has nothing left to queue
+        # the configurations to try first, queued by the process that recorded the spec
+        # (outside the lock: a trial's creation takes it); an entry whose params this space
+        # all fixes has nothing left to queue
         for entry in cfg.search.enqueue:
             if params := cfg.space.searched(entry):
                 study.enqueue_trial(params, skip_if_exists=True)

@@ -268,8 +268,9 @@ def _open_spec(url: str, data: str, barrier: Any, q: Any) -> None:
         try:
             open_study(storage, cfg, data, sampler, pruner)
             q.put(("opened", data))
-        except IncompatibleStudy:
-            q.put(("refused", data))
+        except IncompatibleStudy as e:
+            # refused by what the recorded settings say, which are there with the spec
+            q.put(("refused" if "were not recorded" not in str(e) else str(e), data))
     except BaseException as e:
         q.put((f"{type(e).__name__}: {e}", data))
 
