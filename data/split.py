@@ -74,8 +74,11 @@ def make_split(dates: np.ndarray, cfg: DataConfig) -> Split:
 
 
 def _show(day: object) -> str:
-    """A value of the time axis as a user writes it: 2020-01-31 for a midnight datetime."""
+    """A value of the time axis as a user writes it: 2020-01-31 for a midnight datetime, an
+    integer (an `order` column) as it is."""
     text = str(day)
+    if not isinstance(day, np.datetime64):
+        return text
     return text[:10] if text[10:].strip("T0:.") == "" else text
 
 
@@ -87,13 +90,13 @@ def _refuse_outside(dates: np.ndarray, cfg: DataConfig, v0: int, t0: int, where:
     for key, given, at in (("val_start", cfg.val_start, v0), ("test_start", cfg.test_start, t0)):
         if given is None:
             continue
-        if at >= D:
+        if at >= D and key == "val_start":  # a test_start past the end: no test segment
             raise DataError(f"{where}[data] {key} = {given!r} is after the last date: {span}")
         if at == 0:
             raise DataError(
                 f"{where}[data] {key} = {given!r} leaves no training date before it: {span}"
             )
-    if v0 > t0 and (cfg.val_start is not None or cfg.test_start is not None):
+    if v0 > t0 and v0 < D and (cfg.val_start is not None or cfg.test_start is not None):
         val = f"val_start = {cfg.val_start!r}" if cfg.val_start is not None else "val_frac"
         test = f"test_start = {cfg.test_start!r}" if cfg.test_start is not None else "test_frac"
         raise DataError(
@@ -104,6 +107,13 @@ def _refuse_outside(dates: np.ndarray, cfg: DataConfig, v0: int, t0: int, where:
 
 def _start(dates: np.ndarray, when: str | int, key: str, where: str) -> int:
     """Index of the first date >= `when` on the time axis."""
+    if not np.issubdtype(dates.dtype, np.integer) and isinstance(when, int):
+        digits = str(when)
+        like = f"{digits[:4]}-{digits[4:6]}-{digits[6:]}" if len(digits) == 8 else None
+        raise DataError(
+            f"{where}[data] {key} = {when}: a number on a date axis (it would read as the "
+            f"year {when}); expected a date string like {repr(like or str(dates[0])[:10])}"
+        )
     try:
         if np.issubdtype(dates.dtype, np.integer):
             target = np.array(int(when), dtype=dates.dtype)

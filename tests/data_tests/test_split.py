@@ -71,15 +71,28 @@ def test_bad_splits_name_the_key():
 def test_a_start_outside_the_dates_is_named_with_the_file_s_dates():
     span = "the file's dates are 2020-01-01 .. 2020-01-20"
     with pytest.raises(DataError) as err:
-        split(val_start=20200115)  # an integer on a date axis reads as the year 20200115
-    assert (
-        str(err.value) == f"x.parquet: [data] val_start = 20200115 is after the last date: {span}"
+        split(val_start=20200115)  # an integer on a date axis would read as the year 20200115
+    assert str(err.value) == (
+        "x.parquet: [data] val_start = 20200115: a number on a date axis (it would read as "
+        "the year 20200115); expected a date string like '2020-01-15'"
     )
     with pytest.raises(DataError) as err:
-        split(test_start="2030-01-01")
+        split(val_start="2030-01-01")
     assert str(err.value) == (
-        f"x.parquet: [data] test_start = '2030-01-01' is after the last date: {span}"
+        f"x.parquet: [data] val_start = '2030-01-01' is after the last date: {span}"
     )
+    # a test_start past the end leaves no test segment, as it always did (a study made so
+    # is still resumed)
+    s = split(val_start="2020-01-15", test_start="2030-01-01")
+    assert (s.val, s.test) == (range(14, 20), range(20, 20))
+    # an integer axis (an order column) is shown as it is, not cut as a date would be
+    ms = np.array([1577836800000, 1577923200000, 1578009600000], dtype=np.int64)
+    with pytest.raises(DataError) as err:
+        make_split(ms, DataConfig(path="x.parquet", val_start=1600000000000))
+    assert "the file's dates are 1577836800000 .. 1578009600000" in str(err.value)
+    # a file too short for its fractions: an error, not an IndexError
+    with pytest.raises(DataError):
+        split(DATES[:3], val_frac=0.1, test_frac=0.0, test_start="2020-01-02")
     with pytest.raises(DataError) as err:
         split(val_start="2019-06-01")
     assert str(err.value) == (
