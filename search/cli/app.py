@@ -9,7 +9,12 @@ import importlib
 import sys
 
 from search.cli.common import data_warnings_as_lines, fail
-from search.study.stop import import_holding_ctrl_c, stacks_on_sigusr1, term_as_ctrl_c
+from search.study.stop import (
+    import_holding_ctrl_c,
+    stacks_on_sigusr1,
+    term_as_ctrl_c,
+    trials_began,
+)
 
 # verb -> the module of its parser and handler
 VERBS: dict[str, str] = {
@@ -80,6 +85,7 @@ def run_verb(name: str, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     stacks_on_sigusr1()
+    trials_began.clear()
     verb = argv.pop(0) if argv and argv[0] in VERBS else "run"
     try:
         with term_as_ctrl_c():
@@ -90,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def interrupted_line(verb: str) -> str:
-    """What a Ctrl-C that reaches the command line says: a search's came before any trial
-    started (loading data, opening storage); a trial's is handled inside the run."""
+    """What a Ctrl-C (or SIGTERM) that reaches the command line says: a search's came
+    before any trial started (loading data, opening storage) or after its trials (the
+    summary); one during a trial is handled inside the run."""
+    if verb == "run" and trials_began.is_set():
+        return "optuna-run: interrupted after the trials, in the summary; the study holds them"
     if verb == "run":
         return "optuna-run: interrupted before any trial started"
     return f"optuna-run {verb}: interrupted"

@@ -276,8 +276,9 @@ def execute(
         torch_threads,
         worker_name,
     )
-    from search.study.stop import SignalStop, Stop
+    from search.study.stop import SignalStop, Stop, trials_began
 
+    trials_began.set()
     # counted once, for a seeded sampler (every worker's seed sees the same count)
     started = started_trials(opened.study) if plan.cfg.search.seed is not None else 0
     if plan.workers > 1:

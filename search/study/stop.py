@@ -24,6 +24,10 @@ from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+# Set when a search starts its trials (cleared by the command line as it starts): a Ctrl-C
+# that reaches the command line afterwards came during the summary, not before any trial.
+trials_began = threading.Event()
+
 
 class Stop:
     """A stop request, set from a signal handler (or through a byte shared with the parent

@@ -456,3 +456,24 @@ def test_a_second_ctrl_c_exits_whatever_its_last_words_meet(tmp_path) -> None:
     assert out.returncode == 130, (out.returncode, out.stdout, out.stderr)
     assert "went on" not in out.stdout
     assert time.monotonic() - t0 < 20
+
+
+def test_a_ctrl_c_in_the_summary_says_it_came_after_the_trials(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """A Ctrl-C (or SIGTERM) during the summary reaches the command line: it says it came
+    after the trials, which the study holds, not 'before any trial started'."""
+    from search.study import luck
+    from tests.search_tests.helpers import write_study
+
+    def interrupted(study):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(luck, "record_luck", interrupted)
+    url = f"sqlite:///{tmp_path}/late.db"
+    cfg = write_study(tmp_path, "late")
+    capsys.readouterr()
+    assert cli_main(["--config", str(cfg), "--storage", url, "--n-trials", "1", "-q"]) == 130
+    last = capsys.readouterr().err.rstrip().splitlines()[-1]
+    assert last == "optuna-run: interrupted after the trials, in the summary; the study holds them"
+    assert len(optuna.load_study(study_name="late", storage=url).trials) == 1
