@@ -198,13 +198,15 @@ def open_storage(cfg: RunConfig, url: str, max_trials: int | None) -> StudyStora
 EXITED = "interrupted (SIGINT/SIGTERM), exited at once"
 
 
-def exited_line(failed: int, grace_period: int) -> str:
+def exited_line(failed: int, grace_period: int, url: str) -> str:
     """What a second Ctrl-C says (on stderr and in the log) as it exits at once: the
-    trials it told FAIL, and what becomes of one the storage was not told of in time."""
+    trials it told FAIL, and what becomes of one the storage was not told of in time
+    (through the proxy, the proxy's own grace period applies)."""
     told = f"{failed} running trial{'s' * (failed != 1)} of this run told FAIL"
+    after = "its heartbeat is stale" if url.startswith("grpc://") else f"{grace_period}s"
     return (
-        f"optuna-run: exited at once (status 130): {told}; one left RUNNING is failed by "
-        f"the heartbeat after {grace_period}s, as a killed worker's"
+        f"optuna-run: exited at once (status 130): {told}; one left RUNNING is failed "
+        f"after {after}, as a killed worker's"
     )
 
 
@@ -468,7 +470,7 @@ def run_parallel(
                 os.kill(p.pid, signal.SIGKILL)
         shutil.rmtree(cache, ignore_errors=True)
         failed = fail_left_running(cfg, url, {worker_name(p.pid) for p in procs.values() if p.pid})
-        reporter.write(exited_line(failed, cfg.storage.grace_period))
+        reporter.write(exited_line(failed, cfg.storage.grace_period, url))
 
     handler = SignalStop(Stop(), on_first=say, at_exit=kill_all)
     errors: list[str] = []

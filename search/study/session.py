@@ -311,7 +311,7 @@ def execute(
 
     def at_exit() -> None:  # a second Ctrl-C: the running trial told FAIL if it can be
         failed = fail_left_running(plan.cfg, url, {worker_name()})
-        reporter.write(exited_line(failed, plan.cfg.storage.grace_period))
+        reporter.write(exited_line(failed, plan.cfg.storage.grace_period, url))
 
     with SignalStop(stop, on_first=on_first, at_exit=at_exit):
         try:

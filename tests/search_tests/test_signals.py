@@ -477,3 +477,16 @@ def test_a_ctrl_c_in_the_summary_says_it_came_after_the_trials(
     last = capsys.readouterr().err.rstrip().splitlines()[-1]
     assert last == "optuna-run: interrupted after the trials, in the summary; the study holds them"
     assert len(optuna.load_study(study_name="late", storage=url).trials) == 1
+
+
+def test_the_exit_line_names_the_grace_period_that_applies() -> None:
+    """A trial the second Ctrl-C could not tell FAIL is failed after this storage's grace
+    period; through the proxy, whose own grace period applies, none is quoted."""
+    from search.study.runner import exited_line
+
+    direct = exited_line(1, 90, "sqlite:///s.db")
+    assert direct.endswith("1 running trial of this run told FAIL; one left RUNNING is "
+                           "failed after 90s, as a killed worker's"), direct  # fmt: skip
+    proxied = exited_line(2, 90, "grpc://host:13000")
+    assert "2 running trials" in proxied and "after its heartbeat is stale" in proxied
+    assert "90" not in proxied
