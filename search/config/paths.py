@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 from pathlib import Path
 
 # a file name holds at most 255 bytes: the stem leaves room for "-report", "-best.json", ...
@@ -26,6 +27,14 @@ def name_stem(name: str) -> str:
     digest = hashlib.sha256(name.encode()).hexdigest()[:12]
     cut = stem.encode()[: STEM_BYTES - len(digest) - 1].decode(errors="ignore")
     return f"{cut}-{digest}"
+
+
+def study_flag(name: str) -> str:
+    """`--study-name NAME` as a shell takes it: quoted where it must be, and joined by `=`
+    where the name starts with `-` (argparse would read it as a flag)."""
+    if name.startswith("-"):
+        return shlex.quote(f"--study-name={name}")
+    return f"--study-name {shlex.quote(name)}"
 
 
 def out_problem(value: str, folder: bool = False) -> str | None:

@@ -14,7 +14,7 @@ import optuna
 
 from data import DataConfig, Prepared
 from data.panel import describe as describe_panel
-from search.config.paths import name_stem
+from search.config.paths import name_stem, study_flag
 from search.config.schema import RunConfig
 
 
@@ -97,7 +97,7 @@ def note_markdown(study_name: str, summary: dict[str, Any], cfg: RunConfig, devi
             rows.append(f"| {seg} | {s['first']} .. {s['last']} | {s['dates']} | {w} |")
     name, stem = study_name, name_stem(study_name)
     # the commands as a shell takes them: a name with a space or a $ quoted
-    q, out = shlex.quote(name), {k: shlex.quote(f"studies/{stem}-{k}") for k in _OUTS}
+    q, out = study_flag(name), {k: shlex.quote(f"studies/{stem}-{k}") for k in _OUTS}
     lines = [
         f"## {name}",
         "",
@@ -123,9 +123,9 @@ def note_markdown(study_name: str, summary: dict[str, Any], cfg: RunConfig, devi
         "",
         "**Next**:",
         "",
-        f"- `optuna-run export --study-name {q} --out {out['best.json']}`",
-        f"- `optuna-run report --study-name {q} --out {out['report']}`",
-        f"- `optuna-run train --study-name {q}`",
+        f"- `optuna-run export {q} --out {out['best.json']}`",
+        f"- `optuna-run report {q} --out {out['report']}`",
+        f"- `optuna-run train {q}`",
         f"- `optuna-run predict --model {out['model.pt']} --out {out['preds.csv']}`",
     ]
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import optuna
 from tqdm import tqdm
 
-from search.config.paths import name_stem
+from search.config.paths import name_stem, study_flag
 from search.storage.rdb import describe
 from search.storage.urls import storage_flag
 
@@ -71,7 +71,7 @@ def best_lines(study: optuna.Study, flag: str = "") -> list[str]:
         )
     else:
         out.append(
-            f"next: optuna-run confirm --study-name {shlex.quote(study.study_name)}{flag} "
+            f"next: optuna-run confirm {study_flag(study.study_name)}{flag} "
             "(re-trains the best trials with fresh seeds) and optuna-run train"
         )
     return out
@@ -339,13 +339,13 @@ class Reporter:
             lines.append("view it: optuna-run dashboard --storage DATABASE_URL (the proxy's)")
         else:
             lines.append(f"view it: optuna-run dashboard{flag or ''}")
-        name, stem = shlex.quote(study.study_name), name_stem(study.study_name)
+        name, stem = study_flag(study.study_name), name_stem(study.study_name)
         lines.append(
-            f"report:  optuna-run report --study-name {name}{flag or ''} "
+            f"report:  optuna-run report {name}{flag or ''} "
             f"--out {shlex.quote(f'studies/{stem}-report')}"
         )
         lines.append(
-            f"export:  optuna-run export --study-name {name}{flag or ''} "
+            f"export:  optuna-run export {name}{flag or ''} "
             f"--out {shlex.quote(f'studies/{stem}-best.json')}"
         )
         if flag is None:  # the URL holds a password: the commands resolve it as this run did

@@ -373,44 +373,45 @@ def test_files_named_after_a_study_stay_in_their_folder(tmp_path: Path) -> None:
 
 def test_the_printed_commands_take_any_study_name_as_a_shell_would(tmp_path, monkeypatch) -> None:
     """A study name with a space or shell syntax is quoted in the summary's commands (and
-    the note's), so a pasted command reaches the study and runs nothing else."""
+    the note's), so a pasted command reaches the study and runs nothing else; one starting
+    with `-` is joined to its flag by `=`. Each command is read by the verb's own parser."""
+    import importlib
     import shlex
 
     import optuna
 
+    from search.cli.app import VERBS
     from search.config.load import load_config
     from search.config.paths import name_stem
     from search.study.notes import note_markdown
     from search.study.progress import Reporter
     from tests.conftest import ROOT
 
-    def check(command: str) -> None:
+    def check(command: str, name: str) -> None:
         words = shlex.split(command)
-        assert words[0] == "optuna-run" and not words[1].startswith("-"), command
-        flags = dict(zip(words[2::2], words[3::2], strict=True))
-        assert all(f.startswith("--") for f in flags), command
-        assert flags.get("--study-name", name) == name, command
-        for flag in ("--out", "--model"):
-            assert flags.get(flag, f"studies/{stem}-").startswith(f"studies/{stem}-"), command
+        assert words[0] == "optuna-run" and words[1] in VERBS, command
+        args = importlib.import_module(VERBS[words[1]]).parser().parse_args(words[2:])
+        assert getattr(args, "study_name", name) == name, command
+        out = getattr(args, "out", None) or getattr(args, "model", None)
+        assert out is None or out.startswith(f"studies/{name_stem(name)}-"), command
 
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
-    name = "q4 $(touch pwned); x"
-    stem = name_stem(name)
-    study = optuna.create_study(study_name=name)
-    study.add_trial(optuna.trial.create_trial(value=0.1))
-    text = Reporter(1, quiet=True, tty=False).summary(study, f"sqlite:///{tmp_path}/x.db")
-    commands = [x.split(": ", 1)[1].strip() for x in text.splitlines() if "optuna-run " in x]
-    commands[0] = commands[0].split(" (")[0]  # next: ... (re-trains the best trials ...)
-    assert len(commands) == 4
-    for command in commands:
-        check(command)
     cfg = load_config(path=ROOT / "studies" / "quick.toml", cpu=True)
     summary = {"file": "f", "fingerprint": "x", "securities": 1, "dates": 1, "first_date": ""}
     summary |= {"last_date": "", "features": [], "split": {}, "target": "y", "task": "t"}
-    commands = re.findall(r"`(optuna-run [^`]+)`", note_markdown(name, summary, cfg, "cpu"))
-    assert len(commands) == 4
-    for command in commands:
-        check(command)
+    for name in ("q4 $(touch pwned); x", "-x", "--y z"):
+        study = optuna.create_study(study_name=name)
+        study.add_trial(optuna.trial.create_trial(value=0.1))
+        text = Reporter(1, quiet=True, tty=False).summary(study, f"sqlite:///{tmp_path}/x.db")
+        commands = [x.split(": ", 1)[1].strip() for x in text.splitlines() if "optuna-run " in x]
+        commands[0] = commands[0].split(" (")[0]  # next: ... (re-trains the best trials ...)
+        assert len(commands) == 4
+        for command in commands:
+            check(command, name)
+        commands = re.findall(r"`(optuna-run [^`]+)`", note_markdown(name, summary, cfg, "cpu"))
+        assert len(commands) == 4
+        for command in commands:
+            check(command, name)
 
 
 def test_the_summary_says_when_the_trial_cap_was_reached() -> None:
