@@ -110,8 +110,9 @@ def checkpoint_file(s: str) -> str:
     the .csv, `export` the .json)."""
     if Path(s).suffix.lower() in NOT_A_CHECKPOINT:
         raise argparse.ArgumentTypeError(
-            f"expected a model checkpoint file name (e.g. model.pt), got {s!r}; "
-            "predictions are written by `optuna-run predict --out`"
+            f"expected a model checkpoint file name (e.g. model.pt), got {s!r}, the kind of "
+            "file another verb writes (predict: .csv / .parquet, export: .json, report: "
+            ".html / .png)"
         )
     return out_file(s)
 
