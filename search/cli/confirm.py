@@ -71,11 +71,6 @@ def handle(args: argparse.Namespace) -> int:
     )
     w = rec["trials"][str(rec["winner"])]
     n = len(rec["trials"])
-    if n < args.top:
-        print(
-            f"--top {args.top}: only {n} complete trial(s) to confirm; all of them confirmed",
-            file=sys.stderr,
-        )
     print(
         f"confirmed {n} trial{'' if n == 1 else 's'} x {rec['seeds']} seed(s)"
         + (" at the final fit's budget" if rec["budget"] == "final" else "")

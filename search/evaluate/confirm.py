@@ -100,6 +100,9 @@ def confirm(
     rows: dict[str, dict[str, Any]] = {}
     fits = FitProgress(progress, "confirm", ctx.objective)
     at = ctx.run.final if final else None
+    n_best = len(top_trials(ctx, top))
+    if n_best < top and log:  # said before the refits, not after them
+        log(f"--top {top}: only {n_best} complete trial(s) to confirm; all of them confirmed")
     for t, on in fits.each(candidates(ctx, top)):
         r = retrain(
             ctx,

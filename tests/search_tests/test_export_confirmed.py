@@ -45,7 +45,9 @@ def test_confirm_says_when_the_study_has_fewer_trials_than_top(tmp_path: Path, c
     confirm = ["confirm", "--study-name", "one", "--storage", url, "--top", "3", "--seeds", "1"]
     assert main([*confirm, "--no-tree", "-q"]) == 0
     err = capsys.readouterr().err
-    assert "--top 3: only 1 complete trial(s) to confirm; all of them confirmed\n" in err
+    only = "--top 3: only 1 complete trial(s) to confirm; all of them confirmed\n"
+    assert only in err
+    assert err.index(only) < err.index("-> confirmed"), err  # said before the refits
     assert "confirmed 1 trial x 1 seed(s) in " in err
 
 
