@@ -394,11 +394,26 @@ def test_a_held_ctrl_c_does_what_the_handler_in_place_would(tmp_path, monkeypatc
     assert seen == [signal.SIGINT]
 
 
+def _run_script(script: str, folder: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`python -c script` in `folder` (importable there, beside the project): its result and
+    how long it took."""
+    import sys
+
+    t0 = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=folder,
+        env=cli_env(PYTHONPATH=os.pathsep.join([str(folder), *sys.path])),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return out, time.monotonic() - t0
+
+
 def test_a_second_ctrl_c_during_the_hold_exits_at_once(tmp_path) -> None:
     """Two Ctrl-C while a library loads (a slow disk): the second exits at once with 130 and
     the line it is given."""
-    import sys
-
     (tmp_path / "slow_import.py").write_text(
         "import os, signal, time\n"
         "os.kill(os.getpid(), signal.SIGINT)\n"
@@ -410,26 +425,16 @@ def test_a_second_ctrl_c_during_the_hold_exits_at_once(tmp_path) -> None:
         "from search.study.stop import import_holding_ctrl_c\n"
         "import_holding_ctrl_c(('slow_import',), exit_line='stopped')\n"
     )
-    t0 = time.monotonic()
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=cli_env(PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path])),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out, seconds = _run_script(script, tmp_path)
     assert out.returncode == 130, out.stderr
     assert out.stderr.strip() == "stopped"
-    assert time.monotonic() - t0 < 20
+    assert seconds < 20
 
 
 def test_a_second_ctrl_c_exits_whatever_its_last_words_meet(tmp_path) -> None:
     """The second Ctrl-C's last line can meet a closed stderr (`| tee` ended by the same
     Ctrl-C): the process still exits with 130 at once, instead of the error surfacing in
     whatever the main thread was doing and the run going on."""
-    import sys
-
     script = (
         "import os, signal, time\n"
         "from search.study.stop import SignalStop, Stop\n"
@@ -444,18 +449,10 @@ def test_a_second_ctrl_c_exits_whatever_its_last_words_meet(tmp_path) -> None:
         "        pass\n"
         "print('went on')\n"
     )
-    t0 = time.monotonic()
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=cli_env(PYTHONPATH=os.pathsep.join(sys.path)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out, seconds = _run_script(script, tmp_path)
     assert out.returncode == 130, (out.returncode, out.stdout, out.stderr)
     assert "went on" not in out.stdout
-    assert time.monotonic() - t0 < 20
+    assert seconds < 20
 
 
 def test_a_ctrl_c_in_the_summary_says_it_came_after_the_trials(
