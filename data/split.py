@@ -112,7 +112,7 @@ def _start(dates: np.ndarray, when: str | int, key: str, where: str) -> int:
         like = f"{digits[:4]}-{digits[4:6]}-{digits[6:]}" if len(digits) == 8 else None
         raise DataError(
             f"{where}[data] {key} = {when}: a number on a date axis (it would read as the "
-            f"year {when}); expected a date string like {repr(like or str(dates[0])[:10])}"
+            f"year {when}); expected a date string like {repr(like or _show(dates[0]))}"
         )
     try:
         if np.issubdtype(dates.dtype, np.integer):
@@ -122,7 +122,7 @@ def _start(dates: np.ndarray, when: str | int, key: str, where: str) -> int:
     except (ValueError, TypeError):
         raise DataError(
             f"{where}[data] {key}: cannot read {when!r} as a value of the time axis "
-            f"({dates.dtype}); expected e.g. {str(dates[0])[:10]!r}"
+            f"({dates.dtype}); expected e.g. {_show(dates[0])!r}"
         ) from None
     return int(np.searchsorted(dates, target, side="left"))
 

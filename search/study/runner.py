@@ -215,6 +215,12 @@ def worker_name(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
+def exit_at_once(cfg: RunConfig, url: str, workers: set[str], say: Callable[[str], None]) -> None:
+    """A second Ctrl-C's last work before the exit: the running trials of `workers` told
+    FAIL (`fail_left_running`), then the exit line said (`exited_line`)."""
+    say(exited_line(fail_left_running(cfg, url, workers), cfg.storage.grace_period, url))
+
+
 def fail_left_running(cfg: RunConfig, url: str, workers: set[str], wait_s: float = 3.0) -> int:
     """Before a second Ctrl-C exits at once: tell the study's RUNNING trials of `workers`
     (their `worker` user attr) as FAIL, reason EXITED unless one is set, on a connection of
@@ -469,8 +475,9 @@ def run_parallel(
             if p.is_alive() and p.pid:
                 os.kill(p.pid, signal.SIGKILL)
         shutil.rmtree(cache, ignore_errors=True)
-        failed = fail_left_running(cfg, url, {worker_name(p.pid) for p in procs.values() if p.pid})
-        reporter.write(exited_line(failed, cfg.storage.grace_period, url))
+        exit_at_once(
+            cfg, url, {worker_name(p.pid) for p in procs.values() if p.pid}, reporter.write
+        )
 
     handler = SignalStop(Stop(), on_first=say, at_exit=kill_all)
     errors: list[str] = []

@@ -269,8 +269,7 @@ def execute(
     from search.storage.rdb import StorageError
     from search.study.pruners import started_trials
     from search.study.runner import (
-        exited_line,
-        fail_left_running,
+        exit_at_once,
         run_parallel,
         run_trials,
         torch_threads,
@@ -310,8 +309,7 @@ def execute(
     torch.set_num_threads(torch_threads())
 
     def at_exit() -> None:  # a second Ctrl-C: the running trial told FAIL if it can be
-        failed = fail_left_running(plan.cfg, url, {worker_name()})
-        reporter.write(exited_line(failed, plan.cfg.storage.grace_period, url))
+        exit_at_once(plan.cfg, url, {worker_name()}, reporter.write)
 
     with SignalStop(stop, on_first=on_first, at_exit=at_exit):
         try:
