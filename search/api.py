@@ -250,9 +250,9 @@ def confirm(
 
 def model_path(study_name: str) -> Path:
     """Where `train` writes a study's model by default."""
-    from search.config.paths import name_stem
+    from search.config.paths import study_file
 
-    return Path(f"studies/{name_stem(study_name)}-model.pt")
+    return Path(study_file(study_name, "model.pt"))
 
 
 def train(
@@ -422,11 +422,11 @@ def report(
     (default studies/<study>-report): one self-contained HTML page and PNGs; returns their
     paths, and says on stderr when the study has no complete trial yet. Raises ReportError,
     ConfigError, StorageError."""
-    from search.config.paths import name_stem
+    from search.config.paths import study_file
     from search.evaluate.report import no_complete_trial, write_report
 
     study = load_study(study_name=study_name, storage=storage)
-    folder = Path(out) if out is not None else Path(f"studies/{name_stem(study.study_name)}-report")
+    folder = Path(out if out is not None else study_file(study.study_name, "report"))
     written = write_report(study, folder)
     missing = no_complete_trial(study)
     if missing:

@@ -53,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
 def handle(args: argparse.Namespace) -> int:
     from search.api import confirm
     from search.evaluate.verdict import format_verdict
+    from search.study.progress import plural
 
     if args.out is not None and not args.final:
         parser().error("--out: a model is saved only at the final fit's budget; add --final")
@@ -70,9 +71,8 @@ def handle(args: argparse.Namespace) -> int:
         out=args.out,
     )
     w = rec["trials"][str(rec["winner"])]
-    n = len(rec["trials"])
     print(
-        f"confirmed {n} trial{'' if n == 1 else 's'} x {rec['seeds']} seed(s)"
+        f"confirmed {plural(len(rec['trials']), 'trial')} x {rec['seeds']} seed(s)"
         + (" at the final fit's budget" if rec["budget"] == "final" else "")
         + " in "
         f"{time.perf_counter() - t0:.1f}s; winner: trial {rec['winner']} "

@@ -29,6 +29,12 @@ def name_stem(name: str) -> str:
     return f"{cut}-{digest}"
 
 
+def study_file(name: str, what: str) -> str:
+    """The default path of a study's `what` (`model.pt`, `report`, `best.json`, ...):
+    studies/NAME-what, NAME the name as a file name (`name_stem`)."""
+    return f"studies/{name_stem(name)}-{what}"
+
+
 def study_flag(name: str) -> str:
     """`--study-name NAME` as a shell takes it: quoted where it must be, and joined by `=`
     where the name starts with `-` (argparse would read it as a flag)."""

@@ -14,7 +14,7 @@ import optuna
 
 from data import DataConfig, Prepared
 from data.panel import describe as describe_panel
-from search.config.paths import name_stem, study_flag
+from search.config.paths import study_file, study_flag
 from search.config.schema import RunConfig
 
 
@@ -95,9 +95,9 @@ def note_markdown(study_name: str, summary: dict[str, Any], cfg: RunConfig, devi
         if s["dates"]:
             w = ", ".join(f"{n} at time_steps {k}" for k, n in s["windows"].items())
             rows.append(f"| {seg} | {s['first']} .. {s['last']} | {s['dates']} | {w} |")
-    name, stem = study_name, name_stem(study_name)
+    name = study_name
     # the commands as a shell takes them: a name with a space or a $ quoted
-    q, out = study_flag(name), {k: shlex.quote(f"studies/{stem}-{k}") for k in _OUTS}
+    q, out = study_flag(name), {k: shlex.quote(study_file(name, k)) for k in _OUTS}
     lines = [
         f"## {name}",
         "",

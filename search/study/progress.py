@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import optuna
 from tqdm import tqdm
 
-from search.config.paths import name_stem, study_flag
+from search.config.paths import name_stem, study_file, study_flag
 from search.storage.rdb import describe
 from search.storage.urls import storage_flag
 
@@ -134,7 +134,7 @@ def append_log(log: Path, lines: list[str]) -> None:
                 f.write(stamped(part))
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
@@ -319,10 +319,10 @@ class Reporter:
         lines = [
             "",
             f"study {study.study_name!r}: this run finished "
-            f"{_plural(sum(self.counts.values()), 'trial')} "
+            f"{plural(sum(self.counts.values()), 'trial')} "
             f"({self.counts['COMPLETE']} complete, {self.counts['PRUNED']} pruned, "
             f"{self.counts['FAIL']} failed)" + ("; interrupted" if interrupted else ""),
-            f"in the study: {_plural(len(states), 'trial')} "
+            f"in the study: {plural(len(states), 'trial')} "
             f"({n['COMPLETE']} complete, {n['PRUNED']} pruned, "
             f"{n['FAIL']} failed, {n['RUNNING']} running)",
         ]
@@ -339,14 +339,14 @@ class Reporter:
             lines.append("view it: optuna-run dashboard --storage DATABASE_URL (the proxy's)")
         else:
             lines.append(f"view it: optuna-run dashboard{flag or ''}")
-        name, stem = study_flag(study.study_name), name_stem(study.study_name)
+        name = study_flag(study.study_name)
         lines.append(
             f"report:  optuna-run report {name}{flag or ''} "
-            f"--out {shlex.quote(f'studies/{stem}-report')}"
+            f"--out {shlex.quote(study_file(study.study_name, 'report'))}"
         )
         lines.append(
             f"export:  optuna-run export {name}{flag or ''} "
-            f"--out {shlex.quote(f'studies/{stem}-best.json')}"
+            f"--out {shlex.quote(study_file(study.study_name, 'best.json'))}"
         )
         if flag is None:  # the URL holds a password: the commands resolve it as this run did
             lines.append("         (each with this run's --storage, or $OPTUNA_STORAGE set)")

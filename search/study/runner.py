@@ -45,7 +45,7 @@ from search.storage.rdb import (
 )
 from search.storage.retry import error_line
 from search.study.objective import Objective
-from search.study.progress import Reporter, trial_event
+from search.study.progress import Reporter, plural, trial_event
 from search.study.pruners import make_sampler, resume_sampler, study_pruner
 from search.study.stop import SignalStop, Stop, end_with_parent, stacks_on_sigusr1
 
@@ -202,7 +202,7 @@ def exited_line(failed: int, grace_period: int, url: str) -> str:
     """What a second Ctrl-C says (on stderr and in the log) as it exits at once: the
     trials it told FAIL, and what becomes of one the storage was not told of in time
     (through the proxy, the proxy's own grace period applies)."""
-    told = f"{failed} running trial{'s' * (failed != 1)} of this run told FAIL"
+    told = f"{plural(failed, 'running trial')} of this run told FAIL"
     after = "its heartbeat is stale" if url.startswith("grpc://") else f"{grace_period}s"
     return (
         f"optuna-run: exited at once (status 130): {told}; one left RUNNING is failed "
