@@ -143,10 +143,6 @@ def end_with_parent(parent: int, stop: Stop) -> None:
         hangup(signal.SIGHUP, None)
 
 
-def _term_as_ctrl_c(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 @contextlib.contextmanager
 def term_as_ctrl_c() -> Iterator[None]:
     """For the block, a SIGTERM (`kill`, `docker stop`) where no run's own handler is in
@@ -159,7 +155,7 @@ def term_as_ctrl_c() -> Iterator[None]:
     ):
         yield
         return
-    signal.signal(signal.SIGTERM, _term_as_ctrl_c)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # raises KeyboardInterrupt
     try:
         yield
     finally:
