@@ -115,10 +115,11 @@ def open_study(
                         f"study {name!r} exists with {len(study.trials)} trials but was not "
                         "made by optuna-run (no spec recorded); choose another --study-name"
                     )
-                study.set_user_attr("spec", spec)
-                # with it, what a refused process's message reads (the [data] key that differs)
+                # the config (what a refused process's message reads: the [data] key that
+                # differs) before the spec, which another process may read without the lock
                 study.set_user_attr("config", cfg.to_dict())
                 _set_objective_names(study, list(cfg.study.objectives))
+                study.set_user_attr("spec", spec)
     if old is None:
         # the configurations to try first, queued by the process that recorded the spec
         # (outside the lock: a trial's creation takes it); an entry whose params this space
