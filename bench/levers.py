@@ -5,7 +5,7 @@ context, networks averaged.
     python bench/levers.py --data ../shared/data/cn_sse_mainboard.parquet --set extended \
         --windows 262144 --epochs 4 [--cosine] [--loss ic] [--skip] [--hidden 64] [--tree] \
         [--aux 5] [--members 3 [--steps-list 10,20,40]] [--normalize robust | --both-views] \
-        [--embed 8 | --mlp-in 64] [--market]
+        [--embed 8 | --mlp-in 64] [--market] [--target-gauss]
 
 One network (LSTM, time_steps 20, Adam with weight decay 1e-5, batch 1024, gradient norm
 clipped at 1), per-date ranked features and target, trained on `--windows` random training
@@ -92,6 +92,12 @@ def main():
         help="date-level context beside each stock's features: the cross-sectional mean of "
         "every raw feature and the dispersion of 1-date returns, standardised on training dates",
     )
+    ap.add_argument(
+        "--target-gauss",
+        action="store_true",
+        help="the per-date ranked target as normal scores (same order, heavier tails), scaled "
+        "to the ranks' spread; every predictor trains on it",
+    )
     ap.add_argument("--aux", default="", help="extra target horizons trained beside 1, e.g. 5,10")
     ap.add_argument("--aux-weight", type=float, default=1.0)
     ap.add_argument("--members", type=int, default=1, help="networks averaged: seed, seed + 1, ...")
@@ -141,6 +147,11 @@ def main():
         data.scales = torch.cat([data.scales, data.scales.new_ones(len(data.scales), k)], -1)
         data.center, data.scale = data.centers[-1], data.scales[-1]
         print(f"market context: {k} date-level features", flush=True)
+    if a.target_gauss:  # per date: rank -> (i + 0.5) / n -> normal quantile, sd of the ranks
+        y = data.target
+        n = torch.isfinite(y).sum(1, keepdim=True).clamp_min(2).to(y.dtype)
+        u = (y + 0.5) * (n - 1) / n + 0.5 / n
+        data.target = torch.special.ndtri(u) * (12**-0.5)
     S = data.n_securities
     horizons = [int(h) for h in a.aux.split(",") if h]
     # the per-date ranked h-date forward return on the same (D, S) calendar, NaN where absent
@@ -275,7 +286,7 @@ def main():
     v = build_verdict(data, ensemble, member_test=member_ic if a.members > 1 else None, tree=a.tree)
     t = v["test"]
     print(
-        f"{a.set} {a.normalize}{'+robust' if a.both_views else ''}{'+market' if a.market else ''} {a.loss} aux={a.aux or '-'} cos={a.cosine} skip={a.skip} embed={a.embed} mlp_in={a.mlp_in} h{a.hidden} "
+        f"{a.set} {a.normalize}{'+robust' if a.both_views else ''}{'+market' if a.market else ''} {a.loss} aux={a.aux or '-'} cos={a.cosine} skip={a.skip} embed={a.embed} gauss={a.target_gauss} mlp_in={a.mlp_in} h{a.hidden} "
         f"w{a.windows} e{a.epochs} members {a.members} time_steps {a.steps_list or a.steps}: "
         f"last best ep {best[2]}: val {best[0]:+.4f} test model {t['model']['rank_ic']:+.4f}"
         + (f" lgbm {t['lgbm']['rank_ic']:+.4f}" if "lgbm" in t else "")
