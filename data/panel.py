@@ -231,8 +231,13 @@ def _check_one_series(cfg: DataConfig, path: Path, n_ids: int) -> None:
         if per
     ]
     if wrong:
+        one = (
+            f"holds one security (its id column {cfg.id!r}, [data] id, has one value)"
+            if cfg.id
+            else "is one series (no [data] id)"
+        )
         raise DataError(
-            f"{path}: the file is one series (no [data] id), but "
+            f"{path}: the file {one}, but "
             f"{'these settings work' if len(wrong) > 1 else 'this setting works'} across "
             f"securities per date: {'; '.join(wrong)}"
         )

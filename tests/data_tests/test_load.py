@@ -107,6 +107,26 @@ def test_single_series_without_id_column_needs_id_unset(tmp_path):
     )
 
 
+def test_a_panel_file_of_one_security_is_not_said_to_lack_an_id(tmp_path):
+    # the id column is there and named; it holds one security
+    path = tmp_path / "one.csv"
+    pl.DataFrame(
+        {
+            "date": ["2020-01-02", "2020-01-03"],
+            "symbol": ["AAA"] * 2,
+            "x": [1.0, 2.0],
+            "y": [0.1, 0.2],
+        }
+    ).write_csv(path)
+    with pytest.raises(DataError) as e:
+        load(path, id="symbol", target="y", features=("x",), normalize="cs_rank", target_cs="none")
+    assert str(e.value) == (
+        f"{path}: the file holds one security (its id column 'symbol', [data] id, has one "
+        "value), but this setting works across securities per date: [data] normalize = "
+        "'cs_rank' (use 'robust' or 'none')"
+    )
+
+
 def test_duplicate_order_values_in_a_single_series_are_refused(tmp_path):
     path = tmp_path / "dup.csv"
     pl.DataFrame({"ts_id": [1, 2, 2], "x": [1.0, 2.0, 3.0], "y": [0.0] * 3}).write_csv(path)
