@@ -33,6 +33,16 @@ def unknown_keys(where: str, got: Mapping[str, Any], known: list[str]) -> list[s
     ]
 
 
+def shown(value: Any) -> str:
+    """A wrong value as a problem line shows it: its repr, or where that spans lines or runs
+    long (a data frame, an array), its type."""
+    text = repr(value)
+    if "\n" not in text and len(text) <= 200:
+        return text
+    kind = type(value)
+    return f"a {kind.__module__.split('.')[0]} {kind.__name__}"
+
+
 def _members(tp: Any) -> tuple[Any, ...]:
     """The alternatives of a union annotation (`int | None`), else the annotation itself."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
@@ -125,7 +135,7 @@ class Checked:
             alts = _members(tp)
             if not any(_matches(value, a) for a in alts):
                 want = " or ".join(_describe(a) for a in alts)
-                problems.append(f"{self._key(name)}: expected {want}, got {value!r}")
+                problems.append(f"{self._key(name)}: expected {want}, got {shown(value)}")
                 bad.add(name)
         return problems, bad
 

@@ -369,6 +369,19 @@ def test_load_config_overrides_lie_between_the_toml_and_the_flags(tmp_path: Path
     ]
 
 
+def test_a_data_frame_given_as_a_path_is_named_by_its_type_on_one_line(tmp_path: Path) -> None:
+    import polars as pl
+
+    p = toml(tmp_path, "")
+    frame = pl.DataFrame({"date": ["2020-01-02"] * 3, "x": [1.0, 2.0, 3.0]})
+    for df, kind in ((frame, "polars"), (frame.to_pandas(), "pandas")):
+        with pytest.raises(ConfigError) as e:
+            load_config(path=p, overrides={"data": {"path": df}})
+        problem = e.value.problems[0]
+        assert problem == f"overrides: [data] path: expected str, got a {kind} DataFrame"
+        assert not any("\n" in line for line in e.value.problems)
+
+
 def test_a_stored_study_config_reads_back_in_train(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
