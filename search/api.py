@@ -10,6 +10,7 @@ line that names what is at fault. Progress and summaries go to stderr, as from t
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -121,6 +122,18 @@ def _check(name: str, value: Any, low: float, *, allow: tuple[Any, ...] = (None,
         raise ConfigError([f"{name}: expected {what}, got {value!r}"])
 
 
+def _check_path(name: str, value: Any, *, optional: bool = True, want: str = "a file path") -> None:
+    """A file argument: a path (str or os.PathLike), or None where it may be left out; a data
+    frame or a loaded checkpoint is named by its type, on one line."""
+    from data.fields import shown
+
+    if isinstance(value, (str, os.PathLike)) or (optional and value is None):
+        return
+    frame = " (data are read from a file: write the frame to Parquet or CSV first)"
+    is_frame = type(value).__name__ == "DataFrame"
+    raise ConfigError([f"{name}: expected {want}, got {shown(value)}{frame if is_frame else ''}"])
+
+
 def load_config(
     *,
     path: str | Path | None = None,
@@ -133,6 +146,7 @@ def load_config(
     `device` is a CPU. Raises ConfigError, every problem at once."""
     from search.config.load import load_config as load
 
+    _check_path("path", value=path, want="the path of a study TOML")
     cpu = resolve_device(device) == "cpu"
     return load(path=path, cpu=cpu, overrides=overrides)
 
@@ -164,6 +178,8 @@ def run_study(
     from search.storage.urls import check_new_file_folder
     from search.study import session
 
+    if not isinstance(config, RunConfig):
+        _check_path("config", config, want="a RunConfig (search.load_config) or a TOML path")
     _check("n_trials", n_trials, 1)
     _check("max_trials", max_trials, 1)
     _check("workers", workers, 1, allow=("auto",))
@@ -221,6 +237,7 @@ def confirm(
     from search.evaluate.confirm import confirm as confirm_study
 
     seeds = seeds if seeds is not None else (1 if final else 5)
+    _check_path("out", out)
     _check("top", top, 1)
     _check("seeds", seeds, 1)
     if out is not None and not final:
@@ -279,6 +296,8 @@ def train(
     (`quiet`: not). Raises ConfigError, DataError, ExportError."""
     from search.evaluate.retrain import train_best
 
+    _check_path("out", out)
+    _check_path("data", data)
     _check("trial", trial, 0)
     _check("ensemble", ensemble, 1)
     _check("seeds", seeds, 1)
@@ -319,6 +338,8 @@ def predict(
     from search.evaluate.predict import predict_file
     from search.evaluate.stream import stream_file
 
+    _check_path("model", model, optional=False)
+    _check_path("data", data)
     if dates not in ("last", "test", "all"):
         raise ConfigError([f"--dates: expected last, test or all, got {dates!r}"])
     ckpt, dev = _checkpoint(model, device, date_column, id_column)
@@ -340,6 +361,7 @@ def stream_predictor(
     file's ("" id: one series). Raises DataError or ConfigError."""
     from search.evaluate.stream import StreamPredictor
 
+    _check_path("model", model, optional=False)
     ckpt, dev = _checkpoint(model, device, date_column, id_column)
     return StreamPredictor(ckpt, dev)
 
@@ -377,6 +399,7 @@ def verdict(
     from search.evaluate.export import ExportError
     from search.evaluate.predict import load_checkpoint
 
+    _check_path("model", model)
     if (model is None) == (study_name is None):
         raise ConfigError(["verdict: give a model, or a study_name (not both)"])
     if model is not None:
@@ -402,6 +425,8 @@ def export(
     when given; returns the JSON record. Raises ExportError, ConfigError, StorageError."""
     from search.evaluate.export import ExportError, check_trials_path, export_best
 
+    _check_path("out", out, optional=False)
+    _check_path("trials", trials)
     if trials is not None:  # every argument is checked before anything is written
         check_trials_path(Path(trials))
         if Path(trials).resolve() == Path(out).resolve():
@@ -425,6 +450,7 @@ def report(
     from search.config.paths import study_file
     from search.evaluate.report import no_complete_trial, write_report
 
+    _check_path("out", out)
     study = load_study(study_name=study_name, storage=storage)
     folder = Path(out if out is not None else study_file(study.study_name, "report"))
     written = write_report(study, folder)

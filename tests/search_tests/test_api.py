@@ -95,6 +95,33 @@ def test_bad_input_raises_before_anything_is_written(tmp_path: Path) -> None:
         search.verdict(study_name="bad", storage=url)
 
 
+def test_a_frame_or_a_checkpoint_given_for_a_file_is_named_on_one_line(tmp_path: Path) -> None:
+    frame = pl.DataFrame({"date": ["2020-01-02"] * 3, "symbol": ["A", "B", "C"], "x": [1.0] * 3})
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    wrote = " (data are read from a file: write the frame to Parquet or CSV first)"
+    for df, kind in ((frame, "polars"), (frame.to_pandas(), "pandas")):
+        with pytest.raises(search.ConfigError) as e:
+            search.predict(model=tmp_path / "m.pt", data=df, device="cpu")
+        assert str(e.value) == f"data: expected a file path, got a {kind} DataFrame{wrote}"
+        with pytest.raises(search.ConfigError, match=f"^data: expected a file path, got a {kind}"):
+            search.train(study_name="s", storage=url, data=df, device="cpu")
+    checkpoint = {"format": 1, "models": []}  # what torch.load of a model file returns
+    with pytest.raises(search.ConfigError) as e:
+        search.predict(model=checkpoint, device="cpu")
+    assert str(e.value) == "model: expected a file path, got {'format': 1, 'models': []}"
+    with pytest.raises(search.ConfigError) as e:
+        search.run_study(config={"data": {"path": "x.csv"}}, storage=url, device="cpu")
+    assert str(e.value) == (
+        "config: expected a RunConfig (search.load_config) or a TOML path, "
+        "got {'data': {'path': 'x.csv'}}"
+    )
+    with pytest.raises(search.ConfigError, match="^path: expected the path of a study TOML"):
+        search.load_config(path={"data": {"path": "x.csv"}}, device="cpu")
+    with pytest.raises(search.ConfigError, match="^out: expected a file path, got None$"):
+        search.export(study_name="s", storage=url, out=None)
+    assert not (tmp_path / "none.db").exists()
+
+
 def test_a_run_opens_its_storage_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One worker: the study is created and its trials run on one storage of the URL."""
     from search.cli import main
