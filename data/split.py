@@ -34,6 +34,12 @@ def make_split(dates: np.ndarray, cfg: DataConfig) -> Split:
     D = len(dates)
     gap = cfg.horizon + cfg.embargo
     where = f"{cfg.path}: " if cfg.path else ""
+    if gap >= D and cfg.horizon == 1 and not cfg.embargo:  # the least purge there is
+        raise DataError(
+            f"{where}the file has {D} date{'s' if D != 1 else ''}: too few to split into "
+            "training, validation and test dates with a purge of 1 date before each later "
+            "segment ([data] horizon); expected a file of many dates"
+        )
     if gap >= D:
         raise DataError(
             f"{where}[data] horizon (--horizon) = {cfg.horizon}"

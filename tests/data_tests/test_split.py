@@ -119,6 +119,17 @@ def test_a_purge_as_long_as_the_file_names_the_horizon():
         split(horizon=15, embargo=10)
 
 
+def test_a_file_of_one_date_is_said_to_be_too_short_not_its_horizon_too_long():
+    # horizon 1 is the least there is: "a horizon well below 1" asked for the impossible
+    with pytest.raises(DataError) as err:
+        split(DATES[:1])
+    assert str(err.value) == (
+        "x.parquet: the file has 1 date: too few to split into training, validation and test "
+        "dates with a purge of 1 date before each later segment ([data] horizon); expected a "
+        "file of many dates"
+    )
+
+
 def bars(path, close, drop=frozenset()):
     """A file of close prices close[d, s] and a constant feature."""
     D, S = close.shape
