@@ -286,8 +286,8 @@ def _no_label(rd: _Reader, cfg: DataConfig, cols: Columns, close: np.ndarray | N
         )
     if cols.target:
         return (
-            f"{path}: column {cols.target!r} ([data] target) has no finite value on a "
-            "tradable row; expected numbers"
+            f"{path}: column {cols.target!r} ([data] target) has no finite value on "
+            f"{tradable}; expected numbers"
         )
     assert close is not None
     if not (close > 0).any():

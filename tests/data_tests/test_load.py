@@ -269,6 +269,16 @@ def test_a_derived_target_with_no_value_names_its_cause(tmp_path):
         load(shut, target=None, tradable="ok")
 
 
+def test_a_given_target_with_no_value_is_not_blamed_on_a_tradable_column(tmp_path):
+    # no [data] tradable: "no finite value on a tradable row" named a setting not made
+    path = long_file(tmp_path / "nan.parquet", 40, 3, {"f0": f0, "target": lambda d, s: NAN})
+    with pytest.raises(DataError) as e:
+        load(path, features=("f0",))
+    assert str(e.value) == (
+        f"{path}: column 'target' ([data] target) has no finite value on any row; expected numbers"
+    )
+
+
 def test_classification_targets(tmp_path):
     # 6 securities, target = s - 2.5 + d: up/down and per-date tercile classes
     path = long_file(
