@@ -191,16 +191,20 @@ def start_lines(plan: Plan, url: str) -> list[str]:
     cfg, data = plan.cfg, plan.data
     assert data is not None
     info = describe_panel(plan.panel)
+    S = info["securities"]
+    # one series: the metrics are the correlations over the dates (models.metrics)
+    series = "; one series: correlations over the validation dates, not per date" if S == 1 else ""
     return [
         f"optuna-run: study {cfg.study.name!r}, storage {describe(url)}",
-        f"data: {plan.panel.source} -> {info['dates']} dates x {info['securities']} securities x "
+        f"data: {plan.panel.source} -> {info['dates']} dates x {S} "
+        f"{'security' if S == 1 else 'securities'} x "
         f"{info['features']} features ({info['first_date']} .. {info['last_date']}), "
         f"split train/val/test = {len(data.split.train)}/{len(data.split.val)}/"
         f"{len(data.split.test)} dates, loaded in {plan.loaded_s:.1f}s",
         *space_lines(cfg, data),
         f"device: {plan.device}"
         + (" ([cpu] limits apply: a CPU-sized space and budget)" if cfg.cpu_limits else ""),
-        f"objective: {cfg.study.objective} ({', '.join(cfg.study.directions)}); "
+        f"objective: {cfg.study.objective} ({', '.join(cfg.study.directions)}{series}); "
         f"{cfg.search.seeds} seed(s) x {data.n_folds} fold(s) per trial; validation rows: "
         f"windows of {data.eval_time_steps} valid dates, the same for every trial"
         + ("; several objectives: no pruning" if cfg.study.multi else ""),

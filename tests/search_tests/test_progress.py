@@ -450,3 +450,31 @@ def test_params_print_in_one_order_however_the_storage_returns_them() -> None:
         study.add_trial(t)
         assert best_lines(study)[0].endswith("a=0.5, b=0.5, c=0.5"), best_lines(study)
     assert lines[0] == lines[1]
+
+
+def test_the_start_lines_of_one_series_say_how_its_metrics_are_taken(tmp_path: Path) -> None:
+    # "4000 dates x 1 securities", and a per-date rank IC that one series does not have
+    from search.config import load_config
+    from search.study import session
+
+    n = 120
+    path = tmp_path / "series.csv"
+    pl.DataFrame(
+        {
+            "day": list(range(n)),
+            "x": [float((7 * d) % 11) for d in range(n)],
+            "y": [float((5 * d) % 13) for d in range(n)],
+        }
+    ).write_csv(path)
+    data = {"path": str(path), "date": "day", "id": "", "target": "y", "features": ["x"]}
+    over = {"data": {**data, "target_cs": "none", "normalize": "robust"}}
+    cfg = load_config(path=None, overrides=over, cpu=True)
+    plan = session.prepare(cfg, device="cpu", workers=1, seed_where="seed")
+    lines = session.start_lines(plan, f"sqlite:///{tmp_path / 's.db'}")
+    data_line = next(x for x in lines if x.startswith("data: "))
+    assert f"{path} -> 120 dates x 1 security x " in data_line
+    objective = next(x for x in lines if x.startswith("objective: "))
+    assert objective.startswith(
+        "objective: rank_ic (maximize; one series: correlations over the validation dates, "
+        "not per date); "
+    )
