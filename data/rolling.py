@@ -161,7 +161,7 @@ class RollingPanel:
             )
         dates = parse_time(frame.get_column(self.time), self.time_key, Path("rows"))
         date = self._date_after_last(dates)
-        where = Path(f"rows of {date}")
+        where = Path(f"rows of {_shown(date)}")
         ids = self._ids(frame, where)
         infinite: dict[str, int] = {}
         ohlcv = {r: _numbers(frame, c, pl.Float64, where, infinite) for r, c in self.roles.items()}
@@ -178,7 +178,7 @@ class RollingPanel:
         if dates.min() != dates.max():
             n = dates.n_unique()
             raise DataError(
-                f"rows: {n} dates ({dates.min()!s} to {dates.max()!s}) in one call; "
+                f"rows: {n} dates ({_shown(dates.min())} to {_shown(dates.max())}) in one call; "
                 "expected the rows of one date"
             )
         date = dates[0]
@@ -187,13 +187,14 @@ class RollingPanel:
                 later = bool(_instant(date) > _instant(self.last_date))
             except TypeError:
                 raise DataError(
-                    f"rows of {date}: its {self.time_key} ({type(date).__name__}) cannot be "
-                    f"compared with the previous one, {self.last_date} "
+                    f"rows of {_shown(date)}: its {self.time_key} ({type(date).__name__}) cannot "
+                    f"be compared with the previous one, {_shown(self.last_date)} "
                     f"({type(self.last_date).__name__})"
                 ) from None
             if not later:
                 raise DataError(
-                    f"rows of {date}: not after the previous date, {self.last_date}; "
+                    f"rows of {_shown(date)}: not after the previous date, "
+                    f"{_shown(self.last_date)}; "
                     "give each date once, in increasing order"
                 )
         return date
@@ -325,3 +326,11 @@ def _instant(t: Any) -> Any:
     if isinstance(t, dt.date) and not isinstance(t, dt.datetime):
         return dt.datetime.combine(t, dt.time())
     return t
+
+
+def _shown(t: Any) -> str:
+    """A date, or a datetime at midnight (a pandas frame's date), as 2019-01-02, so the same
+    date reads the same from polars and pandas rows; other values as they are."""
+    if isinstance(t, dt.datetime) and t.tzinfo is None and t.time() == dt.time():
+        return str(t.date())
+    return str(t)

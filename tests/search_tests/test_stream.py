@@ -428,3 +428,22 @@ def test_cli_stream_without_the_id_column_or_with_empty_ids_is_one_line(
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err and words in err, err
         assert "duplicate" not in err, err
+
+
+def test_a_date_given_twice_reads_the_same_from_pandas_and_polars_rows() -> None:
+    """A pandas frame's dates are datetimes at midnight: the same date, given first as pandas
+    rows then as polars rows (or the other way), is shown the same way twice."""
+    import datetime as dt
+
+    from data.config import DataConfig
+    from data.rolling import RollingPanel
+
+    cfg = DataConfig(path="x.parquet", id="id", target="y", normalize="none")
+    rows = pl.DataFrame({"date": [dt.date(2019, 1, 2)] * 2, "id": ["a", "b"], "f0": [1.0, 2.0]})
+    as_pandas = pl.from_pandas(rows.to_pandas())  # what the predictor makes of pandas rows
+    for first, then in [(as_pandas, rows), (rows, as_pandas), (as_pandas, as_pandas)]:
+        live = RollingPanel(cfg, ["f0"], 2)
+        live.push(first)
+        with pytest.raises(search.DataError) as e:
+            live.push(then)
+        assert "rows of 2019-01-02: not after the previous date, 2019-01-02;" in str(e.value)
