@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def plural(n: int, word: str) -> str:
+    """'1 date', '2 dates', '12,870 splits'."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 class DataError(ValueError):
     """Input data that cannot be used as it is.
 

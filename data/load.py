@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from data.columns import Columns
-from data.errors import DataError
+from data.errors import DataError, plural
 from data.errors import DataWarning as DataWarning  # where callers import it from
 
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv"}
@@ -195,7 +195,7 @@ def read_index(lf: pl.LazyFrame, cols: Columns, path: Path) -> Index:
         sid = frame.get_column(cols.id)
         if sid.null_count():
             raise DataError(
-                f"{path}: column {cols.id!r} ([data] id) has {sid.null_count()} empty values"
+                f"{path}: column {cols.id!r} ([data] id) has {plural(sid.null_count(), 'empty value')}"
             )
         sid = sid.cast(pl.String)
         ids = sid.unique().sort().to_numpy().astype(str)
@@ -221,7 +221,8 @@ def duplicate_rows(
     than one row, the first of them `date`, `id_value`."""
     what = f"({time}, {ident})" if ident else f"{time}"
     return DataError(
-        f"{path}: {n_dup} duplicate {what} rows, e.g. {date} {id_value if ident else ''}".rstrip()
+        f"{path}: {n_dup:,} duplicate {what} row{'' if n_dup == 1 else 's'}, "
+        f"e.g. {date} {id_value if ident else ''}".rstrip()
         + "; expected one row per date"
         + (" and id" if ident else " (set [data] id for a panel)")
     )
@@ -256,7 +257,9 @@ def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:
     empty or unparseable values and other types refused."""
     col = t.name
     if t.null_count():
-        raise DataError(f"{path}: column {col!r} ([data] {key}) has {t.null_count()} empty values")
+        raise DataError(
+            f"{path}: column {col!r} ([data] {key}) has {plural(t.null_count(), 'empty value')}"
+        )
     if t.dtype == pl.String:
         parsed = _parse_or_null(t, t.str.to_date)
         if parsed.null_count():
@@ -266,8 +269,9 @@ def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:
         if parsed.null_count():
             bad = t.filter(parsed.is_null()).unique(maintain_order=True).head(3).to_list()
             raise DataError(
-                f"{path}: column {col!r} ([data] {key}) has {parsed.null_count()} "
-                f"unparseable dates, e.g. {bad}; expected ISO dates like 2024-01-31"
+                f"{path}: column {col!r} ([data] {key}) has "
+                f"{plural(parsed.null_count(), 'unparseable date')}, e.g. {bad}; "
+                "expected ISO dates like 2024-01-31"
             )
         t = parsed
     elif not (t.dtype.is_temporal() or t.dtype.is_integer()):

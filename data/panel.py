@@ -163,7 +163,9 @@ def load_panel(
     D, S = rd.shape
     if cols.has_target and not cols.target and not for_prediction:
         _check_horizon_fits(cfg, path, D)
-    step(f"building the dense panel: {D:,} dates x {S:,} securities...")
+    step(
+        f"building the dense panel: {D:,} dates x {S:,} {'security' if S == 1 else 'securities'}..."
+    )
     ok, ohlcv = _rows(rd, cols)
     F = len(ohlcv_feature_names(ohlcv, cfg.ohlcv_set) if cols.derive else []) + len(cols.features)
     step(f"features: {F} into a {D:,} x {S:,} x {F} float32 array ({size(D * S * F * 4)})...")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from data.config import DataConfig
-from data.errors import SegmentError
+from data.errors import SegmentError, plural
 from data.normalize import Scaler, apply, fit_robust, identity
 from data.panel import Panel
 from data.split import Split, make_folds, make_split
@@ -181,6 +181,6 @@ class Prepared(PanelTensors):
             raise SegmentError(
                 self.panel.source,
                 f"no {which} window of time_steps={max_time_steps}: the {which} segment has "
-                f"{n} dates and no security has {max_time_steps} consecutive valid dates "
+                f"{plural(n, 'date')} and no security has {max_time_steps} consecutive valid dates "
                 "ending in it",
             )

@@ -25,13 +25,14 @@ def parser() -> argparse.ArgumentParser:
 
 def handle(args: argparse.Namespace) -> int:
     from search.api import export
+    from search.study.progress import plural
 
     rec = export(study_name=args.study_name, out=args.out, storage=args.storage, trials=args.trials)
     if "pareto_front" in rec:
-        what = f"the Pareto front ({len(rec['pareto_front'])} trials)"
+        what = f"the Pareto front ({plural(len(rec['pareto_front']), 'trial')})"
     else:
         what = f"trial {rec['trial_number']} value={rec['value']:.6g} ({rec['selected_by']})"
     print(f"wrote {args.out}: {what}", file=sys.stderr)
     if args.trials:
-        print(f"wrote {args.trials}: {rec['trials_written']} trials", file=sys.stderr)
+        print(f"wrote {args.trials}: {plural(rec['trials_written'], 'trial')}", file=sys.stderr)
     return 0

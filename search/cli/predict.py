@@ -55,6 +55,7 @@ def handle(args: argparse.Namespace) -> int:
     )
     from search.evaluate.export import atomic_write
     from search.evaluate.predict import midnight_as_dates
+    from search.study.progress import plural
 
     if out.suffix == ".csv":
         atomic_write(out, midnight_as_dates(df).write_csv())
@@ -63,5 +64,5 @@ def handle(args: argparse.Namespace) -> int:
         tmp = out.with_name(f".{out.name}.tmp")
         df.write_parquet(tmp)
         tmp.replace(out)
-    print(f"wrote {out}: {df.height} predictions", file=sys.stderr)
+    print(f"wrote {out}: {plural(df.height, 'prediction')}", file=sys.stderr)
     return 0

@@ -118,6 +118,8 @@ def handle(args: argparse.Namespace) -> int:
 
 def _final_line(ckpt: dict[str, Any], vals: str, stored: str) -> str:
     """What the final fit is: not the trial's reproduction, and at which budget."""
+    from data.errors import plural
+
     f = ckpt["final"]
     n = f["max_windows_per_epoch"]
     windows = f"{n:,} training windows" if n else "every training window"
@@ -125,7 +127,7 @@ def _final_line(ckpt: dict[str, Any], vals: str, stored: str) -> str:
     # like a trial's value, the mean of the networks' own values, not the averaged model's
     whose = f"the mean of its {seeds} networks' values; " if seeds > 1 else ""
     return (
-        f"final fit ([final]): {windows} an epoch, up to {f['epochs']} epochs "
+        f"final fit ([final]): {windows} an epoch, up to {plural(f['epochs'], 'epoch')} "
         f"(patience {f['patience']}), {f.get('lr_schedule', 'constant')} learning rate, "
         f"{seeds} seed(s) per configuration: validation {vals} ({whose}the trial, at the "
         f"search's budget: {stored}); `train --exact` reproduces the trial instead"

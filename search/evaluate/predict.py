@@ -14,6 +14,7 @@ from torch import nn
 
 from data import DataConfig, DataError, Panel, load_panel
 from data.columns import feature_differences
+from data.errors import plural
 from data.features import OHLCV_FEATURES, ohlcv_lookback
 from data.load import DataWarning, scan
 from data.normalize import Scaler
@@ -108,7 +109,8 @@ def nothing_to_predict(data_path: str, dates: str, time_steps: int, n_dates: int
     return DataError(
         f"{data_path}: no security has time_steps = {time_steps} consecutive valid dates "
         f"ending on {where} (--dates {dates}), so there is nothing to predict; the model "
-        f"needs {time_steps} dates of history per prediction and the file has {n_dates} dates"
+        f"needs {plural(time_steps, 'date')} of history per prediction and the file has "
+        f"{plural(n_dates, 'date')}"
     )
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import optuna
 
+from data.errors import plural
+
 TOP_PARAMS = 4  # slices are drawn for this many of the most important params
 
 
@@ -390,10 +392,13 @@ def render_html(study: optuna.Study, figs: list[Figure]) -> str:
     data = study.user_attrs.get("data", {})
     missing = no_complete_trial(study)
     head = (
-        f"<h1>Study {html.escape(study.study_name)}</h1><p>{n} trials ({state_counts(study)})"
+        f"<h1>Study {html.escape(study.study_name)}</h1><p>{plural(n, 'trial')} "
+        f"({state_counts(study)})"
         + (
             f"; data <code>{html.escape(str(data.get('file')))}</code>, "
-            f"{data.get('securities')} securities x {data.get('dates')} dates"
+            f"{data.get('securities')} "
+            f"{'security' if data.get('securities') == 1 else 'securities'} x "
+            f"{data.get('dates')} dates"
             if data
             else ""
         )

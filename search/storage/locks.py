@@ -143,7 +143,8 @@ class TrialCap(StudyStorage):
             if n >= self.max_trials:
                 what = "finished, running or queued" if queued else "finished or running"
                 raise StudyFull(
-                    f"the study holds {n} {what} trials (--max-trials {self.max_trials})",
+                    f"the study holds {n} {what} trial{'' if n == 1 else 's'} "
+                    f"(--max-trials {self.max_trials})",
                     self.max_trials,
                 )
 

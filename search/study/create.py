@@ -9,6 +9,7 @@ from typing import Any
 
 import optuna
 
+from data.errors import plural
 from search.config.schema import BudgetConfig, RunConfig
 from search.storage.locks import study_lock
 
@@ -112,7 +113,7 @@ def open_study(
             if old is None:
                 if study.trials:
                     raise IncompatibleStudy(
-                        f"study {name!r} exists with {len(study.trials)} trials but was not "
+                        f"study {name!r} exists with {plural(len(study.trials), 'trial')} but was not "
                         "made by optuna-run (no spec recorded); choose another --study-name"
                     )
                 # the config (what a refused process's message reads: the [data] key that

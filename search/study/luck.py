@@ -115,9 +115,10 @@ def format_luck(luck: dict[str, Any]) -> str:
         return f"luck: {luck.get('note', 'not measured')}"
     p = luck["pbo"]
     lines = [
-        f"probability of backtest overfitting: {_f(p.get('pbo'))} ({p.get('trials')} trials, "
-        f"{p.get('dates')} dates in {p.get('blocks')} blocks, {p.get('combinations')} "
-        f"splits, by {p.get('by')} of the daily {luck['metric']}; 0.5 = the choice is noise)"
+        f"probability of backtest overfitting: {_f(p.get('pbo'))} ({_f(p.get('trials'), ',')} "
+        f"trials, {_f(p.get('dates'), ',')} dates in {_f(p.get('blocks'), ',')} blocks, "
+        f"{_f(p.get('combinations'), ',')} splits, by {p.get('by')} of the daily "
+        f"{luck['metric']}; 0.5 = the choice is noise)"
     ]
     d = luck.get("dsr")
     if d:
@@ -126,7 +127,7 @@ def format_luck(luck: dict[str, Any]) -> str:
             f"{_f(d['sharpe'])} vs {_f(d['sharpe0'])} expected of the best of "
             f"{_f(d['trials'], '.0f')} skill-less trials; > 0.95 = significant"
             + (
-                f"; {d['dates']} dates of {d['overlap']}-date returns count as "
+                f"; {d['dates']:,} dates of {d['overlap']}-date returns count as "
                 f"{d['dates'] / d['overlap']:.0f})"
                 if d.get("overlap")
                 else ")"

@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 
 from data import DataConfig, Prepared
+from data.errors import plural
 from data.panel import describe as describe_panel
 from search.config.paths import study_file, study_flag
 from search.config.schema import RunConfig
@@ -102,8 +103,9 @@ def note_markdown(study_name: str, summary: dict[str, Any], cfg: RunConfig, devi
         f"## {name}",
         "",
         f"**Data**: `{summary['file']}` (fingerprint `{summary['fingerprint']}`): "
-        f"{summary['securities']} securities x {summary['dates']} dates "
-        f"({summary['first_date']} .. {summary['last_date']}), {len(feats)} features: {shown}.",
+        f"{summary['securities']:,} {'security' if summary['securities'] == 1 else 'securities'}"
+        f" x {plural(summary['dates'], 'date')} ({summary['first_date']} .. "
+        f"{summary['last_date']}), {plural(len(feats), 'feature')}: {shown}.",
         "",
         f"**Target**: {summary['target']}; task {summary['task']}. "
         f"**Objective**: {cfg.study.objective} ({cfg.study.direction}d) on the validation "

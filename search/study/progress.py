@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import optuna
 from tqdm import tqdm
 
+from data.errors import plural
 from search.config.paths import name_stem, study_file, study_flag
 from search.storage.rdb import describe
 from search.storage.urls import storage_flag
@@ -52,7 +53,7 @@ def best_lines(study: optuna.Study, flag: str = "") -> list[str]:
     out = []
     if len(study.directions) > 1:
         front = study.best_trials
-        out.append(f"Pareto front: {len(front)} trials {[t.number for t in front]}")
+        out.append(f"Pareto front: {plural(len(front), 'trial')} {[t.number for t in front]}")
     else:
         best = study.best_trial
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best.params.items()))
@@ -132,10 +133,6 @@ def append_log(log: Path, lines: list[str]) -> None:
         for line in lines:
             for part in line.splitlines() or [""]:
                 f.write(stamped(part))
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 STATUS_SECONDS = 60.0  # a status line at least this often when stderr is not a terminal
@@ -251,7 +248,7 @@ class Reporter:
         """Trials done / requested (states), best, elapsed and ETA, in one line."""
         n, c = self.done, self.counts
         elapsed = self.clock() - self.started
-        line = f"status: {n}/{self.total} trials" if self.total else f"status: {n} trials"
+        line = f"status: {n}/{self.total} trials" if self.total else f"status: {plural(n, 'trial')}"
         line += f" ({c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed)"
         if self.best is not None:
             line += f", best {self.best:.6g} (trial {self.best_number})"
@@ -329,8 +326,8 @@ class Reporter:
         finished = n["COMPLETE"] + n["PRUNED"]
         if max_trials is not None and finished >= max_trials:
             lines.append(
-                f"--max-trials {max_trials} reached: the study holds {finished} complete or "
-                "pruned trials, so no more start"
+                f"--max-trials {max_trials} reached: the study holds "
+                f"{plural(finished, 'complete or pruned trial')}, so no more start"
             )
         flag = storage_flag(url)
         lines.extend(best_lines(study, "" if flag is None else flag))

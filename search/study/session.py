@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from data import ConfigError
+from data.errors import plural
 
 if TYPE_CHECKING:
     import optuna
@@ -196,9 +197,9 @@ def start_lines(plan: Plan, url: str) -> list[str]:
     series = "; one series: correlations over the validation dates, not per date" if S == 1 else ""
     return [
         f"optuna-run: study {cfg.study.name!r}, storage {describe(url)}",
-        f"data: {plan.panel.source} -> {info['dates']} dates x {S} "
+        f"data: {plan.panel.source} -> {plural(info['dates'], 'date')} x {S:,} "
         f"{'security' if S == 1 else 'securities'} x "
-        f"{info['features']} features ({info['first_date']} .. {info['last_date']}), "
+        f"{plural(info['features'], 'feature')} ({info['first_date']} .. {info['last_date']}), "
         f"split train/val/test = {len(data.split.train)}/{len(data.split.val)}/"
         f"{len(data.split.test)} dates, loaded in {plan.loaded_s:.1f}s",
         *space_lines(cfg, data),

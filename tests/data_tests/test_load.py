@@ -130,7 +130,7 @@ def test_a_panel_file_of_one_security_is_not_said_to_lack_an_id(tmp_path):
 def test_duplicate_order_values_in_a_single_series_are_refused(tmp_path):
     path = tmp_path / "dup.csv"
     pl.DataFrame({"ts_id": [1, 2, 2], "x": [1.0, 2.0, 3.0], "y": [0.0] * 3}).write_csv(path)
-    with pytest.raises(DataError, match=r"dup\.csv: 1 duplicate ts_id rows.*set \[data\] id"):
+    with pytest.raises(DataError, match=r"dup\.csv: 1 duplicate ts_id row, .*set \[data\] id"):
         load(path, id="", order="ts_id", target="y", features=("x",))
 
 
@@ -553,3 +553,21 @@ def test_dates_in_no_format_polars_can_infer_are_named_as_unparseable(tmp_path, 
     assert str(err.value).startswith(
         f"{path}: column 'date' ([data] date) has 2 unparseable dates, e.g. [{value!r}];"
     )
+
+
+def test_a_count_of_one_is_singular_and_large_counts_have_separators(tmp_path):
+    from data.errors import plural
+    from data.load import duplicate_rows
+
+    assert [plural(n, "split") for n in (1, 2, 12870)] == ["1 split", "2 splits", "12,870 splits"]
+    path = tmp_path / "p.csv"
+    path.write_text("date,id,f0,target\n2015-01-05,A,1.0,0.5\n2015-13-05,B,2.0,0.1\n")
+    with pytest.raises(DataError, match=r"has 1 unparseable date, e\.g\. \['2015-13-05'\];"):
+        load(path, target="target", features=["f0"])
+    path.write_text("date,id,f0,target\n2015-01-05,A,1.0,0.5\n,B,2.0,0.1\n")
+    with pytest.raises(DataError, match=r"column 'date' \(\[data\] date\) has 1 empty value$"):
+        load(path, target="target", features=["f0"])
+    one = str(duplicate_rows(path, "date", "id", 1, "2015-01-05", "A"))
+    assert one.startswith(f"{path}: 1 duplicate (date, id) row, e.g. 2015-01-05 A;")
+    many = str(duplicate_rows(path, "date", "id", 1234, "2015-01-05", "A"))
+    assert many.startswith(f"{path}: 1,234 duplicate (date, id) rows, e.g.")

@@ -85,7 +85,7 @@ def test_chromium_renders_the_study_its_trials_and_its_note(
     note = text_of(headless(exe, tmp_path / "p", "--dump-dom", f"{base}studies/{sid}/note"))
     for part in (
         "sp500_sample.parquet",
-        "40 securities x 1259 dates",
+        "40 securities x 1,259 dates",
         "Target",
         "optuna-run export --study-name browser-study",
     ):

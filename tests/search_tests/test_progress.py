@@ -472,9 +472,28 @@ def test_the_start_lines_of_one_series_say_how_its_metrics_are_taken(tmp_path: P
     plan = session.prepare(cfg, device="cpu", workers=1, seed_where="seed")
     lines = session.start_lines(plan, f"sqlite:///{tmp_path / 's.db'}")
     data_line = next(x for x in lines if x.startswith("data: "))
-    assert f"{path} -> 120 dates x 1 security x " in data_line
+    assert f"{path} -> 120 dates x 1 security x 1 feature (" in data_line
     objective = next(x for x in lines if x.startswith("objective: "))
     assert objective.startswith(
         "objective: rank_ic (maximize; one series: correlations over the validation dates, "
         "not per date); "
     )
+
+
+def test_counts_read_as_a_user_writes_them() -> None:
+    """'1 date', '1 prediction', not '1 dates'; '12,870 splits', not '12870 splits'."""
+    from search.evaluate.predict import nothing_to_predict
+    from search.study.luck import format_luck
+
+    one = str(nothing_to_predict("one.parquet", "last", 20, 1))
+    assert one.endswith("needs 20 dates of history per prediction and the file has 1 date")
+    pbo = {
+        "pbo": 0.25,
+        "trials": 40,
+        "dates": 1500,
+        "blocks": 16,
+        "combinations": 12870,
+        "by": "mean",
+    }
+    text = format_luck({"pbo": pbo, "metric": "rank_ic"})
+    assert "(40 trials, 1,500 dates in 16 blocks, 12,870 splits, by mean of" in text

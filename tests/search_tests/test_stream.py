@@ -375,7 +375,7 @@ def test_cli_stream_refuses_a_duplicated_row_up_front_naming_the_file(
         assert err.count("\n") == 1 and not out.exists(), err
         lines.append(err.strip())
     assert lines[1] == lines[0], lines
-    assert lines[1].startswith(f"optuna-run: error: {twice}: 1 duplicate (date, id) rows, e.g. "), (
+    assert lines[1].startswith(f"optuna-run: error: {twice}: 1 duplicate (date, id) row, e.g. "), (
         lines
     )
     assert f"{late} S0; expected one row per date and id" in lines[1], lines
