@@ -80,6 +80,10 @@ def resolve_columns(
     for pat in cfg.features:
         if not _is_glob(pat):
             need(pat, "features")
+        elif not any(fnmatch.fnmatchcase(n, pat) for n in names):
+            missing.append(
+                f"pattern {pat!r} ([data] features) matches no column{_case(pat, names)}"
+            )
     roles = {r: getattr(cfg, r) for r in ROLES}
     if cfg.ohlcv_features is not False:
         # A role mapped to a column of the user's choosing must be there: left absent, its
@@ -239,3 +243,13 @@ def feature_differences(
 def _few(names: list[str], quote: bool = True, n: int = 8) -> str:
     shown = ", ".join(repr(x) if quote else x for x in names[:n])
     return shown + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _case(pat: str, names: list[str]) -> str:
+    """A hint for glob `pat` that matches none of `names`: the pattern in the case of the
+    columns it matches when case is ignored; empty when it matches none either way."""
+    for other in (pat.lower(), pat.upper()):
+        if any(fnmatch.fnmatchcase(n, other) for n in names):
+            return f" (did you mean {other!r}?)"
+    hits = [n for n in names if fnmatch.fnmatchcase(n.lower(), pat.lower())]
+    return f" (it matches {hits[0]!r} when case is ignored)" if hits else ""

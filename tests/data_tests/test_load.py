@@ -150,6 +150,26 @@ def test_glob_feature_selection(tmp_path):
         load(path, features=("feature_0", "target"))
 
 
+def test_every_missing_feature_name_and_empty_pattern_is_named_at_once(tmp_path):
+    cols = {n: f0 for n in ("f000", "f001", "target")}
+    path = long_file(tmp_path / "p.parquet", 3, 2, cols)
+    with pytest.raises(DataError) as err:
+        load(path, features=("f000", "f999", "g*", "x1"))
+    msg = str(err.value)
+    assert msg.startswith(
+        f"{path}: column 'f999' ([data] features) not found; "
+        "pattern 'g*' ([data] features) matches no column; "
+        "column 'x1' ([data] features) not found; columns are ["
+    ), msg
+    # a pattern in the wrong case: the one that matches is suggested
+    with pytest.raises(
+        DataError,
+        match=r"pattern 'F00\*' \(\[data\] features\) matches no "
+        r"column \(did you mean 'f00\*'\?\); columns are",
+    ):
+        load(path, features=("F00*",))
+
+
 def test_default_features_skip_price_levels_and_derive_past_only_ohlcv(tmp_path):
     # close doubles every day, volume 0 at d = 2: log(0) gives NaN features, not an error
     cols = {
