@@ -107,7 +107,19 @@ def resolve_columns(
         ohlcv = {r: c for r, c in roles.items() if c in schema}
         if not derive:
             ohlcv = {"close": ohlcv["close"]}
-    used = {c for c in (time, ident, cfg.target, tradable, cfg.weight, cfg.date) if c}
+    # each column a role takes -> its [data] key (the first, should one column take two)
+    role_of: dict[str, str] = {}
+    for c, key in (
+        (time, time_key),
+        (cfg.date, "date"),
+        (ident, "id"),
+        (cfg.target, "target"),
+        (tradable, "tradable"),
+        (cfg.weight, "weight"),
+    ):
+        if c:
+            role_of.setdefault(c, key)
+    used = set(role_of)
     # Raw price and volume levels are never features by default: the mapped columns, and
     # a column of a role's default name mapped to no role (a raw close beside an adjusted one).
     levels = set(roles.values()) | set(ROLES.values())
@@ -120,9 +132,10 @@ def resolve_columns(
                     raise DataError(f"{path}: pattern {pat!r} ([data] features) matches no column")
             else:
                 if pat in used:
+                    key = role_of[pat]
                     raise DataError(
-                        f"{path}: column {pat!r} ([data] features) is already the time, id, "
-                        "target, tradable or weight column; it cannot also be a feature"
+                        f"{path}: column {pat!r} ([data] features) is the {key} column "
+                        f"([data] {key}); it cannot also be a feature"
                     )
                 hits = [pat]
             feats += [h for h in hits if h not in feats]

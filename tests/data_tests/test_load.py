@@ -146,8 +146,13 @@ def test_glob_feature_selection(tmp_path):
         load(path, features=())
     with pytest.raises(DataError, match=r"pattern 'factor_\*' \(\[data\] features\) matches no"):
         load(path, features=("factor_*",))
-    with pytest.raises(DataError, match=r"'target' \(\[data\] features\) is already"):
+    with pytest.raises(
+        DataError,
+        match=r"'target' \(\[data\] features\) is the target column \(\[data\] target\); it",
+    ):
         load(path, features=("feature_0", "target"))
+    with pytest.raises(DataError, match=r"'id' \(\[data\] features\) is the id column \("):
+        load(path, features=("feature_0", "id"))
 
 
 def test_every_missing_feature_name_and_empty_pattern_is_named_at_once(tmp_path):
