@@ -222,16 +222,21 @@ def _check_one_series(cfg: DataConfig, path: Path, n_ids: int) -> None:
     """Refuse a per-date (cross-sectional) setting on a file of one series."""
     if n_ids > 1:
         return
-    per_date = {  # key -> (set per date?, the per-series values)
-        "target_cs": (cfg.target_cs != "none" and cfg.task == "regression", "'none'"),
-        "n_classes": (cfg.task == "classification" and cfg.n_classes > 2, "2"),
-        "normalize": (cfg.normalize in ("cs_zscore", "cs_rank"), "'robust' or 'none'"),
+    per_date = {  # key -> (set per date?, the per-series values, the line that sets one)
+        "target_cs": (cfg.target_cs != "none" and cfg.task == "regression", "'none'", '"none"'),
+        "n_classes": (cfg.task == "classification" and cfg.n_classes > 2, "2", "2"),
+        "normalize": (
+            cfg.normalize in ("cs_zscore", "cs_rank"),
+            "'robust' or 'none'",
+            '"robust"',
+        ),
     }
     wrong = [
         f"[data] {key} = {getattr(cfg, key)!r} (use {values})"
-        for key, (per, values) in per_date.items()
+        for key, (per, values, _) in per_date.items()
         if per
     ]
+    lines = [f"{key} = {line}" for key, (per, _, line) in per_date.items() if per]
     if wrong:
         one = (
             f"holds one security (its id column {cfg.id!r}, [data] id, has one value)"
@@ -241,7 +246,9 @@ def _check_one_series(cfg: DataConfig, path: Path, n_ids: int) -> None:
         raise DataError(
             f"{path}: the file {one}, but "
             f"{'these settings work' if len(wrong) > 1 else 'this setting works'} across "
-            f"securities per date: {'; '.join(wrong)}"
+            f"securities per date: {'; '.join(wrong)}; no flag sets "
+            f"{'them' if len(wrong) > 1 else 'it'}: put {' and '.join(lines)} under [data] in a "
+            "study TOML given with --config"
         )
 
 

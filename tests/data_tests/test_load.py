@@ -103,7 +103,8 @@ def test_single_series_without_id_column_needs_id_unset(tmp_path):
     assert str(e.value) == (
         f"{path}: the file is one series (no [data] id), but these settings work across "
         "securities per date: [data] target_cs = 'rank' (use 'none'); [data] normalize = "
-        "'cs_rank' (use 'robust' or 'none')"
+        "'cs_rank' (use 'robust' or 'none'); no flag sets them: put target_cs = \"none\" and "
+        'normalize = "robust" under [data] in a study TOML given with --config'
     )
 
 
@@ -123,7 +124,8 @@ def test_a_panel_file_of_one_security_is_not_said_to_lack_an_id(tmp_path):
     assert str(e.value) == (
         f"{path}: the file holds one security (its id column 'symbol', [data] id, has one "
         "value), but this setting works across securities per date: [data] normalize = "
-        "'cs_rank' (use 'robust' or 'none')"
+        "'cs_rank' (use 'robust' or 'none'); no flag sets it: put normalize = \"robust\" under "
+        "[data] in a study TOML given with --config"
     )
 
 
