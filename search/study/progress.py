@@ -58,10 +58,12 @@ def best_lines(study: optuna.Study, flag: str = "") -> list[str]:
         best = study.best_trial
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best.params.items()))
         spread = best.user_attrs.get("seed_std")
+        epoch = best.user_attrs.get("best_epoch")
         out.append(
             f"best: trial {best.number} value={best.value:.6g}"
             + (f" (seed spread {spread:.3g})" if spread else "")
-            + f" (epoch {best.user_attrs.get('best_epoch')}) {params}"
+            + (f" (epoch {epoch})" if epoch is not None else "")
+            + f" {params}"
         )
     confirmed = study.user_attrs.get("confirm")
     if confirmed:
@@ -85,15 +87,18 @@ def _fmt(v: Any) -> str:
 
 
 def trial_line(ev: dict[str, Any]) -> str:
-    """A finished trial in one line: number, state, value, epochs, seconds, params."""
+    """A finished trial in one line: number, state, value, epochs and the best one (when
+    there are), seconds, params."""
     v, vs = ev.get("value"), ev.get("values") or []
     params = " ".join(f"{k}={_fmt(x)}" for k, x in ev["params"].items())
     value = "value=" + ("-" if v is None else f"{v:.6g}")
     if len(vs) > 1:  # several objectives: each one's value
         value = "values=" + ",".join(f"{x:.6g}" for x in vs)
+    # a trial pruned or failed before its first epoch ended has no best epoch: none said
+    counts = "".join(f" {k}={ev[k]}" for k in ("epochs", "best_epoch") if ev.get(k) is not None)
     line = (
-        f"trial {ev['number']:>4} {ev['state']:<8} {value} epochs={ev.get('epochs')} "
-        f"best_epoch={ev.get('best_epoch')} {ev.get('seconds', 0):.1f}s  {params}"
+        f"trial {ev['number']:>4} {ev['state']:<8} {value}{counts} "
+        f"{ev.get('seconds', 0):.1f}s  {params}"
     )
     if ev.get("reason") and ev["state"] != "COMPLETE":
         line += f"  [{ev['reason']}]"

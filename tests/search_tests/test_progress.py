@@ -158,6 +158,10 @@ def test_a_trial_of_several_objectives_says_each_value_and_no_single_best(
     ev = event(3, value=0.1) | {"values": [0.1, 0.25]}
     assert trial_line(ev).startswith("trial    3 COMPLETE values=0.1,0.25 epochs=3 ")
     assert trial_line(event(3, value=0.1)).startswith("trial    3 COMPLETE value=0.1 epochs=3 ")
+    # pruned at its first report, within the first epoch: no best epoch to name
+    first = event(4, "PRUNED", 0.2) | {"epochs": 0.25, "best_epoch": None}
+    assert trial_line(first).startswith("trial    4 PRUNED   value=0.2 epochs=0.25 1.0s  lr=0.01")
+    assert "None" not in trial_line(first | {"epochs": None})
     r = Reporter(4, "maximize", tty=False, clock=Clock(), every_s=0)
     r.trial(ev)
     r.close()
@@ -449,6 +453,7 @@ def test_params_print_in_one_order_however_the_storage_returns_them() -> None:
         study = optuna.create_study(direction="maximize")
         study.add_trial(t)
         assert best_lines(study)[0].endswith("a=0.5, b=0.5, c=0.5"), best_lines(study)
+        assert "None" not in best_lines(study)[0]  # a trial added with no best epoch
     assert lines[0] == lines[1]
 
 
