@@ -14,6 +14,10 @@ import optuna
 
 from search.study.notes import versions
 
+# The metrics of a [data] weight column (README): without one, r2_weighted is mse_skill again
+# and utility weighs every row alike.
+WEIGHTED = ("r2_weighted", "utility")
+
 
 class ExportError(ValueError):
     pass
@@ -43,7 +47,10 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def _trial_record(
-    trial: optuna.trial.FrozenTrial, fixed: dict[str, Any], multi: bool
+    trial: optuna.trial.FrozenTrial,
+    fixed: dict[str, Any],
+    multi: bool,
+    left_out: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     a = trial.user_attrs
     return {
@@ -55,8 +62,18 @@ def _trial_record(
         "epochs_run": a.get("epochs_run"),
         "params": {**fixed, **trial.params},
         "searched_params": list(trial.params),
-        "metrics": {k: v for k, v in a.items() if k.startswith("val_")},
+        "metrics": {k: v for k, v in a.items() if k.startswith("val_") and k not in left_out},
     }
+
+
+def left_out_metrics(config: dict[str, Any]) -> frozenset[str]:
+    """The metrics an export leaves out: those of a weight column, for a study without one
+    (unless an objective names them)."""
+    data, study = config.get("data") or {}, config.get("study") or {}
+    if not data or data.get("weight"):
+        return frozenset()
+    objectives = {o.strip() for o in str(study.get("objective", "")).split(",")}
+    return frozenset(f"val_{m}" for m in WEIGHTED if m not in objectives)
 
 
 def best_record(study: optuna.Study) -> dict[str, Any]:
@@ -73,18 +90,20 @@ def best_record(study: optuna.Study) -> dict[str, Any]:
     confirmed = study.user_attrs.get("confirm")
     fixed = {k: v for k, v in spec.get("space", {}).items() if not isinstance(v, dict)}
     multi = len(study.directions) > 1
+    left_out = left_out_metrics(config)
     head: dict[str, Any] = {
         "study_name": study.study_name,
         "direction": ",".join(d.name.lower() for d in study.directions),
         "objective": spec.get("objective"),
     }
     if multi:
-        head["pareto_front"] = [_trial_record(t, fixed, True) for t in study.best_trials]
+        front = study.best_trials
+        head["pareto_front"] = [_trial_record(t, fixed, True, left_out) for t in front]
     else:
         winner = study.best_trial
         if confirmed:
             winner = next(t for t in done if t.number == int(confirmed["winner"]))
-        head.update(_trial_record(winner, fixed, False))
+        head.update(_trial_record(winner, fixed, False, left_out))
         head["selected_by"] = "confirm" if confirmed else "best value"
         row = (confirmed or {}).get("trials", {}).get(str(winner.number))
         if row:  # the confirmed mean and spread over fresh seeds; the search's kept beside

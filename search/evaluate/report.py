@@ -112,8 +112,11 @@ def _best(study: optuna.Study) -> optuna.trial.FrozenTrial:
 
 
 def best_trial_rows(study: optuna.Study) -> tuple[list[list[Any]], list[list[Any]]]:
+    from search.evaluate.export import left_out_metrics
+
     best = _best(study)
     skip = {"fail_reason", "prune_reason", "daily_values"}
+    skip |= left_out_metrics(study.user_attrs.get("config", {}))
     values = [[name, v] for name, v in zip(_objective_names(study), best.values, strict=True)]
     metrics: list[list[Any]] = values if len(values) > 1 else [["value", best.value]]
     metrics += [["trial", best.number]]

@@ -72,3 +72,31 @@ def test_the_trials_csv_holds_dict_and_list_attrs_as_json(tmp_path: Path) -> Non
     row = pl.read_csv(out).row(0, named=True)
     assert json.loads(row["user_attrs_daily_values"]) == daily
     assert json.loads(row["user_attrs_member_values"]) == [0.1, None]
+
+
+def test_export_leaves_out_the_weight_metrics_of_a_study_without_a_weight_column() -> None:
+    """r2_weighted and utility exist with a [data] weight column (README); without one they
+    stay out of the export, unless the objective is one of them."""
+    import optuna
+
+    from search.evaluate.export import best_record
+    from search.evaluate.report import best_trial_rows
+
+    def exported(weight: str | None, objective: str) -> dict[str, object]:
+        study = optuna.create_study(direction="maximize")
+        study.set_user_attr(
+            "config", {"data": {"weight": weight}, "study": {"objective": objective}}
+        )
+        metrics = {"val_rank_ic": 0.1, "val_mse_skill": -0.2, "val_r2_weighted": -0.2}
+        study.add_trial(
+            optuna.trial.create_trial(value=0.1, user_attrs={**metrics, "val_utility": 0.03})
+        )
+        in_report = {row[0] for row in best_trial_rows(study)[0] if row[0].startswith("val_")}
+        assert in_report == set(best_record(study)["metrics"])  # the report shows the same
+        return best_record(study)["metrics"]
+
+    assert set(exported(None, "rank_ic")) == {"val_rank_ic", "val_mse_skill"}
+    assert set(exported("w", "rank_ic")) == {
+        "val_rank_ic", "val_mse_skill", "val_r2_weighted", "val_utility",
+    }  # fmt: skip
+    assert set(exported(None, "utility")) == {"val_rank_ic", "val_mse_skill", "val_utility"}
