@@ -19,6 +19,7 @@ from data.checks import check_horizon, check_weight, drop_constant, refuse_no_va
 from data.columns import Columns, resolve_columns
 from data.config import DataConfig
 from data.errors import DataError
+from data.split import too_few_dates
 from data.features import (
     class_target,
     cs_rank,
@@ -267,6 +268,8 @@ def _check_horizon_fits(cfg: DataConfig, path: Path, n_dates: int) -> None:
     """Refuse a forward-return horizon that leaves no date a close `horizon` dates later."""
     if cfg.horizon < n_dates:
         return
+    if n_dates <= 1:  # no horizon fits: the file is too short, whatever --horizon says
+        raise DataError(f"{path}: {too_few_dates(n_dates)}")
     than = "exceeds" if cfg.horizon > n_dates else "equals"
     raise DataError(
         f"{path}: [data] horizon (--horizon) = {cfg.horizon} {than} the file's {n_dates} "

@@ -29,17 +29,22 @@ class Split:
         return {k: [r.start, r.stop] for k, r in segments}
 
 
+def too_few_dates(D: int) -> str:
+    """Why a file of `D` <= 1 dates is refused whatever its horizon: no setting makes room."""
+    return (
+        f"the file has {D} date{'s' if D != 1 else ''}: too few to split into training, "
+        "validation and test dates with a purge of 1 date before each later segment ([data] "
+        "horizon); expected a file of many dates"
+    )
+
+
 def make_split(dates: np.ndarray, cfg: DataConfig) -> Split:
     """Cut the (sorted) time axis `dates` by `val_start`/`test_start` or by fractions."""
     D = len(dates)
     gap = cfg.horizon + cfg.embargo
     where = f"{cfg.path}: " if cfg.path else ""
-    if gap >= D and cfg.horizon == 1 and not cfg.embargo:  # the least purge there is
-        raise DataError(
-            f"{where}the file has {D} date{'s' if D != 1 else ''}: too few to split into "
-            "training, validation and test dates with a purge of 1 date before each later "
-            "segment ([data] horizon); expected a file of many dates"
-        )
+    if D <= 1:  # too few for the least purge there is (horizon 1, no embargo)
+        raise DataError(f"{where}{too_few_dates(D)}")
     if gap >= D:
         raise DataError(
             f"{where}[data] horizon (--horizon) = {cfg.horizon}"

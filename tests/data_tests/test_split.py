@@ -130,6 +130,27 @@ def test_a_file_of_one_date_is_said_to_be_too_short_not_its_horizon_too_long():
     )
 
 
+def test_a_file_of_one_date_is_too_short_whatever_its_horizon_or_embargo():
+    # no horizon fits one date: "expected a horizon well below 1" asked for the impossible
+    for kw in ({"horizon": 3}, {"horizon": 1, "embargo": 2}):
+        with pytest.raises(DataError) as err:
+            split(DATES[:1], **kw)
+        assert str(err.value).startswith("x.parquet: the file has 1 date: too few to split")
+
+
+def test_a_file_of_one_date_with_a_derived_target_is_said_to_be_too_short(tmp_path):
+    # the forward return from the close: refused before the split, by the same words
+    path = long_file(tmp_path / "one.parquet", 1, 3, {"close": lambda d, s: 10.0 + s})
+    for horizon in (1, 3):
+        with pytest.raises(DataError) as err:
+            load(path, target=None, horizon=horizon)
+        assert str(err.value) == (
+            f"{path}: the file has 1 date: too few to split into training, validation and "
+            "test dates with a purge of 1 date before each later segment ([data] horizon); "
+            "expected a file of many dates"
+        )
+
+
 def bars(path, close, drop=frozenset()):
     """A file of close prices close[d, s] and a constant feature."""
     D, S = close.shape
