@@ -278,9 +278,12 @@ def _check_horizon_fits(cfg: DataConfig, path: Path, n_dates: int) -> None:
     )
 
 
-def _no_label(rd: _Reader, cfg: DataConfig, cols: Columns, close: np.ndarray | None) -> str:
+def _no_label(
+    rd: _Reader, cfg: DataConfig, cols: Columns, close: np.ndarray | None, given: bool = False
+) -> str:
     """Why the target has no finite value on a tradable row: the tradable column, the close
-    the target is derived from (or that makes a row tradable) or, failing those, the target."""
+    the target is derived from (or that makes a row tradable) or, failing those, the target;
+    `given`: the target column has a finite value on some row, none of them tradable."""
     path, c = rd.path, cols.ohlcv.get("close")
     tradable = "any row"
     if cols.tradable:
@@ -297,6 +300,10 @@ def _no_label(rd: _Reader, cfg: DataConfig, cols: Columns, close: np.ndarray | N
             "close is not tradable); expected prices"
         )
     if cols.target:
+        if given and close is not None:  # its values all on rows without a close
+            tradable = (
+                f"{tradable} and that has a close" if cols.tradable else "a row with a close"
+            ) + f" (column {c!r}, [data] close: a row without one is not tradable)"
         return (
             f"{path}: column {cols.target!r} ([data] target) has no finite value on "
             f"{tradable}; expected numbers"
@@ -381,8 +388,10 @@ def _target(
     NaN where not tradable, then classes or the per-date transform; and for predictions,
     (D, S) float32 the target before those, for predictions and whenever they change it (the
     return a portfolio earns; None otherwise)."""
+    given = False  # a given target with a finite value on some row, tradable or not
     if cols.target:
         y = rd.plane(cols.target)  # (D, S)
+        given = bool(np.isfinite(y).any())
         y[~ok] = np.nan
         if not for_prediction:
             check_horizon(rd.path, cfg, cols.target, y)
@@ -393,7 +402,7 @@ def _target(
         y = forward_return(close, ok, cfg.horizon)  # (D, S)
     refuse_infinite(rd.path, rd.infinite)  # every column read by now: all named at once
     if not for_prediction and not np.isfinite(y).any():
-        raise DataError(_no_label(rd, cfg, cols, close))
+        raise DataError(_no_label(rd, cfg, cols, close, given))
     transformed = cfg.task == "classification" or (
         cfg.target_cs != "none" or cfg.target_winsor > 0 or cfg.target_scale != 1.0
     )

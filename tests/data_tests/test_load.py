@@ -306,6 +306,23 @@ def test_a_given_target_with_no_value_is_not_blamed_on_a_tradable_column(tmp_pat
     )
 
 
+def test_a_given_target_on_rows_without_a_close_is_not_said_to_have_no_value(tmp_path):
+    # the target's values all on rows without a close (not tradable): "no finite value on
+    # any row" denied the values the file holds
+    cols = {
+        "close": lambda d, s: 10.0 + d if d % 2 else NAN,
+        "f0": f0,
+        "target": lambda d, s: NAN if d % 2 else 0.01,
+    }
+    path = long_file(tmp_path / "apart.parquet", 40, 3, cols)
+    with pytest.raises(DataError) as e:
+        load(path, features=("f0",))
+    assert str(e.value) == (
+        f"{path}: column 'target' ([data] target) has no finite value on a row with a close "
+        "(column 'close', [data] close: a row without one is not tradable); expected numbers"
+    )
+
+
 def test_classification_targets(tmp_path):
     # 6 securities, target = s - 2.5 + d: up/down and per-date tercile classes
     path = long_file(
