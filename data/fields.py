@@ -33,14 +33,18 @@ def unknown_keys(where: str, got: Mapping[str, Any], known: list[str]) -> list[s
     ]
 
 
+SHOWN = 200  # the longest repr a problem line shows whole
+
+
 def shown(value: Any) -> str:
-    """A wrong value as a problem line shows it: its repr, or where that spans lines or runs
-    long (a data frame, an array), its type."""
+    """A wrong value as a problem line shows it: its repr, cut where it runs long (a long
+    list or string); where it spans lines (a data frame, an array), its type."""
     text = repr(value)
-    if "\n" not in text and len(text) <= 200:
-        return text
+    if "\n" not in text:
+        return text if len(text) <= SHOWN else f"{text[:SHOWN]}... (a {type(value).__name__})"
     kind = type(value)
-    return f"a {kind.__module__.split('.')[0]} {kind.__name__}"
+    package = kind.__module__.split(".")[0]
+    return f"a {'' if package == 'builtins' else package + ' '}{kind.__name__}"
 
 
 def _members(tp: Any) -> tuple[Any, ...]:

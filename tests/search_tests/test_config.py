@@ -382,6 +382,29 @@ def test_a_data_frame_given_as_a_path_is_named_by_its_type_on_one_line(tmp_path:
         assert not any("\n" in line for line in e.value.problems)
 
 
+def test_a_long_value_given_as_a_setting_is_shown_cut_not_as_a_builtins_type(
+    tmp_path: Path,
+) -> None:
+    # "got a builtins list" named Python's module, not the value
+    p = toml(tmp_path, "")
+    names = [f"f{i:03d}" for i in range(60)]
+    with pytest.raises(ConfigError) as e:
+        load_config(path=p, overrides={"data": {"target": names}})
+    problem = e.value.problems[0]
+    assert problem.startswith("overrides: [data] target: expected str or None, got ['f000', ")
+    assert problem.endswith("... (a list)") and "builtins" not in problem
+    frames = {"a": pl_frame()}
+    with pytest.raises(ConfigError) as e:
+        load_config(path=p, overrides={"data": {"target": frames}})
+    assert e.value.problems[0] == "overrides: [data] target: expected str or None, got a dict"
+
+
+def pl_frame():  # a value whose repr spans lines
+    import polars as pl
+
+    return pl.DataFrame({"x": [1.0, 2.0, 3.0]})
+
+
 def test_a_stored_study_config_reads_back_in_train(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
