@@ -47,6 +47,22 @@ def test_default_study_file_matches_built_in_defaults() -> None:
     assert Path(build_config(None, cpu=False).data.path) == SAMPLE
 
 
+def test_the_default_studys_cpu_comment_names_every_table_the_limits_shrink(
+    tmp_path: Path,
+) -> None:
+    """Without its [cpu.*] lines, the default study on a CPU searches the full space and
+    budget, but its final fit is still the CPU one: the comment says which tables."""
+    head, tail = DEFAULT_CONFIG.read_text().split("\n# On a CPU device")
+    stripped = tmp_path / "default.toml"
+    stripped.write_text(head.replace("../data/sample/sp500_sample.parquet", str(SAMPLE)) + "\n")
+    assert "cpu" not in read_toml(stripped)
+    cpu, gpu = build_config(stripped, cpu=True), build_config(stripped, cpu=False)
+    assert cpu.space.as_dict() == gpu.space.as_dict() and cpu.budget == gpu.budget
+    assert (cpu.final.epochs, gpu.final.epochs) == (8, 12)
+    comment = " ".join(line.lstrip("# ") for line in tail.split("[cpu.space]")[0].splitlines())
+    assert "[final]" in comment and "8 epochs in place of 12" in comment
+
+
 def test_gpu_gets_the_full_space_and_cpu_the_limited_one() -> None:
     gpu = build_config(None, cpu=False)
     cpu = build_config(None, cpu=True)
