@@ -19,7 +19,6 @@ from data.checks import check_horizon, check_weight, drop_constant, refuse_no_va
 from data.columns import Columns, resolve_columns
 from data.config import DataConfig
 from data.errors import DataError
-from data.split import too_few_dates
 from data.features import (
     class_target,
     cs_rank,
@@ -40,6 +39,7 @@ from data.load import (
     settle_types,
     since,
 )
+from data.split import too_few_dates
 
 
 @dataclass
