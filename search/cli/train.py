@@ -25,7 +25,9 @@ from search.cli.flags import (
 def parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="optuna-run train",
-        description="Retrain the best trial's params of a study and save the model.",
+        description="Fit the study's winner (the confirmed one, else the best trial) at the final "
+        "budget ([final]), judge it against the simple baselines and the tree, and save the "
+        "model; --exact reproduces the trial at the search's budget instead.",
     )
     add_study_name(p)
     p.add_argument(

@@ -1,10 +1,13 @@
-"""Retrain a study's trial exactly, save a checkpoint, predict with it.
+"""Fit a study's trial for good, save a checkpoint, predict with it.
 
-`train` reruns the trial's protocol: its params, its stored seed (so the same members,
-initial weights and batch order), its folds, its budget and the study's validation rows;
-on a CPU it reproduces the trial's value. The checkpoint keeps the members of the final
-fold (the plain train / validation split), one per seed, at their best epoch; `predict`
-averages them. With `--ensemble K` it holds K configurations x their seeds.
+`train` fits the trial's params at the final budget (`[final]`: its epochs, windows and
+learning-rate schedule, `[final] seeds` networks from the trial's seed on) on the plain
+train / validation split. `train --exact` reruns the trial's protocol instead: its params,
+its stored seed (so the same members, initial weights and batch order), its folds, its
+budget and the study's validation rows; on a CPU it reproduces the trial's value. The
+checkpoint keeps the members of the final fold (the plain train / validation split), one per
+seed, at their best epoch; `predict` averages them. With `--ensemble K` it holds K
+configurations x their seeds.
 
 A checkpoint holds only tensors and plain containers of strings and numbers, so it loads
 with `torch.load(..., weights_only=True)`.
