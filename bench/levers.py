@@ -38,7 +38,7 @@ import torch
 from data import DataConfig, Prepared, load_panel
 from models.lstm import PiecewiseLinear, RecurrentNet
 from models.metrics import panel_metrics
-from search.evaluate.verdict import build_verdict
+from search.evaluate.verdict import build_verdict, format_next_questions
 
 
 def corr_loss(pred, y, date_idx, n_dates):
@@ -293,6 +293,9 @@ def main():
         + f" ridge {t['ridge']['rank_ic']:+.4f}  {time.perf_counter() - t0:.0f}s",
         flush=True,
     )
+    print(v["summary"], flush=True)  # the verdict's line, the tree's paired error with it
+    if v.get("next"):
+        print(format_next_questions(v["next"]), flush=True)  # the 50/50 blend with the tree
 
 
 if __name__ == "__main__":
