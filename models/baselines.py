@@ -6,7 +6,9 @@
   `ret_1`, `ret_5`, `ret_20` when the panel derives them from a close price, else from the
   target itself lagged by `horizon` (a realised label is known `horizon` dates later);
 - ridge: a ridge regression on the last step's normalised features, fitted on the training
-  windows, its penalty picked on validation from a small grid;
+  windows, its penalty picked on validation from a small grid by the metric the verdict
+  compares (`select`: rank IC by default; MSE for an MSE verdict, where a penalty picked by
+  rank IC can shrink ridge to the constant's MSE, rank IC barely moving);
 - lgbm: a gradient-boosted tree (LightGBM, 63 leaves) on the same features and rows, fitted
   on the training windows and early-stopped on validation; only when lightgbm is installed
   (else `missing_baselines` says so).
@@ -141,27 +143,43 @@ def _moments(data: Prepared, ends: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return sx, sy, xtx, xty
 
 
-def ridge_baseline(
-    data: Prepared, train_ends: torch.Tensor, val_ends: torch.Tensor
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Ridge on the last step's features; the penalty (x rows) picked by validation rank IC.
-    Fitted from the centred moments, so it holds no copy of the fitting rows."""
+def _val_score(data: Prepared, pred: torch.Tensor, ends: torch.Tensor, select: str) -> float:
+    """The validation value of metric `select` (as the verdict scores it), signed so that
+    higher is better; rank IC where the metric is not one evaluate gives."""
+    from models.metrics import OBJECTIVES, evaluate
+
     S = data.n_securities
+    d, s = ends // S, ends % S
+    if select == "rank_ic" or data.cfg.task != "regression":
+        return _rank_ic(pred, data.target[d, s], d)
+    w = None if data.weight is None else data.weight[d, s]
+    m = evaluate(pred, data.target[d, s], d, w, "regression", panel=S > 1)
+    if select not in m:
+        return _rank_ic(pred, data.target[d, s], d)
+    minimize = any(k == select and how == "minimize" for k, how in OBJECTIVES.values())
+    v = float(m[select])
+    return -v if minimize else v
+
+
+def ridge_baseline(
+    data: Prepared, train_ends: torch.Tensor, val_ends: torch.Tensor, select: str = "rank_ic"
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Ridge on the last step's features; the penalty (x rows) picked by the validation value
+    of `select`, the metric the verdict compares (rank IC by default). Fitted from the
+    centred moments, so it holds no copy of the fitting rows."""
     e = _subsample(train_ends, FIT_ROWS)
     n = len(e)
     sx, sy, xtx, xty = _moments(data, e)
     mx, my = sx / n, sy / n
     xtx = xtx - n * torch.outer(mx, mx)  # centred: sum of (x - mx)(x - mx)^T
     xty = xty - n * mx * my
-    dv = val_ends // S
-    yv = data.target[dv, val_ends % S]
     best: tuple[float, torch.Tensor] | None = None
     eye = torch.eye(len(mx), dtype=torch.float64, device=mx.device)
     for lam in (1e-3, 1e-1, 1e1, 1e3):
         beta = torch.linalg.solve(xtx + lam * n * eye, xty)
-        ric = _rank_ic(_linear(data, val_ends, mx, beta, my), yv, dv)
-        if best is None or ric > best[0]:
-            best = (ric, beta)
+        score = _val_score(data, _linear(data, val_ends, mx, beta, my), val_ends, select)
+        if best is None or score > best[0]:
+            best = (score, beta)
     assert best is not None
     beta = best[1]
     return lambda ends: _linear(data, ends, mx, beta, my)
@@ -229,11 +247,16 @@ def lgbm_baseline(
 
 
 def baselines(
-    data: Prepared, train_ends: torch.Tensor, val_ends: torch.Tensor, tree: bool = True
+    data: Prepared,
+    train_ends: torch.Tensor,
+    val_ends: torch.Tensor,
+    tree: bool = True,
+    select: str = "rank_ic",
 ) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """Every baseline, fitted or signed on `train_ends` (and tuned on `val_ends`)."""
+    """Every baseline, fitted or signed on `train_ends` (and tuned on `val_ends`, ridge's
+    penalty by `select`, the metric the verdict compares)."""
     out = signal_baselines(data, train_ends)
-    out["ridge"] = ridge_baseline(data, train_ends, val_ends)
+    out["ridge"] = ridge_baseline(data, train_ends, val_ends, select)
     if tree and lgbm_available():
         out["lgbm"] = lgbm_baseline(data, train_ends, val_ends)
     return out

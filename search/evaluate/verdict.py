@@ -100,7 +100,7 @@ def build_verdict(
     binary = data.cfg.task == "classification" and data.cfg.n_classes == 2
     preds: dict[str, Predictor] = {model_name: model}
     if data.cfg.task == "regression" or binary:
-        for name, fn in baselines(data, ends["train"], ends["val"], tree=tree).items():
+        for name, fn in baselines(data, ends["train"], ends["val"], tree, select).items():
             preds[name] = _logits_of(fn) if binary else fn
     segments = [s for s in ("val", "test") if len(ends[s])]
     outputs = {seg: {n: fn(ends[seg]) for n, fn in preds.items()} for seg in segments}
