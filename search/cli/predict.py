@@ -64,5 +64,12 @@ def handle(args: argparse.Namespace) -> int:
         tmp = out.with_name(f".{out.name}.tmp")
         df.write_parquet(tmp)
         tmp.replace(out)
-    print(f"wrote {out}: {plural(df.height, 'prediction')}", file=sys.stderr)
+    from search.evaluate.predict import VERDICT_ROWS
+
+    scored = (
+        f", {int(df[VERDICT_ROWS].sum()):,} of them the verdict's rows (column {VERDICT_ROWS})"
+        if VERDICT_ROWS in df.columns
+        else ""
+    )
+    print(f"wrote {out}: {plural(df.height, 'prediction')}{scored}", file=sys.stderr)
     return 0

@@ -25,6 +25,11 @@ from data.windows import run_lengths, window_ends
 from models import build_model
 from search.evaluate.retrain import FORMAT, EnsemblePredictor, data_config
 
+# `predict --dates test`'s column marking the verdict's rows (windows of the study's longest
+# time_steps ending on a labelled date): on the study's file, the model's mean daily rank IC
+# over them is the verdict's test rank IC
+VERDICT_ROWS = "in_verdict"
+
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.exists():
@@ -63,7 +68,9 @@ def predict_file(
     ckpt: dict[str, Any], data_path: str, dates: str, device: torch.device
 ) -> pl.DataFrame:
     """Predictions for every window of the model's time_steps valid dates ending on the
-    chosen dates (the longest time_steps of an ensemble).
+    chosen dates (the longest time_steps of an ensemble). With "test" and a target, the
+    boolean column `in_verdict` marks the rows the verdict scored (the study's longest
+    time_steps of valid dates and a label: fewer where securities have gaps).
 
     `dates`: "last" (the file's last date, a submission for the next horizon), "test" (the
     test segment of the study's split, with targets to score) or "all". Only the dates the
@@ -76,8 +83,12 @@ def predict_file(
     cfg = _by_name(data_config(ckpt["data"], data_path), model_features)
     groups = checkpoint_nets(ckpt)
     T = max(t for t, _ in groups)
+    # the verdict's windows: of the longest time_steps the study searched (the same rows for
+    # every predictor it compares), which may read further back than the model's own
+    E = max(T, int(ckpt.get("eval_time_steps") or T))
     axis = time_axis(cfg)
-    first, start = first_date(axis, cfg, dates, T - 1 + ohlcv_lookback(model_features))
+    history = (E if dates == "test" else T) - 1 + ohlcv_lookback(model_features)
+    first, start = first_date(axis, cfg, dates, history)
     panel = _in_model_order(load_panel(cfg, for_prediction=True, first=first), model_features)
     if not panel.has_target:
         warnings.warn(
@@ -94,13 +105,21 @@ def predict_file(
         segment = range(D if start is None else int(np.searchsorted(panel.dates, start)), D)
     else:
         segment = range(D - 1 if dates == "last" else 0, D)
-    ends = window_ends(run_lengths(panel.valid), panel.valid, T, segment)
+    runs = run_lengths(panel.valid)
+    ends = window_ends(runs, panel.valid, T, segment)
     if len(ends) == 0:
         raise nothing_to_predict(data_path, dates, T, len(axis))
     predictor = EnsemblePredictor(data, groups)
     with torch.inference_mode():
         pred = predictor(torch.as_tensor(ends).to(device)).cpu().numpy()
-    return _prediction_frame(cfg, panel, ends, pred)
+    frame = _prediction_frame(cfg, panel, ends, pred)
+    if dates == "test" and panel.has_target and "eval_time_steps" in ckpt:
+        # the rows the verdict scores: E valid dates up to the row, and a label
+        d, s = ends // S, ends % S
+        frame = frame.with_columns(
+            pl.Series(VERDICT_ROWS, (runs[d, s] >= E) & panel.labelled[d, s])
+        )
+    return frame
 
 
 def nothing_to_predict(data_path: str, dates: str, time_steps: int, n_dates: int) -> DataError:

@@ -281,6 +281,30 @@ class EnsemblePredictor:
             return per_date_average(out, ends // S)
         return average_prediction(out, self.n_outputs)
 
+    def as_predicted(self, runs: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The predictions `predict` writes for `ends`, given the panel's (D, S) run lengths
+        of valid dates: each date's average taken over every window of the longest
+        time_steps ending that date, labelled or not (the rows `predict` and the streaming
+        predictor score that date), then the rows of `ends`. The per-date average of several
+        networks depends on the date's rows, and the verdict scores fewer of them (windows
+        of the study's longest time_steps, with a label): so it scores what `predict` writes."""
+        T = max(t for t, _ in self.groups)
+        S = self.data.n_securities
+        full_rows = (runs >= T).to(self.data.device)
+
+        def predict(ends: torch.Tensor) -> torch.Tensor:
+            if self.n_outputs != 1 or S == 1 or len(ends) == 0:
+                return self(ends)  # no per-date average: a row's value is its own
+            dates = torch.unique(ends // S)
+            d, s = torch.nonzero(full_rows[dates], as_tuple=True)
+            full = dates[d] * S + s  # sorted as `ends` are: by date, then security
+            at = torch.searchsorted(full, ends).clamp_max(len(full) - 1)
+            if not bool((full[at] == ends).all()):  # a row shorter than T: cannot happen
+                raise ValueError("as_predicted: a row without the model's time_steps")
+            return self(full)[at]
+
+        return predict
+
 
 def train_best(
     study: optuna.Study,
@@ -446,7 +470,9 @@ def judge(
         members = [Member(-1, t.seed + j) for j in range(len(t.nets))]
         per = to_floats(validate(group(t.nets, False), data, "test", tp, members))
         member_test = [v for m in per if math.isfinite(v := m.get(metric, math.nan))]
-    return build_verdict(data, predictor, member_test, select=metric, tree=tree)
+    runs = torch.as_tensor(data.windows.runs)
+    model = predictor.as_predicted(runs)
+    return build_verdict(data, model, member_test, select=metric, tree=tree)
 
 
 def _verdict_metric(metric: str) -> str:

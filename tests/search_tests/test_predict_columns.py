@@ -36,7 +36,7 @@ def test_predict_takes_column_flags_and_writes_the_raw_target(
     assert "column 'date' ([data] date) not found" in capsys.readouterr().err
     assert main([*args, "--dates", "test", "--date", "day", "--id", "ticker"]) == 0
     df = pl.read_csv(out)
-    assert df.columns == ["day", "ticker", "prediction", "target", "target_raw"]
+    assert df.columns == ["day", "ticker", "prediction", "target", "target_raw", "in_verdict"]
     labelled = df.filter(pl.col("target").is_not_nan())
     # raw: next-day returns of a few percent; the model's target: z-scored per date
     raw = labelled["target_raw"].to_numpy()
@@ -279,3 +279,56 @@ def test_datetimes_at_midnight_read_as_dates(tmp_path):
     assert [panel.date_str(d) for d in (0, 1)] == ["2020-01-01T00:00:00", "2020-01-02T01:00:00"]
     noon = df.with_columns(pl.col("date") + pl.duration(hours=12))
     assert midnight_as_dates(noon).write_csv().splitlines()[1].startswith("2020-01-01T12:00:00")
+
+
+def test_the_test_predictions_mark_the_verdicts_rows_whose_rank_ic_is_the_verdicts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A winner of time_steps 3 in a study that searched up to 6, on a panel with gaps: the
+    verdict scores windows of 6 valid dates (the same rows for every predictor), predict
+    those of 3; `in_verdict` marks the verdict's, and their mean daily rank IC is the one the
+    checkpoint's verdict stored: the networks' per-date average is taken over the rows
+    predict writes, in the verdict too."""
+    from scipy.stats import spearmanr
+
+    from tests.conftest import write_panel
+
+    gaps = [(d, s) for s in range(10) for d in (66 + s % 4, 71 + s % 3) if s % 2 == 0]
+    data = write_panel(tmp_path / "gaps.parquet", n_dates=80, n_ids=10, drop=gaps)
+    cfg = tmp_path / "gaps.toml"
+    cfg.write_text(
+        TINY_STUDY.format(name="gaps", data=data, time_steps="{ low = 3, high = 6 }")
+        + "[search]\n[[search.enqueue]]\ntime_steps = 3\n"
+    )
+    url = f"sqlite:///{tmp_path}/r.db"
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
+    model = tmp_path / "m.pt"
+    train = ["train", "--study-name", "gaps", "--storage", url, "--out", str(model)]
+    assert main([*train, "--no-tree"]) == 0
+    import torch
+
+    ckpt = torch.load(model, weights_only=True)
+    assert ckpt["models"][0]["arch"]["time_steps"] == 3 and ckpt["eval_time_steps"] == 6
+    out = tmp_path / "test.csv"
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model), "--out", str(out), "--dates", "test"]) == 0
+    err = capsys.readouterr().err
+    df = pl.read_csv(out)
+    assert df.columns == ["date", "id", "prediction", "target", "target_raw", "in_verdict"]
+    rows = df.filter(pl.col("in_verdict"))
+    assert f"{rows.height} of them the verdict's rows (column in_verdict)" in err
+
+    def rank_ic(frame: pl.DataFrame) -> float:
+        per_date = [
+            spearmanr(g["prediction"], g["target"])[0]
+            for _, g in frame.filter(pl.col("target").is_not_nan()).group_by("date")
+            if g.height >= 5
+        ]
+        return float(np.mean(per_date))
+
+    labelled = df.filter(pl.col("target").is_not_nan())
+    assert 0 < rows.height < labelled.height  # the gaps leave windows of 3 but not of 6
+    assert len(ckpt["models"][0]["states"]) > 1  # several networks, averaged per date
+    assert rank_ic(rows) == pytest.approx(ckpt["metrics"]["test"]["rank_ic"], abs=1e-6)
+    # the last dates have no label: never the verdict's
+    assert not df.filter(pl.col("target").is_null() | pl.col("target").is_nan())["in_verdict"].any()
