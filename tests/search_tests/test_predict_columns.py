@@ -247,7 +247,10 @@ def test_predict_reads_only_the_dates_its_windows_need(
         got = pl.read_csv(out)
         want = ref.filter(pl.col("date").is_in(got["date"].unique().implode()))
         assert got.height == want.height > 0
-        np.testing.assert_allclose(got["prediction"].to_numpy(), want["prediction"].to_numpy())
+        # float32 networks on batches of another size: equal to float32 rounding
+        np.testing.assert_allclose(
+            got["prediction"].to_numpy(), want["prediction"].to_numpy(), rtol=1e-5, atol=1e-7
+        )
         np.testing.assert_allclose(got["target_raw"].to_numpy(), want["target_raw"].to_numpy())
     assert pl.read_csv(folder / "last.csv")["date"].unique().to_list() == [ref["date"].max()]
     assert pl.read_csv(folder / "test.csv").height > 3
