@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from data.prepared import Prepared
+from data.prepared import PanelTensors, Prepared
 
 # ridge and the tree fit on every training window up to this many (beyond: drawn at random);
 # the tree fits 1.5 million windows of 14 features in ~20 s on two cores
@@ -107,7 +108,7 @@ def _signal(sig: torch.Tensor, sign: float, S: int) -> Callable[[torch.Tensor], 
     return predict
 
 
-def last_step(data: Prepared, ends: torch.Tensor) -> torch.Tensor:
+def last_step(data: PanelTensors, ends: torch.Tensor) -> torch.Tensor:
     """(B, F) normalised features at each end point (the model's last step)."""
     return data.batch(ends, 1).x[0]
 
@@ -211,6 +212,40 @@ def missing_baselines(tree: bool = True) -> list[str]:
     return []
 
 
+class TreePredictor:
+    """The verdict's LightGBM: predictions at end points of `data` (the last step's features),
+    and its trees as text for a checkpoint (`tree_from_text` reads them back)."""
+
+    def __init__(self, data: PanelTensors, booster: Any) -> None:
+        self.data = data
+        self.booster = booster
+
+    def __call__(self, ends: torch.Tensor) -> torch.Tensor:
+        return tree_predict(self.booster, self.data, ends)
+
+    def text(self) -> str:
+        """The trees up to the early-stopped round, as LightGBM writes a model file."""
+        return str(self.booster.model_to_string(num_iteration=self.booster.best_iteration))
+
+
+def tree_from_text(text: str) -> Any:
+    """A LightGBM booster from `TreePredictor.text`."""
+    import lightgbm as lgb
+
+    return lgb.Booster(model_str=text)
+
+
+def tree_predict(booster: Any, data: PanelTensors, ends: torch.Tensor) -> torch.Tensor:
+    """(N,) the booster's predictions at end points `ends` (its best round when it has one:
+    every round of a booster read back from text, which holds those only)."""
+    if len(ends) == 0:
+        return torch.zeros(0, device=ends.device)
+    x = last_step(data, ends).cpu().numpy()
+    best = getattr(booster, "best_iteration", 0) or None
+    p = booster.predict(x, num_iteration=best)
+    return torch.as_tensor(np.asarray(p, dtype=np.float32), device=ends.device)
+
+
 def lgbm_baseline(
     data: Prepared,
     train_ends: torch.Tensor,
@@ -218,7 +253,7 @@ def lgbm_baseline(
     threads: int = 0,
     seed: int = 0,
     rows: int = FIT_ROWS,
-) -> Callable[[torch.Tensor], torch.Tensor]:
+) -> TreePredictor:
     """LightGBM regression on the last step's features, early-stopped on validation, fitted
     on `rows` training windows drawn with `seed` (0: every one), its bagging seeded alike."""
     import lightgbm as lgb
@@ -237,13 +272,7 @@ def lgbm_baseline(
         valid_sets=[lgb.Dataset(Xv, yv)],
         callbacks=[lgb.early_stopping(50, verbose=False)],
     )
-
-    def predict(ends: torch.Tensor) -> torch.Tensor:
-        x = last_step(data, ends).cpu().numpy()
-        p = booster.predict(x, num_iteration=booster.best_iteration)
-        return torch.as_tensor(np.asarray(p, dtype=np.float32), device=ends.device)
-
-    return predict
+    return TreePredictor(data, booster)
 
 
 def baselines(

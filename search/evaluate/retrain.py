@@ -283,27 +283,37 @@ class EnsemblePredictor:
 
     def as_predicted(self, runs: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """The predictions `predict` writes for `ends`, given the panel's (D, S) run lengths
-        of valid dates: each date's average taken over every window of the longest
-        time_steps ending that date, labelled or not (the rows `predict` and the streaming
-        predictor score that date), then the rows of `ends`. The per-date average of several
-        networks depends on the date's rows, and the verdict scores fewer of them (windows
-        of the study's longest time_steps, with a label): so it scores what `predict` writes."""
+        of valid dates (`as_written`): the per-date average of several networks depends on
+        the date's rows, and the verdict scores fewer of them (windows of the study's longest
+        time_steps, with a label): so it scores what `predict` writes."""
+        if self.n_outputs != 1:
+            return self  # no per-date average: a row's value is its own
         T = max(t for t, _ in self.groups)
-        S = self.data.n_securities
-        full_rows = (runs >= T).to(self.data.device)
+        return as_written(self, runs, T, self.data.n_securities)
 
-        def predict(ends: torch.Tensor) -> torch.Tensor:
-            if self.n_outputs != 1 or S == 1 or len(ends) == 0:
-                return self(ends)  # no per-date average: a row's value is its own
-            dates = torch.unique(ends // S)
-            d, s = torch.nonzero(full_rows[dates], as_tuple=True)
-            full = dates[d] * S + s  # sorted as `ends` are: by date, then security
-            at = torch.searchsorted(full, ends).clamp_max(len(full) - 1)
-            if not bool((full[at] == ends).all()):  # a row shorter than T: cannot happen
-                raise ValueError("as_predicted: a row without the model's time_steps")
-            return self(full)[at]
 
-        return predict
+def as_written(
+    fn: Callable[[torch.Tensor], torch.Tensor], runs: torch.Tensor, time_steps: int, S: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`fn`, a prediction whose value on a row depends on the other rows of its date (a
+    per-date average, a per-date rank blend), as `predict` writes it for `ends`: taken over
+    every window of `time_steps` valid dates ending on each date of `ends` (`runs`: the
+    panel's (D, S) run lengths of valid dates), labelled or not (the rows `predict` and the
+    streaming predictor score that date), then the rows of `ends`."""
+    full_rows = runs >= time_steps
+
+    def predict(ends: torch.Tensor) -> torch.Tensor:
+        if S == 1 or len(ends) == 0:
+            return fn(ends)  # one series: no date has other rows
+        dates = torch.unique(ends // S)
+        d, s = torch.nonzero(full_rows.to(ends.device)[dates], as_tuple=True)
+        full = dates[d] * S + s  # sorted as `ends` are: by date, then security
+        at = torch.searchsorted(full, ends).clamp_max(len(full) - 1)
+        if not bool((full[at] == ends).all()):  # a row shorter than time_steps: cannot happen
+            raise ValueError("as_written: a row without the model's time_steps")
+        return fn(full)[at]
+
+    return predict
 
 
 def train_best(
