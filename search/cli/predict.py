@@ -64,12 +64,17 @@ def handle(args: argparse.Namespace) -> int:
         tmp = out.with_name(f".{out.name}.tmp")
         df.write_parquet(tmp)
         tmp.replace(out)
-    from search.evaluate.predict import VERDICT_ROWS
+    from search.evaluate.predict import BLEND_COLUMN, TREE_COLUMN, VERDICT_ROWS
 
     scored = (
         f", {int(df[VERDICT_ROWS].sum()):,} of them the verdict's rows (column {VERDICT_ROWS})"
         if VERDICT_ROWS in df.columns
         else ""
     )
+    if BLEND_COLUMN in df.columns:
+        scored += (
+            f"; beside the model's, the verdict's tree ({TREE_COLUMN}) and their 50/50 rank "
+            f"blend ({BLEND_COLUMN})"
+        )
     print(f"wrote {out}: {plural(df.height, 'prediction')}{scored}", file=sys.stderr)
     return 0

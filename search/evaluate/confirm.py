@@ -155,14 +155,15 @@ def confirm(
     study.set_user_attr("confirm", record)
     if log:
         log(f"confirm: scoring trial {winner} and the baselines on the validation and test dates")
-    verdict = judge(ctx, data, [trained[winner]], tree)
+    verdict, tree_text = judge(ctx, data, [trained[winner]], tree)
     study.set_user_attr("verdict", {**verdict, "trials": [winner], "source": "confirm"})
     record["verdict"] = verdict
     if out is not None:
         best = trained[winner]
         fp = fingerprint(cfg)
         rep = reproduced(best, False, fp == ctx.spec.get("data_fingerprint"), seeds, ctx.seeds)
-        save(checkpoint(ctx, cfg, fp, panel, data, [best], verdict, ctx.run.final, rep), out)
+        ckpt = checkpoint(ctx, cfg, fp, panel, data, [best], verdict, ctx.run.final, rep, tree_text)
+        save(ckpt, out)
         study.set_user_attr("confirm", {**study.user_attrs["confirm"], "model": str(out)})
         record["model"] = str(out)
         if log:

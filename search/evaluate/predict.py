@@ -23,12 +23,16 @@ from data.prepared import PanelTensors
 from data.split import make_split
 from data.windows import run_lengths, window_ends
 from models import build_model
-from search.evaluate.retrain import FORMAT, EnsemblePredictor, data_config
+from models.baselines import TREE_INSTALL, lgbm_available, tree_from_text, tree_predict
+from models.portfolio import blend
+from search.evaluate.retrain import FORMAT, TREE_COLUMN, EnsemblePredictor, data_config
 
 # `predict --dates test`'s column marking the verdict's rows (windows of the study's longest
 # time_steps ending on a labelled date): on the study's file, the model's mean daily rank IC
 # over them is the verdict's test rank IC
 VERDICT_ROWS = "in_verdict"
+# the column of the model's 50/50 per-date rank blend with the verdict's tree
+BLEND_COLUMN = "blend"
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -110,9 +114,11 @@ def predict_file(
     if len(ends) == 0:
         raise nothing_to_predict(data_path, dates, T, len(axis))
     predictor = EnsemblePredictor(data, groups)
+    booster = checkpoint_tree(ckpt, data_path)
     with torch.inference_mode():
         pred = predictor(torch.as_tensor(ends).to(device)).cpu().numpy()
-    frame = _prediction_frame(cfg, panel, ends, pred)
+        beside = {} if booster is None else tree_columns(booster, data, ends, pred)
+    frame = _prediction_frame(cfg, panel, ends, pred, beside)
     if dates == "test" and panel.has_target and "eval_time_steps" in ckpt:
         # the rows the verdict scores: E valid dates up to the row, and a label
         d, s = ends // S, ends % S
@@ -120,6 +126,37 @@ def predict_file(
             pl.Series(VERDICT_ROWS, (runs[d, s] >= E) & panel.labelled[d, s])
         )
     return frame
+
+
+def checkpoint_tree(ckpt: dict[str, Any], source: str) -> Any | None:
+    """The verdict's tree a checkpoint keeps (a LightGBM booster), or None: the checkpoint
+    holds none (`train --no-tree`, a classifier, one series), or LightGBM is not installed
+    (a warning naming `source` says so and how to add it)."""
+    kept = ckpt.get("tree")
+    if not kept:
+        return None
+    if not lgbm_available():
+        warnings.warn(
+            f"{source}: the model keeps the verdict's LightGBM tree but LightGBM is not "
+            f"installed: no {TREE_COLUMN} and {BLEND_COLUMN} columns; {TREE_INSTALL} adds it",
+            DataWarning,
+            stacklevel=3,
+        )
+        return None
+    return tree_from_text(str(kept["model"]))
+
+
+def tree_columns(
+    booster: Any, data: PanelTensors, ends: np.ndarray, pred: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The tree's predictions at `ends` (column lgbm) and the model's 50/50 blend with it
+    (column blend: the mean of the two per-date ranks in [0, 1], each date's rows ranked among
+    the rows given for it, as the verdict's blend line scores them)."""
+    S = data.n_securities
+    e = torch.as_tensor(ends).to(data.device)
+    tree = tree_predict(booster, data, e).cpu()
+    mixed = blend(torch.as_tensor(pred), tree, date=torch.as_tensor(ends) // S).float()
+    return {TREE_COLUMN: tree.numpy(), BLEND_COLUMN: mixed.numpy()}
 
 
 def nothing_to_predict(data_path: str, dates: str, time_steps: int, n_dates: int) -> DataError:
@@ -181,14 +218,18 @@ def _in_model_order(panel: Panel, names: list[str]) -> Panel:
 
 
 def _prediction_frame(
-    cfg: DataConfig, panel: Panel, ends: np.ndarray, pred: np.ndarray
+    cfg: DataConfig,
+    panel: Panel,
+    ends: np.ndarray,
+    pred: np.ndarray,
+    beside: dict[str, np.ndarray] | None = None,
 ) -> pl.DataFrame:
     S = panel.values.shape[1]
     d, s = ends // S, ends % S
     cols: dict[str, Any] = {cfg.date if not cfg.order else cfg.order: panel.dates[d]}
     if cfg.id:
         cols[cfg.id] = panel.ids[s]
-    cols |= prediction_columns(pred)
+    cols |= prediction_columns(pred) | (beside or {})
     if panel.has_target and panel.target_raw is not None:
         # an unknown target (the forward return past the file's last date) is empty, not NaN
         cols["target"] = pl.Series(panel.target[d, s], nan_to_null=True)

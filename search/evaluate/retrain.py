@@ -54,6 +54,8 @@ from search.study.objective import (
 from search.study.progress import data_steps
 
 FORMAT = "lstm-panel-search/2"
+# the verdict's tree: its name there, and the column of its predictions in `predict`'s output
+TREE_COLUMN = "lgbm"
 
 
 def data_config(settings: dict[str, Any], path: str) -> DataConfig:
@@ -349,10 +351,10 @@ def train_best(
     ]
     if log:
         log("train: scoring the model and the baselines on the validation and test dates")
-    verdict = judge(ctx, data, trained, tree)
+    verdict, tree_text = judge(ctx, data, trained, tree)
     rep = trained[0]
     repro = reproduced(rep, exact, same_data, n_seeds, ctx.seeds)
-    ckpt = checkpoint(ctx, cfg, fp, panel, data, trained, verdict, final, repro)
+    ckpt = checkpoint(ctx, cfg, fp, panel, data, trained, verdict, final, repro, tree_text)
     if same_data:
         study.set_user_attr(
             "verdict", {**verdict, "trials": ckpt["trial_numbers"], "source": "train"}
@@ -371,12 +373,14 @@ def checkpoint(
     verdict: dict[str, Any],
     final: FinalConfig | None,
     repro: dict[str, Any],
+    tree: str | None = None,
 ) -> dict[str, Any]:
     """The checkpoint of retrained configuration(s) on data `cfg` (fingerprint `fp`): weights,
     data settings, scaler, verdict and where they came from (`final` None: an exact
-    reproduction at the search's budget)."""
+    reproduction at the search's budget); `tree`: the verdict's tree as text (`judge`), for
+    `predict`'s lgbm and blend columns."""
     rep = trained[0]
-    return {
+    out = {
         "format": FORMAT,
         "models": [_model_record(t, data) for t in trained],
         "data": {**cfg.settings(), "path": cfg.path},
@@ -401,6 +405,9 @@ def checkpoint(
         "same_data_as_study": fp == ctx.spec.get("data_fingerprint"),
         "versions": versions(),
     }
+    if tree is not None:
+        out["tree"] = {"name": TREE_COLUMN, "model": tree}
+    return out
 
 
 def save(ckpt: dict[str, Any], out: Path) -> None:
@@ -465,9 +472,12 @@ def check_windows(data: Prepared, time_steps: int) -> None:
 
 def judge(
     ctx: StudyContext, data: Prepared, trained: list[Trained], tree: bool = True
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], str | None]:
     """The verdict of the retrained configuration(s), averaged over their seeds, against the
-    baselines; the seed spread comes from each seed's own test value (one configuration)."""
+    baselines; the seed spread comes from each seed's own test value (one configuration).
+    With it, the verdict's tree as text, kept for `predict` where it is fitted and the
+    model's 50/50 blend with it has a meaning (a regression on a panel); else None."""
+    from models.baselines import TreePredictor
     from models.metrics import OBJECTIVES
     from search.evaluate.verdict import build_verdict
 
@@ -482,7 +492,21 @@ def judge(
         member_test = [v for m in per if math.isfinite(v := m.get(metric, math.nan))]
     runs = torch.as_tensor(data.windows.runs)
     model = predictor.as_predicted(runs)
-    return build_verdict(data, model, member_test, select=metric, tree=tree)
+    T, S = max(int(t.params["time_steps"]) for t in trained), data.n_securities
+    fitted: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+    verdict = build_verdict(
+        data,
+        model,
+        member_test,
+        select=metric,
+        tree=tree,
+        fitted=fitted,
+        written=lambda fn: as_written(fn, runs, T, S),
+    )
+    kept = fitted.get(TREE_COLUMN)
+    panel_regression = data.cfg.task == "regression" and S > 1
+    text = kept.text() if isinstance(kept, TreePredictor) and panel_regression else None
+    return verdict, text
 
 
 def _verdict_metric(metric: str) -> str:

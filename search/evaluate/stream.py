@@ -24,12 +24,15 @@ from data.panel import time_axis
 from data.prepared import PanelTensors
 from data.rolling import RollingPanel
 from search.evaluate.predict import (
+    BLEND_COLUMN,
     checkpoint_nets,
+    checkpoint_tree,
     first_date,
     nothing_to_predict,
     prediction_columns,
+    tree_columns,
 )
-from search.evaluate.retrain import EnsemblePredictor, data_config
+from search.evaluate.retrain import TREE_COLUMN, EnsemblePredictor, data_config
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,6 +59,7 @@ class StreamPredictor:
         self.scaler = Scaler(sc["center"].numpy(), sc["scale"].numpy(), float(sc["clip"]))
         self.device = device
         self._ensemble = EnsemblePredictor(self._tensors(), groups)
+        self._tree = checkpoint_tree(ckpt, "the model")
 
     @property
     def columns(self) -> list[str]:
@@ -72,7 +76,8 @@ class StreamPredictor:
         """Predictions for one date's rows (a polars or pandas DataFrame; the same kind
         back): one row per row given, in their order, with the time column, the id column and
         `prediction` (a classifier's: the most likely class, and prob_k per class), null
-        where the security has no window yet. Raises DataError, the predictor unchanged,
+        where the security has no window yet; where the checkpoint keeps the verdict's tree,
+        its prediction (lgbm) and the 50/50 rank blend (blend) too, as `predict` writes them. Raises DataError, the predictor unchanged,
         when the rows lack a column the model needs, hold several dates, a date not after
         the previous one, or an id twice."""
         frame = _polars(rows)
@@ -80,9 +85,9 @@ class StreamPredictor:
         cols: dict[str, Any] = {self.rolling.time: step.dates}
         if self.rolling.id:
             cols[self.rolling.id] = frame.get_column(self.rolling.id)
-        pred = self._scores(step.slots[step.ready])
+        pred, beside = self._scores(step.slots[step.ready])
         ready = pl.Series(step.ready)
-        for name, x in prediction_columns(pred).items():
+        for name, x in (prediction_columns(pred) | beside).items():
             full = np.zeros(frame.height, dtype=x.dtype)
             full[step.ready] = x
             cols[name] = pl.select(pl.when(ready).then(pl.Series(full))).to_series()
@@ -96,16 +101,23 @@ class StreamPredictor:
     def _tensors(self) -> PanelTensors:
         return PanelTensors(self.rolling.panel(), self.rolling.cfg, self.device, [self.scaler])
 
-    def _scores(self, slots: np.ndarray) -> np.ndarray:
+    def _scores(self, slots: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(N,) predictions (or (N, C) class log-probabilities) of the windows ending on the
-        last date at `slots`."""
+        last date at `slots`; beside them the tree's and the blend's columns, if any."""
+        ends = (self.time_steps - 1) * self.rolling.n_slots + slots
         if len(slots) == 0:
             n_out = self._ensemble.n_outputs
-            return np.zeros((0,) if n_out == 1 else (0, n_out), dtype=np.float32)
-        ends = (self.time_steps - 1) * self.rolling.n_slots + slots
-        ensemble = self._ensemble.on(self._tensors())
+            pred = np.zeros((0,) if n_out == 1 else (0, n_out), dtype=np.float32)
+            empty = np.zeros(0, dtype=np.float32)
+            return pred, {} if self._tree is None else {
+                n: empty for n in (TREE_COLUMN, BLEND_COLUMN)
+            }
+        tensors = self._tensors()
+        ensemble = self._ensemble.on(tensors)
         with torch.inference_mode():
-            return ensemble(torch.as_tensor(ends).to(self.device)).cpu().numpy()
+            pred = ensemble(torch.as_tensor(ends).to(self.device)).cpu().numpy()
+            beside = {} if self._tree is None else tree_columns(self._tree, tensors, ends, pred)
+        return pred, beside
 
 
 def _polars(rows: Any) -> pl.DataFrame:

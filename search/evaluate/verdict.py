@@ -89,11 +89,16 @@ def build_verdict(
     select: str = "rank_ic",
     tree: bool = True,
     model_name: str = "model",
+    fitted: dict[str, Predictor] | None = None,
+    written: Callable[[Predictor], Predictor] | None = None,
 ) -> dict[str, Any]:
     """Score the model and every baseline on the validation and test windows; decide.
 
     `model` maps end points to predictions (the ensemble of the final seeds);
-    `member_test`: each seed's own test value of `select`, for the seed spread.
+    `member_test`: each seed's own test value of `select`, for the seed spread;
+    `fitted`, when given, receives every predictor by name (the tree among them);
+    `written` turns a prediction whose rows depend on their date's others into the values
+    `predict` writes (retrain.as_written): the 50/50 blend with the tree is scored so.
     """
     T = data.eval_time_steps
     ends = {seg: data.ends(seg, T) for seg in ("train", "val", "test")}
@@ -102,6 +107,8 @@ def build_verdict(
     if data.cfg.task == "regression" or binary:
         for name, fn in baselines(data, ends["train"], ends["val"], tree, select).items():
             preds[name] = _logits_of(fn) if binary else fn
+    if fitted is not None:
+        fitted.update(preds)
     segments = [s for s in ("val", "test") if len(ends[s])]
     outputs = {seg: {n: fn(ends[seg]) for n, fn in preds.items()} for seg in segments}
     table = {
@@ -147,10 +154,31 @@ def build_verdict(
             result["tree"]["beats"] = se is not None and tree_margin > noise
             result["summary"] += " " + _beside_tree(ref, rv, tree_margin, seed_std, se, noise)
     if data.cfg.task == "regression" or binary:
+        blended = None
+        partner = next((r for r in REFERENCES if r in preds), None)
+        if written is not None and partner and data.cfg.task == "regression":
+            blended = written(tree_blend(preds[model_name], preds[partner], data.n_securities))
         result["next"] = next_questions(
-            data, outputs["test"], ends["test"], model_name, best, fwd_return=raw_return(data)
+            data,
+            outputs["test"],
+            ends["test"],
+            model_name,
+            best,
+            fwd_return=raw_return(data),
+            blended=None if blended is None else blended(ends["test"]),
         )
     return result
+
+
+def tree_blend(model: Predictor, tree: Predictor, S: int) -> Predictor:
+    """The 50/50 per-date rank blend of the model and the tree (models.portfolio.blend) on
+    the rows given, each ranked among the rows of its date given with it."""
+    from models.portfolio import blend
+
+    def predict(ends: torch.Tensor) -> torch.Tensor:
+        return blend(model(ends), tree(ends), date=ends // S).float()
+
+    return predict
 
 
 def _paired_se(
@@ -327,13 +355,16 @@ def next_questions(
     best: str,
     cost_bps: float = COST_BPS,
     fwd_return: torch.Tensor | None = None,
+    blended: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """On the test windows `ends` (predictions `outputs` by name): how alike the model and
     the tree (else the best baseline) rank securities, whether their 50/50 per-date rank
     blend beats the tree (paired over dates), and the long-short decile portfolio
     (models.portfolio, rebalanced every horizon dates) of the model and the best baseline,
     before and after `cost_bps` per unit of turnover, earning `fwd_return` ((D, S) raw
-    forward returns; default the target, which is a return only untransformed). JSON-ready."""
+    forward returns; default the target, which is a return only untransformed); `blended`:
+    the blend as `predict` writes it (ranked among every row it writes on a date), else the
+    blend ranked among `ends`' rows. JSON-ready."""
     from models.luck import class_score
     from models.portfolio import blend, decile_portfolio, prediction_correlation, summary
 
@@ -344,7 +375,7 @@ def next_questions(
     d, s = ends // S, ends % S
     y = data.target[d, s].double()
     sc = {n: class_score(outputs[n]) for n in dict.fromkeys((model_name, partner, best))}
-    mixed = blend(sc[model_name], sc[partner], date=d)
+    mixed = blend(sc[model_name], sc[partner], date=d) if blended is None else blended.double()
     diff = daily_rank_ic(mixed, y, d) - daily_rank_ic(sc[partner], y, d)
     diff = diff[torch.isfinite(diff)]
     out: dict[str, Any] = {"partner": partner, "best_baseline": best, "cost_bps": cost_bps}

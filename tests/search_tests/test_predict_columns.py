@@ -36,7 +36,8 @@ def test_predict_takes_column_flags_and_writes_the_raw_target(
     assert "column 'date' ([data] date) not found" in capsys.readouterr().err
     assert main([*args, "--dates", "test", "--date", "day", "--id", "ticker"]) == 0
     df = pl.read_csv(out)
-    assert df.columns == ["day", "ticker", "prediction", "target", "target_raw", "in_verdict"]
+    cols = ["day", "ticker", "prediction", "lgbm", "blend", "target", "target_raw", "in_verdict"]
+    assert df.columns == cols
     labelled = df.filter(pl.col("target").is_not_nan())
     # raw: next-day returns of a few percent; the model's target: z-scored per date
     raw = labelled["target_raw"].to_numpy()
@@ -285,13 +286,15 @@ def test_datetimes_at_midnight_read_as_dates(tmp_path):
 
 
 def test_the_test_predictions_mark_the_verdicts_rows_whose_rank_ic_is_the_verdicts(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A winner of time_steps 3 in a study that searched up to 6, on a panel with gaps: the
     verdict scores windows of 6 valid dates (the same rows for every predictor), predict
     those of 3; `in_verdict` marks the verdict's, and their mean daily rank IC is the one the
     checkpoint's verdict stored: the networks' per-date average is taken over the rows
-    predict writes, in the verdict too."""
+    predict writes, in the verdict too. So are the verdict's tree (column lgbm) and the 50/50
+    rank blend with it (column blend): their rank ICs there are the verdict's lines, and the
+    streaming predictor writes the same columns."""
     from scipy.stats import spearmanr
 
     from tests.conftest import write_panel
@@ -307,7 +310,7 @@ def test_the_test_predictions_mark_the_verdicts_rows_whose_rank_ic_is_the_verdic
     assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
     model = tmp_path / "m.pt"
     train = ["train", "--study-name", "gaps", "--storage", url, "--out", str(model)]
-    assert main([*train, "--no-tree"]) == 0
+    assert main(train) == 0
     import torch
 
     ckpt = torch.load(model, weights_only=True)
@@ -317,13 +320,15 @@ def test_the_test_predictions_mark_the_verdicts_rows_whose_rank_ic_is_the_verdic
     assert main(["predict", "--model", str(model), "--out", str(out), "--dates", "test"]) == 0
     err = capsys.readouterr().err
     df = pl.read_csv(out)
-    assert df.columns == ["date", "id", "prediction", "target", "target_raw", "in_verdict"]
+    cols = ["date", "id", "prediction", "lgbm", "blend", "target", "target_raw", "in_verdict"]
+    assert df.columns == cols
     rows = df.filter(pl.col("in_verdict"))
     assert f"{rows.height} of them the verdict's rows (column in_verdict)" in err
+    assert "the verdict's tree (lgbm) and their 50/50 rank blend (blend)" in err
 
-    def rank_ic(frame: pl.DataFrame) -> float:
+    def rank_ic(frame: pl.DataFrame, column: str = "prediction") -> float:
         per_date = [
-            spearmanr(g["prediction"], g["target"])[0]
+            spearmanr(g[column], g["target"])[0]
             for _, g in frame.filter(pl.col("target").is_not_nan()).group_by("date")
             if g.height >= 5
         ]
@@ -333,5 +338,30 @@ def test_the_test_predictions_mark_the_verdicts_rows_whose_rank_ic_is_the_verdic
     assert 0 < rows.height < labelled.height  # the gaps leave windows of 3 but not of 6
     assert len(ckpt["models"][0]["states"]) > 1  # several networks, averaged per date
     assert rank_ic(rows) == pytest.approx(ckpt["metrics"]["test"]["rank_ic"], abs=1e-6)
+    verdict = ckpt["verdict"]
+    assert df["lgbm"].n_unique() > 2  # a tree that splits (ties among its leaves)
+    assert rank_ic(rows, "lgbm") == pytest.approx(verdict["test"]["lgbm"]["rank_ic"], abs=1e-6)
+    blended = verdict["next"]["rank_ic"]["blend"]
+    assert rank_ic(rows, "blend") == pytest.approx(blended, abs=1e-6)
+    # the blend: the mean of the two per-date ranks among the rows written for the date
+    day = df.filter(pl.col("date") == df["date"].max())
+    want = (day["prediction"].rank() - 1 + day["lgbm"].rank() - 1) / (2 * (day.height - 1))
+    np.testing.assert_allclose(day["blend"].to_numpy(), want.to_numpy(), atol=1e-6)
+    streamed = tmp_path / "streamed.csv"
+    args = ["--model", str(model), "--out", str(streamed), "--dates", "test", "--stream"]
+    assert main(["predict", *args]) == 0
+    got = pl.read_csv(streamed).sort("date", "id")
+    assert got.select("date", "id").equals(df.select("date", "id"))
+    for name in ("prediction", "lgbm", "blend"):
+        np.testing.assert_allclose(got[name].to_numpy(), df[name].to_numpy(), atol=1e-5)
+    # where LightGBM is not installed: the model's columns, and one line saying why no more
+    import search.evaluate.predict as predict_module
+
+    monkeypatch.setattr(predict_module, "lgbm_available", lambda: False)
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model), "--out", str(out), "--dates", "test"]) == 0
+    err = capsys.readouterr().err
+    assert pl.read_csv(out).columns == [c for c in cols if c not in ("lgbm", "blend")]
+    assert "LightGBM is not installed: no lgbm and blend columns; pip install" in err
     # the last dates have no label: never the verdict's
     assert not df.filter(pl.col("target").is_null() | pl.col("target").is_nan())["in_verdict"].any()

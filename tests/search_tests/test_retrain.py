@@ -29,7 +29,10 @@ def test_train_then_predict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     sub = tmp_path / "sub.csv"
     assert main(["predict", "--model", str(model), "--out", str(sub)]) == 0
     df = pl.read_csv(sub)
-    assert df.columns == ["date", "symbol", "prediction", "target", "target_raw"]
+    cols = ["date", "symbol", "prediction", "lgbm", "blend", "target", "target_raw"]
+    assert df.columns == cols
+    assert ckpt["tree"]["name"] == "lgbm" and ckpt["tree"]["model"].startswith("tree")
+    assert df["blend"].min() >= 0.0 and df["blend"].max() <= 1.0  # the mean of two ranks
     assert df["date"].n_unique() == 1 and df["date"][0] == "2018-02-07"
     assert df["symbol"].n_unique() == df.height >= 30
     assert df["target"].is_null().all() or df["target"].is_nan().all()  # the future is unknown
