@@ -386,6 +386,7 @@ def next_questions(
     out["blend_margin"] = float(diff.mean()) if diff.numel() else None
     blend_se = float(mean_se(diff, data.cfg.horizon - 1))
     out["blend_paired_se"] = blend_se if math.isfinite(blend_se) else None
+    out["blend_written"] = blended is not None  # predict's column blend (the tree kept)
     if data.cfg.task != "regression" and fwd_return is None:
         out["portfolios"] = None
         out["note"] = "no portfolio: the target is a class, not a forward return"
@@ -418,6 +419,7 @@ def format_next_questions(q: dict[str, Any], model_name: str = "model") -> str:
         f"50/50 rank blend {_f(ric.get('blend'))}: the blend {'ADDS' if adds else 'does not add'} "
         f"to {partner} by more than 2 paired standard errors ({_f(q['blend_margin'])}, "
         f"se {'n/a' if se is None else format(se, '.4f')})"
+        + ("; a saved model's predict writes it (column blend)" if q.get("blend_written") else "")
     ]
     for name, p in (q.get("portfolios") or {}).items():
         lines.append(

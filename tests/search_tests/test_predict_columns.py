@@ -311,6 +311,8 @@ def test_the_test_predictions_mark_the_verdicts_rows_whose_rank_ic_is_the_verdic
     model = tmp_path / "m.pt"
     train = ["train", "--study-name", "gaps", "--storage", url, "--out", str(model)]
     assert main(train) == 0
+    said = capsys.readouterr()
+    assert "a saved model's predict writes it (column blend)" in said.out + said.err
     import torch
 
     ckpt = torch.load(model, weights_only=True)
