@@ -46,6 +46,9 @@ CLASSIFICATION_ONLY = ("accuracy", "log_loss", "auc")
 # Computed per date across securities: undefined on a date with too few of them.
 PER_DATE = ("ic", "rank_ic", "icir", "rank_icir", "spread", "sharpe")
 REGRESSION_ONLY = ("mse", "mse_skill", "r2_weighted", "utility")
+# the metrics of a [data] weight column: without one, r2_weighted is mse_skill again and
+# utility weighs every row alike
+WEIGHTED = ("r2_weighted", "utility")
 
 
 def loss_fn(pred: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, task: str) -> torch.Tensor:

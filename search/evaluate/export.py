@@ -12,11 +12,8 @@ from typing import Any
 
 import optuna
 
+from models.metrics import WEIGHTED
 from search.study.notes import versions
-
-# The metrics of a [data] weight column (README): without one, r2_weighted is mse_skill again
-# and utility weighs every row alike.
-WEIGHTED = ("r2_weighted", "utility")
 
 
 class ExportError(ValueError):
