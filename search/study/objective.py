@@ -28,7 +28,7 @@ from models import (
 )
 from models.ensemble import group
 from models.luck import trial_daily
-from models.metrics import OBJECTIVES, PER_DATE
+from models.metrics import OBJECTIVES, PER_DATE, WEIGHTED
 from search.config.schema import BudgetConfig, RunConfig
 from search.config.space import TrialParams
 from search.storage.common import StudyStorage
@@ -353,8 +353,10 @@ def record_trial(
         if best is None:
             return
         attrs["best_epoch"] = best.epoch
+        # a weight column's metrics mean nothing without one (unless an objective names them)
+        unweighted = [] if data.weight is not None else WEIGHTED
         for k in KEPT_METRICS:
-            if k in best.val:
+            if k in best.val and (k not in unweighted or k in cfg.study.metrics):
                 attrs[f"val_{k}"] = _finite(best.val[k])
         key = cfg.study.metrics[0]
         per = [m.get(key, math.nan) for m in best.members]

@@ -100,3 +100,32 @@ def test_export_leaves_out_the_weight_metrics_of_a_study_without_a_weight_column
         "val_rank_ic", "val_mse_skill", "val_r2_weighted", "val_utility",
     }  # fmt: skip
     assert set(exported(None, "utility")) == {"val_rank_ic", "val_mse_skill", "val_utility"}
+
+
+@pytest.mark.parametrize(
+    ("weight", "objective", "kept"),
+    [
+        (False, "val_loss", set()),
+        (True, "val_loss", {"val_r2_weighted", "val_utility"}),
+        (False, "utility", {"val_utility"}),
+    ],
+)
+def test_trials_record_the_weight_metrics_only_with_a_weight_column(
+    tmp_path: Path, weight: bool, objective: str, kept: set[str]
+) -> None:
+    """A trial's user attrs (export --trials, the dashboard) hold r2_weighted and utility
+    where the data has a weight column, or an objective names them: not otherwise."""
+    import polars as pl
+
+    data = write_panel(tmp_path / "panel.parquet", n_dates=40, n_ids=3)
+    if weight:
+        pl.read_parquet(data).with_columns(w=pl.lit(2.0)).write_parquet(data)
+    text = TINY_STUDY.format(name="wm", data=data, time_steps=3)
+    text = text.replace('objective = "val_loss"', f'objective = "{objective}"')
+    cfg = tmp_path / "wm.toml"
+    cfg.write_text(text.replace('id = "id"\n', 'id = "id"\nweight = "w"\n') if weight else text)
+    url = f"sqlite:///{tmp_path}/w.db"
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
+    attrs = load(url, "wm").trials[0].user_attrs
+    assert "val_mse_skill" in attrs and "val_rank_ic" in attrs
+    assert {k for k in ("val_r2_weighted", "val_utility") if k in attrs} == kept
