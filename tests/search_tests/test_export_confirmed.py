@@ -129,3 +129,25 @@ def test_trials_record_the_weight_metrics_only_with_a_weight_column(
     attrs = load(url, "wm").trials[0].user_attrs
     assert "val_mse_skill" in attrs and "val_rank_ic" in attrs
     assert {k for k in ("val_r2_weighted", "val_utility") if k in attrs} == kept
+
+
+def test_confirm_final_keeps_the_tree_for_predict(tmp_path: Path) -> None:
+    """`confirm --final` saves its winner as the model, as `train` does: with the verdict's
+    tree, whose predictions and blend `predict` writes."""
+    import polars as pl
+    import torch
+
+    data = write_panel(tmp_path / "panel.parquet", n_dates=60, n_ids=8)
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY_STUDY.format(name="cff", data=data, time_steps=3))
+    url = f"sqlite:///{tmp_path}/c.db"
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "2") == 0
+    model = tmp_path / "m.pt"
+    confirm = ["confirm", "--study-name", "cff", "--storage", url, "--top", "2", "--final"]
+    assert main([*confirm, "--out", str(model)]) == 0
+    assert torch.load(model, weights_only=True)["tree"]["name"] == "lgbm"
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--model", str(model), "--out", str(out), "--dates", "all"]) == 0
+    df = pl.read_csv(out)
+    assert {"prediction", "lgbm", "blend"} <= set(df.columns)
+    assert df["blend"].is_between(0.0, 1.0).all()
