@@ -37,40 +37,44 @@ from scipy.stats import spearmanr
 from search.config.load import read_toml
 
 
-def run(*args: str) -> None:
+def run(what: str, *args: str) -> None:
     cmd = [sys.executable, "-m", "search.cli", *args]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        sys.exit(f"{' '.join(args[:2])} failed:\n{done.stderr[-2000:]}")
+        sys.exit(f"optuna-run {what} failed:\n{done.stderr[-2000:]}")
 
 
-def rescored(csv: Path) -> dict[str, float]:
-    """Mean daily Spearman of each column against the target over the in_verdict rows."""
+def rescored(csv: Path, date: str) -> dict[str, float]:
+    """Mean daily Spearman of each column against the target over the in_verdict rows (dates
+    of at least 5 rows; a date where either is constant has none, as in the verdict)."""
     df = pl.read_csv(csv).filter(pl.col("in_verdict"))
     out = {}
     for col in ("prediction", "lgbm", "blend"):
-        per = [spearmanr(g[col], g["target"])[0] for _, g in df.group_by("date") if g.height >= 5]
-        out[col] = float(np.mean(per))
+        per = [spearmanr(g[col], g["target"])[0] for _, g in df.group_by(date) if g.height >= 5]
+        out[col] = float(np.nanmean(per)) if per else math.nan
     return out
 
 
-def period(name: str, data: Path, cfg: Path, study: str, seeds: int, work: Path) -> dict:
-    url = f"sqlite:///{work / name}.db"
-    model, csv = work / f"{name}.pt", work / f"{name}.csv"
-    run("--config", str(cfg), "--data", str(data), "--storage", url, "--n-trials", "1", "-q")
+def period(name: str, data: Path, cfg: Path, study: str, date: str, seeds: int, work: Path) -> dict:
+    db, model, csv = (work / f"{name}{ext}" for ext in (".db", ".pt", ".csv"))
+    for old in (db, model, csv):  # a new study each run: one trial, its own seed
+        old.unlink(missing_ok=True)
+    url = f"sqlite:///{db}"
+    run("search", "--config", str(cfg), "--data", str(data), "--storage", url, "--n-trials", "1")
     train = ["train", "--study-name", study, "--storage", url, "--out", str(model)]
-    run(*train, "--seeds", str(seeds), "--quiet")
-    run("predict", "--model", str(model), "--data", str(data), "--dates", "test", "--out", str(csv))
+    run("train", *train, "--seeds", str(seeds), "--quiet")
+    predict = ["predict", "--model", str(model), "--data", str(data), "--dates", "test"]
+    run("predict", *predict, "--out", str(csv))
     v = torch.load(model, weights_only=True)["verdict"]
-    got = rescored(csv)
+    got = rescored(csv, date)
     want = {
         "prediction": v["test"]["model"]["rank_ic"],
         "lgbm": v["test"]["lgbm"]["rank_ic"],
         "blend": v["next"]["rank_ic"]["blend"],
     }
     for k, w in want.items():
-        if abs(got[k] - w) > 1e-5:
-            sys.exit(f"{name}: {k} rescored {got[k]:+.6f} from predict's file, verdict {w:+.6f}")
+        if w is None or not math.isfinite(got[k]) or abs(got[k] - w) > 1e-5:
+            sys.exit(f"{name}: {k} rescored {got[k]:+.6f} from predict's file, verdict {w}")
     dates = v["daily"]["dates"]
     return {
         "name": name,
@@ -88,7 +92,12 @@ def period(name: str, data: Path, cfg: Path, study: str, seeds: int, work: Path)
     }
 
 
+def _se(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
 def pooled(rows: list[dict[str, Any]], key: str, weights: list[float]) -> tuple[float, float]:
+    """The weighted mean of the periods' margins over the tree and its standard error."""
     w = sum(weights)
     mean = sum(wi * r[f"{key}_margin"] for wi, r in zip(weights, rows, strict=True)) / w
     se = math.sqrt(sum((wi * r[f"{key}_se"]) ** 2 for wi, r in zip(weights, rows, strict=True)))
@@ -105,10 +114,12 @@ def main() -> None:
     args = ap.parse_args()
     toml = read_toml(args.config)
     study, date_col = toml["study"]["name"], toml["data"].get("date", "date")
+    kind = pl.scan_parquet(args.data).collect_schema().get(date_col)
+    if kind is None or (args.cuts and not (kind == pl.Date or isinstance(kind, pl.Datetime))):
+        sys.exit(f"{args.data}: --cuts needs a date column {date_col!r} of dates, got {kind}")
     args.workdir.mkdir(parents=True, exist_ok=True)
     files: list[tuple[str, Path]] = []
     lf = pl.scan_parquet(args.data)
-    kind = lf.collect_schema()[date_col]
     for cut in filter(None, args.cuts.split(",")):
         day = dt.date.fromisoformat(cut.strip())
         out = args.workdir / f"before_{day}.parquet"
@@ -118,18 +129,21 @@ def main() -> None:
     rows = []
     for name, path in files:
         print(f"{name}: searching, training and predicting ...", file=sys.stderr, flush=True)
-        rows.append(period(name, path, args.config, study, args.seeds, args.workdir))
+        rows.append(period(name, path, args.config, study, date_col, args.seeds, args.workdir))
         r = rows[-1]
         print(
             f"| {r['dates']} ({r['n']} dates) | {r['val']:+.4f} | {r['model']:+.4f} | "
             f"{r['tree']:+.4f} | {r['blend']:+.4f} | {r['tree_margin']:+.4f} "
-            f"({r['tree_se']:.4f}) | {r['blend_margin']:+.4f} ({r['blend_se']:.4f}) | "
+            f"({_se(r['tree_se'])}) | {r['blend_margin']:+.4f} ({_se(r['blend_se'])}) | "
             f"{r['corr']:.2f} |",
             flush=True,
         )
     for key, label in (("tree", "LSTM minus tree"), ("blend", "blend minus tree")):
-        m, se = pooled(rows, key, [r["n"] for r in rows])
-        mp, sep = pooled(rows, key, [1 / r[f"{key}_se"] ** 2 for r in rows])
+        judged = [r for r in rows if r[f"{key}_se"]]  # a period without a standard error: out
+        if not judged:
+            continue
+        m, se = pooled(judged, key, [r["n"] for r in judged])
+        mp, sep = pooled(judged, key, [1 / r[f"{key}_se"] ** 2 for r in judged])
         print(
             f"{label}, pooled by dates: {m:+.4f} (se {se:.4f}, {m / se:.1f} se); "
             f"by precision: {mp:+.4f} (se {sep:.4f}, {mp / sep:.1f} se)"

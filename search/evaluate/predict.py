@@ -143,7 +143,17 @@ def checkpoint_tree(ckpt: dict[str, Any], source: str) -> Any | None:
             stacklevel=3,
         )
         return None
-    return tree_from_text(str(kept["model"]))
+    try:
+        return tree_from_text(str(kept["model"]))
+    except Exception as e:  # text another LightGBM version cannot read, or a damaged file
+        warnings.warn(
+            f"{source}: the model's LightGBM tree cannot be read by the installed LightGBM "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}): "
+            f"no {TREE_COLUMN} and {BLEND_COLUMN} columns",
+            DataWarning,
+            stacklevel=3,
+        )
+        return None
 
 
 def tree_columns(

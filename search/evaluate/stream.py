@@ -59,7 +59,7 @@ class StreamPredictor:
         self.scaler = Scaler(sc["center"].numpy(), sc["scale"].numpy(), float(sc["clip"]))
         self.device = device
         self._ensemble = EnsemblePredictor(self._tensors(), groups)
-        self._tree = checkpoint_tree(ckpt, "the model")
+        self._tree = checkpoint_tree(ckpt, f"the model of study {ckpt.get('study_name')!r}")
 
     @property
     def columns(self) -> list[str]:
@@ -77,9 +77,9 @@ class StreamPredictor:
         back): one row per row given, in their order, with the time column, the id column and
         `prediction` (a classifier's: the most likely class, and prob_k per class), null
         where the security has no window yet; where the checkpoint keeps the verdict's tree,
-        its prediction (lgbm) and the 50/50 rank blend (blend) too, as `predict` writes them. Raises DataError, the predictor unchanged,
-        when the rows lack a column the model needs, hold several dates, a date not after
-        the previous one, or an id twice."""
+        its prediction (lgbm) and the 50/50 rank blend (blend) too, as `predict` writes
+        them. Raises DataError, the predictor unchanged, when the rows lack a column the
+        model needs, hold several dates, a date not after the previous one, or an id twice."""
         frame = _polars(rows)
         step = self.rolling.push(frame)
         cols: dict[str, Any] = {self.rolling.time: step.dates}
