@@ -136,24 +136,25 @@ def checkpoint_tree(ckpt: dict[str, Any], source: str) -> Any | None:
     if not kept:
         return None
     if not lgbm_available():
-        warnings.warn(
-            f"{source}: the model keeps the verdict's LightGBM tree but LightGBM is not "
-            f"installed: no {TREE_COLUMN} and {BLEND_COLUMN} columns; {TREE_INSTALL} adds it",
-            DataWarning,
-            stacklevel=3,
-        )
+        head = "the model keeps the verdict's LightGBM tree but LightGBM is not installed"
+        _no_tree(source, head, f"; {TREE_INSTALL} adds it")
         return None
     try:
         return tree_from_text(str(kept["model"]))
     except Exception as e:  # text another LightGBM version cannot read, or a damaged file
-        warnings.warn(
-            f"{source}: the model's LightGBM tree cannot be read by the installed LightGBM "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}): "
-            f"no {TREE_COLUMN} and {BLEND_COLUMN} columns",
-            DataWarning,
-            stacklevel=3,
-        )
+        said = str(e).splitlines()[0] if str(e) else "no message"
+        head = "the model's LightGBM tree cannot be read by the installed LightGBM"
+        _no_tree(source, f"{head} ({type(e).__name__}: {said})")
         return None
+
+
+def _no_tree(source: str, why: str, then: str = "") -> None:
+    """Warn in one line that the model's tree is left out, `why`, and what follows."""
+    warnings.warn(
+        f"{source}: {why}: no {TREE_COLUMN} and {BLEND_COLUMN} columns{then}",
+        DataWarning,
+        stacklevel=4,
+    )
 
 
 def tree_columns(
