@@ -10,7 +10,7 @@ import pytest
 from search.cli import main
 from tests.conftest import write_panel
 from tests.search_tests.helpers import load, run_cli
-from tests.search_tests.test_predict_columns import TINY_STUDY
+from tests.search_tests.test_predict_columns import TINY_STUDY, tiny_study
 
 
 def test_export_after_confirm_reports_the_confirmed_mean_and_spread(tmp_path: Path) -> None:
@@ -137,11 +137,7 @@ def test_confirm_final_keeps_the_tree_for_predict(tmp_path: Path) -> None:
     import polars as pl
     import torch
 
-    data = write_panel(tmp_path / "panel.parquet", n_dates=60, n_ids=8)
-    cfg = tmp_path / "tiny.toml"
-    cfg.write_text(TINY_STUDY.format(name="cff", data=data, time_steps=3))
-    url = f"sqlite:///{tmp_path}/c.db"
-    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "2") == 0
+    url = tiny_study(tmp_path, "cff", n_trials=2, n_dates=60, n_ids=8)
     model = tmp_path / "m.pt"
     confirm = ["confirm", "--study-name", "cff", "--storage", url, "--top", "2", "--final"]
     assert main([*confirm, "--out", str(model)]) == 0

@@ -78,18 +78,27 @@ epochs = 1
 """
 
 
+def tiny_study(
+    folder: Path, name: str, n_trials: int = 1, n_dates: int = 40, n_ids: int = 3
+) -> str:
+    """The storage URL of TINY_STUDY (time_steps 3) run for `n_trials` on a write_panel file
+    of `n_dates` x `n_ids` in `folder`."""
+    from tests.conftest import write_panel
+
+    data = write_panel(folder / "panel.parquet", n_dates=n_dates, n_ids=n_ids)
+    cfg = folder / f"{name}.toml"
+    cfg.write_text(TINY_STUDY.format(name=name, data=data, time_steps=3))
+    url = f"sqlite:///{folder}/{name}.db"
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", str(n_trials)) == 0
+    return url
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """(folder, model, storage URL): one trial of a tiny space on a 40-date, 3-id panel with
     a given target column, retrained into a model of time_steps 3 (seconds)."""
-    from tests.conftest import write_panel
-
     folder = tmp_path_factory.mktemp("tiny_model")
-    data = write_panel(folder / "panel.parquet", n_dates=40, n_ids=3)
-    cfg = folder / "tiny.toml"
-    cfg.write_text(TINY_STUDY.format(name="tiny", data=data, time_steps=3))
-    url = f"sqlite:///{folder}/r.db"
-    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
+    url = tiny_study(folder, "tiny")
     model = folder / "m.pt"
     train = ["train", "--study-name", "tiny", "--storage", url, "--out", str(model), "--no-tree"]
     assert main(train) == 0
