@@ -1,16 +1,17 @@
 """The final model, the tree and their blend on several test periods, through the product.
 
 How much of an edge over the tree is one period's luck: the panel is cut at each date of
-`--cuts` (the rows before it written to a file in `--workdir`), plus the whole file; each is
-split as the product splits it (its own training, validation and test dates) and run as a
-user runs it, one fixed configuration (`--config`, by default bench/fixed_pieces.toml):
+`--cuts` (the rows before it written to a file in `--workdir`), plus the whole file (unless
+`--no-whole`); each is split as the product splits it (its own training, validation and test
+dates) and run as a user runs it, one fixed configuration (`--config`, by default
+bench/fixed_pieces.toml):
 
     optuna-run --config CONFIG --data FILE --storage sqlite:///WORKDIR/NAME.db --n-trials 1
     optuna-run train --study-name STUDY --storage ... --seeds SEEDS --out WORKDIR/NAME.pt
     optuna-run predict --model WORKDIR/NAME.pt --data FILE --dates test --out WORKDIR/NAME.csv
 
     python bench/periods.py --data ../shared/data/cn_sse_mainboard.parquet \
-        --cuts 2023-06-07,2024-01-10,2024-11-26 [--seeds 1] [--workdir /tmp/periods]
+        --cuts 2023-06-07,2024-01-10,2024-11-26 [--seeds 1] [--workdir /tmp/periods] [--no-whole]
 
 Then the model's, the tree's (column lgbm) and the blend's (column blend) mean daily rank IC
 are recomputed with scipy from `predict`'s file over the `in_verdict` rows and checked
@@ -111,6 +112,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=Path(__file__).with_name("fixed_pieces.toml"))
     ap.add_argument("--seeds", type=int, default=1, help="networks per final fit")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/periods"))
+    ap.add_argument("--no-whole", action="store_true", help="the cuts' periods only")
     args = ap.parse_args()
     toml = read_toml(args.config)
     study, date_col = toml["study"]["name"], toml["data"].get("date", "date")
@@ -125,7 +127,10 @@ def main() -> None:
         out = args.workdir / f"before_{day}.parquet"
         lf.filter(pl.col(date_col) < pl.lit(day).cast(kind)).sink_parquet(out)
         files.append((f"before_{day}", out))
-    files.append(("whole_file", args.data))
+    if not args.no_whole:
+        files.append(("whole_file", args.data))
+    if not files:
+        sys.exit("--no-whole needs --cuts: no period to run")
     rows = []
     for name, path in files:
         print(f"{name}: searching, training and predicting ...", file=sys.stderr, flush=True)
