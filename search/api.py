@@ -189,6 +189,13 @@ def run_study(
     url = _storage_url(storage)  # a storage that cannot be used fails before the data load
     check_new_file_folder(url)
     dev = resolve_device(device)
+    if isinstance(config, RunConfig) and config.cpu_limits and dev != "cpu":
+        raise ConfigError(
+            [
+                f"config: loaded for a CPU device ([cpu] limits applied) but device {device!r} "
+                f"runs it on {dev}: pass load_config the device run_study is given"
+            ]
+        )
     cfg = config if isinstance(config, RunConfig) else load_config(path=config, device=dev)
     plan = session.prepare(
         cfg, device=dev, workers=workers, seed_where=f"{cfg.config_path}: [search] seed"

@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 import polars as pl
 import pytest
+import torch
 
 import search
 import search.storage.rdb as rdb
@@ -65,7 +66,9 @@ def test_a_notebook_runs_confirms_trains_and_predicts(tmp_path: Path) -> None:
     assert search.load_study(storage=url).study_name == "nb"  # the storage's only study
 
 
-def test_bad_input_raises_before_anything_is_written(tmp_path: Path) -> None:
+def test_bad_input_raises_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     toml = study_toml(tmp_path, "bad", data=tiny_panel(tmp_path))
     db = tmp_path / "bad.db"
     url = f"sqlite:///{db}"
@@ -83,6 +86,12 @@ def test_bad_input_raises_before_anything_is_written(tmp_path: Path) -> None:
         search.predict(model=tmp_path / "none.pt", device="cpu")
     with pytest.raises(search.ConfigError, match="no SQLite file"):
         search.train(study_name="bad", storage=url, device="cpu")
+    cpu_sized = search.load_config(path=toml, device="cpu")
+    assert cpu_sized.cpu_limits
+    with monkeypatch.context() as m:  # a GPU machine: "auto" would run the CPU-sized config there
+        m.setattr(torch.cuda, "is_available", lambda: True)
+        with pytest.raises(search.ConfigError, match="loaded for a CPU device .* on cuda"):
+            search.run_study(config=cpu_sized, storage=url, n_trials=1)
     assert not db.exists()
     search.run_study(config=toml, storage=url, n_trials=1, device="cpu")
     with pytest.raises(search.ConfigError, match=r"no study 'other' .* studies there: \['bad'\]"):
