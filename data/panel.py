@@ -7,7 +7,7 @@ import hashlib
 import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,7 @@ def load_panel(
     for_prediction: bool = False,
     first: Any = None,
     say: Callable[[str], None] | None = None,
+    features: Sequence[str] | None = None,
 ) -> Panel:
     """Read, check and pivot the file described by `cfg` into a Panel.
 
@@ -145,6 +146,10 @@ def load_panel(
 
     `say` takes one line as each step starts (reading the file, the dense panel, the
     features, the target and checks) and one when the panel is done, with its time.
+
+    `features` (for predictions): a trained model's features, in its order; the panel holds
+    exactly those before each row's missing share and the per-date normalisation are taken,
+    as in training, where features constant over the training dates were left out first.
     """
     t0 = time.perf_counter()
     step = say or (lambda line: None)
@@ -180,6 +185,8 @@ def load_panel(
     check_weight(rd.path, cols, weight, ok)
     if not for_prediction:
         values, names = drop_constant(rd.path, cfg, rd.index.dates, values, names)
+    elif features is not None:
+        values, names = _in_order(rd.path, values, names, list(features))
     valid = valid_rows(values, ok, cfg)
     step(f"panel done in {time.perf_counter() - t0:.1f}s")
     return Panel(
@@ -410,6 +417,22 @@ def _target(
     if cfg.task == "classification":
         return class_target(y, cfg.n_classes), raw
     return transform_target(y, cfg.target_cs, cfg.target_winsor, cfg.target_scale), raw
+
+
+def _in_order(
+    path: Path, values: np.ndarray, names: list[str], want: list[str]
+) -> tuple[np.ndarray, list[str]]:
+    """The (D, S, F) features `want`, in that order, from `values` named `names`."""
+    if names == want:
+        return values, names
+    lacking = [n for n in want if n not in names]
+    if lacking:
+        raise DataError(
+            f"{path}: the model's feature(s) {lacking} are derived from OHLCV columns "
+            "this file lacks ([data] open / high / low / close / volume)"
+        )
+    idx = [names.index(n) for n in want]
+    return np.ascontiguousarray(values[:, :, idx]), want
 
 
 def valid_rows(values: np.ndarray, ok: np.ndarray, cfg: DataConfig) -> np.ndarray:

@@ -93,7 +93,7 @@ def predict_file(
     axis = time_axis(cfg)
     history = (E if dates == "test" else T) - 1 + ohlcv_lookback(model_features)
     first, start = first_date(axis, cfg, dates, history)
-    panel = _in_model_order(load_panel(cfg, for_prediction=True, first=first), model_features)
+    panel = load_panel(cfg, for_prediction=True, first=first, features=model_features)
     if not panel.has_target:
         warnings.warn(
             f"{data_path}: column {cfg.target!r} ([data] target) is absent or empty: "
@@ -212,20 +212,6 @@ def first_date(axis: pl.Series, cfg: DataConfig, dates: str, history: int) -> tu
     end = D - 1 if dates == "last" else make_split(axis.to_numpy(), cfg).test.start
     first = max(min(end, D - 1) - history, 0)
     return (axis[first] if first > 0 else None), (axis.to_numpy()[end] if end < D else None)
-
-
-def _in_model_order(panel: Panel, names: list[str]) -> Panel:
-    """`panel` with the model's features in the model's order."""
-    if panel.feature_names == names:
-        return panel
-    lacking = [n for n in names if n not in panel.feature_names]
-    if lacking:
-        raise DataError(
-            f"{panel.source}: the model's feature(s) {lacking} are derived from OHLCV columns "
-            "this file lacks ([data] open / high / low / close / volume)"
-        )
-    idx = [panel.feature_names.index(n) for n in names]
-    return replace(panel, values=np.ascontiguousarray(panel.values[:, :, idx]), feature_names=names)
 
 
 def _prediction_frame(

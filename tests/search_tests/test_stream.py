@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 import search
 from search.cli import main
@@ -152,6 +153,16 @@ def extended_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 
 
 @pytest.fixture(scope="module")
+def ranked_extended_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(data, model): the extended OHLCV features ranked per date, no feature missing allowed
+    in a row; ret_60, without a value on the training dates, is left out of the model."""
+    folder = tmp_path_factory.mktemp("stream_ranked_extended")
+    data = ohlcv_panel(folder / "prices.parquet")
+    extra = 'normalize = "cs_rank"\nohlcv_set = "extended"\nmax_missing = 0.0'
+    return data, _model(folder, "prices", data, T_OHLCV, extra, 1)
+
+
+@pytest.fixture(scope="module")
 def factor_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(data, model): factor columns, robust (training-date) scaling, a tradable column; the
     2 best trials x 2 seeds averaged."""
@@ -217,6 +228,21 @@ def test_day_by_day_equals_the_file_for_the_extended_ohlcv_features(
     assert live.history == T_OHLCV - 1 + 60
     want = search.predict(model=model, data=data, dates="all", device="cpu")
     assert_same(feed(live, data), want)
+
+
+def test_a_feature_training_left_out_changes_neither_rows_nor_ranks_of_the_file(
+    ranked_extended_model: tuple[Path, Path],
+) -> None:
+    """The rows a model predicts and the per-date ranks of its features are taken over the
+    model's features only, as in training: ret_60 (no value before date 60, left out of the
+    model) would otherwise make every row before it invalid (max_missing 0) and, after it,
+    rank each feature among other rows."""
+    data, model = ranked_extended_model
+    ckpt = torch.load(model, weights_only=True)
+    assert "ret_60" not in ckpt["feature_names"] and "ret_20" in ckpt["feature_names"]
+    want = search.predict(model=model, data=data, dates="all", device="cpu")
+    assert min(_first_predicted(want, "S1")) < 60
+    assert_same(feed(search.stream_predictor(model=model, device="cpu"), data), want)
 
 
 def test_day_by_day_equals_the_file_for_a_robust_factor_ensemble(
