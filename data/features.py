@@ -168,16 +168,28 @@ def forward_return(close: np.ndarray, ok: np.ndarray, horizon: int) -> np.ndarra
 
 
 def cs_rank(x: np.ndarray) -> np.ndarray:
-    """Per-row rank of a (S,) or (S, F) slice scaled to [-0.5, 0.5], NaN kept (ties by order)."""
-    out = np.full(x.shape, np.nan, dtype=np.float64)
-    ok = np.isfinite(x)
-    order = np.argsort(np.where(ok, x, np.inf), axis=0, kind="stable")
+    """Per-column rank of a (S,) or (S, F) slice scaled to [-0.5, 0.5], NaN kept; tied values
+    share their average rank (as the metrics' rank IC ranks them), so the order of the rows
+    never decides a rank."""
+    x = np.asarray(x)
+    flat = x.reshape(len(x), -1)  # (S, F)
+    S = len(flat)
+    ok = np.isfinite(flat)
+    key = np.where(ok, flat, np.inf)
+    order = np.argsort(key, axis=0, kind="stable")
+    v = np.take_along_axis(key, order, axis=0)
+    pos = np.broadcast_to(np.arange(S)[:, None], v.shape)
+    starts = np.ones(v.shape, dtype=bool)
+    starts[1:] = v[1:] != v[:-1]
+    first = np.maximum.accumulate(np.where(starts, pos, 0), axis=0)  # of each value's run
+    ends = np.ones(v.shape, dtype=bool)
+    ends[:-1] = starts[1:]
+    last = np.minimum.accumulate(np.where(ends, pos, S)[::-1], axis=0)[::-1]
+    ranks = np.empty(v.shape, dtype=np.float64)
+    np.put_along_axis(ranks, order, (first + last) / 2.0, axis=0)
     n = ok.sum(axis=0)
-    ranks = order.argsort(axis=0, kind="stable")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scaled = np.where(n > 1, ranks / np.maximum(n - 1, 1) - 0.5, 0.0)
-    out[ok] = scaled[ok]
-    return out
+    scaled = np.where(n > 1, ranks / np.maximum(n - 1, 1) - 0.5, 0.0)
+    return np.where(ok, scaled, np.nan).reshape(x.shape)
 
 
 def transform_target(y: np.ndarray, cs: str, winsor: float, scale: float) -> np.ndarray:

@@ -11,8 +11,8 @@ those `load_panel` gives the same date of a file that holds every date so far:
   normalisation is per date) and whether each row was valid: a window ends on a security
   when all `time_steps` dates are valid for it, as `data.windows` has it.
 
-A row's share of missing features is taken over the model's own features; a per-date rank
-breaks ties in id order, as a file's panel (its ids sorted) does. A security keeps its slot
+A row's share of missing features is taken over the model's own features; tied values share
+their average per-date rank, whatever the order of the rows or slots. A security keeps its slot
 while it is listed; a new id takes a free slot (or a new one) with no history. A security
 absent (no row) on a date, or present but not tradable, or with more than `max_missing` of
 its features missing, has an invalid row there, which breaks its run of valid dates. One
@@ -92,7 +92,6 @@ class RollingPanel:
         self.ohlcv = {r: np.full((self.lookback + 1, 0), np.nan) for r in self.roles}
         self.last_seen = np.zeros(0, dtype=np.int64)  # (S,) the step of the last row
         self._id_array: np.ndarray | None = None  # self.ids as an array
-        self._order: np.ndarray | None = None  # slots sorted by id, as a file's panel has them
 
     @property
     def columns(self) -> dict[str, str]:
@@ -126,10 +125,7 @@ class RollingPanel:
         self._roll()
         self.last_seen[slots] = self.step
         new, ok = self._date(rows, slots)
-        order = self._sorted()  # ties in a per-date rank broken in id order, as in a file
-        vo, ko = new[:, order], ok[:, order]
-        valid = valid_rows(vo, ko, self.cfg)
-        new[:, order], self.valid[-1, order] = vo, valid[0]
+        self.valid[-1] = valid_rows(new, ok, self.cfg)[0]  # normalises `new` in place
         self.values[-1] = new[0]
         ready = np.asarray(self.valid.all(axis=0))[slots]
         self._forget()
@@ -226,7 +222,7 @@ class RollingPanel:
             self.slot[i] = s
             self.ids[s] = i
         if new:
-            self._order = self._id_array = None
+            self._id_array = None
         return np.fromiter((self.slot[i] for i in ids), dtype=np.int64, count=len(ids))
 
     def _grow(self, n: int) -> None:
@@ -284,12 +280,6 @@ class RollingPanel:
             self._id_array = np.array([i or "" for i in self.ids], dtype=str)
         return self._id_array
 
-    def _sorted(self) -> np.ndarray:
-        """(S,) the slots in the order of their ids."""
-        if self._order is None:
-            self._order = np.argsort(self._keys(), kind="stable")
-        return self._order
-
     def _forget(self) -> None:
         """Free the slots of the securities absent on the last time_steps + look-back dates."""
         stale = np.flatnonzero(self.step - self.last_seen >= self.time_steps + self.lookback)
@@ -303,7 +293,7 @@ class RollingPanel:
                 x[:, s] = np.nan
         if gone:
             self.free += sorted(gone, reverse=True)
-            self._order = self._id_array = None
+            self._id_array = None
 
 
 def _numbers(

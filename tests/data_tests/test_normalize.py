@@ -87,3 +87,31 @@ def test_cross_sectional_scores_use_no_later_date(tmp_path, how):
     )
     np.testing.assert_array_equal(changed.values[:6], base.values[:6])
     assert not np.array_equal(changed.values[6:], base.values[6:], equal_nan=True)
+
+
+def test_tied_values_share_their_average_rank_whatever_the_rows_order(tmp_path):
+    """A per-date rank (features under cs_rank, the target under target_cs = "rank") gives
+    tied values one rank, their average, as the metrics' rank IC does: a ticker's place in
+    the file never decides it."""
+    from scipy.stats import rankdata
+
+    from data.features import cs_rank
+
+    x = np.array([[0.0, 1.0], [0.0, np.nan], [0.02, 1.0], [0.0, 1.0], [-0.01, np.inf]])
+    got = cs_rank(x)
+    assert got[:, 0].tolist() == [0.0, 0.0, 0.5, 0.0, -0.5]  # three zeros: ranks 1, 2, 3 -> 2
+    assert got[[0, 2, 3], 1].tolist() == [0.0, 0.0, 0.0] and np.isnan(got[[1, 4], 1]).all()
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        y = rng.integers(0, 4, size=(int(rng.integers(2, 30)), 3)).astype(float)
+        y[rng.random(y.shape) < 0.2] = np.nan
+        for j in range(3):
+            ok = np.isfinite(y[:, j])
+            want = (rankdata(y[ok, j]) - 1) / max(ok.sum() - 1, 1) - 0.5 if ok.sum() > 1 else 0.0
+            np.testing.assert_allclose(cs_rank(y)[ok, j], want, atol=1e-12)
+            shuffled = rng.permutation(len(y))
+            np.testing.assert_allclose(cs_rank(y[shuffled])[:, j], cs_rank(y)[shuffled, j])
+    tied = panel_file(tmp_path / "t.parquet", later=lambda d, s: 5.0)  # one value from date 6
+    panel, _ = load(tied, normalize="cs_rank", target_cs="rank")
+    assert (panel.values[6:, :, 0] == 0.0).all()
+    assert panel.values[0, :, 0].tolist() == [-0.5, 0.0, 0.5]

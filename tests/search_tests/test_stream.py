@@ -215,7 +215,7 @@ def test_day_by_day_equals_the_file_for_features_derived_from_ohlcv(
     assert live.columns == ["date", "id", "open", "high", "low", "close", "volume"]
     got = feed(live, data)
     assert_same(got, search.predict(model=model, data=data, dates="all", device="cpu"))
-    # ids in the other order on every date: per-date ranks break ties by id, as the file does
+    # ids in the other order on every date: tied values share their average per-date rank
     other = feed(search.stream_predictor(model=model, device="cpu"), data, reverse=False)
     assert_same(other, got.drop_nulls("prediction"))
 
