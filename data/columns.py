@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,14 @@ import polars as pl
 
 from data.config import DataConfig
 from data.errors import DataError, DataWarning
+
+# A name part that says a column looks ahead (a label of another horizon, a responder): such
+# a column is never taken as a feature unless [data] features names it.
+LABEL_PART = re.compile(
+    r"(?:^|[_\W\d])(fwd|forward|future|next|label|labels|target|targets|responder|resp|y)"
+    r"(?=$|[_\W\d])",
+    re.IGNORECASE,
+)
 
 # The OHLCV roles and the column each reads when `[data]` does not map it.
 ROLES: dict[str, str] = {
@@ -142,6 +151,14 @@ def resolve_columns(
     else:
         candidates = [n for n in names if n not in used and n not in levels and n != cfg.order]
         feats = [n for n in candidates if schema[n].is_numeric()]
+        ahead = [n for n in feats if LABEL_PART.search(n)]
+        if ahead and not target_given:
+            raise DataError(
+                f"{path}: column(s) {ahead[:10]}{' ...' if len(ahead) > 10 else ''} look like "
+                "labels (a forward-looking name), and [data] features is not set, so every "
+                "numeric column would be a feature; name the features in [data] features "
+                "(names or globs, --features) or drop those columns from the file"
+            )
         if target_given and feats:
             # A given target usually sits beside other labels (other horizons, other
             # responders): never take a column as a feature unless it is named.

@@ -87,3 +87,29 @@ def test_a_legitimately_lagged_target_does_not_lift_validation(walk):
 def test_a_planted_future_target_lifts_validation_to_near_perfect(walk):
     ic, r2 = val_quality(walk, "leak")
     assert ic > 0.9 and r2 > 0.8, (ic, r2)
+
+
+def test_a_column_named_like_a_label_is_no_default_feature(tmp_path):
+    """Without [data] features every numeric column but the roles' is a feature; a column
+    whose name looks ahead (fwd_ret_3: the target of another horizon, planted) stops the
+    load with one line naming it, before a model can learn from it. Named, it is the user's
+    call."""
+    from dataclasses import replace
+
+    from data import DataError
+
+    rng = np.random.default_rng(1)
+    close = 10 * np.exp(np.cumsum(rng.normal(0, 0.02, (30, 4)), axis=0))
+    ahead = np.full((30, 4), np.nan)
+    ahead[:-H] = close[H:] / close[:-H] - 1
+    cols = {
+        "close": lambda d, s: float(close[d, s]),
+        "mkt_cap": lambda d, s: float(s + 1),
+        "fwd_ret_3": lambda d, s: None if np.isnan(ahead[d, s]) else float(ahead[d, s]),
+    }
+    path = long_file(tmp_path / "labels.parquet", 30, 4, cols)
+    cfg = DataConfig(path=str(path), id="id", ohlcv_set="basic", val_frac=0.2, test_frac=0.2)
+    with pytest.raises(DataError, match=r"labels.parquet: column\(s\) \['fwd_ret_3'\] look like"):
+        load_panel(cfg)
+    named = load_panel(replace(cfg, features=("mkt_cap", "fwd_ret_3")))
+    assert named.feature_names[-2:] == ["mkt_cap", "fwd_ret_3"]

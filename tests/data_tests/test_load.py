@@ -281,7 +281,7 @@ def test_a_derived_target_with_no_value_names_its_cause(tmp_path):
     with pytest.raises(
         DataError, match=r"^\S+nan.parquet: column 'close' \(\[data\] close\) has no"
     ):
-        load(nan, target=None)
+        load(nan, target=None, features=("f0",))  # its column `target` is no feature
     with pytest.raises(DataError, match=r"column 'close' \(\[data\] close\) has no value on any"):
         load(nan, features=("f0",))  # a given target: rows without a close are not tradable
     for close in (0.0, -5.0):
@@ -485,7 +485,7 @@ def test_a_feature_column_with_no_value_from_a_glob_or_by_default_is_refused(tmp
         with pytest.raises(DataError, match=r"'f_nan' .* no value.* without it in \[data\]"):
             load(path, features=("f*",))
         with pytest.raises(DataError, match=r"'f_nan' .* no value.* without it in \[data\]"):
-            load(path, target=None, close="f0")  # default features: every numeric column
+            load(path, target=None, close="target")  # default features: every other numeric column
 
 
 def test_an_empty_csv_column_is_numeric_and_named_when_it_is_a_role(tmp_path):
