@@ -8,6 +8,7 @@ value given on the command line can be blamed on its flag by the caller.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import difflib
 import types
 import typing
@@ -83,8 +84,11 @@ def _describe(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any) -> Any:
     """What TOML, JSON and flags write for a field, as the field holds it: an integer where a
-    float is expected, a list or a single string where a tuple of strings is."""
+    float is expected, a list or a single string where a tuple of strings is, a TOML date or
+    date-time (`val_start = 2020-03-01`) where a string is (its ISO form)."""
     alts = _members(tp)
+    if str in alts and isinstance(value, dt.date):  # a datetime is a date too
+        return value.isoformat()
     if float in alts and int not in alts and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if any(typing.get_origin(a) is tuple for a in alts):
