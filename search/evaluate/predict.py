@@ -93,6 +93,11 @@ def predict_file(
     axis = time_axis(cfg)
     history = (E if dates == "test" else T) - 1 + ohlcv_lookback(model_features)
     first, start = first_date(axis, cfg, dates, history)
+    if dates == "test" and start is None:
+        raise DataError(
+            f"{data_path}: --dates test: the study's split leaves this file no test segment "
+            "([data] test_frac = 0, or test_start after its last date); use --dates all or last"
+        )
     panel = load_panel(cfg, for_prediction=True, first=first, features=model_features)
     if not panel.has_target:
         warnings.warn(

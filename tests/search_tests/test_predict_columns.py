@@ -391,3 +391,26 @@ def test_the_test_predictions_mark_the_verdicts_rows_whose_rank_ic_is_the_verdic
     assert "the model's LightGBM tree cannot be read by the installed LightGBM" in err, err
     # the last dates have no label: never the verdict's
     assert not df.filter(pl.col("target").is_null() | pl.col("target").is_nan())["in_verdict"].any()
+
+
+def test_dates_test_without_a_test_segment_says_so(
+    tiny_model: tuple[Path, Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A study split without test dates ([data] test_frac = 0) leaves `--dates test` nothing
+    to score: one line says why, not that the file's history is too short."""
+    import torch
+
+    folder, model, _ = tiny_model
+    ckpt = torch.load(model, weights_only=True)
+    ckpt["data"] = {**ckpt["data"], "test_frac": 0.0, "test_start": None}
+    no_test = folder / "no_test.pt"
+    torch.save(ckpt, no_test)
+    args = ["predict", "--model", str(no_test), "--data", str(folder / "panel.parquet")]
+    assert main([*args, "--dates", "test", "--out", str(folder / "t.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"optuna-run: error: {folder / 'panel.parquet'}: --dates test: the study's split leaves "
+        "this file no test segment ([data] test_frac = 0, or test_start after its last date); "
+        "use --dates all or last"
+    ]
+    assert main([*args, "--dates", "all", "--out", str(folder / "a.csv")]) == 0
