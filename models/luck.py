@@ -313,12 +313,13 @@ def deflated_sharpe(
     return {k: None if isinstance(x, float) and not math.isfinite(x) else x for k, x in out.items()}
 
 
-def effective_trials(matrix: np.ndarray) -> float:
+def effective_trials(matrix: np.ndarray, n: float | None = None) -> float:
     """rho + (1 - rho) * N for the N columns of a (T x N) matrix, rho their mean pairwise
-    correlation; in [1, N]."""
+    correlation, in [1, N]; with `n`, the same rho applied to n trials (the columns a sample
+    of them)."""
     m, _ = _clean(matrix)
-    N = m.shape[1]
-    if N < 2 or m.shape[0] < 3:
+    N = m.shape[1] if n is None else n
+    if m.shape[1] < 2 or m.shape[0] < 3:
         return float(N)
     sd = m.std(0)
     c = np.corrcoef(m[:, sd > 0], rowvar=False) if (sd > 0).sum() > 1 else np.ones((1, 1))
@@ -341,12 +342,16 @@ def luck_summary(
     n_blocks: int = 16,
     effective: bool = False,
     overlap: int = 1,
+    tried: int | None = None,
 ) -> dict[str, Any]:
     """PBO and deflated Sharpe of selecting column `winner` (default: the best by the mean,
     or the Sharpe, of its values) among the (T dates x N trials) matrix of metric `key`'s
     per-date values. The DSR is given only for metrics where 0 means no skill (rank IC,
     spread, ...); `effective` also deflates by the effective number of trials; `overlap`:
-    the dates an h-date forward return spans (the DSR counts T / overlap values)."""
+    the dates an h-date forward return spans (the DSR counts T / overlap values); `tried`:
+    the trials the selection was made among, where more than the N columns (trials pruned
+    on validation were tried and rejected too: the deflation counts them, the spread of the
+    trials' Sharpe ratios is the N columns')."""
     sign, by = _direction(key), ("sharpe" if key in BY_SHARPE else "mean")
     out: dict[str, Any] = {"metric": key, "pbo": pbo(matrix, n_blocks, by, sign)}
     m, cols = _clean(matrix)
@@ -359,9 +364,11 @@ def luck_summary(
         return out
     srs = np.array([sharpe(c) for c in m.T])
     series = m[:, int(np.flatnonzero(cols == winner)[0])]
-    out["dsr"] = deflated_sharpe(series, srs, overlap=overlap)
+    n = max(tried or 0, len(cols))
+    out["dsr"] = deflated_sharpe(series, srs, n, overlap)
+    out["dsr"]["complete"] = len(cols)
     if effective:
-        n_eff = effective_trials(m)
+        n_eff = effective_trials(m, n)
         out["dsr_effective"] = deflated_sharpe(series, srs, n_eff, overlap)
     return out
 

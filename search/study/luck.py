@@ -54,7 +54,8 @@ def _selected(study: optuna.Study) -> int | None:
 
 def study_luck(study: optuna.Study, n_blocks: int = 16, effective: bool = True) -> dict[str, Any]:
     """PBO of the study's selection over `n_blocks` date blocks and the deflated Sharpe of
-    its selected trial (N = the complete trials kept; with `effective`, also N_eff), as a
+    its selected trial (N = the complete and pruned trials: every one tried and kept or
+    rejected on validation; with `effective`, also N_eff), as a
     JSON-ready dict; `note` says why a figure is missing."""
     m, numbers, metric, ranges = daily_matrix(study.trials)
     if metric is None or len(numbers) < 2:
@@ -68,7 +69,11 @@ def study_luck(study: optuna.Study, n_blocks: int = 16, effective: bool = True) 
         return {"note": f"needs per-date values of two complete trials, has {len(numbers)}"}
     pick = _selected(study)
     col = numbers.index(pick) if pick in numbers else None
-    out = luck_summary(m, metric, col, n_blocks, effective, overlap=_horizon(study.trials))
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    tried = sum(t.state in finished for t in study.trials)
+    out = luck_summary(
+        m, metric, col, n_blocks, effective, overlap=_horizon(study.trials), tried=tried
+    )
     out["winner"] = None if out["winner"] is None else numbers[out["winner"]]
     out["ranges"] = ranges
     if out["dsr"] is None:
@@ -125,7 +130,13 @@ def format_luck(luck: dict[str, Any]) -> str:
         lines.append(
             f"deflated Sharpe of trial {luck['winner']}: {_f(d['dsr'])} (per-date Sharpe "
             f"{_f(d['sharpe'])} vs {_f(d['sharpe0'])} expected of the best of "
-            f"{_f(d['trials'], '.0f')} skill-less trials; > 0.95 = significant"
+            f"{_f(d['trials'], '.0f')} skill-less trials"
+            + (
+                f", every trial tried: {d['complete']} complete, the rest pruned"
+                if d.get("complete") is not None and d["complete"] < d["trials"]
+                else ""
+            )
+            + "; > 0.95 = significant"
             + (
                 f"; {d['dates']:,} dates of {d['overlap']}-date returns count as "
                 f"{d['dates'] / d['overlap']:.0f})"

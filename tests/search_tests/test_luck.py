@@ -57,6 +57,15 @@ def test_trials_keep_per_date_values_and_the_study_its_luck(tmp_path: Path) -> N
     assert main([*argv, "--trials", str(table)]) == 0
     assert "daily_values" not in out.read_text()
     assert len(pd.read_parquet(table)) == 4
+    # trials pruned on validation were tried and rejected: the deflation counts them too
+    for _ in range(20):
+        study.add_trial(optuna.trial.create_trial(state=S.PRUNED, intermediate_values={0: 0.0}))
+    more = study_luck(study, n_blocks=8)
+    assert more["dsr"]["trials"] == 24 and more["dsr"]["complete"] == 4
+    assert more["dsr"]["sharpe0"] > luck["dsr"]["sharpe0"]
+    assert more["dsr"]["dsr"] <= luck["dsr"]["dsr"] and more["pbo"]["trials"] == 4
+    assert luck["dsr_effective"]["trials"] < more["dsr_effective"]["trials"] <= 24
+    assert "skill-less trials, every trial tried: 4 complete, the rest pruned" in format_luck(more)
 
 
 def test_a_study_without_per_date_values_says_so(tmp_path: Path) -> None:
