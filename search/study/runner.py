@@ -499,5 +499,15 @@ def run_parallel(
                 )
     finally:
         handler.restore()
+        for p in procs.values():  # started, not joined: a start or the gathering failed
+            if p.pid is not None and p.exitcode is None:
+                stop_flag.value = 1
+                p.join(cfg.storage.grace_period)
+                if p.exitcode is None:
+                    p.kill()
+                    p.join()
+        for reader, writer in pipes.values():
+            reader.close()
+            writer.close()
         shutil.rmtree(cache, ignore_errors=True)
     return interrupted or handler.hits > 0, errors
