@@ -151,7 +151,10 @@ class Objective:
         cfg = self.cfg
         p = cfg.space.suggest(trial)
         base = cfg.search.seed
-        seed = secrets.randbelow(2**31) if base is None else base * 100_003 + trial.number
+        # seeded: trial n's members take seeds n * k .. n * k + k - 1 past the base (k seeds a
+        # trial), so no two trials share one
+        k = cfg.search.seeds
+        seed = secrets.randbelow(2**31) if base is None else base * 100_003 + trial.number * k
         trial.set_user_attr("seed", seed)
         members = trial_members(seed, cfg.search.seeds, self.data.n_folds)
         tp = train_params(p, cfg.budget, seed)

@@ -33,6 +33,8 @@ def test_trials_keep_per_date_values_and_the_study_its_luck(tmp_path: Path) -> N
     study = load(url, "luck")
     done = [t for t in study.trials if t.state == S.COMPLETE]
     assert len(done) == 4
+    member_seeds = [t.user_attrs["seed"] + j for t in done for j in range(2)]
+    assert len(set(member_seeds)) == 8  # a seeded study: no two trials share a member's seed
     for t in done:
         d = t.user_attrs["daily_values"]
         assert d["metric"] == "rank_ic" and len(d["ranges"]) == 3  # one range per fold
