@@ -12,7 +12,7 @@ from data.errors import SegmentError, plural
 from data.normalize import Scaler, apply, fit_robust, identity
 from data.panel import Panel
 from data.split import Split, make_folds, make_split
-from data.windows import WindowIndex, gather
+from data.windows import Recent, WindowIndex, gather
 
 
 @dataclass
@@ -100,10 +100,13 @@ class Prepared(PanelTensors):
         self.eval_time_steps = eval_time_steps
         self.split: Split = make_split(panel.dates, cfg)
         self.folds: list[Split] = make_folds(self.split, cfg, len(panel.dates))
-        self.windows = WindowIndex(panel.valid, panel.labelled)
+        # a trial asks for about four sets of end points a fold (its training windows, the
+        # validation windows of its reports and of its value, the test's): room for them all
+        keep = max(16, 4 * len(self.folds))
+        self.windows = WindowIndex(panel.valid, panel.labelled, keep)
         scalers = [_fit_scaler(panel, cfg, f.train) for f in self.folds]
         super().__init__(panel, cfg, device, scalers)
-        self._ends: dict[tuple[str, int, int, int, int], torch.Tensor] = {}
+        self._ends: Recent[torch.Tensor] = Recent(keep)
 
     @property
     def n_folds(self) -> int:
@@ -124,15 +127,16 @@ class Prepared(PanelTensors):
         max_dates: int = 0,
         max_windows: int = 0,
     ) -> torch.Tensor:
-        """End points of `segment` ('train', 'val', 'test') of `fold` on the device, cached.
+        """End points of `segment` ('train', 'val', 'test') of `fold` on the device (the most
+        recent kept).
 
         `max_dates` > 0 keeps only a fixed, evenly spaced subset of at most that many of the
         segment's dates (every k-th date from its start); `max_windows` > 0 then keeps a
         fixed random subset (seed 0, in date order) of at most that many of those windows:
         fewer securities per date, the same dates."""
         fold %= self.n_folds
-        key = (segment, time_steps, fold, max_dates, max_windows)
-        if key not in self._ends:
+
+        def make() -> torch.Tensor:
             T, dates, stride = self._where(segment, time_steps, fold)
             e = self.windows.ends(T, dates, stride)
             if max_dates and len(dates) > max_dates:
@@ -142,8 +146,9 @@ class Prepared(PanelTensors):
             if 0 < max_windows < len(e):
                 pick = np.random.default_rng(0).choice(len(e), max_windows, replace=False)
                 e = e[np.sort(pick)]
-            self._ends[key] = torch.as_tensor(e).to(self.device)
-        return self._ends[key]
+            return torch.as_tensor(e).to(self.device)
+
+        return self._ends.get((segment, time_steps, fold, max_dates, max_windows), make)
 
     def count(self, segment: str, time_steps: int, fold: int = -1) -> int:
         return int(len(self.windows.ends(*self._where(segment, time_steps, fold % self.n_folds))))

@@ -7,8 +7,37 @@ and a batch X[T, B, F] is gathered from the device-resident panel when it is nee
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
 import numpy as np
 import torch
+
+V = TypeVar("V")
+
+
+class Recent(Generic[V]):
+    """At most `size` values by key, the least recently used dropped first: a study's trials
+    draw many time_steps, and each keeps index arrays of the training windows (millions of
+    end points on a large panel, on the device too) that no later trial may ask for again;
+    the validation windows, the same for every trial, stay."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._d: OrderedDict[Hashable, V] = OrderedDict()
+
+    def get(self, key: Hashable, make: Callable[[], V]) -> V:
+        if key in self._d:
+            self._d.move_to_end(key)
+            return self._d[key]
+        value = self._d[key] = make()
+        while len(self._d) > self.size:
+            self._d.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._d)
 
 
 def run_lengths(valid: np.ndarray) -> np.ndarray:
@@ -37,18 +66,19 @@ def window_ends(
 
 
 class WindowIndex:
-    """Run lengths computed once per panel; end points cached per (time_steps, segment)."""
+    """Run lengths computed once per panel; end points kept for the most recent
+    (time_steps, segment) asked for."""
 
-    def __init__(self, valid: np.ndarray, labelled: np.ndarray) -> None:
+    def __init__(self, valid: np.ndarray, labelled: np.ndarray, keep: int = 16) -> None:
         self.runs = run_lengths(valid)
         self.labelled = labelled
-        self._cache: dict[tuple[int, int, int, int], np.ndarray] = {}
+        self._cache: Recent[np.ndarray] = Recent(keep)
 
     def ends(self, time_steps: int, dates: range, stride: int = 1) -> np.ndarray:
         key = (time_steps, dates.start, dates.stop, stride)
-        if key not in self._cache:
-            self._cache[key] = window_ends(self.runs, self.labelled, time_steps, dates, stride)
-        return self._cache[key]
+        return self._cache.get(
+            key, lambda: window_ends(self.runs, self.labelled, time_steps, dates, stride)
+        )
 
 
 def gather(values: torch.Tensor, ends: torch.Tensor, time_steps: int) -> torch.Tensor:

@@ -109,3 +109,21 @@ def test_batch_gathers_windows_targets_and_fills_missing_after_scaling(tmp_path)
     assert x[2, 0, 1].item() == 0.0  # NaN -> 0, the feature's centre, after scaling
     assert x[0, 0, 1].item() != 0.0 and x[1, 0, 1].item() != 0.0
     assert x.abs().max().item() <= cfg.clip
+
+
+def test_the_end_points_kept_are_the_most_recent_ones(tmp_path):
+    """Trials draw many time_steps; the end points of only the last 16 asked for are kept (on
+    the device, and the index's), the ones still in use found again, the others rebuilt
+    equal."""
+    path = long_file(tmp_path / "p.parquet", 40, 3, {"f0": f0, "target": lambda d, s: 1.0})
+    panel, cfg = load(path, val_frac=0.2, test_frac=0.2)
+    data = Prepared(panel, cfg, torch.device("cpu"))
+    first = {t: data.ends("train", t) for t in range(1, 25)}
+    assert len(data._ends) == 16 and len(data.windows._cache) == 16
+    again = data.ends("train", 9)
+    assert again is first[9]  # still kept: the same tensor
+    rebuilt = data.ends("train", 1)
+    assert rebuilt is not first[1] and torch.equal(rebuilt, first[1])
+    assert len(data._ends) == 16
+    assert data.ends("train", 9) is first[9]  # used since: kept over older ones (10, ...)
+    assert data.ends("train", 10) is not first[10]
