@@ -51,25 +51,34 @@ TREE_PARAMS = {
 CHUNK_ROWS = 32_768
 
 
-def _lagged_sum(y: torch.Tensor, start: int, length: int) -> torch.Tensor:
-    """(D, S): sum of y[d - start - k] for k in 0..length-1 (missing values count 0)."""
+def _lagged_sum(y: torch.Tensor, start: int, length: int, step: int = 1) -> torch.Tensor:
+    """(D, S): sum of y[d - start - j * step] for j in 0..length-1 (a missing value, or a
+    date before the first, counts 0)."""
     z = torch.nan_to_num(y.double(), nan=0.0)
-    c = torch.cat([torch.zeros_like(z[:1]), z.cumsum(0)])  # c[i] = sum of z[:i]
     D = y.shape[0]
-    d = torch.arange(D, device=y.device)
-    hi = (d - start + 1).clamp(0, D)
-    lo = (d - start - length + 1).clamp(0, D)
-    return (c[hi] - c[lo]).float()
+    out = torch.zeros_like(z)
+    for j in range(length):
+        lag = start + j * step
+        if lag < D:
+            out[lag:] += z[: D - lag]
+    return out.float()
 
 
 def past_returns(data: Prepared) -> dict[str, torch.Tensor]:
-    """(D, S) past-return signals known at each date: 1, 5 and 20 dates."""
+    """(D, S) past-return signals known at each date: 1, 5 and 20 dates. The ret_1 / ret_5 /
+    ret_20 features where the panel has them; else built from the labels known by each date,
+    before any transform (`target_raw`, where the target was ranked, scaled or made classes):
+    the label of h dates before is the h-date return ending on the date (h the horizon), and
+    a k-date return is max(1, round(k / h)) of them end to end, never overlapping (with h > 1,
+    "1 date" is the h-date return)."""
     names = list(data.panel.feature_names)
     own = {"ret_1": 1, "ret_5": 5, "ret_20": 20}
     if all(n in names for n in own):
         return {f"r{k}": data.values[:, :, names.index(n)] for n, k in own.items()}
     h = data.cfg.horizon
-    return {f"r{k}": _lagged_sum(data.target, h, k) for k in own.values()}
+    raw = data.panel.target_raw
+    y = data.target if raw is None else torch.as_tensor(raw, device=data.device)
+    return {f"r{k}": _lagged_sum(y, h, max(1, round(k / h)), h) for k in own.values()}
 
 
 def _rank_ic(score: torch.Tensor, y: torch.Tensor, date: torch.Tensor) -> float:
