@@ -6,6 +6,7 @@ import difflib
 import fnmatch
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,10 +50,13 @@ def resolve_columns(
     schema: pl.Schema,
     empty: frozenset[str] = frozenset(),
     for_prediction: bool = False,
+    not_numbers: Callable[[str], list[str]] | None = None,
 ) -> Columns:
     """The columns `cfg` names in a file of `schema`; `empty`: the columns with no value
     (see `settle_types`), taken as numeric. `for_prediction`: a given target column may be
-    absent or empty (data without labels, to predict), and the weight column is not read."""
+    absent or empty (data without labels, to predict), and the weight column is not read.
+    `not_numbers`: a text column's first values that are no number, shown when a feature
+    column is text."""
     path = cfg.file
     names = list(schema.names())
     schema = pl.Schema({n: pl.Float64 if n in empty else t for n, t in schema.items()})
@@ -185,14 +189,19 @@ def resolve_columns(
                 stacklevel=2,
             )
     text = [f for f in feats if not (schema[f].is_numeric() or schema[f] == pl.Boolean)]
+
+    def such(col: str) -> str:
+        seen = not_numbers(col) if not_numbers is not None and schema[col] == pl.String else []
+        return f", values such as {seen}" if seen else ""
+
     if len(text) == 1:
         raise DataError(
-            f"{path}: feature column {text[0]!r} ([data] features) has type {schema[text[0]]}, "
-            "expected a numeric type"
+            f"{path}: feature column {text[0]!r} ([data] features) has type {schema[text[0]]}"
+            f"{such(text[0])}, expected a numeric type"
         )
     if text:
         raise DataError(
-            f"{path}: feature columns {', '.join(f'{f!r} ({schema[f]})' for f in text)} "
+            f"{path}: feature columns {', '.join(f'{f!r} ({schema[f]}{such(f)})' for f in text)} "
             f"([data] features) are not numeric: expected numeric types"
         )
     roles_used = ((target, "target"), (weight, "weight"), (tradable, "tradable"))

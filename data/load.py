@@ -18,7 +18,10 @@ from data.errors import DataWarning as DataWarning  # where callers import it fr
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv"}
 # Read as missing in a CSV file (as an empty field is): a numeric column holding one of these
 # stays numeric instead of turning into a string column.
-MISSING_MARKERS = ["", "NA", "N/A", "n/a", "na", "NaN", "nan", "null", "NULL", "None", "-"]
+MISSING_MARKERS = [
+    *("", "NA", "N/A", "n/a", "na", "NaN", "nan", "-NaN", "-nan", "null", "NULL", "None", "-"),
+    *("<NA>", "#N/A", "#N/A N/A", "#NA", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#NULL!"),
+]
 # Rows of a CSV file its column types are first guessed from (see `settle_types`).
 INFER_ROWS = 10_000
 # Columns read per pass when filling the dense panel: bounds the frame held beside the panel.
@@ -100,6 +103,18 @@ def _scan_csv(
         null_values=MISSING_MARKERS,
         schema_overrides={**(types or {}), **overrides} or None,
     )
+
+
+def not_numbers(lf: pl.LazyFrame, col: str, n: int = 3) -> list[str]:
+    """Up to `n` distinct values of text column `col` that are no number, in file order
+    (none where the file cannot be read)."""
+    x = pl.col(col)
+    bad = x.is_not_null() & x.str.strip_chars().cast(pl.Float64, strict=False).is_null()
+    try:
+        got = lf.select(x).filter(bad).unique(maintain_order=True).head(n).collect()
+    except (pl.exceptions.PolarsError, OSError):
+        return []
+    return [str(v) for v in got[col].to_list()]
 
 
 def settle_types(

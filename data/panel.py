@@ -30,6 +30,7 @@ from data.features import (
 from data.load import (
     Index,
     collect,
+    not_numbers,
     parse_time,
     read_dense,
     read_index,
@@ -157,7 +158,9 @@ def load_panel(
     ids = [cfg.id] if cfg.id else []  # read as text: ids round-trip exactly (000001)
     lf, n_rows = scan_rows(path, ids)
     lf, empty = settle_types(lf, path, ids)
-    cols = resolve_columns(cfg, lf.collect_schema(), empty, for_prediction)
+    cols = resolve_columns(
+        cfg, lf.collect_schema(), empty, for_prediction, lambda c: not_numbers(lf, c)
+    )
     if first is not None:
         lf = since(lf, cols, path, first)
     n_columns = len(lf.collect_schema())

@@ -71,8 +71,31 @@ def test_every_text_feature_column_is_named_at_once(tmp_path: Path) -> None:
     with pytest.raises(DataError) as e:
         load(path, features=("f_*",))
     msg = str(e.value)
-    assert "feature columns 'f_late' (String), 'f_ints' (String) ([data] features)" in msg
+    assert (
+        "feature columns 'f_late' (String, values such as ['n.a.']), "
+        "'f_ints' (String, values such as ['n.a.']) ([data] features)"
+    ) in msg
     assert "expected numeric types" in msg and msg.count("\n") == 0
+    # a spreadsheet's error markers are missing values, as NA is
+    marked = df.with_columns(
+        pl.when(pl.col("date") == pl.col("date").max()).then(pl.lit(m)).otherwise(c).alias(c)
+        for c, m in (("f_late", "#N/A"), ("f_ints", "#DIV/0!"))
+    )
+    marked.write_csv(path)
+    panel, _ = load(path, features=("f_*",))
+    assert np.isnan(panel.values[-1, :, 1:4:2]).all()  # f_late and f_ints on the last date
+    one = df.with_columns(
+        pl.when(pl.col("id") == "S03")
+        .then(pl.lit("1,5"))
+        .otherwise(pl.col("f_plain"))
+        .alias("f_plain")
+    )
+    one.write_csv(path)
+    with pytest.raises(
+        DataError,
+        match=r"'f_plain' \(\[data\] features\) has type String, values such as \['1,5'\], expected",
+    ):
+        load(path, features=("f_*",))
 
 
 def _with_header(path: Path, header: str, sep: str = ",") -> Path:
