@@ -18,10 +18,10 @@ from data.errors import DataWarning as DataWarning  # where callers import it fr
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv"}
 # Read as missing in a CSV file (as an empty field is): a numeric column holding one of these
 # stays numeric instead of turning into a string column.
-MISSING_MARKERS = [
-    *("", "NA", "N/A", "n/a", "na", "NaN", "nan", "-NaN", "-nan", "null", "NULL", "None", "-"),
-    *("<NA>", "#N/A", "#N/A N/A", "#NA", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#NULL!"),
-]
+MISSING_MARKERS = (
+    "", "NA", "N/A", "n/a", "na", "NaN", "nan", "-NaN", "-nan", "null", "NULL", "None", "-",
+    "<NA>", "#N/A", "#N/A N/A", "#NA", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#NULL!",
+)  # fmt: skip
 # Rows of a CSV file its column types are first guessed from (see `settle_types`).
 INFER_ROWS = 10_000
 # Columns read per pass when filling the dense panel: bounds the frame held beside the panel.
