@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +23,18 @@ class Scaler:
             torch.as_tensor(self.center, device=device),
             torch.as_tensor(self.scale, device=device),
         )
+
+    def record(self) -> dict[str, torch.Tensor | float]:
+        """As a checkpoint keeps it (tensors and a float: `torch.load(weights_only=True)`)."""
+        return {
+            "center": torch.as_tensor(self.center),
+            "scale": torch.as_tensor(self.scale),
+            "clip": float(self.clip),
+        }
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> Scaler:
+        return cls(rec["center"].numpy(), rec["scale"].numpy(), float(rec["clip"]))
 
 
 def fit_robust(

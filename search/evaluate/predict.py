@@ -106,8 +106,7 @@ def predict_file(
             DataWarning,
             stacklevel=2,
         )
-    sc = ckpt["scaler"]
-    scaler = Scaler(sc["center"].numpy(), sc["scale"].numpy(), float(sc["clip"]))
+    scaler = Scaler.from_record(ckpt["scaler"])
     data = PanelTensors(panel, cfg, device, [scaler])
     D, S, _ = panel.values.shape
     if dates == "test":

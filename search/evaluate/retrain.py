@@ -386,11 +386,7 @@ def checkpoint(
         "data": {**cfg.settings(), "path": cfg.path},
         "eval_time_steps": data.eval_time_steps,
         "feature_names": list(panel.feature_names),
-        "scaler": {
-            "center": torch.as_tensor(data.scaler.center),
-            "scale": torch.as_tensor(data.scaler.scale),
-            "clip": float(data.scaler.clip),
-        },
+        "scaler": data.scaler.record(),
         "metrics": {seg: verdict[seg]["model"] for seg in ("val", "test") if seg in verdict},
         "verdict": verdict,
         "reproduced": repro,

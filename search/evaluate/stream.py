@@ -55,8 +55,7 @@ class StreamPredictor:
         groups = checkpoint_nets(ckpt)
         self.time_steps = max(t for t, _ in groups)
         self.rolling = RollingPanel(cfg, list(ckpt["feature_names"]), self.time_steps)
-        sc = ckpt["scaler"]
-        self.scaler = Scaler(sc["center"].numpy(), sc["scale"].numpy(), float(sc["clip"]))
+        self.scaler = Scaler.from_record(ckpt["scaler"])
         self.device = device
         self._ensemble = EnsemblePredictor(self._tensors(), groups)
         self._tree = checkpoint_tree(ckpt, f"the model of study {ckpt.get('study_name')!r}")
