@@ -15,13 +15,31 @@ import polars as pl
 from data.config import DataConfig
 from data.errors import DataError, DataWarning
 
-# A name part that says a column looks ahead (a label of another horizon, a responder): such
-# a column is never taken as a feature unless [data] features names it.
-LABEL_PART = re.compile(
-    r"(?:^|[_\W\d])(fwd|forward|future|next|label|labels|target|targets|responder|resp|y)"
-    r"(?=$|[_\W\d])",
-    re.IGNORECASE,
+# Names that say a column is a label (another horizon's return, a responder): such a column
+# is never taken as a feature unless [data] features names it. Matched on the name in lower
+# case, its words split at non-alphanumerics and camelCase (fwdRet5 -> fwd_ret5).
+LABEL_NAME = re.compile(r"^(target|label|y|resp|response|outcome)s?_?\d*[a-z]?$")
+LABEL_WORD = re.compile(r"^(future|responder|ahead)\d*$")
+RETURN_AHEAD = re.compile(
+    r"(^|_)(next|fwd|forward|future)_?(ret|rets|return|returns|rtn)"
+    r"|(ret|rets|return|returns|rtn)(_?\d+[a-z]?)?_(next|fwd|forward|future|ahead|lead)\d*(_|$)"
 )
+
+
+def looks_like_label(name: str) -> bool:
+    """Whether column `name` reads as a label: target, y_5, resp_1, responder_6, fwd_ret_5,
+    nextRet, ret5_fwd, future_ret, return_5d_ahead (not forward_pe, target_price, ret_1y)."""
+    words = "_".join(w for w in re.split(r"[^a-z0-9]+", _snake(name)) if w)
+    return bool(
+        LABEL_NAME.match(words)
+        or any(LABEL_WORD.match(w) for w in words.split("_"))
+        or RETURN_AHEAD.search(words)
+    )
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
 
 # The OHLCV roles and the column each reads when `[data]` does not map it.
 ROLES: dict[str, str] = {
@@ -155,14 +173,16 @@ def resolve_columns(
     else:
         candidates = [n for n in names if n not in used and n not in levels and n != cfg.order]
         feats = [n for n in candidates if schema[n].is_numeric()]
-        ahead = [n for n in feats if LABEL_PART.search(n)]
-        if ahead and not target_given:
-            raise DataError(
+        ahead = [n for n in feats if looks_like_label(n)]
+        if ahead and not target_given and not for_prediction:  # a model names its own
+            warnings.warn(
                 f"{path}: column(s) {ahead[:10]}{' ...' if len(ahead) > 10 else ''} look like "
-                "labels (a forward-looking name), and [data] features is not set, so every "
-                "numeric column would be a feature; name the features in [data] features "
-                "(names or globs, --features) or drop those columns from the file"
+                "labels (a forward-looking name): left out of the features, which [data] "
+                "features does not name; name them there (--features) to use them",
+                DataWarning,
+                stacklevel=2,
             )
+            feats = [n for n in feats if n not in ahead]
         if target_given and feats:
             # A given target usually sits beside other labels (other horizons, other
             # responders): never take a column as a feature unless it is named.

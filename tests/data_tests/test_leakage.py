@@ -91,12 +91,13 @@ def test_a_planted_future_target_lifts_validation_to_near_perfect(walk):
 
 def test_a_column_named_like_a_label_is_no_default_feature(tmp_path):
     """Without [data] features every numeric column but the roles' is a feature; a column
-    whose name looks ahead (fwd_ret_3: the target of another horizon, planted) stops the
-    load with one line naming it, before a model can learn from it. Named, it is the user's
-    call."""
+    whose name looks ahead (fwd_ret_3: the target of another horizon, planted) is left out,
+    said in one line naming it, before a model can learn from it. Named, it is the user's
+    call; a model's prediction file may hold it (realised labels beside the data)."""
     from dataclasses import replace
 
-    from data import DataError
+    from data.columns import looks_like_label
+    from data.errors import DataWarning
 
     rng = np.random.default_rng(1)
     close = 10 * np.exp(np.cumsum(rng.normal(0, 0.02, (30, 4)), axis=0))
@@ -109,7 +110,13 @@ def test_a_column_named_like_a_label_is_no_default_feature(tmp_path):
     }
     path = long_file(tmp_path / "labels.parquet", 30, 4, cols)
     cfg = DataConfig(path=str(path), id="id", ohlcv_set="basic", val_frac=0.2, test_frac=0.2)
-    with pytest.raises(DataError, match=r"labels.parquet: column\(s\) \['fwd_ret_3'\] look like"):
-        load_panel(cfg)
+    with pytest.warns(DataWarning, match=r"labels.parquet: column\(s\) \['fwd_ret_3'\] look like"):
+        panel = load_panel(cfg)
+    assert "fwd_ret_3" not in panel.feature_names and panel.feature_names[-1] == "mkt_cap"
     named = load_panel(replace(cfg, features=("mkt_cap", "fwd_ret_3")))
     assert named.feature_names[-2:] == ["mkt_cap", "fwd_ret_3"]
+    for_model = load_panel(cfg, for_prediction=True, features=panel.feature_names)
+    assert for_model.feature_names == panel.feature_names
+    labels = ["y_5", "resp_1", "responder_6", "nextRet", "ret5_fwd", "Return_5D_Ahead", "target"]
+    factors = ["forward_pe", "target_price", "ret_1y", "mkt_cap_y", "dividend_yield", "lead_lag"]
+    assert all(map(looks_like_label, labels)) and not any(map(looks_like_label, factors))
