@@ -499,15 +499,24 @@ def run_parallel(
                 )
     finally:
         handler.restore()
-        for p in procs.values():  # started, not joined: a start or the gathering failed
-            if p.pid is not None and p.exitcode is None:
+        try:
+            # workers started and not joined (a start or the gathering failed): told to stop,
+            # given the grace period all together, then killed
+            left = [p for p in procs.values() if p.pid is not None and p.exitcode is None]
+            if left:
                 stop_flag.value = 1
-                p.join(cfg.storage.grace_period)
-                if p.exitcode is None:
-                    p.kill()
-                    p.join()
-        for reader, writer in pipes.values():
-            reader.close()
-            writer.close()
-        shutil.rmtree(cache, ignore_errors=True)
+                wait = cfg.storage.grace_period
+                reporter.write(f"stopping {len(left)} worker(s), up to {wait:.0f}s")
+                deadline = time.monotonic() + wait
+                for p in left:
+                    p.join(max(0.0, deadline - time.monotonic()))
+                for p in left:
+                    if p.exitcode is None:
+                        p.kill()
+                        p.join()
+        finally:
+            for reader, writer in pipes.values():
+                reader.close()
+                writer.close()
+            shutil.rmtree(cache, ignore_errors=True)
     return interrupted or handler.hits > 0, errors
