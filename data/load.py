@@ -106,10 +106,10 @@ def _scan_csv(
 
 
 def not_numbers(lf: pl.LazyFrame, col: str, n: int = 3) -> list[str]:
-    """Up to `n` distinct values of text column `col` that are no number, in file order
-    (none where the file cannot be read)."""
+    """Up to `n` distinct values of text column `col` that are no number as they stand (' 1.5'
+    with its space is none), in file order (none where the file cannot be read)."""
     x = pl.col(col)
-    bad = x.is_not_null() & x.str.strip_chars().cast(pl.Float64, strict=False).is_null()
+    bad = x.is_not_null() & x.cast(pl.Float64, strict=False).is_null()
     try:
         got = lf.select(x).filter(bad).unique(maintain_order=True).head(n).collect()
     except (pl.exceptions.PolarsError, OSError):

@@ -96,6 +96,15 @@ def test_every_text_feature_column_is_named_at_once(tmp_path: Path) -> None:
         match=r"'f_plain' \(\[data\] features\) has type String, values such as \['1,5'\], expected",
     ):
         load(path, features=("f_*",))
+    spaced = df.with_columns(  # a number with a space around it is text: shown as it is
+        pl.when(pl.col("id") == "S03")
+        .then(pl.lit(" 1.5"))
+        .otherwise(pl.col("f_plain"))
+        .alias("f_plain")
+    )
+    spaced.write_csv(path)
+    with pytest.raises(DataError, match=r"values such as \[' 1.5'\]"):
+        load(path, features=("f_*",))
 
 
 def _with_header(path: Path, header: str, sep: str = ",") -> Path:
