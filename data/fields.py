@@ -87,7 +87,9 @@ def _coerce(value: Any, tp: Any) -> Any:
     float is expected, a list or a single string where a tuple of strings is, a TOML date or
     date-time (`val_start = 2020-03-01`) where a string is (its ISO form)."""
     alts = _members(tp)
-    if str in alts and isinstance(value, dt.date):  # a datetime is a date too
+    if str in alts and isinstance(value, dt.datetime):  # the time as written, offset dropped
+        return value.replace(tzinfo=None).isoformat()
+    if str in alts and isinstance(value, dt.date):
         return value.isoformat()
     if float in alts and int not in alts and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

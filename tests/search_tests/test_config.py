@@ -348,9 +348,9 @@ def test_values_are_checked_by_their_real_types(tmp_path: Path) -> None:
     assert DataConfig(path="x", features="f*").features == ("f*",)  # type: ignore[arg-type]
     assert DataConfig(path="x", val_start=20170103).val_start == 20170103
     # TOML's own dates (val_start = 2017-01-03, unquoted) are their ISO strings
-    dated = toml(tmp_path, "val_start = 2017-01-03\ntest_start = 2018-01-02T00:00:00\n")
-    cfg = load_config(path=dated).data
-    assert (cfg.val_start, cfg.test_start) == ("2017-01-03", "2018-01-02T00:00:00")
+    dated = toml(tmp_path, "val_start = 2017-01-03\ntest_start = 2018-01-02T09:30:00+08:00\n")
+    cfg = load_config(path=dated).data  # the time as written: an offset does not move it
+    assert (cfg.val_start, cfg.test_start) == ("2017-01-03", "2018-01-02T09:30:00")
     for value, shown in (("true", "True"), ("1.0", "1.0"), ('"1"', "'1'")):
         p = toml(tmp_path, f"[search]\nseed = {value}\n")
         with pytest.raises(ConfigError) as e:
