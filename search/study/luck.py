@@ -132,7 +132,7 @@ def format_luck(luck: dict[str, Any]) -> str:
             f"{_f(d['sharpe'])} vs {_f(d['sharpe0'])} expected of the best of "
             f"{_f(d['trials'], '.0f')} skill-less trials"
             + (
-                f", every trial tried: {d['complete']} complete, the rest pruned"
+                f", every trial tried: {d['complete']} with per-date values, the rest pruned"
                 if d.get("complete") is not None and d["complete"] < d["trials"]
                 else ""
             )

@@ -67,7 +67,9 @@ def test_trials_keep_per_date_values_and_the_study_its_luck(tmp_path: Path) -> N
     assert more["dsr"]["sharpe0"] > luck["dsr"]["sharpe0"]
     assert more["dsr"]["dsr"] <= luck["dsr"]["dsr"] and more["pbo"]["trials"] == 4
     assert luck["dsr_effective"]["trials"] < more["dsr_effective"]["trials"] <= 24
-    assert "skill-less trials, every trial tried: 4 complete, the rest pruned" in format_luck(more)
+    assert "skill-less trials, every trial tried: 4 with per-date values, the rest pruned" in (
+        format_luck(more)
+    )
 
 
 def test_a_study_without_per_date_values_says_so(tmp_path: Path) -> None:
