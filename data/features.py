@@ -172,6 +172,8 @@ def cs_rank(x: np.ndarray) -> np.ndarray:
     share their average rank (as the metrics' rank IC ranks them), so the order of the rows
     never decides a rank."""
     x = np.asarray(x)
+    if x.size == 0:
+        return np.full(x.shape, np.nan)
     flat = x.reshape(len(x), -1)  # (S, F)
     S = len(flat)
     ok = np.isfinite(flat)

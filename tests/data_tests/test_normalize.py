@@ -101,6 +101,7 @@ def test_tied_values_share_their_average_rank_whatever_the_rows_order(tmp_path):
     got = cs_rank(x)
     assert got[:, 0].tolist() == [0.0, 0.0, 0.5, 0.0, -0.5]  # three zeros: ranks 1, 2, 3 -> 2
     assert got[[0, 2, 3], 1].tolist() == [0.0, 0.0, 0.0] and np.isnan(got[[1, 4], 1]).all()
+    assert cs_rank(np.zeros((0, 3))).shape == (0, 3) and cs_rank(np.zeros(0)).shape == (0,)
     rng = np.random.default_rng(0)
     for _ in range(50):
         y = rng.integers(0, 4, size=(int(rng.integers(2, 30)), 3)).astype(float)
