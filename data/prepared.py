@@ -135,9 +135,9 @@ class Prepared(PanelTensors):
         fixed random subset (seed 0, in date order) of at most that many of those windows:
         fewer securities per date, the same dates."""
         fold %= self.n_folds
+        T, dates, stride = self._where(segment, time_steps, fold)
 
         def make() -> torch.Tensor:
-            T, dates, stride = self._where(segment, time_steps, fold)
             e = self.windows.ends(T, dates, stride)
             if max_dates and len(dates) > max_dates:
                 k = -(-len(dates) // max_dates)  # ceil
@@ -148,7 +148,8 @@ class Prepared(PanelTensors):
                 e = e[np.sort(pick)]
             return torch.as_tensor(e).to(self.device)
 
-        return self._ends.get((segment, time_steps, fold, max_dates, max_windows), make)
+        # validation and test windows are of max(time_steps, eval_time_steps): one key for all
+        return self._ends.get((segment, T, fold, max_dates, max_windows), make)
 
     def count(self, segment: str, time_steps: int, fold: int = -1) -> int:
         return int(len(self.windows.ends(*self._where(segment, time_steps, fold % self.n_folds))))

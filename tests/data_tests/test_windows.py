@@ -127,3 +127,6 @@ def test_the_end_points_kept_are_the_most_recent_ones(tmp_path):
     assert len(data._ends) == 16
     assert data.ends("train", 9) is first[9]  # used since: kept over older ones (10, ...)
     assert data.ends("train", 10) is not first[10]
+    # validation windows are of max(time_steps, eval_time_steps) dates: one set for them all
+    wide = Prepared(panel, cfg, torch.device("cpu"), eval_time_steps=6)
+    assert wide.ends("val", 2) is wide.ends("val", 6) is not wide.ends("val", 7)
