@@ -10,9 +10,9 @@ class PiecewiseLinear(nn.Module):
     """Each feature in [-0.5, 0.5] (a per-date rank) as `bins` ramps: piece k rises from 0 to
     1 across the k-th of `bins` equal intervals, so (T, B, F) -> (T, B, F * bins) and the
     pieces of a value sum to bins x (its rank + 0.5). A linear layer on the pieces is any
-    piecewise-linear function of each rank: the network can treat the tails of a feature apart from
-    its middle, which one weight per raw feature cannot. A value outside [-0.5, 0.5]
-    saturates (every piece 0 below, every piece 1 above). No parameters."""
+    piecewise-linear function of each rank: the network can treat the tails of a feature
+    apart from its middle, which one weight per raw feature cannot. A value outside
+    [-0.5, 0.5] saturates (every piece 0 below, every piece 1 above). No parameters."""
 
     lo: torch.Tensor
 
