@@ -56,6 +56,54 @@ def corr_loss(pred, y, date_idx, n_dates):
     return 1 - c[ok].mean()
 
 
+def training_quantiles(v: torch.Tensor, valid: torch.Tensor, dates: range) -> torch.Tensor:
+    """Each feature of `v` (D, S, F) mapped through its own distribution over the valid rows of
+    the training `dates` to [-0.5, 0.5] (tied quantiles share their mean position), so its
+    value says where it falls among all training rows, not among its date's."""
+    import numpy as np
+
+    grid = np.linspace(-0.5, 0.5, 1001)
+    rows = valid[dates.start : dates.stop]
+    out = torch.empty_like(v)
+    rng = np.random.default_rng(0)
+    for f in range(v.shape[-1]):
+        x = v[dates.start : dates.stop, :, f][rows].numpy()
+        x = x[np.isfinite(x)]
+        if x.size > 2_000_000:
+            x = rng.choice(x, 2_000_000, replace=False)
+        q = np.quantile(x, np.linspace(0, 1, 1001))
+        knots, inv = np.unique(q, return_inverse=True)
+        pos = np.bincount(inv, grid) / np.bincount(inv)
+        vf = v[..., f].numpy()
+        out[..., f] = torch.as_tensor(
+            np.interp(vf, knots, pos) if len(knots) > 1 else np.zeros_like(vf)
+        )
+    return out
+
+
+def add_robust_view(data: Prepared, cfg: DataConfig, quantile: bool = False) -> None:
+    """Append to `data`'s (per-date ranked) features the same features robust-scaled (median
+    and IQR of the training dates), so that every predictor reads both views; `quantile`: as
+    their quantile among the training rows instead, in [-0.5, 0.5] like the ranks (the same
+    order, so the same to a tree)."""
+    from dataclasses import replace
+
+    from data.normalize import apply
+
+    rcfg = replace(cfg, normalize="robust")
+    panel = load_panel(rcfg)
+    r = Prepared(panel, rcfg, torch.device("cpu"), eval_time_steps=data.eval_time_steps)
+    rv = apply(r.values.clone(), r.center, r.scale, r.scaler.clip)
+    if quantile:
+        rv = training_quantiles(rv, torch.as_tensor(panel.valid), r.split.train)
+    F = data.n_features
+    data.values = torch.cat([data.values, rv], -1)
+    data.centers = torch.cat([data.centers, torch.zeros_like(data.centers)], -1)
+    data.scales = torch.cat([data.scales, torch.ones_like(data.scales)], -1)
+    data.center, data.scale = data.centers[-1], data.scales[-1]
+    assert data.n_features == 2 * F
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
@@ -76,6 +124,12 @@ def main():
         "--both-views",
         action="store_true",
         help="each feature twice: per-date ranked and robust-scaled on training dates",
+    )
+    ap.add_argument(
+        "--quantile-view",
+        action="store_true",
+        help="with --both-views: the second view as each value's quantile among the training "
+        "rows, in [-0.5, 0.5] (so --embed splits it into pieces too)",
     )
     ap.add_argument(
         "--embed",
@@ -109,20 +163,8 @@ def main():
     cfg = DataConfig(path=a.data, normalize=a.normalize, target_cs="rank", ohlcv_set=a.set)
     t0 = time.perf_counter()
     data = Prepared(load_panel(cfg), cfg, torch.device("cpu"), eval_time_steps=max(steps_list))
-    if a.both_views:  # the robust view, scaled once on the training dates, beside the ranks
-        from dataclasses import replace
-
-        from data.normalize import apply
-
-        rcfg = replace(cfg, normalize="robust")
-        r = Prepared(load_panel(rcfg), rcfg, torch.device("cpu"), eval_time_steps=max(steps_list))
-        rv = apply(r.values.clone(), r.center, r.scale, r.scaler.clip)
-        F = data.n_features
-        data.values = torch.cat([data.values, rv], -1)
-        data.centers = torch.cat([data.centers, torch.zeros_like(data.centers)], -1)
-        data.scales = torch.cat([data.scales, torch.ones_like(data.scales)], -1)
-        data.center, data.scale = data.centers[-1], data.scales[-1]
-        assert data.n_features == 2 * F
+    if a.both_views:
+        add_robust_view(data, cfg, quantile=a.quantile_view)
     if a.market:  # the same date-level values for every security of a date
         from dataclasses import replace
 
@@ -286,7 +328,7 @@ def main():
     v = build_verdict(data, ensemble, member_test=member_ic if a.members > 1 else None, tree=a.tree)
     t = v["test"]
     print(
-        f"{a.set} {a.normalize}{'+robust' if a.both_views else ''}{'+market' if a.market else ''} {a.loss} aux={a.aux or '-'} cos={a.cosine} skip={a.skip} embed={a.embed} gauss={a.target_gauss} mlp_in={a.mlp_in} h{a.hidden} "
+        f"{a.set} {a.normalize}{('+quantile' if a.quantile_view else '+robust') if a.both_views else ''}{'+market' if a.market else ''} {a.loss} aux={a.aux or '-'} cos={a.cosine} skip={a.skip} embed={a.embed} gauss={a.target_gauss} mlp_in={a.mlp_in} h{a.hidden} "
         f"w{a.windows} e{a.epochs} members {a.members} time_steps {a.steps_list or a.steps}: "
         f"last best ep {best[2]}: val {best[0]:+.4f} test model {t['model']['rank_ic']:+.4f}"
         + (f" lgbm {t['lgbm']['rank_ic']:+.4f}" if "lgbm" in t else "")

@@ -1,10 +1,12 @@
 """Does the window carry anything the last step does not? LightGBM on the last K steps of
 every feature, flattened (K x F inputs), against the same tree on the last step alone.
 
-    python bench/tree_lags.py --data ../shared/data/cn_sse_mainboard.parquet --lags 1,5,20
+    python bench/tree_lags.py --data ../shared/data/cn_sse_mainboard.parquet --lags 1,5,20 \
+        [--both-views]
 
 The default study's data (extended OHLCV features, per-date ranked features and target,
-time_steps 20 fixing the scored rows); the verdict's tree parameters, early-stopped on
+time_steps 20 fixing the scored rows; with --both-views every feature also robust-scaled on
+the training dates, as bench/levers.py's); the verdict's tree parameters, early-stopped on
 validation, fitted on every training window. Prints validation and test rank IC per K. If
 lags lift the tree little, a sequence model's only way past the tree is a better function
 of the last step, not what it reads from the window.
@@ -18,6 +20,7 @@ import time
 import lightgbm as lgb
 import numpy as np
 import torch
+from levers import add_robust_view
 
 from data import DataConfig, Prepared, load_panel
 from models.baselines import TREE_PARAMS
@@ -29,12 +32,19 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--lags", default="1,5,20", help="window lengths the tree reads, e.g. 1,5,20")
     ap.add_argument("--time-steps", type=int, default=20, help="fixes the rows scored")
+    ap.add_argument(
+        "--both-views",
+        action="store_true",
+        help="each feature twice: per-date ranked and robust-scaled on training dates",
+    )
     a = ap.parse_args()
     lags = [int(k) for k in a.lags.split(",") if k]
     if not lags or min(lags) < 1 or max(lags) > a.time_steps:
         ap.error(f"--lags: each must be in 1..{a.time_steps} (--time-steps), got {a.lags!r}")
     cfg = DataConfig(path=a.data, normalize="cs_rank", target_cs="rank", ohlcv_set="extended")
     data = Prepared(load_panel(cfg), cfg, torch.device("cpu"), eval_time_steps=a.time_steps)
+    if a.both_views:
+        add_robust_view(data, cfg)
     S = data.n_securities
     ends = {seg: data.ends(seg, a.time_steps) for seg in ("train", "val", "test")}
 
