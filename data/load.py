@@ -267,6 +267,22 @@ def _parse_or_null(t: pl.Series, parse: Any) -> pl.Series:
         return pl.Series(t.name, [None] * len(t), dtype=pl.Date)
 
 
+_DAY_MONTH = r"^\s*\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}(\D|$)"
+
+
+def _refuse_day_month(t: pl.Series, key: str, path: Path) -> None:
+    """Refuse dates written day or month first (01/07/2019): polars would guess one order
+    from the first value, and read a file of the other order wrongly where no day passes 12
+    (the dates, the split and the purge all scrambled) without a word."""
+    hit = t.filter(t.str.contains(_DAY_MONTH))
+    if len(hit):
+        raise DataError(
+            f"{path}: column {t.name!r} ([data] {key}) has dates like {hit[0]!r}, which read "
+            "as day/month or as month/day; write them as ISO dates (2019-07-01), e.g. with "
+            "polars: pl.col(name).str.to_date('%d/%m/%Y') or '%m/%d/%Y', whichever they are"
+        )
+
+
 def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:
     """The time column `t` ([data] `key`) as dates, datetimes or integers: ISO strings parsed;
     empty or unparseable values and other types refused."""
@@ -276,6 +292,7 @@ def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:
             f"{path}: column {col!r} ([data] {key}) has {plural(t.null_count(), 'empty value')}"
         )
     if t.dtype == pl.String:
+        _refuse_day_month(t, key, path)
         parsed = _parse_or_null(t, t.str.to_date)
         if parsed.null_count():
             parsed_dt = _parse_or_null(t, t.str.to_datetime)

@@ -615,3 +615,22 @@ def test_a_count_of_one_is_singular_and_large_counts_have_separators(tmp_path):
     assert one.startswith(f"{path}: 1 duplicate (date, id) row, e.g. 2015-01-05 A;")
     many = str(duplicate_rows(path, "date", "id", 1234, "2015-01-05", "A"))
     assert many.startswith(f"{path}: 1,234 duplicate (date, id) rows, e.g.")
+
+
+@pytest.mark.parametrize("first", ["01/07/2019", "07/01/2019", "13/07/2019", "1.7.19"])
+def test_dates_day_or_month_first_are_refused_not_guessed(tmp_path, first):
+    """A file of month-first dates whose days never pass 12 would read day-first (or the
+    other way round) without a word, scrambling the dates and the split: refused instead."""
+    path = tmp_path / "p.csv"
+    rows = [f"{first},A,1.0,0.5", "02/07/2019,A,2.0,0.1"]
+    path.write_text("day,id,f0,target\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError) as err:
+        load(path, date="day", target="target", features=["f0"])
+    assert str(err.value).startswith(
+        f"{path}: column 'day' ([data] date) has dates like {first!r}, which read as "
+        "day/month or as month/day; write them as ISO dates (2019-07-01)"
+    )
+    iso = tmp_path / "iso.csv"  # the same dates written ISO read as written
+    iso.write_text("day,id,f0,target\n2019-07-01,A,1.0,0.5\n2019-07-02,A,2.0,0.1\n")
+    panel, _ = load(iso, date="day", target="target", features=["f0"])
+    assert [str(d) for d in panel.dates] == ["2019-07-01", "2019-07-02"]
