@@ -166,7 +166,8 @@ def run_study(
     """Run trials of the study (`config`: a RunConfig, or a TOML path for load_config) and
     return it; a study of that name in `storage` is resumed. `n_trials` in all by this call
     (None: until `timeout` seconds, or 100), `workers` processes ("auto": measured),
-    `max_trials` the study's finished trials at most, `dashboard` a port served meanwhile.
+    `max_trials` the study's finished trials at most, `dashboard` a port served meanwhile;
+    `quiet`: no line on stderr (the study's log beside its storage has them all).
 
     The first SIGINT/SIGTERM ends the running trial as FAIL and starts no other, then
     KeyboardInterrupt is raised; a second one exits the process at once (status 130).
@@ -208,6 +209,7 @@ def run_study(
         max_trials=max_trials,
         dashboard=dashboard,
         quiet=quiet,
+        echo=not quiet,
     )
     if out.errors and plan.workers == 1:
         raise StorageError(out.errors[0])

@@ -161,7 +161,8 @@ class Reporter:
     to a file or a pipe (nohup, Docker, CI) a bar is a stream of carriage-return frames, so
     there it is a status line instead (trials done / requested, complete / pruned / failed,
     best value, elapsed, ETA) every tenth of the requested trials and at least every
-    `every_s` seconds (a timer thread: also while one long trial runs). `quiet`: neither.
+    `every_s` seconds (a timer thread: also while one long trial runs). `quiet`: neither;
+    `echo` False: no line on stderr at all.
 
     The ETA is the mean time per trial over the trials this run finished so far (pruned
     trials are cheap, so a recent run of them must not make the rest look short). Every line,
@@ -179,6 +180,7 @@ class Reporter:
         tty: bool | None = None,
         every_s: float = STATUS_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        echo: bool = True,
     ):
         self.log: TextIO | None = None
         if log is not None:
@@ -189,6 +191,7 @@ class Reporter:
         self.best: float | None = None
         self.best_number: int | None = None
         self.quiet = quiet
+        self.echo = echo  # False: lines to the log only
         self.tty = sys.stderr.isatty() if tty is None else tty
         self.clock = clock
         self.started = self.last_status = clock()
@@ -290,7 +293,9 @@ class Reporter:
     def write(self, line: str) -> None:
         with self.lock:
             self._log(line)
-            if self.bar is None:
+            if not self.echo:
+                pass
+            elif self.bar is None:
                 print(line, file=sys.stderr, flush=True)
             else:
                 self.bar.write(line, file=sys.stderr)

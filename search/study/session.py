@@ -346,9 +346,12 @@ def run(
     max_trials: int | None,
     dashboard: int | None,
     quiet: bool,
+    echo: bool = True,
 ) -> Outcome:
     """Open the storage and study of a prepared plan, run its trials with a progress bar and a
-    log beside the study, and say the summary. `n_trials` None and no `timeout`: 100."""
+    log beside the study, and say the summary. `n_trials` None and no `timeout`: 100.
+    `quiet`: no bar or status lines; `echo` False: no line on stderr at all (the log has
+    them all)."""
     import optuna
 
     from search.study.progress import Reporter, append_log, log_path
@@ -356,18 +359,20 @@ def run(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = plan.cfg
     said = list(start_lines(plan, url))
-    for line in said:
+    for line in said if echo else []:
         say(line)
     opened = open_run(plan, url, max_trials=max_trials, dashboard=dashboard)
     if opened.dashboard is not None:
         said.append(f"dashboard: {opened.dashboard.url} (stops with the search)")
-        say(said[-1])
+        if echo:
+            say(said[-1])
     total = n_trials if n_trials or timeout else 100
     log = log_path(url, cfg.study.name)
     said.append(f"log: {log}")
-    say(said[-1])
+    if echo:
+        say(said[-1])
     append_log(log, said)  # the log holds every line of the run, these first
-    reporter = Reporter(total, cfg.study.direction, quiet=quiet, log=log)
+    reporter = Reporter(total, cfg.study.direction, quiet=quiet or not echo, log=log, echo=echo)
     try:
         interrupted, errors = execute(
             plan,
@@ -390,7 +395,7 @@ def run(
     if luck is not None:
         said.append(format_luck(luck))
     said += [f"optuna-run: worker error: {err}" for err in errors]
-    for line in said:
+    for line in said if echo else []:
         say(line)
     # the CLI says the interrupted line itself; the log has it too
     append_log(log, said + ([INTERRUPTED_LINE] if interrupted else []))

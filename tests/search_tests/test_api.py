@@ -31,14 +31,22 @@ def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPTUNA_STORAGE", raising=False)
 
 
-def test_a_notebook_runs_confirms_trains_and_predicts(tmp_path: Path) -> None:
+def test_a_notebook_runs_confirms_trains_and_predicts(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     toml = study_toml(tmp_path, "nb", data=tiny_panel(tmp_path), epochs=2)
     url = f"sqlite:///{tmp_path / 'nb.db'}"
 
     cfg = search.load_config(path=toml, device="cpu", overrides={"search": {"seed": 3}})
+    capfd.readouterr()
     study = search.run_study(config=cfg, storage=url, n_trials=3, device="cpu")
     assert isinstance(study, optuna.Study) and study.study_name == "nb"
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    # quiet by default: nothing on the terminal, every line in the study's log
+    said = capfd.readouterr()
+    assert (said.out, said.err) == ("", "")
+    log = (tmp_path / "nb.log").read_text()
+    assert "trial    2 COMPLETE" in log and "in the study: 3 trials" in log
 
     # the same study resumed from its TOML path, with a cap on its finished trials
     again = search.run_study(config=toml, storage=url, n_trials=5, max_trials=4, device="cpu")
