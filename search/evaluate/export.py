@@ -172,7 +172,7 @@ def export_trials(study: optuna.Study, out: Path) -> int:
         if out.suffix == ".parquet":
             df.to_parquet(tmp, index=False)
         else:  # a dict or list attr (daily_values, member_values) as JSON, not Python's repr
-            for col in df.select_dtypes(include="object").columns:
+            for col in [c for c in df.columns if df[c].dtype == object]:
                 df[col] = df[col].map(lambda v: _json(v) if isinstance(v, dict | list) else v)
             df.to_csv(tmp, index=False)
         os.replace(tmp, out)
