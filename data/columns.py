@@ -286,9 +286,10 @@ def feature_differences(
     if not missing:
         return others
     renamed = []
+    spare = [n for n in present if n not in known and n not in roles]  # globs or not
     for m in missing:
-        close = [o for o in others if o.startswith(m) or m.startswith(o)]
-        close = close or difflib.get_close_matches(m, others, n=1, cutoff=0.6)
+        close = [o for o in spare if o.startswith(m) or m.startswith(o)]
+        close = close or difflib.get_close_matches(m, spare, n=1, cutoff=0.6)
         if close:
             renamed.append(f"{m!r} -> {close[0]!r}")
     raise DataError(

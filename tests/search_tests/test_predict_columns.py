@@ -235,6 +235,11 @@ def test_predict_finds_features_by_name_and_names_only_the_differences(
     assert err.count("\n") == 1 and len(err) < 300
     assert err.startswith(f"optuna-run: error: {bad}: 2 of the model's 4 feature columns ")
     assert "not found: 'f2', 'f3'; renamed? 'f2' -> 'f2_v2'" in err
+    # renamed to a name the study's glob would not match: still found as the likely rename
+    outside = folder / "outside.parquet"
+    panel.rename({"f1": "xf1"}).write_parquet(outside)
+    assert _predict(model, outside, folder / "bad.csv", "all") == 2
+    assert "not found: 'f1'; renamed? 'f1' -> 'xf1'" in capsys.readouterr().err
 
 
 def test_predict_reads_only_the_dates_its_windows_need(
