@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from data.features import OHLCV_SETS
 from data.fields import Checked
 
-NORMALIZATIONS = ("robust", "cs_zscore", "cs_rank", "none")
+NORMALIZATIONS = ("robust", "cs_zscore", "cs_rank", "cs_rank+level", "none")
 TARGET_CS = ("none", "demean", "zscore", "rank")
 TASKS = ("regression", "classification")
 FOLD_MODES = ("expanding", "sliding")
@@ -64,8 +64,10 @@ class DataConfig(Checked):
     target_scale: float = 1.0
     """Multiply the regression target by this (raw daily returns are ~1e-2)."""
     normalize: str = "robust"
-    """Feature scaling: robust (median/IQR from train dates), cs_zscore, cs_rank (per date), none
-    (raw values, not clipped)."""
+    """Feature scaling: robust (median/IQR from train dates), cs_zscore, cs_rank (per date),
+    cs_rank+level (each feature twice: its per-date rank, and as NAME:level its quantile among
+    the training dates' rows, both in [-0.5, 0.5]; twice the panel's memory), none (raw
+    values, not clipped)."""
     clip: float = 5.0
     """Clip normalised features to [-clip, clip]."""
     max_missing: float = 0.5

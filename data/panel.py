@@ -40,6 +40,7 @@ from data.load import (
     settle_types,
     since,
 )
+from data.normalize import add_levels, source_features
 from data.split import too_few_dates
 
 
@@ -186,10 +187,14 @@ def load_panel(
     y, raw = _target(rd, cfg, cols, ok, close, for_prediction)  # refuses infinite values first
     del close
     check_weight(rd.path, cols, weight, ok)
+    levels = cfg.normalize == "cs_rank+level"
     if not for_prediction:
         values, names = drop_constant(rd.path, cfg, rd.index.dates, values, names)
     elif features is not None:
-        values, names = _in_order(rd.path, values, names, list(features))
+        want = source_features(cfg.normalize, list(features))
+        values, names = _in_order(rd.path, values, names, want)
+    if levels:
+        values, names = add_levels(rd.path, values, names)
     valid = valid_rows(values, ok, cfg)
     step(f"panel done in {time.perf_counter() - t0:.1f}s")
     return Panel(
@@ -237,7 +242,7 @@ def _check_one_series(cfg: DataConfig, path: Path, n_ids: int) -> None:
         "target_cs": (cfg.target_cs != "none" and cfg.task == "regression", "'none'", '"none"'),
         "n_classes": (cfg.task == "classification" and cfg.n_classes > 2, "2", "2"),
         "normalize": (
-            cfg.normalize in ("cs_zscore", "cs_rank"),
+            cfg.normalize in ("cs_zscore", "cs_rank", "cs_rank+level"),
             "'robust' or 'none'",
             '"robust"',
         ),
@@ -445,6 +450,8 @@ def valid_rows(values: np.ndarray, ok: np.ndarray, cfg: DataConfig) -> np.ndarra
     valid = ok & (missing_share(values) <= cfg.max_missing)
     if cfg.normalize in ("cs_zscore", "cs_rank"):
         cross_sectional(values, valid, cfg.normalize)
+    elif cfg.normalize == "cs_rank+level":  # the first half; the levels stay raw until a batch
+        cross_sectional(values[:, :, : values.shape[2] // 2], valid, "cs_rank")
     return valid
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from data.config import DataConfig
 from data.errors import SegmentError, plural
-from data.normalize import Scaler, apply, fit_robust, identity
+from data.normalize import Scaler, apply, fit_levels, fit_robust, identity, to_levels
 from data.panel import Panel
 from data.split import Split, make_folds, make_split
 from data.windows import Recent, WindowIndex, gather
@@ -29,6 +29,9 @@ def _fit_scaler(panel: Panel, cfg: DataConfig, train: range) -> Scaler:
         return fit_robust(panel.values, panel.valid, train, cfg.clip)
     if cfg.normalize == "none":
         return identity(F)
+    if cfg.normalize == "cs_rank+level":  # ranks from load_panel, levels fitted here
+        knots, positions = fit_levels(panel.values, panel.valid, train, F // 2)
+        return replace(identity(F, cfg.clip), knots=knots, positions=positions)
     return identity(F, cfg.clip)  # per-date normalisation, applied by load_panel
 
 
@@ -51,6 +54,11 @@ class PanelTensors:
         self.centers = torch.stack(centers)  # (K, F)
         self.scales = torch.stack(scales)  # (K, F)
         self.center, self.scale = self.centers[-1], self.scales[-1]
+        levels = [s.levels_to(device) for s in scalers]
+        self.levels: tuple[torch.Tensor, torch.Tensor] | None = None  # (K, L, Q) each
+        if all(lv is not None for lv in levels):
+            knots, positions = zip(*levels, strict=True)
+            self.levels = (torch.stack(knots), torch.stack(positions))
 
     @property
     def n_features(self) -> int:
@@ -67,15 +75,23 @@ class PanelTensors:
         end points with each member's fold (M,) -> x (T, M, B, F) normalised with that
         fold's scaler, y (M, B)."""
         x = gather(self.values, ends.reshape(-1), time_steps)  # (T, M*B or B, F), a copy
+        levels = None
         if ends.dim() == 2:
             M, B = ends.shape
             x = x.view(time_steps, M, B, -1)  # (T, M, B, F)
             idx = folds if folds is not None else torch.full((M,), -1, device=ends.device)
             center = self.centers[idx][:, None]  # (M, 1, F)
             scale = self.scales[idx][:, None]
+            if self.levels is not None:  # each member's fold maps its own levels
+                knots, positions = self.levels
+                for m in range(M):
+                    L = knots.shape[1]
+                    x[:, m, :, -L:] = to_levels(x[:, m, :, -L:], knots[idx[m]], positions[idx[m]])
         else:
             center, scale = self.center, self.scale
-        x = apply(x, center, scale, self.scaler.clip)  # in place
+            if self.levels is not None:
+                levels = (self.levels[0][-1], self.levels[1][-1])
+        x = apply(x, center, scale, self.scaler.clip, levels)  # in place
         S = self.values.shape[1]
         d, s = ends // S, ends % S
         y = self.target[d, s]

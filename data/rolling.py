@@ -35,6 +35,7 @@ from data.config import DataConfig
 from data.errors import DataError
 from data.features import OHLCV_FEATURES, OHLCV_NEEDS, ohlcv_features, ohlcv_lookback
 from data.load import parse_time, refuse_infinite
+from data.normalize import source_features
 from data.panel import Panel, tradable_rows, valid_rows
 
 
@@ -69,9 +70,11 @@ class RollingPanel:
         self.cfg = cfg
         self.feature_names = list(feature_names)
         self.time_steps = int(time_steps)
-        derived = [n for n in feature_names if n in OHLCV_FEATURES]
+        base = source_features(cfg.normalize, self.feature_names)
+        self.base = base  # the features a date's rows give (levels copy them)
+        derived = [n for n in base if n in OHLCV_FEATURES]
         self.derived = bool(derived)
-        self.factors = [n for n in feature_names if n not in OHLCV_FEATURES]
+        self.factors = [n for n in base if n not in OHLCV_FEATURES]
         self.lookback = ohlcv_lookback(derived)
         # close for derived features, and as in a file's panel for a forward-return target
         needed = {"close"} if derived or not cfg.target else set()
@@ -264,14 +267,16 @@ class RollingPanel:
         for r, x in self.ohlcv.items():
             x[-1, slots] = rows.ohlcv[r]
         ok = tradable_rows(present, tradable, {r: x[-1:] for r, x in self.ohlcv.items()})
-        new = np.full((1, S, len(self.feature_names)), np.nan, dtype=np.float32)
+        new = np.full((1, S, len(self.base)), np.nan, dtype=np.float32)
         if self.derived:
-            at = {n: j for j, n in enumerate(self.feature_names)}
+            at = {n: j for j, n in enumerate(self.base)}
             for name, x in ohlcv_features(self.ohlcv, self.cfg.ohlcv_set):
                 if name in at:
                     new[0, :, at[name]] = x[-1]
         for j, name in enumerate(self.factors):
-            new[0, slots, self.feature_names.index(name)] = rows.factors[:, j]
+            new[0, slots, self.base.index(name)] = rows.factors[:, j]
+        if len(self.base) < len(self.feature_names):
+            new = np.concatenate([new, new], axis=2)  # and their levels
         return new, ok
 
     def _keys(self) -> np.ndarray:

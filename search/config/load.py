@@ -40,7 +40,7 @@ DEFAULT_SPACE: dict[str, Any] = {
     "num_layers": {"low": 1, "high": 3},
     "hidden_dim": {"low": 16, "high": 256, "log": True},
     "head_dim": {"choices": [0, 16, 32, 64]},
-    "input_bins": {"choices": [0, 8, 16]},  # 0 (fixed) unless [data] normalize = "cs_rank"
+    "input_bins": {"choices": [0, 8, 16]},  # 0 (fixed) unless normalize is "cs_rank[+level]"
     "dropout": {"low": 0.0, "high": 0.5},
     "lr": {"low": 1e-4, "high": 1e-2, "log": True},
     "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},

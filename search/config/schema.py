@@ -256,9 +256,10 @@ def enqueue_problems(search: SearchConfig, space: SearchSpace) -> list[str]:
 
 
 def ranked_features(data: DataConfig) -> bool:
-    """Whether the features reach the network as per-date ranks in [-0.5, 0.5], the range
-    the piecewise-linear pieces (`[space] input_bins`) cover."""
-    return data.normalize == "cs_rank"
+    """Whether the features reach the network in [-0.5, 0.5] (per-date ranks, and with
+    cs_rank+level training-date quantiles), the range the piecewise-linear pieces
+    (`[space] input_bins`) cover."""
+    return data.normalize in ("cs_rank", "cs_rank+level")
 
 
 def input_bins_problems(space: SearchSpace, data: DataConfig) -> list[str]:
@@ -267,8 +268,8 @@ def input_bins_problems(space: SearchSpace, data: DataConfig) -> list[str]:
     if int(space.max("input_bins")) > 0 and not ranked_features(data):
         return [
             f"[space] input_bins: pieces of a feature need its per-date rank in [-0.5, 0.5] "
-            f'([data] normalize = "cs_rank"), got normalize = {data.normalize!r}; set '
-            'input_bins = 0 or normalize = "cs_rank"'
+            f'([data] normalize = "cs_rank" or "cs_rank+level"), got normalize = '
+            f'{data.normalize!r}; set input_bins = 0 or normalize = "cs_rank"'
         ]
     return []
 

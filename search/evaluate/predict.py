@@ -17,7 +17,7 @@ from data.columns import feature_differences
 from data.errors import plural
 from data.features import OHLCV_FEATURES, ohlcv_lookback
 from data.load import DataWarning, scan
-from data.normalize import Scaler
+from data.normalize import Scaler, source_features
 from data.panel import time_axis
 from data.prepared import PanelTensors
 from data.split import make_split
@@ -84,14 +84,16 @@ def predict_file(
     `target` and `target_raw` left empty. No window on those dates is a DataError.
     """
     model_features = list(ckpt["feature_names"])
-    cfg = _by_name(data_config(ckpt["data"], data_path), model_features)
+    cfg = data_config(ckpt["data"], data_path)
+    read = source_features(cfg.normalize, model_features)  # what the file gives
+    cfg = _by_name(cfg, read)
     groups = checkpoint_nets(ckpt)
     T = max(t for t, _ in groups)
     # the verdict's windows: of the longest time_steps the study searched (the same rows for
     # every predictor it compares), which may read further back than the model's own
     E = max(T, int(ckpt.get("eval_time_steps") or T))
     axis = time_axis(cfg)
-    history = (E if dates == "test" else T) - 1 + ohlcv_lookback(model_features)
+    history = (E if dates == "test" else T) - 1 + ohlcv_lookback(read)
     first, start = first_date(axis, cfg, dates, history)
     if dates == "test" and start is None:
         raise DataError(

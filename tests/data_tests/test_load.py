@@ -106,6 +106,8 @@ def test_single_series_without_id_column_needs_id_unset(tmp_path):
         "'cs_rank' (use 'robust' or 'none'); no flag sets them: put target_cs = \"none\" and "
         'normalize = "robust" under [data] in a study TOML given with --config'
     )
+    with pytest.raises(DataError, match=r"one series.*\[data\] normalize = 'cs_rank\+level'"):
+        load(path, id="", target="y", features=("x",), normalize="cs_rank+level")
 
 
 def test_a_panel_file_of_one_security_is_not_said_to_lack_an_id(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from data import Prepared
+from data.errors import DataError
 from tests.data_tests.panels import f0, load, long_file
 
 CFG = dict(val_frac=0.3, test_frac=0.0, normalize="robust")  # 10 dates: train 0..5, val 7..9
@@ -116,3 +117,81 @@ def test_tied_values_share_their_average_rank_whatever_the_rows_order(tmp_path):
     panel, _ = load(tied, normalize="cs_rank", target_cs="rank")
     assert (panel.values[6:, :, 0] == 0.0).all()
     assert panel.values[0, :, 0].tolist() == [-0.5, 0.0, 0.5]
+
+
+def test_levels_by_hand_each_value_its_quantile_among_the_training_rows(tmp_path):
+    """normalize = "cs_rank+level": each feature twice, its per-date rank and (NAME:level)
+    where it falls among every training row, both in [-0.5, 0.5]."""
+    from data.normalize import QUANTILES
+
+    path = panel_file(tmp_path / "a.parquet", drop={(1, 1)})
+    panel, cfg = load(path, **{**CFG, "normalize": "cs_rank+level"})
+    assert panel.feature_names == ["f0", "f0:level"]
+    assert panel.values[0, :, 0].tolist() == [-0.5, 0, 0.5]  # ranked
+    assert panel.values[2, :, 1].tolist() == [200, 201, 202]  # raw until a batch maps it
+    data = Prepared(panel, cfg, torch.device("cpu"))
+    sc = data.scaler
+    assert sc.knots is not None and sc.positions is not None
+    assert sc.knots.shape == sc.positions.shape == (1, QUANTILES)
+    train = sorted(f0(d, s) for d in range(6) for s in range(3) if (d, s) != (1, 1))  # 17 rows
+    assert sc.knots[0, 0] == train[0] and sc.knots[0, -1] == train[-1]
+    S = data.n_securities
+    ends = torch.tensor([d * S + s for d in range(10) for s in range(3) if (d, s) != (1, 1)])
+    x = data.batch(ends, 1).x[0]  # (B, 2): the rank, the level
+    # a training row's level is its place among the 17 (linear quantiles: k / 16 - 0.5), to
+    # the knots' spacing (every 0.1 percentile)
+    for i, e in enumerate(ends.tolist()):
+        d, s = divmod(e, S)
+        if d < 6:
+            want = train.index(f0(d, s)) / 16 - 0.5
+            assert float(x[i, 1]) == pytest.approx(want, abs=1e-3)
+        else:  # later dates lie above every training value: the top
+            assert float(x[i, 1]) == pytest.approx(0.5)
+    assert float(x[:, 0].abs().max()) <= 0.5
+
+
+def test_levels_fit_on_training_dates_only_and_tied_values_share_a_place(tmp_path):
+    from data.normalize import fit_levels, to_levels
+
+    def levels(path):
+        panel, cfg = load(path, **{**CFG, "normalize": "cs_rank+level"})
+        return Prepared(panel, cfg, torch.device("cpu")).scaler
+
+    base = levels(panel_file(tmp_path / "a.parquet"))
+    later = levels(panel_file(tmp_path / "b.parquet", later=lambda d, s: -1e6 * (d + 1)))
+    np.testing.assert_array_equal(base.knots, later.knots)
+    early = long_file(
+        tmp_path / "c.parquet",
+        10,
+        3,
+        {"f0": lambda d, s: -1e6 if d == 5 else f0(d, s), "target": lambda d, s: float(s)},
+    )
+    assert not np.array_equal(levels(early).knots, base.knots)  # the check can fail
+    # half the training rows share one value: they share their average place, as tied values
+    # share their average per-date rank (sorted places 0..3 of 0..7: 1.5 / 7 - 0.5)
+    values = np.array([[[0.0], [0.0]], [[0.0], [0.0]], [[1.0], [2.0]], [[3.0], [4.0]]])
+    knots, positions = fit_levels(values, np.ones((4, 2), bool), range(0, 4), 0)
+    x = torch.tensor([[0.0, 1.0, 4.0, 9.0, -9.0, math.nan]])
+    got = to_levels(x.T, torch.as_tensor(knots), torch.as_tensor(positions)).T[0].tolist()
+    tied = 1.5 / 7 - 0.5
+    assert got[0] == pytest.approx(tied, abs=1e-3)  # to the knots' spacing
+    assert got[1] == pytest.approx(4 / 7 - 0.5, abs=1e-6)  # 1.0: place 4 of 0..7
+    assert got[2:5] == pytest.approx([0.5, 0.5, tied], abs=1e-3)  # beyond: saturates
+    assert math.isnan(got[5])
+    rng = np.random.default_rng(0)  # monotone, in range, on many values
+    v = rng.normal(size=(50, 40, 3)).astype(np.float32)
+    knots, positions = fit_levels(v, np.ones((50, 40), bool), range(0, 30), 1)
+    y = torch.as_tensor(np.sort(rng.normal(size=(500, 2)) * 2, axis=0), dtype=torch.float32)
+    m = to_levels(y, torch.as_tensor(knots), torch.as_tensor(positions))
+    assert (m.diff(dim=0) >= 0).all() and float(m.abs().max()) <= 0.5
+
+
+def test_a_feature_named_like_a_level_is_refused(tmp_path):
+    cols = {
+        "f0": lambda d, s: f0(d, s),
+        "f0:level": lambda d, s: float(s),
+        "target": lambda d, s: float(s),
+    }
+    path = long_file(tmp_path / "a.parquet", 10, 3, cols)
+    with pytest.raises(DataError, match=r"'f0:level' clashes with the level view of 'f0'"):
+        load(path, **{**CFG, "normalize": "cs_rank+level"})

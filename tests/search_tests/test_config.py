@@ -467,6 +467,8 @@ def test_input_bins_are_searched_for_ranked_features_only(tmp_path: Path) -> Non
     assert robust.space.as_dict()["input_bins"] == 0
     ranked = build_config(toml(tmp_path, 'normalize = "cs_rank"\n'), cpu=False)
     assert ranked.space.as_dict()["input_bins"] == {"choices": [0, 8, 16]}
+    levels = build_config(toml(tmp_path, 'normalize = "cs_rank+level"\n'), cpu=False)
+    assert levels.space.as_dict()["input_bins"] == {"choices": [0, 8, 16]}
     assert (
         build_config(toml(tmp_path, 'normalize = "cs_rank"\n'), cpu=True).space.as_dict()[
             "input_bins"
@@ -479,8 +481,8 @@ def test_input_bins_are_searched_for_ranked_features_only(tmp_path: Path) -> Non
         build_config(bad, cpu=True)
     assert e.value.problems == [
         f"{bad}: [space] input_bins: pieces of a feature need its per-date rank in "
-        "[-0.5, 0.5] ([data] normalize = \"cs_rank\"), got normalize = 'robust'; set "
-        'input_bins = 0 or normalize = "cs_rank"'
+        '[-0.5, 0.5] ([data] normalize = "cs_rank" or "cs_rank+level"), got normalize = '
+        "'robust'; set input_bins = 0 or normalize = \"cs_rank\""
     ]
     neg = toml(tmp_path, 'normalize = "cs_rank"\n[space]\ninput_bins = -1\n')
     with pytest.raises(ConfigError, match=r"\[space\].input_bins: must be >= 0"):

@@ -163,6 +163,16 @@ def ranked_extended_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
 
 
 @pytest.fixture(scope="module")
+def levels_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(data, model): the basic OHLCV features ranked per date and, beside them, each as its
+    quantile among the training rows (normalize = "cs_rank+level"); 2 seeds averaged."""
+    folder = tmp_path_factory.mktemp("stream_levels")
+    data = ohlcv_panel(folder / "prices.parquet")
+    extra = 'normalize = "cs_rank+level"\nohlcv_set = "basic"'
+    return data, _model(folder, "levels", data, T_OHLCV, extra, 1)
+
+
+@pytest.fixture(scope="module")
 def factor_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(data, model): factor columns, robust (training-date) scaling, a tradable column; the
     2 best trials x 2 seeds averaged."""
@@ -243,6 +253,28 @@ def test_a_feature_training_left_out_changes_neither_rows_nor_ranks_of_the_file(
     want = search.predict(model=model, data=data, dates="all", device="cpu")
     assert min(_first_predicted(want, "S1")) < 60
     assert_same(feed(search.stream_predictor(model=model, device="cpu"), data), want)
+
+
+def test_day_by_day_equals_the_file_for_ranks_and_levels(
+    levels_model: tuple[Path, Path],
+) -> None:
+    """The levels' training quantiles travel in the checkpoint: a date's rows alone give the
+    file's predictions, and the rows' columns are the OHLCV ones, no level named."""
+    data, model = levels_model
+    ckpt = torch.load(model, weights_only=True)
+    names = list(ckpt["feature_names"])
+    half = len(names) // 2
+    assert names[half:] == [n + ":level" for n in names[:half]] and "ret_1" in names
+    assert ckpt["scaler"]["knots"].shape == (half, 1001)
+    live = search.stream_predictor(model=model, device="cpu")
+    assert live.columns == ["date", "id", "open", "high", "low", "close", "volume"]
+    want = search.predict(model=model, data=data, dates="all", device="cpu")
+    assert_same(feed(live, data), want)
+    # the levels reach the network: without them (their knots all equal) it predicts otherwise
+    flat = dict(ckpt, scaler={**ckpt["scaler"], "knots": torch.zeros_like(ckpt["scaler"]["knots"])})
+    torch.save(flat, model.with_name("flat.pt"))
+    other = search.predict(model=model.with_name("flat.pt"), data=data, dates="all", device="cpu")
+    assert not np.allclose(other["prediction"].to_numpy(), want["prediction"].to_numpy())
 
 
 def test_day_by_day_equals_the_file_for_a_robust_factor_ensemble(
