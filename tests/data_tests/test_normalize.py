@@ -195,3 +195,30 @@ def test_a_feature_named_like_a_level_is_refused(tmp_path):
     path = long_file(tmp_path / "a.parquet", 10, 3, cols)
     with pytest.raises(DataError, match=r"'f0:level' clashes with the level view of 'f0'"):
         load(path, **{**CFG, "normalize": "cs_rank+level"})
+
+
+def test_each_fold_maps_levels_with_its_own_training_rows(tmp_path):
+    """With walk-forward folds each member's batch maps the levels through its fold's
+    knots (its own training dates), as each fold's robust scaler does."""
+    from data.normalize import to_levels
+
+    rng = np.random.default_rng(0)
+    path = long_file(
+        tmp_path / "a.parquet",
+        60,
+        4,
+        {"f0": lambda d, s: float(d + rng.normal()), "target": lambda d, s: float(s)},
+    )
+    panel, cfg = load(path, val_frac=0.2, test_frac=0.0, normalize="cs_rank+level", folds=2)
+    data = Prepared(panel, cfg, torch.device("cpu"))
+    first, last = data.scalers
+    assert first.knots[0, -1] < last.knots[0, -1]  # the first fold trains on earlier dates
+    S = data.n_securities
+    ends = torch.tensor([[20 * S + 1, 25 * S + 2], [20 * S + 1, 25 * S + 2]])
+    x = data.batch(ends, 3, folds=torch.tensor([0, 1])).x  # (T, M, B, F)
+    v = torch.as_tensor(panel.values)
+    raw = torch.stack([v[18:21, 1, 1:], v[23:26, 2, 1:]], 1)  # (T, B, 1): the windows' levels
+    for m, sc in enumerate((first, last)):
+        want = to_levels(raw, torch.as_tensor(sc.knots), torch.as_tensor(sc.positions))
+        np.testing.assert_allclose(x[:, m, :, 1:].numpy(), want.numpy(), atol=1e-6)
+    assert not torch.allclose(x[:, 0, :, 1], x[:, 1, :, 1])
