@@ -121,22 +121,13 @@ def add_levels(path: Any, values: np.ndarray, names: list[str]) -> tuple[np.ndar
     return np.concatenate([values, values], axis=2), names + [n + LEVEL for n in names]
 
 
-def level_base(names: list[str]) -> list[str] | None:
-    """The features a NAME, ..., NAME:level, ... list was made from; None when it is not one."""
-    half = len(names) // 2
-    base = names[:half]
-    if len(names) % 2 or names[half:] != [n + LEVEL for n in base]:
-        return None
-    return base
-
-
 def source_features(normalize: str, names: list[str]) -> list[str]:
     """The features a model of `names` reads from its data: under cs_rank+level the first
-    half (the levels are copies), else all of them."""
+    half (NAME, ..., NAME:level, ...: the levels are copies), else all of them."""
     if normalize != "cs_rank+level":
         return list(names)
-    base = level_base(names)
-    if base is None:
+    base = names[: len(names) // 2]
+    if len(names) % 2 or names[len(base) :] != [n + LEVEL for n in base]:
         raise DataError(
             f"the model's features {names[:4]}... are not each feature and its level, as "
             '[data] normalize = "cs_rank+level" makes them'
