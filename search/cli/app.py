@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     stacks_on_sigusr1()
     trials_began.clear()
+    if argv and not argv[0].startswith("-") and argv[0] not in VERBS:
+        return fail(unknown_verb(argv[0]))
     verb = argv.pop(0) if argv and argv[0] in VERBS else "run"
     try:
         with term_as_ctrl_c():
@@ -93,6 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(interrupted_line(verb), file=sys.stderr)
         return 130
+
+
+def unknown_verb(word: str) -> str:
+    """The line for a first word that is no verb (`run` takes no positional argument)."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(VERBS), n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return (
+        f"unknown sub-command {word!r}{hint} (expected one of {', '.join(VERBS)},"
+        " or flags of the search; see optuna-run --help)"
+    )
 
 
 def interrupted_line(verb: str) -> str:

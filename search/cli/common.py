@@ -49,4 +49,27 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+        if line.startswith(("unrecognized arguments:", "the following arguments are required")):
+            line += self.did_you_mean(self.argv)
         self.exit(2, f"optuna-run: error: {line} (see {self.prog} --help)\n")
+
+    argv: list[str] = []
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self.argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
+        return super().parse_args(args, namespace)
+
+    def did_you_mean(self, tokens: list[str]) -> str:
+        """`; did you mean --flag?` for each unknown flag among `tokens` (the command line)
+        that is one slip away from one of this parser's flags."""
+        import difflib
+
+        flags = [f for f in self._option_string_actions if f.startswith("--")]
+        hints = []
+        for token in tokens:
+            name = token.split("=", 1)[0]
+            if name.startswith("--") and not any(f.startswith(name) for f in flags):
+                close = difflib.get_close_matches(name, flags, n=1, cutoff=0.75)
+                if close:
+                    hints.append(f"{name}: did you mean {close[0]}?")
+        return "".join(f"; {h}" for h in hints)

@@ -472,6 +472,22 @@ def test_argparse_errors_are_one_line_naming_the_flag_once(tmp_path, capsys):
     assert line.count("--top") == 1 and "expected an integer, got 'x'" in line, line
 
 
+def test_a_misspelt_verb_or_flag_gets_a_did_you_mean(capsys):
+    """A first word that is no verb stops before anything loads, naming the verbs; a flag
+    one slip from a real one is named beside it; nothing close, no guess."""
+    line = one_line_error(capsys, ["trian", "--study-name", "s"])
+    assert line.startswith("optuna-run: error: unknown sub-command 'trian'; did you mean 'train'?")
+    assert "expected one of run, confirm, export, train, predict" in line, line
+    line = one_line_error(capsys, ["frobnicate"])
+    assert "did you mean" not in line and "unknown sub-command 'frobnicate'" in line, line
+    line = one_line_error(capsys, ["--n-trails", "3"])
+    assert "--n-trails: did you mean --n-trials?" in line, line
+    line = one_line_error(capsys, ["predict", "--model", "m.pt", "--dates=test", "--outt", "x"])
+    assert "--outt: did you mean --out?" in line, line
+    line = one_line_error(capsys, ["--zzzzzz", "1"])
+    assert "did you mean" not in line, line
+
+
 def test_the_top_level_help_lists_every_verb_the_dispatcher_accepts(capsys):
     """`optuna-run --help` names each verb `optuna-run VERB` once, the same set as the
     dispatcher runs, and each of them answers its own --help."""
