@@ -260,7 +260,34 @@ def _read(toml: Path, overrides: Mapping[str, Any], problems: list[str]) -> dict
     if isinstance(over_data, Mapping) and isinstance(over_data.get("path"), str):
         resolved = str(Path(over_data["path"]).resolve())
         overrides = {**overrides, "data": {**over_data, "path": resolved}}
-    return _merge(file_raw, overrides)
+    merged = _merge(file_raw, overrides)
+    # an override is the caller's last word: it beats the file's [cpu.*] for the keys it sets
+    cpu = merged.get("cpu")
+    if isinstance(cpu, Mapping):
+        cpu = dict(cpu)
+        for sub in ("space", *CPU_TABLES):
+            over, table = overrides.get(sub), cpu.get(sub)
+            if isinstance(over, Mapping) and isinstance(table, Mapping):
+                cpu[sub] = {k: v for k, v in table.items() if k not in over}
+        merged["cpu"] = cpu
+    return merged
+
+
+def _shadowed(raw: Mapping[str, Any], cpu_raw: Mapping[str, Any]) -> list[str]:
+    """Notes for the keys a TOML sets in [space], [budget] or [final] that its own [cpu.*]
+    table sets otherwise: on a CPU device the [cpu.*] value is the one used."""
+    notes = []
+    for sub in ("space", *CPU_TABLES):
+        table, cpu_table = raw.get(sub), cpu_raw.get(sub)
+        if not isinstance(table, Mapping) or not isinstance(cpu_table, Mapping):
+            continue
+        keys = [k for k in table if k in cpu_table and table[k] != cpu_table[k]]
+        if keys:
+            notes.append(
+                f"on a CPU device [cpu.{sub}] sets {', '.join(keys)} over [{sub}] "
+                f"(edit [cpu.{sub}] to change them there, or set [cpu] limits = false)"
+            )
+    return notes
 
 
 def load_config(
@@ -295,6 +322,8 @@ def load_config(
     )
     notes += named
     cpu_raw, limits = _cpu(raw, problems)
+    if cpu and toml != default_config_path().resolve():  # the default study's are by design
+        notes += _shadowed(raw, cpu_raw)
     tables: dict[str, Any] = {
         "data": data_raw,
         **{name: _cpu_sized(raw, cpu_raw, name, cpu, limits) for name in CPU_TABLES},

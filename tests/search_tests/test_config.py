@@ -389,6 +389,28 @@ def test_load_config_overrides_lie_between_the_toml_and_the_flags(tmp_path: Path
     ]
 
 
+def test_overrides_beat_the_tomls_cpu_tables_and_a_shadowed_key_is_noted(tmp_path: Path) -> None:
+    """On a CPU a key an override sets wins over the file's [cpu.*] value for it (and is
+    checked); a key the file sets both in [space] and [cpu.space] is named in a note."""
+    p = toml(
+        tmp_path,
+        "[space]\nepochs = 9\nhidden_dim = 64\n[cpu.space]\nepochs = 3\nhidden_dim = 16\n"
+        "[cpu.budget]\nval_dates = 20\n",
+    )
+    cfg = load_config(path=p, cpu=True)
+    assert (cfg.space.max("epochs"), cfg.space.max("hidden_dim")) == (3, 16)
+    assert cfg.notes[-1].startswith("on a CPU device [cpu.space] sets epochs, hidden_dim over")
+    over = {"space": {"epochs": 2}, "budget": {"val_dates": 30}}
+    cfg = load_config(path=p, cpu=True, overrides=over)
+    assert (cfg.space.max("epochs"), cfg.space.max("hidden_dim")) == (2, 16)
+    assert cfg.budget.val_dates == 30
+    assert not any("epochs" in n for n in cfg.notes), cfg.notes
+    assert load_config(path=p, overrides=over).space.max("hidden_dim") == 64  # not a CPU
+    with pytest.raises(ConfigError, match=r"\[space\]\.epochs: must be >= 1, got 0"):
+        load_config(path=p, cpu=True, overrides={"space": {"epochs": 0}})
+    assert not load_config(cpu=True).notes  # the default study's [cpu] tables are by design
+
+
 def test_a_data_frame_given_as_a_path_is_named_by_its_type_on_one_line(tmp_path: Path) -> None:
     import polars as pl
 
