@@ -57,13 +57,29 @@ def scan_rows(path: Path, text: Collection[str] = ()) -> tuple[pl.LazyFrame, int
         _check_header(path)
     try:
         lf = pl.scan_parquet(path) if kind == "parquet" else _scan_csv(path, text=text)
-        lf.collect_schema()
+        lf = wall_time(lf)
         n_rows = lf.select(pl.len()).collect().item()
     except Exception as e:  # polars raises many types for unreadable files
         raise DataError(f"{path}: cannot be read as {kind}: {_first_line(e)}") from None
     if n_rows == 0:
         raise DataError(f"{path}: file has no rows ([data] path / --data)")
     return lf, int(n_rows)
+
+
+def wall_time(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Every datetime column with a time zone as its local wall time, zone dropped: a
+    2024-01-05 session stored as midnight Asia/Shanghai stays 2024-01-05, not the UTC
+    2024-01-04 16:00 of the day before (polars holds zoned times as UTC)."""
+    zoned = [
+        name
+        for name, dtype in lf.collect_schema().items()
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
+    ]
+    return lf.with_columns(pl.col(zoned).dt.replace_time_zone(None)) if zoned else lf
+
+
+# a time of day followed by a UTC offset (Z, +08:00, -0500): the offset is dropped
+_OFFSET = r"^(.*\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}:?\d{2})$"
 
 
 def _separator(path: Path) -> str:
@@ -293,6 +309,7 @@ def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:
         )
     if t.dtype == pl.String:
         _refuse_day_month(t, key, path)
+        t = t.str.replace(_OFFSET, "${1}")  # the time as written, as for a zoned column
         parsed = _parse_or_null(t, t.str.to_date)
         if parsed.null_count():
             parsed_dt = _parse_or_null(t, t.str.to_datetime)

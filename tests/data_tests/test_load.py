@@ -636,3 +636,28 @@ def test_dates_day_or_month_first_are_refused_not_guessed(tmp_path, first):
     iso.write_text("day,id,f0,target\n2019-07-01,A,1.0,0.5\n2019-07-02,A,2.0,0.1\n")
     panel, _ = load(iso, date="day", target="target", features=["f0"])
     assert [str(d) for d in panel.dates] == ["2019-07-01", "2019-07-02"]
+
+
+def test_zoned_times_and_utc_offsets_read_as_the_local_dates_written(tmp_path):
+    """A session stored as midnight in its exchange's zone (a zoned Parquet column, or text
+    with a UTC offset) is that date, not the UTC instant of the evening before; the split's
+    dates given in a config read against the same wall time."""
+    import datetime as dt
+
+    days = [dt.datetime(2024, 1, d) for d in (3, 4, 5, 8)]
+    frame = pl.DataFrame(
+        {"date": days * 2, "id": ["A"] * 4 + ["B"] * 4, "f0": [1.0] * 8, "target": [0.1] * 8}
+    )
+    zoned = tmp_path / "zoned.parquet"
+    frame.with_columns(pl.col("date").dt.replace_time_zone("Asia/Shanghai")).write_parquet(zoned)
+    offset = tmp_path / "offset.csv"
+    text = frame.with_columns(pl.col("date").dt.strftime("%Y-%m-%dT%H:%M:%S+08:00"))
+    text.write_csv(offset)
+    utc_z = tmp_path / "z.csv"
+    frame.with_columns(pl.col("date").dt.strftime("%Y-%m-%d %H:%M:%SZ")).write_csv(utc_z)
+    for path in (zoned, offset, utc_z):
+        panel, _ = load(path, target="target", features=["f0"])
+        assert [str(d)[:10] for d in panel.dates] == [
+            "2024-01-03", "2024-01-04", "2024-01-05", "2024-01-08",
+        ], path  # fmt: skip
+        assert all(str(d)[11:19] in ("", "00:00:00") for d in panel.dates), panel.dates
