@@ -138,7 +138,41 @@ def open_study(
             f"study {name!r} was made with other settings, so its trials cannot be mixed with "
             f"this run's: {'; '.join(diff)}. Use another --study-name, or the study's settings"
         )
+    _requeue_interrupted(study, storage, cfg)
     return study
+
+
+REQUEUED = "requeued_interrupted"  # study user attr: the queued trials already queued again
+
+
+def _requeue_interrupted(study: optuna.Study, storage: Any, cfg: RunConfig) -> None:
+    """Queue again each configuration of [[search.enqueue]] whose every trial so far was
+    ended by a Ctrl-C or SIGTERM (FAIL, "interrupted ..."): a resumed study still tries it
+    first. Decided under the study's lock and recorded in the study (REQUEUED), so of
+    several processes resuming at once one queues it; queued outside the lock, as a trial's
+    creation takes it."""
+    wanted = [params for entry in cfg.search.enqueue if (params := cfg.space.searched(entry))]
+    if not wanted:
+        return
+    todo = []
+    with study_lock(storage, study._study_id):
+        done = set(storage.get_study_user_attrs(study._study_id).get(REQUEUED, []))
+        trials = study.get_trials(deepcopy=False)
+        for params in wanted:
+            mine = [t for t in trials if t.system_attrs.get("fixed_params") == params]
+            cut = [
+                t
+                for t in mine
+                if t.state == optuna.trial.TrialState.FAIL
+                and str(t.user_attrs.get("fail_reason", "")).startswith("interrupted")
+            ]
+            if mine and len(cut) == len(mine) and mine[-1].number not in done:
+                todo.append(params)
+                done.add(mine[-1].number)
+        if todo:
+            study.set_user_attr(REQUEUED, sorted(done))
+    for params in todo:
+        study.enqueue_trial(params)
 
 
 def _set_objective_names(study: optuna.Study, names: list[str]) -> None:

@@ -221,6 +221,39 @@ def test_a_data_mismatch_says_what_differs(tmp_path):
     assert "the file's content differs" in str(e.value)
 
 
+def test_a_queued_configuration_cut_by_ctrl_c_is_queued_again_on_resume(tmp_path):
+    """The first configuration's trial ended by a Ctrl-C (FAIL, "interrupted ...") is queued
+    again when the study resumes, once however many processes resume it; one that failed
+    for another reason is not retried."""
+    from search.config.schema import build_config
+    from search.study.create import REQUEUED, open_study
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    cfg = build_config(None, cpu=True)
+    sampler, pruner = optuna.samplers.RandomSampler(), optuna.pruners.NopPruner()
+
+    def resume() -> optuna.Study:
+        return open_study(optuna.storages.RDBStorage(url), cfg, "aaa", sampler, pruner)
+
+    def cut(study: optuna.Study, reason: str) -> dict:
+        trial = study.ask()
+        fixed = study._storage.get_trial(trial._trial_id).system_attrs["fixed_params"]
+        trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=S.FAIL)
+        return fixed
+
+    study = resume()
+    first = cut(study, "interrupted (SIGINT/SIGTERM)")
+    assert not study.get_trials(states=(S.WAITING,))
+    study = resume()
+    resume()  # a second process resuming at the same time queues nothing more
+    waiting = study.get_trials(states=(S.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [first]
+    assert study.user_attrs[REQUEUED] == [0]
+    assert cut(study, "RuntimeError: boom") == first
+    assert not resume().get_trials(states=(S.WAITING,))  # a real failure is not retried
+
+
 def test_an_enqueued_configuration_is_the_first_trial_once(tmp_path: Path, url: str) -> None:
     cfg = write_study(
         tmp_path,
