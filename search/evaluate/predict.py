@@ -18,7 +18,7 @@ from data.errors import plural
 from data.features import OHLCV_FEATURES, ohlcv_lookback
 from data.load import DataWarning, scan
 from data.normalize import Scaler, source_features
-from data.panel import time_axis
+from data.panel import fingerprint, time_axis
 from data.prepared import PanelTensors
 from data.split import make_split
 from data.windows import run_lengths, window_ends
@@ -125,13 +125,31 @@ def predict_file(
         pred = predictor(torch.as_tensor(ends).to(device)).cpu().numpy()
         beside = {} if booster is None else tree_columns(booster, data, ends, pred)
     frame = _prediction_frame(cfg, panel, ends, pred, beside)
-    if dates == "test" and panel.has_target and "eval_time_steps" in ckpt:
+    verdicts = dates == "test" and panel.has_target and "eval_time_steps" in ckpt
+    if verdicts and judged_on(ckpt, data_path):
         # the rows the verdict scores: E valid dates up to the row, and a label
         d, s = ends // S, ends % S
         frame = frame.with_columns(
             pl.Series(VERDICT_ROWS, (runs[d, s] >= E) & panel.labelled[d, s])
         )
     return frame
+
+
+def judged_on(ckpt: dict[str, Any], data_path: str) -> bool:
+    """Whether the file at `data_path` is the data the checkpoint's verdict was scored on (the
+    same content and settings: its fingerprint); if not, a warning says that its test rows
+    are its own split's, not the verdict's."""
+    kept = ckpt.get("data_fingerprint")
+    if not kept or fingerprint(data_config(ckpt["data"], data_path)) == kept:
+        return True
+    warnings.warn(
+        f"{data_path}: not the data the model was trained and judged on (its content or "
+        "settings differ): --dates test is this file's own test segment by the study's "
+        f"split, and no row is marked as the verdict's (no {VERDICT_ROWS} column)",
+        DataWarning,
+        stacklevel=3,
+    )
+    return False
 
 
 def checkpoint_tree(ckpt: dict[str, Any], source: str) -> Any | None:

@@ -36,8 +36,9 @@ def test_predict_takes_column_flags_and_writes_the_raw_target(
     assert "column 'date' ([data] date) not found" in capsys.readouterr().err
     assert main([*args, "--dates", "test", "--date", "day", "--id", "ticker"]) == 0
     df = pl.read_csv(out)
-    cols = ["day", "ticker", "prediction", "lgbm", "blend", "target", "target_raw", "in_verdict"]
-    assert df.columns == cols
+    cols = ["day", "ticker", "prediction", "lgbm", "blend", "target", "target_raw"]
+    assert df.columns == cols  # another file than the verdict's: no row is marked as its
+    assert f"{other}: not the data the model was trained and judged on" in capsys.readouterr().err
     labelled = df.filter(pl.col("target").is_not_nan())
     # raw: next-day returns of a few percent; the model's target: z-scored per date
     raw = labelled["target_raw"].to_numpy()
@@ -396,6 +397,16 @@ def test_the_test_predictions_mark_the_verdicts_rows_whose_rank_ic_is_the_verdic
     assert "the model's LightGBM tree cannot be read by the installed LightGBM" in err, err
     # the last dates have no label: never the verdict's
     assert not df.filter(pl.col("target").is_null() | pl.col("target").is_nan())["in_verdict"].any()
+    # another file (here the same rows less its first date): its test rows are its own
+    # split's, none of them the verdict's, and a line says so
+    other = tmp_path / "other.parquet"
+    pl.read_parquet(data).filter(pl.col("date") > pl.col("date").min()).write_parquet(other)
+    args = ["--model", str(model), "--data", str(other), "--dates", "test"]
+    assert main(["predict", *args, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "in_verdict" not in pl.read_csv(out).columns
+    assert f"{other}: not the data the model was trained and judged on" in err, err
+    assert "verdict's rows" not in err
 
 
 def test_dates_test_without_a_test_segment_says_so(
