@@ -70,7 +70,8 @@ def past_returns(data: Prepared) -> dict[str, torch.Tensor]:
     before any transform (`target_raw`, where the target was ranked, scaled or made classes):
     the label of h dates before is the h-date return ending on the date (h the horizon), and
     a k-date return is max(1, round(k / h)) of them end to end, never overlapping (with h > 1,
-    "1 date" is the h-date return)."""
+    "1 date" is the h-date return); a span that rounds to the same count as a shorter one is
+    the same signal and left out (with h = 5, "5 dates" is "1 date")."""
     names = list(data.panel.feature_names)
     own = {"ret_1": 1, "ret_5": 5, "ret_20": 20}
     if all(n in names for n in own):
@@ -78,7 +79,10 @@ def past_returns(data: Prepared) -> dict[str, torch.Tensor]:
     h = data.cfg.horizon
     raw = data.panel.target_raw
     y = data.target if raw is None else torch.as_tensor(raw, device=data.device)
-    return {f"r{k}": _lagged_sum(y, h, max(1, round(k / h)), h) for k in own.values()}
+    counts: dict[int, int] = {}  # count of labels -> the first span that takes it
+    for k in own.values():
+        counts.setdefault(max(1, round(k / h)), k)
+    return {f"r{k}": _lagged_sum(y, h, n, h) for n, k in counts.items()}
 
 
 def _rank_ic(score: torch.Tensor, y: torch.Tensor, date: torch.Tensor) -> float:
@@ -101,6 +105,8 @@ def signal_baselines(
         "zero": lambda e: torch.zeros(len(e), device=e.device)
     }
     for name, key in (("reversal_1", "r1"), ("momentum_5", "r5"), ("momentum_20", "r20")):
+        if key not in r:  # the same signal as a shorter span's (a long horizon)
+            continue
         sig = torch.nan_to_num(r[key], nan=0.0)
         sign = -1.0 if name.startswith("reversal") else 1.0
         if _rank_ic(sign * sig[d, s], y, d) < 0:

@@ -12,7 +12,7 @@ from models.baselines import past_returns
 from tests.data_tests.panels import load, long_file
 
 
-@pytest.mark.parametrize("horizon", [1, 2])
+@pytest.mark.parametrize("horizon", [1, 2, 5])
 def test_past_returns_sum_known_raw_labels_end_to_end(tmp_path, horizon):
     rng = np.random.default_rng(0)
     y = rng.normal(0, 0.02, (60, 6))
@@ -26,7 +26,9 @@ def test_past_returns_sum_known_raw_labels_end_to_end(tmp_path, horizon):
     assert panel.target_raw is not None  # ranked per date: the signals read the raw labels
     r = past_returns(Prepared(panel, cfg, torch.device("cpu")))
     z = np.nan_to_num(y)
-    for k in (1, 5, 20):
+    # with h = 5 the 5-date span is one label, as the 1-date one: the same signal, left out
+    assert sorted(r) == (["r1", "r20"] if horizon == 5 else ["r1", "r20", "r5"])
+    for k in (1, 5, 20) if horizon != 5 else (1, 20):
         n = max(1, round(k / horizon))
         want = np.zeros_like(z)
         for d in range(60):
