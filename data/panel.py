@@ -167,7 +167,7 @@ def load_panel(
     n_columns = len(lf.collect_schema())
     step(f"reading {n_rows:,} rows x {n_columns} columns from {path} ({size(path)})...")
     rd = _Reader(lf, read_index(lf, cols, path), path)
-    _check_one_series(cfg, path, len(rd.index.ids))
+    _check_one_series(cfg, path, len(rd.index.ids), for_prediction)
     if not for_prediction:
         _check_classes(cfg, path, len(rd.index.ids))
     D, S = rd.shape
@@ -234,8 +234,9 @@ class _Reader:
         return x[:, :, 0]  # (D, S)
 
 
-def _check_one_series(cfg: DataConfig, path: Path, n_ids: int) -> None:
-    """Refuse a per-date (cross-sectional) setting on a file of one series."""
+def _check_one_series(cfg: DataConfig, path: Path, n_ids: int, for_prediction: bool) -> None:
+    """Refuse a per-date (cross-sectional) setting on a file of one series (for a model's
+    predictions: say that the model needs a panel, as no setting of its can change)."""
     if n_ids > 1:
         return
     per_date = {  # key -> (set per date?, the per-series values, the line that sets one)
@@ -259,6 +260,13 @@ def _check_one_series(cfg: DataConfig, path: Path, n_ids: int) -> None:
             if cfg.id
             else "is one series (no [data] id)"
         )
+        if for_prediction:
+            raise DataError(
+                f"{path}: the file {one}, but the model was trained on a panel and reads "
+                f"each date across securities ({'; '.join(w.split(' (use')[0] for w in wrong)})"
+                ": give it a file of the securities of each date, or train a model of one "
+                "series for this file"
+            )
         raise DataError(
             f"{path}: the file {one}, but "
             f"{'these settings work' if len(wrong) > 1 else 'this setting works'} across "

@@ -129,6 +129,16 @@ def test_a_panel_file_of_one_security_is_not_said_to_lack_an_id(tmp_path):
         "'cs_rank' (use 'robust' or 'none'); no flag sets it: put normalize = \"robust\" under "
         "[data] in a study TOML given with --config"
     )
+    # a panel model's predictions on it: no setting to change, the model needs a panel
+    cfg = DataConfig(path=str(path), id="symbol", target="y", features=("x",), normalize="cs_rank")
+    with pytest.raises(DataError) as e:
+        load_panel(cfg, for_prediction=True)
+    assert str(e.value) == (
+        f"{path}: the file holds one security (its id column 'symbol', [data] id, has one "
+        "value), but the model was trained on a panel and reads each date across securities "
+        "([data] normalize = 'cs_rank'): give it a file of the "
+        "securities of each date, or train a model of one series for this file"
+    )
 
 
 def test_duplicate_order_values_in_a_single_series_are_refused(tmp_path):
