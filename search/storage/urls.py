@@ -220,9 +220,18 @@ def check_url(url: str) -> None:
     scheme = _scheme(url)
     shown = _as_written(url)
     if scheme not in SCHEMES:
+        path = "://" not in url  # a bare path
         raise StorageError(
-            f"storage URL {shown!r}: {EXPECTED_URL} (journal files are not "
-            "offered: they have no heartbeat, so a dead worker's trial would stay RUNNING)"
+            f"storage URL {shown!r}: "
+            + (f"a path, not a URL: for a SQLite file write sqlite:///{shown}; " if path else "")
+            + f"{EXPECTED_URL} (journal files are not offered: they have no heartbeat, so a "
+            "dead worker's trial would stay RUNNING)"
+        )
+    if scheme == "sqlite" and re.match(r"sqlite(\+\w+)?://[^/]", url):
+        raise StorageError(
+            f"storage URL {shown!r}: a SQLite URL has no host: three slashes before a "
+            "relative path (sqlite:///studies/optuna.db), four before an absolute one "
+            "(sqlite:////tmp/optuna.db)"
         )
     if _ambiguous_userinfo(url):
         raise StorageError(

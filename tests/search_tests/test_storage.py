@@ -137,6 +137,16 @@ def test_describe_sqlite_is_the_file():
 def test_unsupported_url_names_what_is_offered():
     with pytest.raises(StorageError, match="journal files are not offered"):
         make_storage("journal.log")
+    with pytest.raises(StorageError) as e:  # a path: the URL it means is named
+        check_url("studies/optuna.db")
+    assert "a path, not a URL: for a SQLite file write sqlite:///studies/optuna.db" in str(e.value)
+    with pytest.raises(StorageError) as e:  # two slashes: a host, which SQLite has not
+        check_url("sqlite://studies/x.db")
+    assert str(e.value) == (
+        "storage URL 'sqlite://studies/x.db': a SQLite URL has no host: three slashes before a "
+        "relative path (sqlite:///studies/optuna.db), four before an absolute one "
+        "(sqlite:////tmp/optuna.db)"
+    )
     with pytest.raises(StorageError, match=r"\*\*\*") as e:
         make_storage(f"redis://u:{SECRET}@localhost/0")
     assert SECRET not in str(e.value)
