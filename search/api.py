@@ -98,8 +98,15 @@ def load_study(*, study_name: str | None = None, storage: str | None = None) -> 
             )
         study_name = names[0]
     if study_name not in names:
+        import difflib
+
+        close = difflib.get_close_matches(study_name, names, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(
-            [f"--study-name: no study {study_name!r} in {describe(url)}; studies there: {names}"]
+            [
+                f"--study-name: no study {study_name!r} in {describe(url)}{hint}; "
+                f"studies there: {names}"
+            ]
         )
     return optuna.load_study(study_name=study_name, storage=opened)
 

@@ -104,6 +104,8 @@ def test_bad_input_raises_before_anything_is_written(
     search.run_study(config=toml, storage=url, n_trials=1, device="cpu")
     with pytest.raises(search.ConfigError, match=r"no study 'other' .* studies there: \['bad'\]"):
         search.confirm(study_name="other", storage=url, device="cpu")
+    with pytest.raises(search.ConfigError, match=r"no study 'bda' .* \(did you mean 'bad'\?\)"):
+        search.export(study_name="bda", storage=url, out=tmp_path / "x.json")
     with pytest.raises(search.ConfigError, match="out: a model is saved only by a confirm at"):
         search.confirm(study_name="bad", storage=url, device="cpu", out=tmp_path / "m.pt")
     with pytest.raises(search.ConfigError, match="is a folder; expected a file name"):
