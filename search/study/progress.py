@@ -72,6 +72,11 @@ def best_lines(study: optuna.Study, flag: str = "") -> list[str]:
             f"confirmed winner: trial {confirmed['winner']} mean {w['mean']:.6g} +- "
             f"{w['std']:.2g} over {confirmed['seeds']} seeds"
         )
+    elif len(study.directions) > 1:  # no single best: the person picks one of the front
+        out.append(
+            f"next: optuna-run train {study_flag(study.study_name)}{flag} --trial N "
+            "(N a trial of the Pareto front)"
+        )
     else:
         out.append(
             f"next: optuna-run confirm {study_flag(study.study_name)}{flag} "

@@ -455,6 +455,18 @@ def test_params_print_in_one_order_however_the_storage_returns_them() -> None:
         assert best_lines(study)[0].endswith("a=0.5, b=0.5, c=0.5"), best_lines(study)
         assert "None" not in best_lines(study)[0]  # a trial added with no best epoch
     assert lines[0] == lines[1]
+    # several objectives: no single best to confirm; the next step names --trial
+    multi = optuna.create_study(directions=["maximize", "minimize"], study_name="m")
+    for a, b in ((0.1, 0.2), (0.3, 0.4)):
+        multi.add_trial(
+            optuna.trial.create_trial(values=[a, b], params={"a": a}, distributions={"a": dist})
+        )
+    lines = best_lines(multi, " --storage sqlite:///x.db")
+    assert lines[0] == "Pareto front: 2 trials [0, 1]"
+    assert lines[-1] == (
+        "next: optuna-run train --study-name m --storage sqlite:///x.db --trial N "
+        "(N a trial of the Pareto front)"
+    )
 
 
 def test_the_start_lines_of_one_series_say_how_its_metrics_are_taken(tmp_path: Path) -> None:
