@@ -299,14 +299,29 @@ def _refuse_day_month(t: pl.Series, key: str, path: Path) -> None:
         )
 
 
+def _yyyymmdd(t: pl.Series) -> pl.Series | None:
+    """Dates written as eight digits, 20240105 (integers or text, as many vendors of Chinese
+    market data write them), as dates; None unless every value reads so."""
+    if not (t.dtype.is_integer() or t.dtype == pl.String):
+        return None
+    text = t.cast(pl.String)
+    if not text.str.contains(r"^\d{8}$").all():
+        return None
+    parsed = text.str.to_date("%Y%m%d", strict=False)
+    return parsed if parsed.null_count() == 0 else None
+
+
 def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:
-    """The time column `t` ([data] `key`) as dates, datetimes or integers: ISO strings parsed;
-    empty or unparseable values and other types refused."""
+    """The time column `t` ([data] `key`) as dates, datetimes or integers: ISO strings parsed,
+    a date column of eight-digit values (20240105) read as dates; empty or unparseable values
+    and other types refused."""
     col = t.name
     if t.null_count():
         raise DataError(
             f"{path}: column {col!r} ([data] {key}) has {plural(t.null_count(), 'empty value')}"
         )
+    if key == "date" and (compact := _yyyymmdd(t)) is not None:
+        return compact
     if t.dtype == pl.String:
         _refuse_day_month(t, key, path)
         t = t.str.replace(_OFFSET, "${1}")  # the time as written, as for a zoned column
@@ -335,7 +350,7 @@ def since(lf: pl.LazyFrame, cols: Columns, path: Path, first: Any) -> pl.LazyFra
     """The rows of time >= `first` (a value of the parsed time axis): a Parquet file's other
     row groups are not read."""
     dtype = lf.collect_schema()[cols.time]
-    if dtype.is_temporal() or dtype.is_integer():
+    if dtype.is_temporal() or (dtype.is_integer() and isinstance(first, (int, np.integer))):
         return lf.filter(pl.col(cols.time) >= first)
     raw = collect(lf.select(cols.time), path, [cols.time]).get_column(cols.time)
     kept = raw.filter(parse_time(raw, cols.time_key, path) >= first).unique()

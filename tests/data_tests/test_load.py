@@ -671,3 +671,31 @@ def test_zoned_times_and_utc_offsets_read_as_the_local_dates_written(tmp_path):
             "2024-01-03", "2024-01-04", "2024-01-05", "2024-01-08",
         ], path  # fmt: skip
         assert all(str(d)[11:19] in ("", "00:00:00") for d in panel.dates), panel.dates
+
+
+def test_eight_digit_dates_read_as_dates_and_small_integers_stay_an_integer_axis(tmp_path):
+    """20240105, as an integer or as text (the way many vendors write a trading date), is
+    2024-01-05, so date settings and a later cut (`since`) read it as a date; a date column of
+    plain day numbers stays an integer axis."""
+    from data.columns import resolve_columns
+    from data.load import scan, since
+
+    days = ["2024-01-03", "2024-01-04", "2024-01-05", "2024-01-08"]
+    compact = [int(d.replace("-", "")) for d in days]
+    base = {"id": ["A"] * 4, "f0": [1.0, 2.0, 3.0, 4.0], "target": [0.1] * 4}
+    for name, column in (("int", compact), ("text", [str(c) for c in compact])):
+        path = tmp_path / f"{name}.parquet"
+        pl.DataFrame({"date": column, **base}).write_parquet(path)
+        panel, cfg = load(path, target="target", features=["f0"], val_start="2024-01-05")
+        assert [str(d) for d in panel.dates] == days, name
+        lf = scan(path)
+        cols = resolve_columns(cfg, lf.collect_schema())
+        first = panel.dates[2].astype("datetime64[D]").item()  # a date, as the axis holds it
+        assert since(lf, cols, path, first).collect()["f0"].to_list() == [3.0, 4.0], name
+    plain = tmp_path / "plain.parquet"
+    pl.DataFrame({"date": [1, 2, 3, 4], **base}).write_parquet(plain)
+    panel, _ = load(plain, target="target", features=["f0"])
+    assert panel.dates.tolist() == [1, 2, 3, 4]
+    bad = tmp_path / "bad.parquet"  # eight digits that are no date: an integer axis as before
+    pl.DataFrame({"date": [20241301, 20241302, 20241303, 20241304], **base}).write_parquet(bad)
+    assert load(bad, target="target", features=["f0"])[0].dates.tolist()[0] == 20241301
