@@ -150,7 +150,8 @@ def load_config(
     """The study config: built-in defaults < the TOML at `path` (None: studies/default.toml) <
     `overrides`, laid over the TOML table by table as if written in it (e.g. {"data":
     {"path": "train.parquet"}, "space": {"epochs": 2}}); the [cpu] limits apply when
-    `device` is a CPU. Raises ConfigError, every problem at once."""
+    `device` is a CPU, but for the keys `overrides` sets. Raises ConfigError, every problem
+    at once."""
     from search.config.load import load_config as load
 
     _check_path("path", value=path, want="the path of a study TOML")
