@@ -254,6 +254,9 @@ def _check_one_series(cfg: DataConfig, path: Path, n_ids: int, for_prediction: b
         if per
     ]
     lines = [f"{key} = {line}" for key, (per, _, line) in per_date.items() if per]
+    # the command line's way to the same per-series values (n_classes has no flag)
+    named = {"target_cs": "--target-cs none", "normalize": "--normalize robust"}
+    flags = [named.get(key) for key, (per, _, _) in per_date.items() if per]
     if wrong:
         one = (
             f"holds one security (its id column {cfg.id!r}, [data] id, has one value)"
@@ -270,9 +273,9 @@ def _check_one_series(cfg: DataConfig, path: Path, n_ids: int, for_prediction: b
         raise DataError(
             f"{path}: the file {one}, but "
             f"{'these settings work' if len(wrong) > 1 else 'this setting works'} across "
-            f"securities per date: {'; '.join(wrong)}; no flag sets "
-            f"{'them' if len(wrong) > 1 else 'it'}: put {' and '.join(lines)} under [data] in a "
-            "study TOML given with --config"
+            f"securities per date: {'; '.join(wrong)}; "
+            + (f"give {' '.join(map(str, flags))} or " if all(flags) else "")
+            + f"put {' and '.join(lines)} under [data] in a study TOML given with --config"
         )
 
 

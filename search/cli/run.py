@@ -101,6 +101,20 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     )
     d.add_argument("--horizon", type=positive_int, default=None)
     d.add_argument("--task", default=None, help="regression or classification")
+    d.add_argument(
+        "--close", default=None, help="close-price column (the forward return, OHLCV features)"
+    )
+    d.add_argument(
+        "--target-cs",
+        default=None,
+        help="the target per date: zscore, rank, demean or none (one series: none)",
+    )
+    d.add_argument(
+        "--normalize",
+        default=None,
+        help="feature scaling: cs_rank, cs_rank+level, cs_zscore, robust or none "
+        "(one series: robust or none)",
+    )
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
@@ -135,6 +149,9 @@ def flags(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             "features": args.features,
             "horizon": args.horizon,
             "task": args.task,
+            "close": args.close,
+            "target_cs": args.target_cs,
+            "normalize": args.normalize,
             "folds": args.folds,
         },
     }

@@ -234,6 +234,25 @@ def test_a_bad_flag_value_is_blamed_on_the_flag_not_the_file(tmp_path: Path) -> 
     assert str(e.value).startswith(f"{bad}: [data] task: must be one of")
 
 
+def test_the_scaling_and_close_flags_set_their_data_keys(tmp_path: Path) -> None:
+    """--normalize, --target-cs and --close reach [data] as the TOML keys would, a bad value
+    named by its flag."""
+    from search.cli.run import flags, parser
+
+    args = parser().parse_args(
+        ["--normalize", "robust", "--target-cs", "none", "--close", "adj_close", "--id", ""]
+    )
+    cfg = build_config(None, cpu=True, flags=flags(args))
+    assert (cfg.data.normalize, cfg.data.target_cs, cfg.data.close) == (
+        "robust",
+        "none",
+        "adj_close",
+    )
+    with pytest.raises(ConfigError) as e:
+        build_config(None, cpu=True, flags=flags(parser().parse_args(["--normalize", "rank"])))
+    assert str(e.value).startswith("--normalize: must be one of ['robust', 'cs_zscore', 'cs_rank'")
+
+
 def test_cli_on_a_toml_without_data_runs_on_the_sample_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
