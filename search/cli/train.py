@@ -128,11 +128,16 @@ def _final_line(ckpt: dict[str, Any], vals: str, stored: str) -> str:
     seeds = len(ckpt["models"][0]["states"])
     # like a trial's value, the mean of the networks' own values, not the averaged model's
     whose = f"the mean of its {seeds} networks' values; " if seeds > 1 else ""
+    trial = (
+        f"the trial, at the search's budget: {stored}"
+        if ckpt["same_data_as_study"]
+        else f"on other dates than the trial's {stored}: the data differ from the study's"
+    )
     return (
         f"final fit ([final]): {windows} an epoch, up to {plural(f['epochs'], 'epoch')} "
         f"(patience {f['patience']}), {f.get('lr_schedule', 'constant')} learning rate, "
-        f"{seeds} seed(s) per configuration: validation {vals} ({whose}the trial, at the "
-        f"search's budget: {stored}); `train --exact` reproduces the trial instead"
+        f"{seeds} seed(s) per configuration: validation {vals} ({whose}{trial}); "
+        "`train --exact` reproduces the trial instead"
         + ("; the networks averaged are scored in the table below" if seeds > 1 else "")
     )
 

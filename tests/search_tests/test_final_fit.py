@@ -120,3 +120,16 @@ def test_cosine_schedule_ends_at_five_percent_of_the_rate() -> None:
     assert rates[3] == pytest.approx(halfway)
     assert all(a > b for a, b in zip(rates[:-1], rates[1:], strict=True))
     assert make_schedule(opt, TrainParams(2, 3, 10, 0.02), 25) is None
+
+
+def test_the_final_line_compares_with_the_trial_only_on_the_studys_data() -> None:
+    """A final fit on other data scores other validation dates: its value is not set beside
+    the trial's as if the two were comparable."""
+    from search.cli.train import _final_line
+
+    final = {"max_windows_per_epoch": 0, "epochs": 8, "patience": 2, "lr_schedule": "cosine"}
+    ckpt = {"final": final, "models": [{"states": [{}]}], "same_data_as_study": True}
+    assert "(the trial, at the search's budget: 0.0361)" in _final_line(ckpt, "0.04", "0.0361")
+    line = _final_line({**ckpt, "same_data_as_study": False}, "0.00888", "0.0361")
+    assert "(on other dates than the trial's 0.0361: the data differ from the study's)" in line
+    assert "at the search's budget: 0.0361" not in line
