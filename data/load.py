@@ -304,8 +304,11 @@ def _yyyymmdd(t: pl.Series) -> pl.Series | None:
     market data write them), as dates; None unless every value reads so."""
     if not (t.dtype.is_integer() or t.dtype == pl.String):
         return None
+    if t.dtype.is_integer() and not 10_000_101 <= t.min() <= t.max() <= 99_991_231:  # type: ignore[operator]
+        return None
     text = t.cast(pl.String)
-    if not text.str.contains(r"^\d{8}$").all():
+    lengths = text.str.len_bytes()
+    if lengths.min() != 8 or lengths.max() != 8 or not text.str.contains(r"^\d{8}$").all():
         return None
     parsed = text.str.to_date("%Y%m%d", strict=False)
     return parsed if parsed.null_count() == 0 else None
@@ -324,7 +327,8 @@ def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:
         return compact
     if t.dtype == pl.String:
         _refuse_day_month(t, key, path)
-        t = t.str.replace(_OFFSET, "${1}")  # the time as written, as for a zoned column
+        if t.str.contains(":", literal=True).any():  # times: the time as written, offset dropped
+            t = t.str.replace(_OFFSET, "${1}")
         parsed = _parse_or_null(t, t.str.to_date)
         if parsed.null_count():
             parsed_dt = _parse_or_null(t, t.str.to_datetime)
