@@ -57,7 +57,7 @@ def scan_rows(path: Path, text: Collection[str] = ()) -> tuple[pl.LazyFrame, int
         _check_header(path)
     try:
         lf = pl.scan_parquet(path) if kind == "parquet" else _scan_csv(path, text=text)
-        lf = wall_time(lf)
+        lf.collect_schema()
         n_rows = lf.select(pl.len()).collect().item()
     except Exception as e:  # polars raises many types for unreadable files
         raise DataError(f"{path}: cannot be read as {kind}: {_first_line(e)}") from None
@@ -66,20 +66,8 @@ def scan_rows(path: Path, text: Collection[str] = ()) -> tuple[pl.LazyFrame, int
     return lf, int(n_rows)
 
 
-def wall_time(lf: pl.LazyFrame) -> pl.LazyFrame:
-    """Every datetime column with a time zone as its local wall time, zone dropped: a
-    2024-01-05 session stored as midnight Asia/Shanghai stays 2024-01-05, not the UTC
-    2024-01-04 16:00 of the day before (polars holds zoned times as UTC)."""
-    zoned = [
-        name
-        for name, dtype in lf.collect_schema().items()
-        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
-    ]
-    return lf.with_columns(pl.col(zoned).dt.replace_time_zone(None)) if zoned else lf
-
-
-# a time of day followed by a UTC offset (Z, +08:00, -0500): the offset is dropped
-_OFFSET = r"^(.*\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}:?\d{2})$"
+# a time of day followed by a UTC offset (Z, +08:00, -0500, +08): the offset is dropped
+_OFFSET = r"^(.*\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 
 
 def _separator(path: Path) -> str:
@@ -299,19 +287,32 @@ def _refuse_day_month(t: pl.Series, key: str, path: Path) -> None:
         )
 
 
-def _yyyymmdd(t: pl.Series) -> pl.Series | None:
-    """Dates written as eight digits, 20240105 (integers or text, as many vendors of Chinese
-    market data write them), as dates; None unless every value reads so."""
-    if not (t.dtype.is_integer() or t.dtype == pl.String):
+def _yyyymmdd(t: pl.Series, key: str, path: Path) -> pl.Series | None:
+    """Dates written as eight digits, 20240105 (integers from 10000101 to 99991231, or text
+    of eight digits, as many vendors of Chinese market data write them), as dates; None for
+    other values. Eight digits that are no date are refused, naming them: read as numbers
+    they would make a file read one way and a part of it (`since`) another."""
+    if len(t) == 0 or not (t.dtype.is_integer() or t.dtype == pl.String):
         return None
-    if t.dtype.is_integer() and not 10_000_101 <= t.min() <= t.max() <= 99_991_231:  # type: ignore[operator]
-        return None
+    if t.dtype.is_integer():
+        low, high = t.min(), t.max()
+        if not (isinstance(low, int) and isinstance(high, int)):
+            return None
+        if not 10_000_101 <= low <= high <= 99_991_231:
+            return None
     text = t.cast(pl.String)
     lengths = text.str.len_bytes()
     if lengths.min() != 8 or lengths.max() != 8 or not text.str.contains(r"^\d{8}$").all():
         return None
     parsed = text.str.to_date("%Y%m%d", strict=False)
-    return parsed if parsed.null_count() == 0 else None
+    if parsed.null_count():
+        bad = t.filter(parsed.is_null()).unique(maintain_order=True).head(3).to_list()
+        raise DataError(
+            f"{path}: column {t.name!r} ([data] {key}) holds dates written as eight digits "
+            f"(YYYYMMDD, e.g. {t[0]!r}), but {plural(parsed.null_count(), 'value')} "
+            f"{'is' if parsed.null_count() == 1 else 'are'} no date, e.g. {bad}"
+        )
+    return parsed
 
 
 def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:
@@ -323,8 +324,12 @@ def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:
         raise DataError(
             f"{path}: column {col!r} ([data] {key}) has {plural(t.null_count(), 'empty value')}"
         )
-    if key == "date" and (compact := _yyyymmdd(t)) is not None:
+    if key == "date" and (compact := _yyyymmdd(t, key, path)) is not None:
         return compact
+    if isinstance(t.dtype, pl.Datetime) and t.dtype.time_zone is not None:
+        # the local wall time, zone dropped: a session stored as midnight Asia/Shanghai stays
+        # its own date, not the UTC evening before (polars holds zoned times as UTC)
+        return t.dt.replace_time_zone(None)
     if t.dtype == pl.String:
         _refuse_day_month(t, key, path)
         if t.str.contains(":", literal=True).any():  # times: the time as written, offset dropped
@@ -354,6 +359,13 @@ def since(lf: pl.LazyFrame, cols: Columns, path: Path, first: Any) -> pl.LazyFra
     """The rows of time >= `first` (a value of the parsed time axis): a Parquet file's other
     row groups are not read."""
     dtype = lf.collect_schema()[cols.time]
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:  # `first` is wall time
+        at = (
+            pl.lit(first)
+            .cast(pl.Datetime(dtype.time_unit))
+            .dt.replace_time_zone(dtype.time_zone, ambiguous="earliest")
+        )
+        return lf.filter(pl.col(cols.time) >= at)
     if dtype.is_temporal() or (dtype.is_integer() and isinstance(first, (int, np.integer))):
         return lf.filter(pl.col(cols.time) >= first)
     raw = collect(lf.select(cols.time), path, [cols.time]).get_column(cols.time)

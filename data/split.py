@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,11 +122,15 @@ def _start(dates: np.ndarray, when: str | int, key: str, where: str) -> int:
     """Index of the first date >= `when` on the time axis."""
     if not np.issubdtype(dates.dtype, np.integer) and isinstance(when, int):
         digits = str(when)
-        like = f"{digits[:4]}-{digits[4:6]}-{digits[6:]}" if len(digits) == 8 else None
-        raise DataError(
-            f"{where}[data] {key} = {when}: a number on a date axis (it would read as the "
-            f"year {when}); expected a date string like {repr(like or _show(dates[0]))}"
-        )
+        try:  # 20240105 is that date, as a date column of eight digits reads
+            if not re.fullmatch(r"\d{8}", digits):
+                raise ValueError(digits)
+            when = dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:])).isoformat()
+        except ValueError:
+            raise DataError(
+                f"{where}[data] {key} = {when}: a number on a date axis (it would read as the "
+                f"year {when}); expected a date string like {_show(dates[0])!r}"
+            ) from None
     try:
         if np.issubdtype(dates.dtype, np.integer):
             target = np.array(int(when), dtype=dates.dtype)

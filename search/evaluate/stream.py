@@ -18,7 +18,7 @@ import polars as pl
 import torch
 
 from data import DataError
-from data.load import collect, parse_time, refuse_duplicates, scan, settle_types, wall_time
+from data.load import collect, parse_time, refuse_duplicates, scan, settle_types
 from data.normalize import Scaler
 from data.panel import time_axis
 from data.prepared import PanelTensors
@@ -120,15 +120,14 @@ class StreamPredictor:
 
 
 def _polars(rows: Any) -> pl.DataFrame:
-    """`rows` as a polars frame, zoned times as their wall time (as a file's are read)."""
     if isinstance(rows, pl.DataFrame):
-        return wall_time(rows.lazy()).collect()
+        return rows
     try:
         import pandas as pd
     except ImportError:  # pragma: no cover - pandas is a dependency
         pd = None
     if pd is not None and isinstance(rows, pd.DataFrame):
-        return wall_time(pl.from_pandas(rows).lazy()).collect()
+        return pl.from_pandas(rows)
     raise DataError(f"rows: expected a polars or pandas DataFrame, got {type(rows).__name__}")
 
 

@@ -666,12 +666,23 @@ def test_zoned_times_and_utc_offsets_read_as_the_local_dates_written(tmp_path):
     text.write_csv(offset)
     utc_z = tmp_path / "z.csv"
     frame.with_columns(pl.col("date").dt.strftime("%Y-%m-%d %H:%M:%SZ")).write_csv(utc_z)
-    for path in (zoned, offset, utc_z):
+    hours = tmp_path / "hours.csv"  # PostgreSQL's text: an offset of hours only
+    frame.with_columns(pl.col("date").dt.strftime("%Y-%m-%d %H:%M:%S+08")).write_csv(hours)
+    for path in (zoned, offset, utc_z, hours):
         panel, _ = load(path, target="target", features=["f0"])
         assert [str(d)[:10] for d in panel.dates] == [
             "2024-01-03", "2024-01-04", "2024-01-05", "2024-01-08",
         ], path  # fmt: skip
         assert all(str(d)[11:19] in ("", "00:00:00") for d in panel.dates), panel.dates
+    # a later part of the zoned file (predict's history) is cut in its zone, at the scan
+    from data.columns import resolve_columns
+    from data.load import scan, since
+
+    cfg = DataConfig(path=str(zoned), id="id", target="target", features=("f0",))
+    lf = scan(zoned)
+    part = since(lf, resolve_columns(cfg, lf.collect_schema()), zoned, dt.date(2024, 1, 5))
+    assert part.collect()["id"].to_list() == ["A", "A", "B", "B"]
+    assert "SELECTION" in part.explain()  # the row groups before it are not read
 
 
 def test_eight_digit_dates_read_as_dates_and_small_integers_stay_an_integer_axis(tmp_path):
@@ -697,6 +708,11 @@ def test_eight_digit_dates_read_as_dates_and_small_integers_stay_an_integer_axis
     pl.DataFrame({"date": [1, 2, 3, 4], **base}).write_parquet(plain)
     panel, _ = load(plain, target="target", features=["f0"])
     assert panel.dates.tolist() == [1, 2, 3, 4]
-    bad = tmp_path / "bad.parquet"  # eight digits that are no date: an integer axis as before
-    pl.DataFrame({"date": [20241301, 20241302, 20241303, 20241304], **base}).write_parquet(bad)
-    assert load(bad, target="target", features=["f0"])[0].dates.tolist()[0] == 20241301
+    bad = tmp_path / "bad.parquet"  # eight digits, one of them no date: refused, named
+    pl.DataFrame({"date": [20240103, 20240104, 20240100, 20240108], **base}).write_parquet(bad)
+    with pytest.raises(DataError) as err:
+        load(bad, target="target", features=["f0"])
+    assert str(err.value) == (
+        f"{bad}: column 'date' ([data] date) holds dates written as eight digits (YYYYMMDD, "
+        "e.g. 20240103), but 1 value is no date, e.g. [20240100]"
+    )

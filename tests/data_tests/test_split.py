@@ -70,11 +70,13 @@ def test_bad_splits_name_the_key():
 
 def test_a_start_outside_the_dates_is_named_with_the_file_s_dates():
     span = "the file's dates are 2020-01-01 .. 2020-01-20"
+    # eight digits on a date axis are that date, as a date column of them reads
+    assert split(val_start=20200115) == split(val_start="2020-01-15")
     with pytest.raises(DataError) as err:
-        split(val_start=20200115)  # an integer on a date axis would read as the year 20200115
+        split(val_start=20201315)  # no month 13: a number, which would read as a year
     assert str(err.value) == (
-        "x.parquet: [data] val_start = 20200115: a number on a date axis (it would read as "
-        "the year 20200115); expected a date string like '2020-01-15'"
+        "x.parquet: [data] val_start = 20201315: a number on a date axis (it would read as "
+        "the year 20201315); expected a date string like '2020-01-01'"
     )
     with pytest.raises(DataError) as err:
         split(val_start="2030-01-01")
