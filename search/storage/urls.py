@@ -168,7 +168,12 @@ EXPECTED_URL = (
 
 
 def _as_written(url: str) -> str:
-    """The URL as given (not re-rendered, so nothing %-encoded), its passwords masked."""
+    """The URL as given (not re-rendered, so nothing %-encoded), its passwords masked (also
+    in a string with no scheme: what stands between the first ':' and the last '@')."""
+    if "://" not in url and "@" in url:
+        head, _, tail = url.rpartition("@")
+        url_shown = (head.split(":", 1)[0] + ":***" if ":" in head else head) + "@" + tail
+        return SECRET_QUERY.sub(r"\1***", url_shown)
     out = _mask_raw(url)
     for secret in _secrets(url):
         out = out.replace(secret, "***")
@@ -220,7 +225,7 @@ def check_url(url: str) -> None:
     scheme = _scheme(url)
     shown = _as_written(url)
     if scheme not in SCHEMES:
-        path = "://" not in url  # a bare path
+        path = "://" not in url and "@" not in url  # a bare path (not user@host)
         raise StorageError(
             f"storage URL {shown!r}: "
             + (f"a path, not a URL: for a SQLite file write sqlite:///{shown}; " if path else "")

@@ -140,6 +140,11 @@ def test_unsupported_url_names_what_is_offered():
     with pytest.raises(StorageError) as e:  # a path: the URL it means is named
         check_url("studies/optuna.db")
     assert "a path, not a URL: for a SQLite file write sqlite:///studies/optuna.db" in str(e.value)
+    for no_scheme in (f"alice:{SECRET}@db.example:5432/optuna", f"postgresql:a:{SECRET}@h/db"):
+        with pytest.raises(StorageError) as e:  # no scheme, a password: masked, no path hint
+            check_url(no_scheme)
+        assert SECRET not in str(e.value) and ":***@" in str(e.value)
+        assert "sqlite:///" + no_scheme[:5] not in str(e.value)
     with pytest.raises(StorageError) as e:  # two slashes: a host, which SQLite has not
         check_url("sqlite://studies/x.db")
     assert str(e.value) == (
