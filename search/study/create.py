@@ -150,7 +150,8 @@ def _requeue_interrupted(study: optuna.Study, storage: Any, cfg: RunConfig) -> N
     ended by a Ctrl-C or SIGTERM (FAIL, "interrupted ..."): a resumed study still tries it
     first. Decided under the study's lock and recorded in the study (REQUEUED), so of
     several processes resuming at once one queues it; queued outside the lock, as a trial's
-    creation takes it."""
+    creation takes it. Through the proxy (no lock) two processes resuming in the same
+    instant may both queue it: one trial more, nothing lost."""
     wanted = [params for entry in cfg.search.enqueue if (params := cfg.space.searched(entry))]
     if not wanted:
         return
