@@ -350,10 +350,11 @@ def predict(
     segment ("test") or every date ("all"), with `prediction`, `target` (the model's scale)
     and `target_raw`; where the checkpoint keeps the verdict's tree, `lgbm` (its prediction)
     and `blend` (the 50/50 per-date rank blend of the two); with "test" on the data the
-    model was judged on, `in_verdict` (the verdict's rows). `date_column` / `id_column` name another file's columns ("" id: one
-    series). `stream`: the file fed to a `stream_predictor` one date at a time instead, as a
-    live loop feeds it (the same predictions; no target columns). The data's problems are
-    DataWarnings; raises DataError or ConfigError."""
+    model was judged on, `in_verdict` (the verdict's rows). `date_column` / `id_column`
+    name another file's columns ("" id: one series). `stream`: the file fed to a
+    `stream_predictor` one date at a time instead, as a live loop feeds it (the same
+    predictions; no target columns). The data's problems are DataWarnings; raises DataError
+    or ConfigError."""
     from search.evaluate.predict import predict_file
     from search.evaluate.stream import stream_file
 

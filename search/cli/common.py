@@ -45,15 +45,16 @@ def data_warnings_as_lines() -> Iterator[None]:
 
 class Parser(argparse.ArgumentParser):
     """argparse with the one-line error of every verb: `optuna-run: error: argument --flag:
-    what was expected, got what (see PROG --help)`, exit status 2, no usage block."""
+    what was expected, got what (see PROG --help)`, exit status 2, no usage block; a flag
+    one slip from a real one is named beside it."""
+
+    argv: list[str] = []  # the command line parsed last, for the did-you-mean
 
     def error(self, message: str) -> NoReturn:
         line = " ".join(part.strip() for part in message.splitlines() if part.strip())
         if line.startswith(("unrecognized arguments:", "the following arguments are required")):
             line += self.did_you_mean(self.argv)
         self.exit(2, f"optuna-run: error: {line} (see {self.prog} --help)\n")
-
-    argv: list[str] = []
 
     def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
         self.argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
