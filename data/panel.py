@@ -273,9 +273,9 @@ def _check_one_series(cfg: DataConfig, path: Path, n_ids: int, for_prediction: b
         raise DataError(
             f"{path}: the file {one}, but "
             f"{'these settings work' if len(wrong) > 1 else 'this setting works'} across "
-            f"securities per date: {'; '.join(wrong)}; "
-            + (f"give {' '.join(map(str, flags))} or " if all(flags) else "")
-            + f"put {' and '.join(lines)} under [data] in a study TOML given with --config"
+            f"securities per date: {'; '.join(wrong)}; a study of it needs "
+            + (f"{' '.join(map(str, flags))} on optuna-run, or " if all(flags) else "")
+            + f"{' and '.join(lines)} under [data] in a study TOML given with --config"
         )
 
 

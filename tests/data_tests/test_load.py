@@ -103,9 +103,9 @@ def test_single_series_without_id_column_needs_id_unset(tmp_path):
     assert str(e.value) == (
         f"{path}: the file is one series (no [data] id), but these settings work across "
         "securities per date: [data] target_cs = 'rank' (use 'none'); [data] normalize = "
-        "'cs_rank' (use 'robust' or 'none'); give --target-cs none --normalize robust or put "
-        'target_cs = "none" and normalize = "robust" under [data] in a study TOML given with '
-        "--config"
+        "'cs_rank' (use 'robust' or 'none'); a study of it needs --target-cs none --normalize "
+        'robust on optuna-run, or target_cs = "none" and normalize = "robust" under [data] in '
+        "a study TOML given with --config"
     )
     with pytest.raises(DataError, match=r"one series.*\[data\] normalize = 'cs_rank\+level'"):
         load(path, id="", target="y", features=("x",), normalize="cs_rank+level")
@@ -127,8 +127,8 @@ def test_a_panel_file_of_one_security_is_not_said_to_lack_an_id(tmp_path):
     assert str(e.value) == (
         f"{path}: the file holds one security (its id column 'symbol', [data] id, has one "
         "value), but this setting works across securities per date: [data] normalize = "
-        "'cs_rank' (use 'robust' or 'none'); give --normalize robust or put normalize = "
-        '"robust" under [data] in a study TOML given with --config'
+        "'cs_rank' (use 'robust' or 'none'); a study of it needs --normalize robust on "
+        'optuna-run, or normalize = "robust" under [data] in a study TOML given with --config'
     )
     # a panel model's predictions on it: no setting to change, the model needs a panel
     cfg = DataConfig(path=str(path), id="symbol", target="y", features=("x",), normalize="cs_rank")
