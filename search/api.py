@@ -98,10 +98,9 @@ def load_study(*, study_name: str | None = None, storage: str | None = None) -> 
             )
         study_name = names[0]
     if study_name not in names:
-        import difflib
+        from data.fields import did_you_mean
 
-        close = difflib.get_close_matches(study_name, names, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(study_name, names)
         raise ConfigError(
             [
                 f"--study-name: no study {study_name!r} in {describe(url)}{hint}; "
