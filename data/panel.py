@@ -248,15 +248,13 @@ def _check_one_series(cfg: DataConfig, path: Path, n_ids: int, for_prediction: b
             '"robust"',
         ),
     }
-    wrong = [
-        f"[data] {key} = {getattr(cfg, key)!r} (use {values})"
-        for key, (per, values, _) in per_date.items()
-        if per
-    ]
-    lines = [f"{key} = {line}" for key, (per, _, line) in per_date.items() if per]
+    hit = {key: v for key, v in per_date.items() if v[0]}  # the per-date ones set
+    settings = [f"[data] {key} = {getattr(cfg, key)!r}" for key in hit]
+    wrong = [f"{setting} (use {v[1]})" for setting, v in zip(settings, hit.values(), strict=True)]
+    lines = [f"{key} = {v[2]}" for key, v in hit.items()]
     # the command line's way to the same per-series values (n_classes has no flag)
     named = {"target_cs": "--target-cs none", "normalize": "--normalize robust"}
-    flags = [named.get(key) for key, (per, _, _) in per_date.items() if per]
+    flags = [named.get(key) for key in hit]
     if wrong:
         one = (
             f"holds one security (its id column {cfg.id!r}, [data] id, has one value)"
@@ -266,7 +264,7 @@ def _check_one_series(cfg: DataConfig, path: Path, n_ids: int, for_prediction: b
         if for_prediction:
             raise DataError(
                 f"{path}: the file {one}, but the model was trained on a panel and reads "
-                f"each date across securities ({'; '.join(w.split(' (use')[0] for w in wrong)})"
+                f"each date across securities ({'; '.join(settings)})"
                 ": give it a file of the securities of each date, or train a model of one "
                 "series for this file"
             )
