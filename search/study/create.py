@@ -123,11 +123,9 @@ def open_study(
                 study.set_user_attr("spec", spec)
     if old is None:
         # the configurations to try first, queued by the process that recorded the spec
-        # (outside the lock: a trial's creation takes it); an entry whose params this space
-        # all fixes has nothing left to queue
-        for entry in cfg.search.enqueue:
-            if params := cfg.space.searched(entry):
-                study.enqueue_trial(params, skip_if_exists=True)
+        # (outside the lock: a trial's creation takes it)
+        for params in _queued(cfg):
+            study.enqueue_trial(params, skip_if_exists=True)
         return study
     diff = spec_differences(old, spec)
     if any(d.startswith("data_fingerprint:") for d in diff):
@@ -142,6 +140,12 @@ def open_study(
     return study
 
 
+def _queued(cfg: RunConfig) -> list[dict[str, Any]]:
+    """The params [[search.enqueue]] queues: an entry whose params the space all fixes has
+    nothing left to queue."""
+    return [params for entry in cfg.search.enqueue if (params := cfg.space.searched(entry))]
+
+
 REQUEUED = "requeued_interrupted"  # study user attr: the queued trials already queued again
 
 
@@ -152,7 +156,7 @@ def _requeue_interrupted(study: optuna.Study, storage: Any, cfg: RunConfig) -> N
     several processes resuming at once one queues it; queued outside the lock, as a trial's
     creation takes it. Through the proxy (no lock) two processes resuming in the same
     instant may both queue it: one trial more, nothing lost."""
-    wanted = [params for entry in cfg.search.enqueue if (params := cfg.space.searched(entry))]
+    wanted = _queued(cfg)
     if not wanted:
         return
     todo = []
