@@ -506,7 +506,11 @@ def judge(
 
 
 def _verdict_metric(metric: str) -> str:
-    """The verdict compares on the study's metric when it is one of its columns."""
+    """The verdict compares on the study's metric when it is one of its columns; a study
+    that minimises the loss or maximises the MSE skill (a regression's loss is its MSE) on
+    MSE; any other on rank IC."""
     from search.evaluate.verdict import COLUMNS
 
+    if metric in ("loss", "mse_skill"):
+        return "mse"
     return metric if metric in COLUMNS else "rank_ic"

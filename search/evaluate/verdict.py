@@ -152,7 +152,9 @@ def build_verdict(
             noise = max(seed_std or 0.0, 2 * (se or 0.0))
             result["tree"] = {"name": ref, "margin": tree_margin, "paired_se": se}
             result["tree"]["beats"] = se is not None and tree_margin > noise
-            result["summary"] += " " + _beside_tree(ref, rv, tree_margin, seed_std, se, noise)
+            result["summary"] += " " + _beside_tree(
+                ref, rv, tree_margin, seed_std, se, noise, select
+            )
     if data.cfg.task == "regression" or binary:
         blended = None
         partner = next((r for r in REFERENCES if r in preds), None)
@@ -223,13 +225,19 @@ def _paired_se(
 
 
 def _beside_tree(
-    ref: str, rv: float, margin: float, seed_std: float | None, se: float | None, noise: float
+    ref: str,
+    rv: float,
+    margin: float,
+    seed_std: float | None,
+    se: float | None,
+    noise: float,
+    select: str = "",
 ) -> str:
     """The model against the tree, with the same noise as against the best baseline."""
-    parts = [] if seed_std is None else [f"seed spread {seed_std:.4f}"]
+    parts = [] if seed_std is None else [f"seed spread {_cell(seed_std, select)}"]
     if se is not None:
-        parts.append(f"2 x paired standard error {2 * se:.4f}")
-    head = f"Beside the {ref} tree ({_f(rv)}): {_f(margin)}" + (
+        parts.append(f"2 x paired standard error {_cell(2 * se, select)}")
+    head = f"Beside the {ref} tree ({_f(rv, select)}): {_f(margin, select)}" + (
         f" ({', '.join(parts)})" if parts else ""
     )
     if se is None:
@@ -273,8 +281,18 @@ def _std(v: list[float]) -> float:
     return math.sqrt(sum((x - mu) ** 2 for x in v) / (len(v) - 1))
 
 
-def _f(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:+.4f}"
+def _f(v: float | None, metric: str = "") -> str:
+    """A signed value: four decimals, an MSE under 0.01 (of a raw return target, ~1e-4) in
+    four significant digits."""
+    return "n/a" if v is None else "+" * (v >= 0) + _cell(v, metric)
+
+
+def _cell(v: float | None, metric: str = "") -> str:
+    """A table cell: four decimals; an MSE under 0.01 (of a raw return target, ~1e-4, which
+    four decimals show as 0.0000) in four significant digits."""
+    if v is None:
+        return "n/a"
+    return format(v, ".3e") if metric == "mse" and 0 < abs(v) < 0.01 else format(v, ".4f")
 
 
 def _summary(
@@ -291,15 +309,15 @@ def _summary(
 ) -> str:
     noise = []
     if seed_std is not None:
-        noise.append(f"seed spread {seed_std:.4f}")
+        noise.append(f"seed spread {_cell(seed_std, select)}")
     else:
-        noise.append("seed spread not measured (one seed)")
+        noise.append("seed spread not measured")
     if paired_se is not None:
-        noise.append(f"2 x paired standard error {2 * paired_se:.4f}")
+        noise.append(f"2 x paired standard error {_cell(2 * paired_se, select)}")
     head = (
-        f"test {select}: {model} {_f(mv)} vs the best simple baseline on validation, {best}, "
-        f"{_f(bv)}; "
-        f"margin {_f(margin)} ({', '.join(noise)})"
+        f"test {select}: {model} {_f(mv, select)} vs the best simple baseline on validation, "
+        f"{best}, {_f(bv, select)}; "
+        f"margin {_f(margin, select)} ({', '.join(noise)})"
     )
     if paired_se is None:
         return f"{head}: not judged ({NOT_JUDGED})."
@@ -325,8 +343,7 @@ def format_verdict(v: dict[str, Any]) -> str:
         for name, m in rows.items():
             mark = " *" if name == v.get("best_baseline") else ""
             lines.append(
-                f"{name + mark:<{width}}"
-                + "".join(f"{'n/a' if m[c] is None else format(m[c], '.4f'):>10}" for c in COLUMNS)
+                f"{name + mark:<{width}}" + "".join(f"{_cell(m[c], c):>10}" for c in COLUMNS)
             )
         lines.append("")
     lines += v.get("notes", [])

@@ -142,3 +142,29 @@ def test_the_noise_of_a_pooled_loss_weights_dates_by_their_rows() -> None:
         rows = np.concatenate([rows_of[k] for k in rng.integers(0, 200, 200)])
         boot.append(ea[rows].mean() - eb[rows].mean())
     assert se == pytest.approx(float(np.std(boot)), rel=0.2)
+
+
+def test_a_loss_objective_is_judged_on_mse_and_a_return_sized_mse_is_readable(tmp_path) -> None:
+    """A study that minimises val_loss (a regression's MSE) or maximises mse_skill is judged
+    on MSE, not on a rank IC it never looked at (n/a on a panel of a few securities); an
+    MSE of a raw return target (~1e-4) prints in significant digits, not as 0.0000."""
+    from search.evaluate.retrain import _verdict_metric
+    from search.evaluate.verdict import format_verdict
+
+    assert (
+        _verdict_metric("loss") == _verdict_metric("mse_skill") == _verdict_metric("mse") == "mse"
+    )
+    assert _verdict_metric("rank_icir") == "rank_icir" and _verdict_metric("spread") == "rank_ic"
+    frame = pl.read_parquet(SAMPLE)
+    first = frame["symbol"].unique().sort()[0]
+    path = tmp_path / "one.parquet"
+    frame.filter(pl.col("symbol") == first).write_parquet(path)
+    data = _prepared(path=str(path), target_cs="none")
+    v = build_verdict(data, lambda e: 0.05 + 0.0 * _noise(data, e, 6), select="mse", tree=False)
+    text = format_verdict(v)
+    model_row = next(line for line in text.splitlines() if line.startswith("model"))
+    assert "0.0000" not in model_row.split()[1] and "e-0" in model_row.split()[1]
+    zero_row = next(line for line in text.splitlines() if line.startswith("zero"))
+    assert "e-0" in zero_row.split()[1 if "*" not in zero_row else 2]
+    # a constant 0.05 on a ~1e-2 daily return: far worse than zero, and the verdict says so
+    assert v["margin"] < 0 and "BELOW" in v["summary"] and "one seed" not in v["summary"]
