@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from data.checks import check_horizon, check_weight, drop_constant, refuse_no_value
+from data.checks import (
+    check_horizon,
+    check_weight,
+    drop_constant,
+    refuse_no_value,
+    warn_target_size,
+)
 from data.columns import Columns, resolve_columns
 from data.config import DataConfig
 from data.errors import DataError
@@ -189,6 +195,7 @@ def load_panel(
     check_weight(rd.path, cols, weight, ok)
     levels = cfg.normalize == "cs_rank+level"
     if not for_prediction:
+        warn_target_size(rd.path, cfg, rd.index.dates, y)
         values, names = drop_constant(rd.path, cfg, rd.index.dates, values, names)
     elif features is not None:
         want = source_features(cfg.normalize, list(features))

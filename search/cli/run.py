@@ -110,6 +110,12 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
         help="the target per date: zscore, rank, demean or none (one series: none)",
     )
     d.add_argument(
+        "--target-scale",
+        type=float,
+        default=None,
+        help="multiply the regression target by this (a raw return: 100 or more)",
+    )
+    d.add_argument(
         "--normalize",
         default=None,
         help="feature scaling: cs_rank, cs_rank+level, cs_zscore, robust or none "
@@ -151,6 +157,7 @@ def flags(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             "task": args.task,
             "close": args.close,
             "target_cs": args.target_cs,
+            "target_scale": args.target_scale,
             "normalize": args.normalize,
             "folds": args.folds,
         },

@@ -45,16 +45,46 @@ def _returns_file(tmp_path: Path, horizon: int) -> Path:
 def test_a_given_target_longer_than_the_horizon_is_warned_about(tmp_path: Path) -> None:
     five = _returns_file(tmp_path, 5)
     with pytest.warns(DataWarning) as caught:
-        load(five)  # horizon left at 1
+        load(five, target_scale=100)  # horizon left at 1
     (w,) = [str(c.message) for c in caught]
     assert w.startswith(f"{five}: column 'target' ([data] target) looks like a return over ")
     assert "about 5 dates" in w and "[data] horizon = 1, so the purge" in w
     assert "drops 1 date and training labels overlap" in w
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)
-        load(five, horizon=5)
-        load(five, horizon=6)  # a longer purge than needed is safe
-        load(_returns_file(tmp_path, 1))
+        load(five, horizon=5, target_scale=100)
+        load(five, horizon=6, target_scale=100)  # a longer purge than needed is safe
+        load(_returns_file(tmp_path, 1), target_scale=100)
+
+
+def test_a_target_far_from_unit_size_is_warned_about_with_the_scale_to_set(
+    tmp_path: Path,
+) -> None:
+    """Raw daily returns (sd ~0.01) left at their scale: the warning names the file, the
+    training-date standard deviation and the target_scale that brings it near 1; a scaled,
+    ranked or per-date z-scored target, or a classification, is not warned about."""
+    one = _returns_file(tmp_path, 1)
+    with pytest.warns(DataWarning) as caught:
+        load(one)
+    (w,) = [str(c.message) for c in caught]
+    assert w.startswith(f"{one}: the target ('target') has a standard deviation of 0.0")
+    assert w.endswith(
+        'set [data] target_scale = 100 (--target-scale 100), or target_cs = "zscore" or '
+        '"rank" (--target-cs) on a panel'
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        load(one, target_scale=100)
+        load(one, target_cs="rank")
+        load(one, target_cs="zscore")
+        load(one, task="classification")
+    big = long_file(
+        tmp_path / "big.parquet", 250, 10, {"f0": f0, "target": lambda d, s: 100.0 * (d % 7)}
+    )
+    with pytest.warns(
+        DataWarning, match=r"set \[data\] target_scale = 0.01 \(--target-scale 0.01\)"
+    ):
+        load(big)
 
 
 def test_segment_errors_give_the_facts_in_the_data_layers_words(tmp_path: Path) -> None:
