@@ -124,7 +124,7 @@ def open_study(
     if old is None:
         # the configurations to try first, queued by the process that recorded the spec
         # (outside the lock: a trial's creation takes it)
-        for params in _queued(cfg):
+        for params in queued_params(cfg):
             study.enqueue_trial(params, skip_if_exists=True)
         return study
     diff = spec_differences(old, spec)
@@ -140,7 +140,7 @@ def open_study(
     return study
 
 
-def _queued(cfg: RunConfig) -> list[dict[str, Any]]:
+def queued_params(cfg: RunConfig) -> list[dict[str, Any]]:
     """The params [[search.enqueue]] queues: an entry whose params the space all fixes has
     nothing left to queue."""
     return [params for entry in cfg.search.enqueue if (params := cfg.space.searched(entry))]
@@ -156,7 +156,7 @@ def _requeue_interrupted(study: optuna.Study, storage: Any, cfg: RunConfig) -> N
     several processes resuming at once one queues it; queued outside the lock, as a trial's
     creation takes it. Through the proxy (no lock) two processes resuming in the same
     instant may both queue it: one trial more, nothing lost."""
-    wanted = _queued(cfg)
+    wanted = queued_params(cfg)
     if not wanted:
         return
     todo = []

@@ -32,6 +32,7 @@ from models.metrics import OBJECTIVES, PER_DATE, WEIGHTED
 from search.config.schema import BudgetConfig, RunConfig
 from search.config.space import TrialParams
 from search.storage.common import StudyStorage
+from search.study.create import queued_params
 
 
 def train_params(p: TrialParams, b: BudgetConfig, seed: int | None) -> TrainParams:
@@ -127,7 +128,7 @@ class Objective:
 
     A trial trains `[search] seeds` models on each of the `[data] folds` folds, together;
     after every epoch it reports the members' mean of the first objective to the pruner
-    (never pruning in the last epoch), and its value is that mean at its best epoch. With
+    (never pruning in the last epoch, nor a configuration of [[search.enqueue]]), and its value is that mean at its best epoch. With
     `[budget] report_every` it also reports inside epochs, and the step is the windows
     trained per network instead of the epoch. Its seed is stored (user attr `seed`), so
     `optuna-run train` reproduces it.
@@ -150,6 +151,9 @@ class Objective:
             raise Interrupted("stop requested")
         cfg = self.cfg
         p = cfg.space.suggest(trial)
+        # a configuration of [[search.enqueue]] is never pruned: the search holds it at its
+        # whole budget, whatever trials ran beside or before it (a resumed or parallel run)
+        held = any(all(trial.params.get(k) == v for k, v in q.items()) for q in queued_params(cfg))
         base = cfg.search.seed
         # seeded: trial n's members take seeds n * k .. n * k + k - 1 past the base (k seeds a
         # trial), so no two trials share one
@@ -177,7 +181,7 @@ class Objective:
                 raise optuna.TrialPruned(f"{key} is not finite {where}")
             trial.report(v, step)
             # never in the last epoch: a trial that reached it trains its whole budget
-            if not last and trial.should_prune():
+            if not last and not held and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned {where} ({key} {v:.6g})")
 
         def on_report(r: Report) -> None:

@@ -274,3 +274,34 @@ def test_an_enqueued_configuration_is_the_first_trial_once(tmp_path: Path, url: 
     # queued when the study was made, not again when it is resumed; the rest are sampled
     assert [t.params["lr"] for t in trials].count(0.0123) == 1
     assert sum("fixed_params" in t.system_attrs for t in trials) == 1  # one trial was queued
+
+
+def test_a_queued_configuration_is_never_pruned(tmp_path: Path) -> None:
+    """The search holds a [[search.enqueue]] configuration at its whole budget: a pruner
+    that would stop every trial at its first report (here: any value below 1, on a rank IC)
+    stops the sampled ones, never it, whatever ran before it (a resumed or parallel run)."""
+    import torch
+
+    from data import Prepared, load_panel
+    from search.config.load import build_config
+    from search.study.create import queued_params
+    from search.study.objective import Objective
+
+    queue = (
+        '[search]\nsampler = "random"\n'
+        "[[search.enqueue]]\ntime_steps = 4\nhidden_dim = 5\nepochs = 2\nlr = 0.01\n"
+    )
+    cfg = build_config(write_study(tmp_path, "held", extra=queue), cpu=True)
+    (queued,) = queued_params(cfg)
+    data = Prepared(load_panel(cfg.data), cfg.data, torch.device("cpu"), eval_time_steps=6)
+    pruner = optuna.pruners.ThresholdPruner(lower=1.0)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    objective = Objective(cfg, data)
+    study.optimize(objective, n_trials=1)  # a sampled trial first: pruned at its first report
+    study.enqueue_trial(queued)
+    study.optimize(objective, n_trials=2)  # the queued one, then a sampled one
+    S = optuna.trial.TrialState
+    assert [t.state for t in study.trials] == [S.PRUNED, S.COMPLETE, S.PRUNED]
+    held = study.trials[1]
+    assert {k: held.params[k] for k in queued} == queued
+    assert len(held.intermediate_values) == 2  # every epoch reported, none cut
