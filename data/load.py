@@ -315,6 +315,26 @@ def _yyyymmdd(t: pl.Series, key: str, path: Path) -> pl.Series | None:
     return parsed
 
 
+def _refuse_repeated_wall_time(
+    t: pl.Series, local: pl.Series, how: str, key: str, path: Path
+) -> None:
+    """Refuse times whose local wall time (`local`, zone or offset dropped) repeats where the
+    instants do not: the hour the clocks go back, read twice, would be refused as duplicate
+    rows with no word of the cause."""
+    if local.n_unique() == t.n_unique():
+        return
+    pairs = pl.DataFrame({"t": t, "local": local}).unique()
+    twice = pairs.filter(pl.col("local").is_duplicated()).sort("t")
+    example = twice["local"][0] if twice.height else "?"
+    n = twice["local"].n_unique()
+    raise DataError(
+        f"{path}: column {t.name!r} ([data] {key}) holds times {how}, read as local wall "
+        f"times, and {plural(n, 'wall time')} repeat{'s' if n == 1 else ''} where the clocks "
+        f"go back (e.g. {example}: two instants); store the times in UTC (in polars: "
+        ".dt.convert_time_zone('UTC')) or without the repeated hour"
+    )
+
+
 def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:
     """The time column `t` ([data] `key`) as dates, datetimes or integers: ISO strings parsed,
     a date column of eight-digit values (20240105) read as dates; empty or unparseable values
@@ -329,11 +349,15 @@ def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:
     if isinstance(t.dtype, pl.Datetime) and t.dtype.time_zone is not None:
         # the local wall time, zone dropped: a session stored as midnight Asia/Shanghai stays
         # its own date, not the UTC evening before (polars holds zoned times as UTC)
-        return t.dt.replace_time_zone(None)
+        local = t.dt.replace_time_zone(None)
+        _refuse_repeated_wall_time(t, local, f"in zone {t.dtype.time_zone}", key, path)
+        return local
     if t.dtype == pl.String:
         _refuse_day_month(t, key, path)
         if t.str.contains(":", literal=True).any():  # times: the time as written, offset dropped
-            t = t.str.replace(_OFFSET, "${1}")
+            local = t.str.replace(_OFFSET, "${1}")
+            _refuse_repeated_wall_time(t, local, "with UTC offsets", key, path)
+            t = local
         parsed = _parse_or_null(t, t.str.to_date)
         if parsed.null_count():
             parsed_dt = _parse_or_null(t, t.str.to_datetime)

@@ -685,6 +685,39 @@ def test_zoned_times_and_utc_offsets_read_as_the_local_dates_written(tmp_path):
     assert "SELECTION" in part.explain()  # the row groups before it are not read
 
 
+def test_the_hour_the_clocks_go_back_is_named_not_called_a_duplicate_row(tmp_path):
+    """Hourly bars in New York's zone (or as text with their offsets) across the autumn
+    change: read as wall times, 01:00 comes twice; the error says so and what to do, instead
+    of calling the file's rows duplicates. A panel's dates shared by its ids are no repeat."""
+    import datetime as dt
+
+    utc = pl.datetime_range(
+        dt.datetime(2024, 11, 3, 3), dt.datetime(2024, 11, 3, 9), "1h", time_zone="UTC", eager=True
+    )
+    ny = utc.dt.convert_time_zone("America/New_York")
+    frame = pl.DataFrame({"time": ny, "f0": [1.0] * 7, "target": [0.1] * 7})
+    zoned = tmp_path / "ny.parquet"
+    frame.write_parquet(zoned)
+    text = tmp_path / "ny.csv"
+    frame.with_columns(pl.col("time").dt.strftime("%Y-%m-%dT%H:%M:%S%:z")).write_csv(text)
+    for path, how, sep in (
+        (zoned, "in zone America/New_York", " "),
+        (text, "with UTC offsets", "T"),
+    ):
+        with pytest.raises(DataError) as err:
+            load(path, id="", date="time", target="target", features=["f0"])
+        assert str(err.value) == (
+            f"{path}: column 'time' ([data] date) holds times {how}, read as local wall "
+            f"times, and 1 wall time repeats where the clocks go back (e.g. 2024-11-03{sep}"
+            "01:00:00: two instants); store the times in UTC (in polars: "
+            ".dt.convert_time_zone('UTC')) or without the repeated hour"
+        ), path
+    in_utc = tmp_path / "utc.parquet"
+    frame.with_columns(pl.col("time").dt.convert_time_zone("UTC")).write_parquet(in_utc)
+    panel, _ = load(in_utc, id="", date="time", target="target", features=["f0"])
+    assert len(panel.dates) == 7
+
+
 def test_eight_digit_dates_read_as_dates_and_small_integers_stay_an_integer_axis(tmp_path):
     """20240105, as an integer or as text (the way many vendors write a trading date), is
     2024-01-05, so date settings and a later cut (`since`) read it as a date; a date column of
