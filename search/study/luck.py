@@ -110,6 +110,10 @@ def _json(v: Any) -> Any:
     return v
 
 
+# below this many trials with per-date values, the PBO and the deflated Sharpe are said rough
+FEW_TRIALS = 10
+
+
 def _f(v: Any, fmt: str = ".3f") -> str:
     return "n/a" if v is None else format(v, fmt)
 
@@ -149,4 +153,11 @@ def format_luck(luck: dict[str, Any]) -> str:
             lines[-1] += f"; {_f(e['dsr'])} with {_f(e['trials'], '.1f')} effective trials"
     else:
         lines.append(f"deflated Sharpe: {luck.get('note', 'n/a')}")
+    n = p.get("trials")
+    if isinstance(n, int) and n < FEW_TRIALS:
+        lines.append(
+            f"(rough: {n} trials with per-date values; the spread of their Sharpes sets the "
+            f"deflated Sharpe's bar and their ranks the PBO, and below {FEW_TRIALS} trials "
+            "neither is measured well)"
+        )
     return "\n".join(lines)

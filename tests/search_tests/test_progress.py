@@ -514,3 +514,8 @@ def test_counts_read_as_a_user_writes_them() -> None:
     }
     text = format_luck({"pbo": pbo, "metric": "rank_ic"})
     assert "(40 trials, 1,500 dates in 16 blocks, 12,870 splits, by mean of" in text
+    assert "rough" not in text
+    # a handful of trials: both figures said rough (a deflated Sharpe's bar from the spread of
+    # two Sharpes is a guess)
+    few = format_luck({"pbo": {**pbo, "trials": 2}, "metric": "rank_ic"})
+    assert few.splitlines()[-1].startswith("(rough: 2 trials with per-date values;")
