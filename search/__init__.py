@@ -24,6 +24,7 @@ from data.lazy import lazy_names
 
 if TYPE_CHECKING:
     from data import ConfigError, DataError
+    from data.errors import DataWarning
     from search.api import (
         confirm,
         export,
@@ -70,6 +71,7 @@ _LAZY = {
     "RunError": "search.study.session",
     "ConfigError": "data",
     "DataError": "data",
+    "DataWarning": "data.errors",
     "StorageError": "search.storage.rdb",
     "IncompatibleStudy": "search.study.create",
     "ExportError": "search.evaluate.export",
@@ -82,6 +84,7 @@ __all__ = [
     "ConfigError",
     "DashboardError",
     "DataError",
+    "DataWarning",
     "ExportError",
     "IncompatibleStudy",
     "ReportError",
