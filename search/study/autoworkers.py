@@ -17,7 +17,8 @@ leaves out: validation, the search's own time and the storage, a few percent of 
 
 The result is kept in a small JSON file per machine ($XDG_CACHE_HOME/optuna-run, else
 ~/.cache/optuna-run) under the device, the torch version, the cores and the shape, so a
-second run on the same machine and space starts at once.
+second run on the same machine and space starts at once; figures that other work on the
+machine skewed (PLAUSIBLE) are used for the run but not kept.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from typing import Any
 
 TOLERANCE = 0.05  # counts within this share of the best rate count as the best
 MAX_PER_GPU = 8
+# k processes on a CPU measured faster than this many times k x one process's rate: the one
+# process was slowed by other work on the machine (its threads waiting on busy cores), so it
+# is measured again; a figure still beyond it is used for the run but not kept
+PLAUSIBLE = 2.0
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,11 @@ def machine_key(
     return f"{what} | torch {torch.__version__} | {shape.key()}"
 
 
+def _plausible(rates: dict[int, float], k: int) -> bool:
+    """Whether k CPU processes' rate is at most PLAUSIBLE x k times one process's."""
+    return rates[k] <= PLAUSIBLE * k * rates.get(1, math.inf)
+
+
 def choose(
     device: str,
     shape: Shape,
@@ -247,9 +257,13 @@ def choose(
         if log:
             log(f"--workers auto: {hit['workers']} (measured earlier on this machine; {cache})")
         return int(hit["workers"])
+    busy = False  # other work on the machine skewed the figures
     rates: dict[int, float] = {}
     for k in candidates(device, cores, gpus):
         rates[k] = measure(device, k, shape, gpus, seconds, single_gpu)
+        if device == "cpu" and k > 1 and not _plausible(rates, k):
+            rates[1] = measure(device, 1, shape, gpus, seconds, single_gpu)
+            busy = busy or not _plausible(rates, k)
         if rates[k] < (1 - TOLERANCE) * max(rates.values()):
             break  # past the best: more processes only compete
     chosen = pick(rates)
@@ -259,7 +273,15 @@ def choose(
             f"--workers auto: {chosen} (training windows/s in all, by worker count: {figures}; "
             f"LSTM T={shape.time_steps} layers={shape.num_layers} hidden={shape.hidden_dim} "
             f"batch={shape.batch_size}, {shape.members} network(s) a trial, {shape.precision})"
+            + (
+                "; the machine was busy with other work, so the figures are used for this "
+                "run only, not kept"
+                if busy
+                else ""
+            )
         )
+    if busy:
+        return chosen
     known[key] = {"workers": chosen, "rates": {str(k): r for k, r in rates.items()}}
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
