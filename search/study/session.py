@@ -31,7 +31,10 @@ if TYPE_CHECKING:
     from search.study.progress import Reporter
 
 SEED_MAX = 2**32 - 1  # what the samplers (NumPy's legacy seeding) take
-INTERRUPTED_LINE = "optuna-run: interrupted; rerun the same command to resume the study"
+INTERRUPTED_LINE = (
+    "optuna-run: interrupted; rerun the same command to resume the study (it runs --n-trials "
+    "more; --max-trials N caps the study at N trials in all)"
+)
 
 
 def check_seed(seed: Any, where: str, workers: int) -> None:

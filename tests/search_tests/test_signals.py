@@ -28,7 +28,10 @@ from tests.search_tests.studyrun import (
     wait_for,
 )
 
-INTERRUPTED = "optuna-run: interrupted; rerun the same command to resume the study"
+INTERRUPTED = (
+    "optuna-run: interrupted; rerun the same command to resume the study (it runs --n-trials "
+    "more; --max-trials N caps the study at N trials in all)"
+)
 REASON = "interrupted (SIGINT/SIGTERM)"
 EXITED = "interrupted (SIGINT/SIGTERM), exited at once"
 FAIL = optuna.trial.TrialState.FAIL
