@@ -71,7 +71,20 @@ _OFFSET = r"^(.*\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$
 
 
 def _separator(path: Path) -> str:
-    return "\t" if path.suffix.lower() == ".tsv" else ","
+    """A .tsv file's tab; else a comma, unless the header line has none and holds a
+    semicolon (as spreadsheets write CSV where the comma is the decimal mark) or a tab."""
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            header = f.readline()
+    except OSError:
+        return ","  # the read that follows says why
+    if "," not in header:
+        for sep in (";", "\t"):
+            if sep in header:
+                return sep
+    return ","
 
 
 def _check_header(path: Path) -> None:

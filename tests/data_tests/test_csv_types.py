@@ -156,3 +156,18 @@ def test_ids_of_a_csv_file_are_read_as_text(tmp_path):
     df.with_columns(pl.col("code").cast(pl.Int64)).write_parquet(tmp_path / "p.parquet")
     panel, _ = load(tmp_path / "p.parquet", id="code")
     assert sorted(panel.ids) == ["0", "1", "600519"] and panel.values[3, :, 0].sum() == 903.0
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_a_csv_separated_by_semicolons_or_tabs_reads_as_the_comma_one(tmp_path, sep):
+    """A spreadsheet's CSV where the comma is the decimal mark is separated by ';' (and some
+    tools write tabs under .csv): the header shows it, and the file reads as the comma one."""
+    rows = ["date,id,f0,target", "2024-01-02,A B,1.5,0.1", "2024-01-02,C,2.5,0.2"]
+    rows += ["2024-01-03,A B,3.5,0.3", "2024-01-03,C,4.5,0.4"]
+    comma, other = tmp_path / "comma.csv", tmp_path / "other.csv"
+    comma.write_text("\n".join(rows) + "\n")
+    other.write_text("\n".join(r.replace(",", sep) for r in rows) + "\n")
+    a, _ = load(comma, target="target", features=["f0"])
+    b, _ = load(other, target="target", features=["f0"])
+    assert list(b.ids) == ["A B", "C"] and list(b.ids) == list(a.ids)
+    assert np.array_equal(a.values, b.values) and np.array_equal(a.target, b.target)
