@@ -630,19 +630,33 @@ def test_a_count_of_one_is_singular_and_large_counts_have_separators(tmp_path):
     assert many.startswith(f"{path}: 1,234 duplicate (date, id) rows, e.g.")
 
 
-@pytest.mark.parametrize("first", ["01/07/2019", "07/01/2019", "13/07/2019", "1.7.19"])
-def test_dates_day_or_month_first_are_refused_not_guessed(tmp_path, first):
+@pytest.mark.parametrize(
+    "first, said",
+    [
+        ("01/07/2019", "like '01/07/2019', which read as day/month or as month/day"),
+        ("07/01/2019", "like '07/01/2019', which read as day/month or as month/day"),
+        ("1.7.19", "like '1.7.19', which read as day/month or as month/day"),
+        ("13/07/2019", "written day first, e.g. '13/07/2019'"),  # 13 is no month
+        ("07/29/2019", "written month first, e.g. '07/29/2019'"),
+    ],
+)
+def test_dates_day_or_month_first_are_refused_not_guessed(tmp_path, first, said):
     """A file of month-first dates whose days never pass 12 would read day-first (or the
-    other way round) without a word, scrambling the dates and the split: refused instead."""
+    other way round) without a word, scrambling the dates and the split: refused instead,
+    with the format that reads them where a value shows the order."""
     path = tmp_path / "p.csv"
     rows = [f"{first},A,1.0,0.5", "02/07/2019,A,2.0,0.1"]
     path.write_text("day,id,f0,target\n" + "\n".join(rows) + "\n")
     with pytest.raises(DataError) as err:
         load(path, date="day", target="target", features=["f0"])
     assert str(err.value).startswith(
-        f"{path}: column 'day' ([data] date) has dates like {first!r}, which read as "
-        "day/month or as month/day; write them as ISO dates (2019-07-01)"
+        f"{path}: column 'day' ([data] date) has dates {said}; write them as ISO dates "
+        "(2019-07-01), e.g. with polars: pl.col(name).str.to_date('"
     )
+    if "day first" in said:
+        assert str(err.value).endswith("str.to_date('%d/%m/%Y')")
+    if "month first" in said:
+        assert str(err.value).endswith("str.to_date('%m/%d/%Y')")
     iso = tmp_path / "iso.csv"  # the same dates written ISO read as written
     iso.write_text("day,id,f0,target\n2019-07-01,A,1.0,0.5\n2019-07-02,A,2.0,0.1\n")
     panel, _ = load(iso, date="day", target="target", features=["f0"])
