@@ -177,12 +177,15 @@ def parse_param(name: str, raw: Any, where: str, problems: list[str]) -> Param |
         problems.append(f"{key}: a log range needs low > 0, got low={low!r}")
         return None
     if step is not None and (
-        isinstance(step, bool)
-        or not isinstance(step, int | float)
-        or step <= 0
-        or (log and step != 1)
+        isinstance(step, bool) or not isinstance(step, int | float) or step <= 0
     ):
-        problems.append(f"{key}.step: expected a number > 0 (and no step with log), got {step!r}")
+        problems.append(f"{key}.step: expected a number > 0, got {step!r}")
+        return None
+    if step is not None and log and step != 1:
+        problems.append(
+            f"{key}: step = {step!r} and log = true cannot go together (a log range has no "
+            "step); drop one"
+        )
         return None
     if kind is int and step is not None and not isinstance(step, int):
         problems.append(f"{key}.step: expected an integer step, got {step!r}")

@@ -165,6 +165,20 @@ def test_type_errors_name_the_key(tmp_path: Path) -> None:
     bad.write_text(f'[data]\npath = "{SAMPLE}"\nhorizon = "one"\n')
     with pytest.raises(ConfigError, match=r"\[data\] horizon: expected int, got 'one'"):
         build_config(bad, cpu=False)
+    # a step on a log range: the clash named, not the step called wrong
+    clash = "[space]\nhidden_dim = { low = 16, high = 128, step = 16, log = true }\n"
+    with pytest.raises(ConfigError) as err:
+        build_config(toml(tmp_path, clash), cpu=False)
+    assert err.value.problems[-1].endswith(
+        "[space].hidden_dim: step = 16 and log = true cannot go together (a log range has "
+        "no step); drop one"
+    )
+    with pytest.raises(
+        ConfigError, match=r"\[space\].hidden_dim.step: expected a number > 0, got 0"
+    ):
+        build_config(
+            toml(tmp_path, "[space]\nhidden_dim = { low = 16, high = 128, step = 0 }\n"), cpu=False
+        )
 
 
 @pytest.mark.parametrize(
