@@ -103,8 +103,20 @@ def resolve_columns(
             )
 
     time_key = "order" if cfg.order else "date"
-    time = need(cfg.order or cfg.date, time_key)
-    ident = need(cfg.id, "id", "; set [data] id = \"\" (--id '') if the file is one series")
+    # predictions: the model's columns; `predict --date/--id` name the file's own
+    theirs = "; name this file's column with predict --{}"
+    time = need(
+        cfg.order or cfg.date,
+        time_key,
+        theirs.format("date") if for_prediction and not cfg.order else "",
+    )
+    ident = need(
+        cfg.id,
+        "id",
+        theirs.format("id")
+        if for_prediction
+        else "; set [data] id = \"\" (--id '') if the file is one series",
+    )
     target = need(cfg.target, "target") if has_target else None
     tradable = need(cfg.tradable, "tradable")
     weight = None if for_prediction else need(cfg.weight, "weight")  # predictions need none

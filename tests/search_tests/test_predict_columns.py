@@ -33,7 +33,12 @@ def test_predict_takes_column_flags_and_writes_the_raw_target(
     args = ["predict", "--model", str(model), "--data", str(other), "--out", str(out)]
     capsys.readouterr()
     assert main([*args, "--dates", "test"]) == 2  # the model's column names are not there
-    assert "column 'date' ([data] date) not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert (
+        "column 'date' ([data] date) not found; name this file's column with predict --date" in err
+    )
+    assert "column 'symbol' ([data] id) not found; name this file's column with predict --id" in err
+    assert "--id '')" not in err  # a training key is no fix for a file to predict
     assert main([*args, "--dates", "test", "--date", "day", "--id", "ticker"]) == 0
     df = pl.read_csv(out)
     cols = ["day", "ticker", "prediction", "lgbm", "blend", "target", "target_raw"]
