@@ -439,6 +439,12 @@ def format_next_questions(q: dict[str, Any], model_name: str = "model") -> str:
         + ("; a saved model's predict writes it (column blend)" if q.get("blend_written") else "")
     ]
     for name, p in (q.get("portfolios") or {}).items():
+        if not p["turnover"] and not p["cumulative"]:  # no date had rows enough to hold
+            lines.append(
+                f"long-short decile portfolio of {name}: none held (no test date has 5 "
+                "securities whose predictions split into a long and a short leg)"
+            )
+            continue
         lines.append(
             f"long-short decile portfolio of {name}, rebalanced every {p['horizon']} dates: "
             f"cumulative {_f(p['cumulative'])}, turnover {p['turnover']:.2f} per rebalance, "

@@ -162,3 +162,26 @@ def test_the_verdicts_portfolios_earn_the_raw_forward_return(tmp_path: Path) -> 
         data, lambda e: data.values[e // data.n_securities, e % data.n_securities, 0], tree=False
     )
     assert v["next"]["portfolios"] and "note" not in v["next"]
+
+
+def test_a_portfolio_that_held_nothing_says_so_not_zeros(tmp_path: Path) -> None:
+    """On 3 securities (under the 5 a date needs) the decile portfolio holds nothing: the
+    verdict says so instead of a cumulative +0.0000 at turnover 0.00 and a Sharpe of n/a."""
+    import polars as pl
+    import torch
+
+    from data import DataConfig, Prepared, load_panel
+    from search.evaluate.verdict import build_verdict, format_next_questions
+    from tests.conftest import SAMPLE
+
+    frame = pl.read_parquet(SAMPLE)
+    three = frame["symbol"].unique().sort()[:3].to_list()
+    path = tmp_path / "three.parquet"
+    frame.filter(pl.col("symbol").is_in(three)).write_parquet(path)
+    cfg = DataConfig(path=str(path), target_cs="none", target_scale=100.0)
+    data = Prepared(load_panel(cfg), cfg, torch.device("cpu"), eval_time_steps=5)
+    S = data.n_securities
+    v = build_verdict(data, lambda e: data.values[e // S, e % S, 0], select="mse", tree=False)
+    text = format_next_questions(v["next"])
+    assert "long-short decile portfolio of model: none held (no test date has 5 securities" in text
+    assert "cumulative +0.0000" not in text
