@@ -370,6 +370,11 @@ def _verdict_figures(verdict: dict[str, Any]) -> list[Figure]:
         from search.evaluate.verdict import format_next_questions
 
         summary = f"{summary}\n{format_next_questions(verdict['next'])}"
+    trials = verdict.get("trials")
+    if isinstance(trials, list) and trials:
+        by = {"train": "fitted by train", "confirm": "confirm's winner"}.get(verdict.get("source"))
+        which = f"trial{'s' if len(trials) > 1 else ''} {', '.join(map(str, trials))}"
+        summary = f"The model judged here: {which}" + (f", {by}" if by else "") + f".\n{summary}"
     text = f"<p>{html.escape(str(summary))}</p>".replace("\n", "<br>") if summary else ""
     chart = verdict_rank_ic(verdict)
     fig, save, title = chart or (None, None, "Verdict: the model against the baselines")

@@ -90,6 +90,8 @@ def test_report_shows_verdict_and_seed_spread_when_the_study_has_them(
                 "momentum": {"ic": -0.004, "rank_ic": -0.002, "rank_ic_se": 0.005},
             },
             "summary": "lstm beats every baseline on validation IC",
+            "trials": [3],
+            "source": "confirm",
         },
     )
     study.set_user_attr(
@@ -107,6 +109,8 @@ def test_report_shows_verdict_and_seed_spread_when_the_study_has_them(
     page = report(copy, tmp_path / "r")
     assert 'id="section-verdict"' in page
     assert "lstm beats every baseline on validation IC" in page
+    # the trial the verdict judged is named: the report's best trial may be another
+    assert "The model judged here: trial 3, confirm&#x27;s winner.<br>lstm beats" in page
     # the table's numbers at 4 decimals
     for cell in ("val ic", "test mse", "momentum", "<td>0.0310</td>", "<td>-0.0040</td>"):
         assert cell in page, cell
