@@ -247,7 +247,8 @@ def resolve_columns(
     for col, key in ((target, "target"), (weight, "weight"), *((c, r) for r, c in ohlcv.items())):
         if col and not schema[col].is_numeric():
             raise DataError(
-                f"{path}: column {col!r} ([data] {key}) has type {schema[col]}, expected numeric"
+                f"{path}: column {col!r} ([data] {key}) has type {schema[col]}{such(col)}, "
+                "expected numeric"
             )
     if tradable and not (schema[tradable] == pl.Boolean or schema[tradable].is_integer()):
         raise DataError(

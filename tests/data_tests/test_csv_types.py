@@ -171,3 +171,15 @@ def test_a_csv_separated_by_semicolons_or_tabs_reads_as_the_comma_one(tmp_path, 
     b, _ = load(other, target="target", features=["f0"])
     assert list(b.ids) == ["A B", "C"] and list(b.ids) == list(a.ids)
     assert np.array_equal(a.values, b.values) and np.array_equal(a.target, b.target)
+
+
+def test_a_text_target_shows_its_values_that_are_no_number(tmp_path):
+    path = tmp_path / "t.csv"
+    rows = ["date,id,f0,target", "2024-01-02,A,1.5,abc", "2024-01-02,C,2.5,0.2"]
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError) as err:
+        load(path, target="target", features=["f0"])
+    assert str(err.value) == (
+        f"{path}: column 'target' ([data] target) has type String, values such as ['abc'], "
+        "expected numeric"
+    )
