@@ -372,7 +372,9 @@ def _verdict_figures(verdict: dict[str, Any]) -> list[Figure]:
         summary = f"{summary}\n{format_next_questions(verdict['next'])}"
     trials = verdict.get("trials")
     if isinstance(trials, list) and trials:
-        by = {"train": "fitted by train", "confirm": "confirm's winner"}.get(verdict.get("source"))
+        by = {"train": "fitted by train", "confirm": "confirm's winner"}.get(
+            str(verdict.get("source"))
+        )
         which = f"trial{'s' if len(trials) > 1 else ''} {', '.join(map(str, trials))}"
         summary = f"The model judged here: {which}" + (f", {by}" if by else "") + f".\n{summary}"
     text = f"<p>{html.escape(str(summary))}</p>".replace("\n", "<br>") if summary else ""
