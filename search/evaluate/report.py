@@ -143,17 +143,27 @@ def verdict_table(verdict: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
             for m in metrics:
                 if (seg, m) not in cols:
                     cols.append((seg, m))
+    sci = {  # an MSE column with a value under 0.01 (a raw return target's) in significant digits
+        (seg, m): m == "mse"
+        and any(
+            isinstance(v := verdict[seg].get(p, {}).get(m), float) and 0 < abs(v) < 0.01
+            for p in predictors
+        )
+        for seg, m in cols
+    }
     rows = [
-        [pred] + [_rounded(verdict[seg].get(pred, {}).get(m)) for seg, m in cols]
+        [pred] + [_rounded(verdict[seg].get(pred, {}).get(m), sci[seg, m]) for seg, m in cols]
         for pred in predictors
     ]
     return ["predictor"] + [f"{seg} {m}" for seg, m in cols], rows
 
 
-def _rounded(v: Any) -> Any:
-    """A verdict's or confirm's number as a quant reads it: 4 decimals; "-" where there is
-    none."""
-    return f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else "-" if v is None else v
+def _rounded(v: Any, sci: bool = False) -> Any:
+    """A verdict's or confirm's number as a quant reads it: 4 decimals (`sci`: 4 significant
+    digits); "-" where there is none."""
+    if isinstance(v, float) and math.isfinite(v):
+        return f"{v:.3e}" if sci else f"{v:.4f}"
+    return "-" if v is None else v
 
 
 def _note(text: str) -> str:

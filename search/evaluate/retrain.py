@@ -478,7 +478,8 @@ def judge(
     from search.evaluate.verdict import build_verdict
 
     predictor = EnsemblePredictor(data, [(int(t.params["time_steps"]), t.nets) for t in trained])
-    metric = _verdict_metric(OBJECTIVES[ctx.objective.split(",")[0].strip()][0])
+    first = OBJECTIVES[ctx.objective.split(",")[0].strip()][0]
+    metric = _verdict_metric(first, data.cfg.task)
     member_test: list[float] = []
     if len(trained) == 1 and len(trained[0].nets) > 1 and data.count("test", 1):
         t = trained[0]
@@ -505,12 +506,13 @@ def judge(
     return verdict, text
 
 
-def _verdict_metric(metric: str) -> str:
-    """The verdict compares on the study's metric when it is one of its columns; a study
-    that minimises the loss or maximises the MSE skill (a regression's loss is its MSE) on
-    MSE; any other on rank IC."""
+def _verdict_metric(metric: str, task: str = "regression") -> str:
+    """The verdict compares on the study's metric when it is one of its columns; a
+    regression study that minimises the loss or maximises the MSE skill (a regression's
+    loss is its MSE) on MSE; any other (a classifier's loss is its cross-entropy, which the
+    verdict does not score) on rank IC."""
     from search.evaluate.verdict import COLUMNS
 
-    if metric in ("loss", "mse_skill"):
+    if metric in ("loss", "mse_skill") and task == "regression":
         return "mse"
     return metric if metric in COLUMNS else "rank_ic"

@@ -284,15 +284,23 @@ def _std(v: list[float]) -> float:
 def _f(v: float | None, metric: str = "") -> str:
     """A signed value: four decimals, an MSE under 0.01 (of a raw return target, ~1e-4) in
     four significant digits."""
-    return "n/a" if v is None else "+" * (v >= 0) + _cell(v, metric)
+    return "n/a" if v is None else _cell(v, metric, "+")
 
 
-def _cell(v: float | None, metric: str = "") -> str:
+def _cell(v: float | None, metric: str = "", sign: str = "", sci: bool | None = None) -> str:
     """A table cell: four decimals; an MSE under 0.01 (of a raw return target, ~1e-4, which
-    four decimals show as 0.0000) in four significant digits."""
+    four decimals show as 0.0000) in four significant digits (`sci`: the column's choice)."""
     if v is None:
         return "n/a"
-    return format(v, ".3e") if metric == "mse" and 0 < abs(v) < 0.01 else format(v, ".4f")
+    v = v + 0.0  # -0.0 (a margin of two equal values, negated) reads as 0
+    if sci is None:
+        sci = metric == "mse" and 0 < abs(v) < 0.01
+    return format(v, f"{sign}.3e" if sci else f"{sign}.4f")
+
+
+def _sci(values: list[Any]) -> bool:
+    """Whether an MSE column prints in significant digits: any of its values under 0.01."""
+    return any(isinstance(v, float) and 0 < abs(v) < 0.01 for v in values)
 
 
 def _summary(
@@ -319,6 +327,8 @@ def _summary(
         f"{best}, {_f(bv, select)}; "
         f"margin {_f(margin, select)} ({', '.join(noise)})"
     )
+    if margin is None:
+        return f"{head}: not judged (no test value of {select} for one of the two)."
     if paired_se is None:
         return f"{head}: not judged ({NOT_JUDGED})."
     if beats:
@@ -340,10 +350,12 @@ def format_verdict(v: dict[str, Any]) -> str:
             f"{'validation' if seg == 'val' else 'test':<{width}}"
             + "".join(f"{HEADERS[c]:>10}" for c in COLUMNS)
         )
+        sci = {c: c == "mse" and _sci([m[c] for m in rows.values()]) for c in COLUMNS}
         for name, m in rows.items():
             mark = " *" if name == v.get("best_baseline") else ""
             lines.append(
-                f"{name + mark:<{width}}" + "".join(f"{_cell(m[c], c):>10}" for c in COLUMNS)
+                f"{name + mark:<{width}}"
+                + "".join(f"{_cell(m[c], c, sci=sci[c]):>10}" for c in COLUMNS)
             )
         lines.append("")
     lines += v.get("notes", [])

@@ -87,7 +87,7 @@ def test_report_shows_verdict_and_seed_spread_when_the_study_has_them(
             "val": {"lstm": {"ic": 0.031, "mse": 0.98}, "zero": {"ic": 0.0, "mse": 1.0}},
             "test": {
                 "lstm": {"ic": 0.012, "mse": 0.99, "rank_ic": 0.0123456, "rank_ic_se": 0.004},
-                "momentum": {"ic": -0.004, "rank_ic": -0.002, "rank_ic_se": 0.005},
+                "momentum": {"ic": -0.004, "rank_ic": -0.002, "rank_ic_se": 0.005, "mse": 3.1e-5},
             },
             "summary": "lstm beats every baseline on validation IC",
             "trials": [3],
@@ -112,6 +112,9 @@ def test_report_shows_verdict_and_seed_spread_when_the_study_has_them(
     # the trial the verdict judged is named: the report's best trial may be another
     assert "The model judged here: trial 3, confirm&#x27;s winner.<br>lstm beats" in page
     # the table's numbers at 4 decimals
+    # an MSE column with a value under 0.01 (a raw return's) in significant digits, all of it
+    for cell in ("<td>3.100e-05</td>", "<td>9.900e-01</td>", "<td>0.9800</td>"):
+        assert cell in page, cell
     for cell in ("val ic", "test mse", "momentum", "<td>0.0310</td>", "<td>-0.0040</td>"):
         assert cell in page, cell
     assert "0.0123456" not in page.split('id="section-verdict"')[1].split("<table>")[1]

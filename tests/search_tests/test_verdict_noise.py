@@ -155,6 +155,8 @@ def test_a_loss_objective_is_judged_on_mse_and_a_return_sized_mse_is_readable(tm
         _verdict_metric("loss") == _verdict_metric("mse_skill") == _verdict_metric("mse") == "mse"
     )
     assert _verdict_metric("rank_icir") == "rank_icir" and _verdict_metric("spread") == "rank_ic"
+    # a classifier's loss is its cross-entropy, which the verdict does not score: rank IC
+    assert _verdict_metric("loss", "classification") == "rank_ic"
     frame = pl.read_parquet(SAMPLE)
     first = frame["symbol"].unique().sort()[0]
     path = tmp_path / "one.parquet"
@@ -166,5 +168,15 @@ def test_a_loss_objective_is_judged_on_mse_and_a_return_sized_mse_is_readable(tm
     assert "0.0000" not in model_row.split()[1] and "e-0" in model_row.split()[1]
     zero_row = next(line for line in text.splitlines() if line.startswith("zero"))
     assert "e-0" in zero_row.split()[1 if "*" not in zero_row else 2]
+    # one notation per column: every MSE of the table in significant digits
+    header = text.splitlines()[0]
+    at = header.index("MSE") + 3  # the column's cells end where its header does
+    for line in text.splitlines()[1:8]:
+        if line.strip():
+            assert "e-0" in line[at - 10 : at], line
+    from search.evaluate.verdict import _f
+
+    assert _f(-0.0) == "+0.0000" and _f(-0.01234) == "-0.0123" and _f(None) == "n/a"
+    assert _f(3e-5, "mse") == "+3.000e-05" and _f(3e-5) == "+0.0000"
     # a constant 0.05 on a ~1e-2 daily return: far worse than zero, and the verdict says so
     assert v["margin"] < 0 and "BELOW" in v["summary"] and "one seed" not in v["summary"]
