@@ -123,6 +123,12 @@ def is_out_of_memory(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and any(m in msg for m in OOM_MARKERS)
 
 
+def queued_trial(trial: optuna.Trial, cfg: RunConfig) -> bool:
+    """Whether `trial` was queued as a configuration of [[search.enqueue]]."""
+    fixed = trial.storage.get_trial(trial._trial_id).system_attrs.get("fixed_params")
+    return bool(fixed) and fixed in queued_params(cfg)
+
+
 class Objective:
     """Callable for `study.optimize`. Shares one Prepared panel across all its trials.
 
@@ -152,8 +158,10 @@ class Objective:
         cfg = self.cfg
         p = cfg.space.suggest(trial)
         # a configuration of [[search.enqueue]] is never pruned: the search holds it at its
-        # whole budget, whatever trials ran beside or before it (a resumed or parallel run)
-        held = any(all(trial.params.get(k) == v for k, v in q.items()) for q in queued_params(cfg))
+        # whole budget, whatever trials ran beside or before it (a resumed or parallel run).
+        # It is the trial queued with those params (Optuna's fixed_params, which a stale
+        # trial's retry keeps), not any sampled trial that happens to share them.
+        held = queued_trial(trial, cfg)
         base = cfg.search.seed
         # seeded: trial n's members take seeds n * k .. n * k + k - 1 past the base (k seeds a
         # trial), so no two trials share one

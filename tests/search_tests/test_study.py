@@ -305,3 +305,11 @@ def test_a_queued_configuration_is_never_pruned(tmp_path: Path) -> None:
     held = study.trials[1]
     assert {k: held.params[k] for k in queued} == queued
     assert len(held.intermediate_values) == 2  # every epoch reported, none cut
+    # an entry of a few params: a sampled trial that shares them is not the queued one
+    few = '[search]\nsampler = "random"\n[[search.enqueue]]\ntime_steps = 4\n'
+    cfg = build_config(write_study(tmp_path, "few", extra=few), cpu=True)
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    study = optuna.create_study(direction="maximize", pruner=pruner, sampler=sampler)
+    study.optimize(Objective(cfg, data), n_trials=8)
+    assert any(t.params["time_steps"] == 4 for t in study.trials)
+    assert all(t.state == S.PRUNED for t in study.trials)
