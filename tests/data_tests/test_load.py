@@ -549,10 +549,10 @@ def test_the_time_axis_of_a_file_names_every_missing_column_at_once(tmp_path):
     pl.read_parquet(path).rename({"date": "trade_dt", "id": "code"}).write_parquet(path)
     with pytest.raises(DataError) as err:
         time_axis(DataConfig(path=str(path), id="id", target="target", features=("f0",)))
-    assert str(err.value) == (
-        f"{path}: column 'date' ([data] date) not found; column 'id' ([data] id) not found; "
-        "set [data] id = \"\" (--id '') if the file is one series; columns are "
-        "['trade_dt', 'code', 'f0']"
+    assert str(err.value) == (  # a file to predict on: the flags that name its columns
+        f"{path}: column 'date' ([data] date) not found; name this file's column with "
+        "predict --date; column 'id' ([data] id) not found; name this file's column with "
+        "predict --id; columns are ['trade_dt', 'code', 'f0']"
     )
 
 
