@@ -219,7 +219,8 @@ def read_index(lf: pl.LazyFrame, cols: Columns, path: Path) -> Index:
     """Read the time and id columns, parse dates, and check (date, id) pairs are unique."""
     keys = [cols.time] + ([cols.id] if cols.id else [])
     frame = collect(lf.select(keys), path, keys)
-    t = parse_time(frame.get_column(cols.time), cols.time_key, path)
+    raw = frame.get_column(cols.time)  # as written: zoned, or text with its offsets
+    t = parse_time(raw, cols.time_key, path)
     dates_s = t.unique().sort()
     di = (t.rank("dense") - 1).cast(pl.Int64).to_numpy()
     del t
@@ -240,10 +241,59 @@ def read_index(lf: pl.LazyFrame, cols: Columns, path: Path) -> Index:
     D, S = len(dates_s), len(ids)
     counts = np.bincount(di * S + si, minlength=D * S)  # (D * S,)
     if counts.max() > 1:
+        _refuse_repeated_wall_time(raw, di * S + si, S, dates_s, cols.time_key, path)
         flat = int(np.argmax(counts > 1))
         n_dup = int((counts > 1).sum())
         raise duplicate_rows(path, cols.time, cols.id, n_dup, dates_s[flat // S], ids[flat % S])
+    del raw
     return Index(di, si, dates_s.to_numpy(), ids)
+
+
+def _refuse_repeated_wall_time(
+    raw: pl.Series, cell: np.ndarray, S: int, dates: pl.Series, key: str, path: Path
+) -> None:
+    """Where rows fall on one (date, id) cell only once their zone or UTC offset is dropped
+    (their times as written differ: the hour the clocks go back, read twice as local wall
+    time), refuse with that cause, not as duplicate rows. `cell`: each row's date x S + id."""
+    zoned = isinstance(raw.dtype, pl.Datetime) and raw.dtype.time_zone is not None
+    if not zoned and raw.dtype != pl.String:
+        return
+
+    def cells(frame: pl.DataFrame) -> pl.DataFrame:  # the cells of rows written apart
+        return (
+            frame.group_by("cell")
+            .agg(pl.len().alias("rows"), pl.col("raw").n_unique().alias("written"))
+            .filter((pl.col("rows") > 1) & (pl.col("written") > 1))
+            .sort("cell")
+        )
+
+    frame = pl.DataFrame({"cell": cell, "raw": raw})
+    per = cells(frame)
+    if per.height and not zoned:  # text: the instants, so 10:00Z and 10:00+00:00 are one
+        rows = frame.filter(pl.col("cell").is_in(per["cell"].implode()))
+        instants = [_instant(v) for v in rows["raw"]]
+        per = cells(rows.with_columns(raw=pl.Series(instants, dtype=pl.String)))
+    if not per.height:
+        return
+    n = per.height
+    example = dates[int(per["cell"][0]) // S]
+    how = f"in zone {raw.dtype.time_zone}" if zoned else "with UTC offsets"  # type: ignore[attr-defined]
+    raise DataError(
+        f"{path}: column {raw.name!r} ([data] {key}) holds times {how}, read as local wall "
+        f"times, and {plural(n, 'wall time')} repeat{'s' if n == 1 else ''} where the clocks "
+        f"go back (e.g. {example}: two instants); store the times in UTC (in polars: "
+        ".dt.convert_time_zone('UTC')) or without the repeated hour"
+    )
+
+
+def _instant(text: str) -> str:
+    """A time written with a UTC offset as its UTC instant (as text; itself where it is no
+    time polars reads)."""
+    try:
+        v = pl.Series([text]).str.to_datetime(time_zone="UTC", strict=False)[0]
+    except pl.exceptions.PolarsError:
+        v = None
+    return text if v is None else str(v)
 
 
 def duplicate_rows(
@@ -346,26 +396,6 @@ def _yyyymmdd(t: pl.Series, key: str, path: Path) -> pl.Series | None:
     return parsed
 
 
-def _refuse_repeated_wall_time(
-    t: pl.Series, local: pl.Series, how: str, key: str, path: Path
-) -> None:
-    """Refuse times whose local wall time (`local`, zone or offset dropped) repeats where the
-    instants do not: the hour the clocks go back, read twice, would be refused as duplicate
-    rows with no word of the cause."""
-    if local.n_unique() == t.n_unique():
-        return
-    pairs = pl.DataFrame({"t": t, "local": local}).unique()
-    twice = pairs.filter(pl.col("local").is_duplicated()).sort("t")
-    example = twice["local"][0] if twice.height else "?"
-    n = twice["local"].n_unique()
-    raise DataError(
-        f"{path}: column {t.name!r} ([data] {key}) holds times {how}, read as local wall "
-        f"times, and {plural(n, 'wall time')} repeat{'s' if n == 1 else ''} where the clocks "
-        f"go back (e.g. {example}: two instants); store the times in UTC (in polars: "
-        ".dt.convert_time_zone('UTC')) or without the repeated hour"
-    )
-
-
 def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:
     """The time column `t` ([data] `key`) as dates, datetimes or integers: ISO strings parsed,
     a date column of eight-digit values (20240105) read as dates; empty or unparseable values
@@ -380,15 +410,11 @@ def parse_time(t: pl.Series, key: str, path: Path) -> pl.Series:
     if isinstance(t.dtype, pl.Datetime) and t.dtype.time_zone is not None:
         # the local wall time, zone dropped: a session stored as midnight Asia/Shanghai stays
         # its own date, not the UTC evening before (polars holds zoned times as UTC)
-        local = t.dt.replace_time_zone(None)
-        _refuse_repeated_wall_time(t, local, f"in zone {t.dtype.time_zone}", key, path)
-        return local
+        return t.dt.replace_time_zone(None)
     if t.dtype == pl.String:
         _refuse_day_month(t, key, path)
         if t.str.contains(":", literal=True).any():  # times: the time as written, offset dropped
-            local = t.str.replace(_OFFSET, "${1}")
-            _refuse_repeated_wall_time(t, local, "with UTC offsets", key, path)
-            t = local
+            t = t.str.replace(_OFFSET, "${1}")
         parsed = _parse_or_null(t, t.str.to_date)
         if parsed.null_count():
             parsed_dt = _parse_or_null(t, t.str.to_datetime)

@@ -722,10 +722,26 @@ def test_the_hour_the_clocks_go_back_is_named_not_called_a_duplicate_row(tmp_pat
             load(path, id="", date="time", target="target", features=["f0"])
         assert str(err.value) == (
             f"{path}: column 'time' ([data] date) holds times {how}, read as local wall "
-            f"times, and 1 wall time repeats where the clocks go back (e.g. 2024-11-03{sep}"
+            "times, and 1 wall time repeats where the clocks go back (e.g. 2024-11-03 "
             "01:00:00: two instants); store the times in UTC (in polars: "
             ".dt.convert_time_zone('UTC')) or without the repeated hour"
         ), path
+    # a global panel, each exchange at its own local midnight: one date, no repeat; the
+    # same instant written two ways is a duplicate row, as it is
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text(
+        "time,id,f0,target\n2024-01-02T00:00:00+08:00,SH,1.0,0.1\n"
+        "2024-01-02T00:00:00-05:00,NY,2.0,0.2\n2024-01-03T00:00:00+08:00,SH,1.5,0.1\n"
+        "2024-01-03T00:00:00-05:00,NY,2.5,0.2\n"
+    )
+    panel, _ = load(mixed, date="time", target="target", features=["f0"])
+    assert [str(d)[:10] for d in panel.dates] == ["2024-01-02", "2024-01-03"]
+    twice = tmp_path / "twice.csv"
+    twice.write_text(
+        "time,f0,target\n2024-01-02T10:00:00Z,1.0,0.1\n2024-01-02T10:00:00+00:00,2.0,0.2\n"
+    )
+    with pytest.raises(DataError, match="duplicate time row"):
+        load(twice, id="", date="time", target="target", features=["f0"])
     in_utc = tmp_path / "utc.parquet"
     frame.with_columns(pl.col("time").dt.convert_time_zone("UTC")).write_parquet(in_utc)
     panel, _ = load(in_utc, id="", date="time", target="target", features=["f0"])
