@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,24 +68,35 @@ def scan_rows(path: Path, text: Collection[str] = ()) -> tuple[pl.LazyFrame, int
 
 
 # a time of day followed by a UTC offset (Z, +08:00, -0500, +08): the offset is dropped
+DIALECT_ROWS = 50  # lines read to tell a CSV's separator and decimal mark
+_DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+(?:[eE][-+]?\d+)?")
 _OFFSET = r"^(.*\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 
 
-def _separator(path: Path) -> str:
-    """A .tsv file's tab; else a comma, unless the header line has none and holds a
-    semicolon (as spreadsheets write CSV where the comma is the decimal mark) or a tab."""
+def _dialect(path: Path) -> tuple[str, bool]:
+    """The separator and whether the comma is the decimal mark. A .tsv file's tab; else a
+    comma, unless the header line holds none outside its quotes but semicolons or tabs; a
+    semicolon file whose first rows hold a number written 1,5 reads the comma as the
+    decimal mark (as spreadsheets where it is write CSV)."""
     if path.suffix.lower() == ".tsv":
-        return "\t"
+        return "\t", False
     try:
         with open(path, encoding="utf-8-sig", errors="replace") as f:
-            header = f.readline()
+            lines = [f.readline() for _ in range(DIALECT_ROWS)]
     except OSError:
-        return ","  # the read that follows says why
-    if "," not in header:
-        for sep in (";", "\t"):
-            if sep in header:
-                return sep
-    return ","
+        return ",", False  # the read that follows says why
+    header = re.sub(r'"[^"]*"', "", lines[0])  # a quoted name may hold any of them
+    if "," in header:
+        return ",", False
+    for sep in (";", "\t"):
+        if sep in header:
+            fields = (x.strip().strip('"') for row in lines[1:] for x in row.split(sep))
+            return sep, sep == ";" and any(_DECIMAL_COMMA.fullmatch(x) for x in fields)
+    return ",", False
+
+
+def _separator(path: Path) -> str:
+    return _dialect(path)[0]
 
 
 def _check_header(path: Path) -> None:
@@ -113,9 +125,11 @@ def _scan_csv(
     """The CSV file with the columns `text` read as text, the others as `types` says or as
     their first INFER_ROWS rows suggest (a column of `text` not in the file is ignored)."""
     overrides: dict[str, pl.DataType] = {c: pl.String() for c in text}
+    sep, decimal_comma = _dialect(path)
     return pl.scan_csv(
         path,
-        separator=_separator(path),
+        separator=sep,
+        decimal_comma=decimal_comma,
         infer_schema_length=INFER_ROWS,
         null_values=MISSING_MARKERS,
         schema_overrides={**(types or {}), **overrides} or None,

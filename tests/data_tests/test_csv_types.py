@@ -171,6 +171,13 @@ def test_a_csv_separated_by_semicolons_or_tabs_reads_as_the_comma_one(tmp_path, 
     b, _ = load(other, target="target", features=["f0"])
     assert list(b.ids) == ["A B", "C"] and list(b.ids) == list(a.ids)
     assert np.array_equal(a.values, b.values) and np.array_equal(a.target, b.target)
+    if sep == ";":  # the comma as the decimal mark, and a quoted name holding a comma
+        euro = tmp_path / "euro.csv"
+        lines = [r.replace(",", ";") for r in rows]
+        lines = [lines[0].replace("f0", '"f0, raw"')] + [x.replace(".", ",") for x in lines[1:]]
+        euro.write_text("\n".join(lines) + "\n")
+        c, _ = load(euro, target="target", features=["f0, raw"])
+        assert np.array_equal(a.values, c.values) and np.array_equal(a.target, c.target)
 
 
 def test_a_text_target_shows_its_values_that_are_no_number(tmp_path):
