@@ -354,31 +354,34 @@ _DAY_MONTH = r"^\s*\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}(\D|$)"
 def _refuse_day_month(t: pl.Series, key: str, path: Path) -> None:
     """Refuse dates written day or month first (01/07/2019): polars would guess one order
     from the first value, and read a file of the other order wrongly where no day passes 12
-    (the dates, the split and the purge all scrambled) without a word. Where a value shows
-    the order (29/07/2020: 29 is no month), the message gives the format that reads them."""
+    (the dates, the split and the purge all scrambled) without a word. Where the values
+    show the order (29/07/2020: 29 is no month; a four-digit year last, one separator and
+    one year width throughout), the message gives the format that reads them; where they
+    show both orders, it says the file mixes them."""
     hit = t.filter(t.str.contains(_DAY_MONTH))
     if not len(hit):
         return
     parts = hit.str.extract_groups(r"^\s*(\d{1,2})([/.\-])(\d{1,2})[/.\-](\d{2,4})")
     first, second = (parts.struct.field(f).cast(pl.Int64) for f in ("1", "3"))
-    sep = parts.struct.field("2")[0]
-    year = "%Y" if len(parts.struct.field("4")[0]) == 4 else "%y"
+    seps, years = parts.struct.field("2"), parts.struct.field("4").str.len_chars()
+    sep = seps[0]
     day_first, month_first = bool((first > 12).any()), bool((second > 12).any())
-    if day_first != month_first:
-        order, fmt = (
-            ("day", f"%d{sep}%m{sep}{year}") if day_first else ("month", f"%m{sep}%d{sep}{year}")
-        )
+    uniform = seps.n_unique() == 1 and years.n_unique() == 1 and years[0] == 4
+    head = f"{path}: column {t.name!r} ([data] {key}) has dates"
+    iso = "write them as ISO dates (2019-07-01)"
+    if uniform and day_first and month_first:
+        a, b = hit.filter(first > 12)[0], hit.filter(second > 12)[0]
+        raise DataError(f"{head} written day first ({a!r}) and month first ({b!r}); {iso}")
+    if uniform and day_first != month_first:
+        order, fmt = ("day", "%d{0}%m{0}%Y") if day_first else ("month", "%m{0}%d{0}%Y")
         example = hit.filter((first if day_first else second) > 12)[0]
         raise DataError(
-            f"{path}: column {t.name!r} ([data] {key}) has dates written {order} first, e.g. "
-            f"{example!r}; write them as ISO dates (2019-07-01), e.g. with polars: "
-            f"pl.col(name).str.to_date('{fmt}')"
+            f"{head} written {order} first, e.g. {example!r}; {iso}, e.g. with polars: "
+            f"pl.col(name).str.to_date('{fmt.format(sep)}')"
         )
     raise DataError(
-        f"{path}: column {t.name!r} ([data] {key}) has dates like {hit[0]!r}, which read "
-        "as day/month or as month/day; write them as ISO dates (2019-07-01), e.g. with "
-        f"polars: pl.col(name).str.to_date('%d{sep}%m{sep}{year}') or '%m{sep}%d{sep}{year}', "
-        "whichever they are"
+        f"{head} like {hit[0]!r}, which read as day/month or as month/day; {iso}, e.g. with "
+        "polars: pl.col(name).str.to_date('%d/%m/%Y') or '%m/%d/%Y', whichever they are"
     )
 
 

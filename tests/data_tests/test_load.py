@@ -638,6 +638,9 @@ def test_a_count_of_one_is_singular_and_large_counts_have_separators(tmp_path):
         ("1.7.19", "like '1.7.19', which read as day/month or as month/day"),
         ("13/07/2019", "written day first, e.g. '13/07/2019'"),  # 13 is no month
         ("07/29/2019", "written month first, e.g. '07/29/2019'"),
+        # a two-digit year (19-07-01 may be year first) or two separators: no order claimed
+        ("19-07-01", "like '19-07-01', which read as day/month or as month/day"),
+        ("13.07.2019", "like '13.07.2019', which read as day/month or as month/day"),
     ],
 )
 def test_dates_day_or_month_first_are_refused_not_guessed(tmp_path, first, said):
@@ -657,6 +660,14 @@ def test_dates_day_or_month_first_are_refused_not_guessed(tmp_path, first, said)
         assert str(err.value).endswith("str.to_date('%d/%m/%Y')")
     if "month first" in said:
         assert str(err.value).endswith("str.to_date('%m/%d/%Y')")
+    mixed = tmp_path / "mixed.csv"  # both orders in one file: said so
+    mixed.write_text("day,id,f0,target\n13/07/2019,A,1.0,0.5\n07/14/2019,A,2.0,0.1\n")
+    with pytest.raises(DataError) as err:
+        load(mixed, date="day", target="target", features=["f0"])
+    assert str(err.value) == (
+        f"{mixed}: column 'day' ([data] date) has dates written day first ('13/07/2019') and "
+        "month first ('07/14/2019'); write them as ISO dates (2019-07-01)"
+    )
     iso = tmp_path / "iso.csv"  # the same dates written ISO read as written
     iso.write_text("day,id,f0,target\n2019-07-01,A,1.0,0.5\n2019-07-02,A,2.0,0.1\n")
     panel, _ = load(iso, date="day", target="target", features=["f0"])
