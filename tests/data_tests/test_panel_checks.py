@@ -72,6 +72,9 @@ def test_a_target_far_from_unit_size_is_warned_about_with_the_scale_to_set(
         'set [data] target_scale = 100 (--target-scale 100), or target_cs = "zscore" or '
         '"rank" (--target-cs) on a panel'
     )
+    # a scale that leaves it small still: the scale that brings it near 1, in all
+    with pytest.warns(DataWarning, match=r"target_scale = 200 \(--target-scale 200\)"):
+        load(one, target_scale=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DataWarning)
         load(one, target_scale=100)
