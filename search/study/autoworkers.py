@@ -34,9 +34,11 @@ from typing import Any
 TOLERANCE = 0.05  # counts within this share of the best rate count as the best
 MAX_PER_GPU = 8
 # k processes on a CPU measured faster than this many times k x one process's rate: the one
-# process was slowed by other work on the machine (its threads waiting on busy cores), so it
-# is measured again; a figure still beyond it is used for the run but not kept
+# process may have been slowed by other work on the machine (its threads waiting on busy
+# cores), so it is measured again; where the two measurements of one process differ by more
+# than UNSTEADY of the larger, the machine is busy: the figures are used, not kept
 PLAUSIBLE = 2.0
+UNSTEADY = 0.5
 
 
 @dataclass(frozen=True)
@@ -261,9 +263,10 @@ def choose(
     rates: dict[int, float] = {}
     for k in candidates(device, cores, gpus):
         rates[k] = measure(device, k, shape, gpus, seconds, single_gpu)
-        if device == "cpu" and k > 1 and not _plausible(rates, k):
-            rates[1] = measure(device, 1, shape, gpus, seconds, single_gpu)
-            busy = busy or not _plausible(rates, k)
+        if device == "cpu" and k > 1 and not busy and not _plausible(rates, k):
+            again = measure(device, 1, shape, gpus, seconds, single_gpu)
+            busy = abs(again - rates[1]) > UNSTEADY * max(again, rates[1])
+            rates[1] = max(rates[1], again)
         if rates[k] < (1 - TOLERANCE) * max(rates.values()):
             break  # past the best: more processes only compete
     chosen = pick(rates)
