@@ -119,7 +119,8 @@ def _f(v: Any, fmt: str = ".3f") -> str:
 
 
 def format_luck(luck: dict[str, Any]) -> str:
-    """Two lines: the PBO of the selection, the deflated Sharpe of the winner."""
+    """Two lines: the PBO of the selection, the deflated Sharpe of the winner; a third
+    below FEW_TRIALS trials with per-date values, saying both are rough."""
     if "pbo" not in luck:
         return f"luck: {luck.get('note', 'not measured')}"
     p = luck["pbo"]

@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 SEED_MAX = 2**32 - 1  # what the samplers (NumPy's legacy seeding) take
 INTERRUPTED_LINE = (
-    "optuna-run: interrupted; rerun the same command to resume the study (it runs --n-trials "
-    "more; --max-trials N caps the study at N trials in all)"
+    "optuna-run: interrupted; rerun the same command to resume the study (it runs its "
+    "--n-trials or --timeout again; --max-trials N caps the study at N trials in all)"
 )
 
 

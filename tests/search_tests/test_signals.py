@@ -29,8 +29,8 @@ from tests.search_tests.studyrun import (
 )
 
 INTERRUPTED = (
-    "optuna-run: interrupted; rerun the same command to resume the study (it runs --n-trials "
-    "more; --max-trials N caps the study at N trials in all)"
+    "optuna-run: interrupted; rerun the same command to resume the study (it runs its "
+    "--n-trials or --timeout again; --max-trials N caps the study at N trials in all)"
 )
 REASON = "interrupted (SIGINT/SIGTERM)"
 EXITED = "interrupted (SIGINT/SIGTERM), exited at once"
