@@ -291,7 +291,8 @@ def _refuse_repeated_wall_time(
         return
     n = per.height
     example = dates[int(per["cell"][0]) // S]
-    how = f"in zone {raw.dtype.time_zone}" if zoned else "with UTC offsets"  # type: ignore[attr-defined]
+    zone = getattr(raw.dtype, "time_zone", None)
+    how = f"in zone {zone}" if zoned else "with UTC offsets"
     raise DataError(
         f"{path}: column {raw.name!r} ([data] {key}) holds times {how}, read as local wall "
         f"times, and {plural(n, 'wall time')} repeat{'s' if n == 1 else ''} where the clocks "
