@@ -160,5 +160,8 @@ def format_luck(luck: dict[str, Any]) -> str:
             f"(rough: {n} trials with per-date values; the spread of their Sharpes sets the "
             f"deflated Sharpe's bar and their ranks the PBO, and below {FEW_TRIALS} trials "
             "neither is measured well)"
+            if d
+            else f"(rough: the PBO ranks {n} trials with per-date values; below {FEW_TRIALS} "
+            "it is not measured well)"
         )
     return "\n".join(lines)

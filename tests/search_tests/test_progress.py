@@ -518,4 +518,9 @@ def test_counts_read_as_a_user_writes_them() -> None:
     # a handful of trials: both figures said rough (a deflated Sharpe's bar from the spread of
     # two Sharpes is a guess)
     few = format_luck({"pbo": {**pbo, "trials": 2}, "metric": "rank_ic"})
-    assert few.splitlines()[-1].startswith("(rough: 2 trials with per-date values;")
+    assert few.splitlines()[-1] == (
+        "(rough: the PBO ranks 2 trials with per-date values; below 10 it is not measured well)"
+    )  # no deflated Sharpe here: the line speaks of the PBO alone
+    dsr = {"dsr": 0.4, "sharpe": 1.5, "sharpe0": 1.6, "trials": 4}
+    few = format_luck({"pbo": {**pbo, "trials": 2}, "metric": "rank_ic", "dsr": dsr, "winner": 0})
+    assert few.splitlines()[-1].startswith("(rough: 2 trials with per-date values; the spread")
