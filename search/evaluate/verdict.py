@@ -442,14 +442,24 @@ def format_next_questions(q: dict[str, Any], model_name: str = "model") -> str:
     partner, ric = q["partner"], q["rank_ic"]
     se = q.get("blend_paired_se")
     adds = q["blend_margin"] is not None and se is not None and q["blend_margin"] > 2 * se
-    lines = [
-        f"rank correlation of {model_name} with {partner}: {_f(q['correlation'])}; "
-        f"test rank IC {model_name} {_f(ric.get(model_name))}, {partner} {_f(ric.get(partner))}, "
-        f"50/50 rank blend {_f(ric.get('blend'))}: the blend {'ADDS' if adds else 'does not add'} "
-        f"to {partner} by more than 2 paired standard errors ({_f(q['blend_margin'])}, "
-        f"se {'n/a' if se is None else format(se, '.4f')})"
-        + ("; a saved model's predict writes it (column blend)" if q.get("blend_written") else "")
-    ]
+    if q["correlation"] is None and ric.get(model_name) is None and ric.get(partner) is None:
+        lines = [  # every figure of the line n/a: said once
+            f"rank correlation with {partner}, test rank ICs and their 50/50 blend: n/a (no "
+            "test date has the 5 securities a per-date rank needs)"
+        ]
+    else:
+        lines = [
+            f"rank correlation of {model_name} with {partner}: {_f(q['correlation'])}; "
+            f"test rank IC {model_name} {_f(ric.get(model_name))}, {partner} {_f(ric.get(partner))}, "
+            f"50/50 rank blend {_f(ric.get('blend'))}: the blend {'ADDS' if adds else 'does not add'} "
+            f"to {partner} by more than 2 paired standard errors ({_f(q['blend_margin'])}, "
+            f"se {'n/a' if se is None else format(se, '.4f')})"
+            + (
+                "; a saved model's predict writes it (column blend)"
+                if q.get("blend_written")
+                else ""
+            )
+        ]
     for name, p in (q.get("portfolios") or {}).items():
         if not p["turnover"] and not p["cumulative"]:  # no date had rows enough to hold
             lines.append(

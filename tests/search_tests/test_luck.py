@@ -185,3 +185,6 @@ def test_a_portfolio_that_held_nothing_says_so_not_zeros(tmp_path: Path) -> None
     text = format_next_questions(v["next"])
     assert "long-short decile portfolio of model: none held (no test date has 5 securities" in text
     assert "cumulative +0.0000" not in text
+    # no per-date rank on 3 securities: the correlation line's n/a figures said once
+    first = text.splitlines()[0]
+    assert first.endswith("n/a (no test date has the 5 securities a per-date rank needs)")
