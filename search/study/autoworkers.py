@@ -18,7 +18,8 @@ leaves out: validation, the search's own time and the storage, a few percent of 
 The result is kept in a small JSON file per machine ($XDG_CACHE_HOME/optuna-run, else
 ~/.cache/optuna-run) under the device, the torch version, the cores and the shape, so a
 second run on the same machine and space starts at once; figures that other work on the
-machine skewed (PLAUSIBLE) are used for the run but not kept.
+machine skewed (two measurements of one process far apart: PLAUSIBLE, UNSTEADY) are used for
+the run but not kept.
 """
 
 from __future__ import annotations

@@ -136,8 +136,8 @@ class Objective:
     after every epoch it reports the members' mean of the first objective to the pruner
     (never pruning in the last epoch, nor a configuration of [[search.enqueue]]), and its
     value is that mean at its best epoch. With `[budget] report_every` it also reports
-    inside epochs, and the step is the windows trained per network instead of the epoch. Its seed is stored (user attr `seed`), so
-    `optuna-run train` reproduces it.
+    inside epochs, and the step is the windows trained per network instead of the epoch.
+    Its seed is stored (user attr `seed`), so `optuna-run train` reproduces it.
     """
 
     def __init__(
