@@ -143,12 +143,10 @@ def verdict_table(verdict: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
             for m in metrics:
                 if (seg, m) not in cols:
                     cols.append((seg, m))
-    sci = {  # an MSE column with a value under 0.01 (a raw return target's) in significant digits
-        (seg, m): m == "mse"
-        and any(
-            isinstance(v := verdict[seg].get(p, {}).get(m), float) and 0 < abs(v) < 0.01
-            for p in predictors
-        )
+    from search.evaluate.verdict import small_mse
+
+    sci = {
+        (seg, m): small_mse(m, [verdict[seg].get(p, {}).get(m) for p in predictors])
         for seg, m in cols
     }
     rows = [

@@ -294,13 +294,14 @@ def _cell(v: float | None, metric: str = "", sign: str = "", sci: bool | None = 
         return "n/a"
     v = v + 0.0  # -0.0 (a margin of two equal values, negated) reads as 0
     if sci is None:
-        sci = metric == "mse" and 0 < abs(v) < 0.01
+        sci = small_mse(metric, [v])
     return format(v, f"{sign}.3e" if sci else f"{sign}.4f")
 
 
-def _sci(values: list[Any]) -> bool:
-    """Whether an MSE column prints in significant digits: any of its values under 0.01."""
-    return any(isinstance(v, float) and 0 < abs(v) < 0.01 for v in values)
+def small_mse(metric: str, values: list[Any]) -> bool:
+    """Whether a column of `metric` prints in significant digits: an MSE with any of its
+    values under 0.01 (a raw return target's, which four decimals show as 0.0000)."""
+    return metric == "mse" and any(isinstance(v, float) and 0 < abs(v) < 0.01 for v in values)
 
 
 def _summary(
@@ -350,7 +351,7 @@ def format_verdict(v: dict[str, Any]) -> str:
             f"{'validation' if seg == 'val' else 'test':<{width}}"
             + "".join(f"{HEADERS[c]:>10}" for c in COLUMNS)
         )
-        sci = {c: c == "mse" and _sci([m[c] for m in rows.values()]) for c in COLUMNS}
+        sci = {c: small_mse(c, [m[c] for m in rows.values()]) for c in COLUMNS}
         for name, m in rows.items():
             mark = " *" if name == v.get("best_baseline") else ""
             lines.append(
