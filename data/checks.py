@@ -34,16 +34,23 @@ def check_horizon(path: Path, cfg: DataConfig, target: str, y: np.ndarray) -> No
     )
 
 
-def drop_constant(
-    path: Path, cfg: DataConfig, dates: np.ndarray, values: np.ndarray, names: list[str]
-) -> tuple[np.ndarray, list[str]]:
-    """The features less those constant (or with no value) over the training dates, which
-    teach a model nothing, each named in a warning. The kept features are moved to the front
-    of the same memory: no second (D, S, F) array is made. Dates that cannot be split are
-    left for the split to refuse, where the panel is split."""
+def training_dates(dates: np.ndarray, cfg: DataConfig) -> range | None:
+    """The split's training dates (indices of `dates`), for the checks that look at them;
+    None where the dates cannot be split (left for the split to refuse, where the panel is
+    split)."""
     try:
-        train = make_split(dates, cfg).train
+        return make_split(dates, cfg).train
     except DataError:
+        return None
+
+
+def drop_constant(
+    path: Path, train: range | None, values: np.ndarray, names: list[str]
+) -> tuple[np.ndarray, list[str]]:
+    """The features less those constant (or with no value) over the `train` dates
+    (`training_dates`), which teach a model nothing, each named in a warning. The kept
+    features are moved to the front of the same memory: no second (D, S, F) array is made."""
+    if train is None:
         return values, names
     D, S, F = values.shape
     lo = np.full(F, np.nan, dtype=np.float32)
@@ -81,18 +88,14 @@ def drop_constant(
 TARGET_SD_RANGE = (0.05, 20.0)
 
 
-def warn_target_size(path: Path, cfg: DataConfig, dates: np.ndarray, y: np.ndarray) -> None:
+def warn_target_size(path: Path, cfg: DataConfig, train: range | None, y: np.ndarray) -> None:
     """Warn when a regression target left at its own scale (target_cs none or demean; `y`
     after target_scale) is far from unit size on the training dates: a network fits a target of
     ~0.001 poorly (its initial outputs are ~0.1, and each step of Adam moves them by about
     the learning rate): on one S&P 500 stock's daily returns (sd 0.016) the final model's
     test MSE was 5.7 times a constant zero's, at target_scale 100 below it. Says the
-    target_scale that brings it near 1."""
-    if cfg.task != "regression" or cfg.target_cs not in ("none", "demean"):
-        return
-    try:
-        train = make_split(dates, cfg).train
-    except DataError:
+    target_scale that brings it near 1. `train`: the training dates (`training_dates`)."""
+    if cfg.task != "regression" or cfg.target_cs not in ("none", "demean") or train is None:
         return
     t = y[train.start : train.stop]
     t = t[np.isfinite(t)]

@@ -20,6 +20,7 @@ from data.checks import (
     check_weight,
     drop_constant,
     refuse_no_value,
+    training_dates,
     warn_target_size,
 )
 from data.columns import Columns, resolve_columns
@@ -195,8 +196,9 @@ def load_panel(
     check_weight(rd.path, cols, weight, ok)
     levels = cfg.normalize == "cs_rank+level"
     if not for_prediction:
-        warn_target_size(rd.path, cfg, rd.index.dates, y)
-        values, names = drop_constant(rd.path, cfg, rd.index.dates, values, names)
+        train = training_dates(rd.index.dates, cfg)  # one split for both checks
+        warn_target_size(rd.path, cfg, train, y)
+        values, names = drop_constant(rd.path, train, values, names)
     elif features is not None:
         want = source_features(cfg.normalize, list(features))
         values, names = _in_order(rd.path, values, names, want)
