@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -77,9 +78,20 @@ def _dialect(path: Path) -> tuple[str, bool]:
     """The separator and whether the comma is the decimal mark. A .tsv file's tab; else a
     comma, unless the header line holds none outside its quotes but semicolons or tabs; a
     semicolon file whose first rows hold a number written 1,5 reads the comma as the
-    decimal mark (as spreadsheets where it is write CSV)."""
+    decimal mark (as spreadsheets where it is write CSV). Read once per state of the file
+    (a load scans it up to three times)."""
     if path.suffix.lower() == ".tsv":
         return "\t", False
+    try:
+        st = path.stat()
+    except OSError:
+        return ",", False  # the read that follows says why
+    return _sniffed(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _sniffed(path: Path, mtime_ns: int, size: int) -> tuple[str, bool]:
+    """`_dialect` of the file at `path` as it is at (`mtime_ns`, `size`)."""
     try:
         with open(path, encoding="utf-8-sig", errors="replace") as f:
             lines = [f.readline() for _ in range(DIALECT_ROWS)]
@@ -95,16 +107,12 @@ def _dialect(path: Path) -> tuple[str, bool]:
     return ",", False
 
 
-def _separator(path: Path) -> str:
-    return _dialect(path)[0]
-
-
 def _check_header(path: Path) -> None:
     """Refuse a CSV file whose header names a column twice (polars would rename the second
     `close_duplicated_0` and read it as one more column)."""
     try:
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
-            header = next(csv.reader(f, delimiter=_separator(path)), [])
+            header = next(csv.reader(f, delimiter=_dialect(path)[0]), [])
     except (OSError, csv.Error) as e:
         raise DataError(f"{path}: cannot be read as csv: {_first_line(e)}") from None
     seen: dict[str, list[int]] = {}
