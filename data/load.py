@@ -277,8 +277,8 @@ def _refuse_repeated_wall_time(
     """Where rows fall on one (date, id) cell only once their zone or UTC offset is dropped
     (their times as written differ: the hour the clocks go back, read twice as local wall
     time), refuse with that cause, not as duplicate rows. `cell`: each row's date x S + id."""
-    zoned = isinstance(raw.dtype, pl.Datetime) and raw.dtype.time_zone is not None
-    if not zoned and raw.dtype != pl.String:
+    zone = raw.dtype.time_zone if isinstance(raw.dtype, pl.Datetime) else None
+    if zone is None and raw.dtype != pl.String:
         return
 
     def cells(frame: pl.DataFrame) -> pl.DataFrame:  # the cells of rows written apart
@@ -291,7 +291,7 @@ def _refuse_repeated_wall_time(
 
     frame = pl.DataFrame({"cell": cell, "raw": raw})
     per = cells(frame)
-    if per.height and not zoned:  # text: the instants, so 10:00Z and 10:00+00:00 are one
+    if per.height and zone is None:  # text: the instants, so 10:00Z and 10:00+00:00 are one
         rows = frame.filter(pl.col("cell").is_in(per["cell"].implode()))
         instants = [_instant(v) for v in rows["raw"]]
         per = cells(rows.with_columns(raw=pl.Series(instants, dtype=pl.String)))
@@ -299,8 +299,7 @@ def _refuse_repeated_wall_time(
         return
     n = per.height
     example = dates[int(per["cell"][0]) // S]
-    zone = getattr(raw.dtype, "time_zone", None)
-    how = f"in zone {zone}" if zoned else "with UTC offsets"
+    how = "with UTC offsets" if zone is None else f"in zone {zone}"
     raise DataError(
         f"{path}: column {raw.name!r} ([data] {key}) holds times {how}, read as local wall "
         f"times, and {plural(n, 'wall time')} repeat{'s' if n == 1 else ''} where the clocks "
