@@ -4,6 +4,7 @@ terminal or a periodic status line elsewhere (a file, a pipe), and a summary."""
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import sys
 import threading
@@ -131,8 +132,10 @@ def log_path(url: str, study_name: str) -> Path:
 
 
 def stamped(line: str) -> str:
-    """A line of the study's log: the time, then the line."""
-    return f"{datetime.now().isoformat(timespec='seconds')} {line}\n"
+    """A line of the study's log: the time, the writing process's id in brackets (two runs
+    of one study, `optuna-run` in two terminals, append to one log: their status lines would
+    otherwise read as one run's), then the line."""
+    return f"{datetime.now().isoformat(timespec='seconds')} [{os.getpid()}] {line}\n"
 
 
 def append_log(log: Path, lines: list[str]) -> None:

@@ -64,7 +64,10 @@ def test_a_study_run_into_a_file_writes_lines_not_frames(tmp_path: Path) -> None
     # start lines to the summary (only the loading steps before the study opens are not)
     study_log = (tmp_path / "nh.log").read_text()
     assert study_log.count(" status: ") == 10 and "\r" not in study_log
-    logged = [x.split(" ", 1)[1] for x in study_log.splitlines()]
+    # each line the time, the writing process's id, the line: one id for one run
+    tags = {x.split(" ", 2)[1] for x in study_log.splitlines()}
+    assert len(tags) == 1 and re.fullmatch(r"\[\d+\]", tags.pop())
+    logged = [x.split(" ", 2)[2] for x in study_log.splitlines()]
     said = [x for x in lines if not x.startswith(STEPS)]
     assert logged == said
     assert any(x.startswith("data: ") for x in logged)
@@ -524,3 +527,20 @@ def test_counts_read_as_a_user_writes_them() -> None:
     dsr = {"dsr": 0.4, "sharpe": 1.5, "sharpe0": 1.6, "trials": 4}
     few = format_luck({"pbo": {**pbo, "trials": 2}, "metric": "rank_ic", "dsr": dsr, "winner": 0})
     assert few.splitlines()[-1].startswith("(rough: 2 trials with per-date values; the spread")
+
+
+def test_two_runs_appending_to_one_log_are_told_apart(tmp_path: Path) -> None:
+    """Two processes of one study (`optuna-run` in two terminals) append to one log: each
+    line names its process, so the two runs' status lines do not read as one run's."""
+    import sys
+
+    log = tmp_path / "s.log"
+    code = (
+        "import sys; from pathlib import Path; from search.study.progress import append_log; "
+        "append_log(Path(sys.argv[1]), ['status: 1/2 trials'])"
+    )
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", code, str(log)], check=True, env=cli_env())
+    tags = [line.split(" ", 2)[1] for line in log.read_text().splitlines()]
+    assert len(tags) == 2 and len(set(tags)) == 2
+    assert all(re.fullmatch(r"\[\d+\]", t) for t in tags)

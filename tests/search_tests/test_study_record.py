@@ -71,7 +71,9 @@ def test_every_trial_keeps_its_record(made: tuple[Path, str]) -> None:
 def test_trial_lines_go_to_a_log_beside_the_study(made: tuple[Path, str]) -> None:
     folder, _ = made
     lines = (folder / "rec.log").read_text().splitlines()
-    trials = [ln for ln in lines if re.match(r"^\S+ trial +\d+ (COMPLETE|PRUNED|FAIL) ", ln)]
+    trials = [
+        ln for ln in lines if re.match(r"^\S+ \[\d+\] trial +\d+ (COMPLETE|PRUNED|FAIL) ", ln)
+    ]
     assert len(trials) == 6
     assert trials[0][:2] == "20" and "trial    0 " in trials[0]  # time-stamped
     assert all(ln[:2] == "20" for ln in lines)
