@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from data.prepared import Prepared
-from models.metrics import OBJECTIVES, _sum, daily_corr, group_index, group_ranks
+from models.metrics import OBJECTIVES, _sum, daily_corr, group_index, group_ranks, leg_spread
 from models.train import Member, TrainParams, _padded, predict_members
 
 EULER_GAMMA = 0.5772156649015329
@@ -131,8 +131,7 @@ def daily_values(
         v = daily_corr(group_ranks(s, inv, G), group_ranks(yd, inv, G), inv, G)
     else:
         r, n = group_ranks(s, inv, G), counts[inv]
-        top, bot = (r > n * (1 - quantile)).double(), (r <= n * quantile).double()
-        v = _sum(top * yd, inv, G) / _sum(top, inv, G) - _sum(bot * yd, inv, G) / _sum(bot, inv, G)
+        v = leg_spread(yd, r > n * (1 - quantile), r <= n * quantile, inv, G)
     return dates, torch.where(counts >= min_count, v, torch.nan)
 
 

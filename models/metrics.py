@@ -101,12 +101,29 @@ def _sum(v: torch.Tensor, inv: torch.Tensor, G: int) -> torch.Tensor:
 
 
 def daily_corr(a: torch.Tensor, b: torch.Tensor, inv: torch.Tensor, G: int) -> torch.Tensor:
-    """(G,) Pearson correlation of a and b within each group (NaN where undefined)."""
+    """(G,) Pearson correlation of a (the prediction) and b (the target) within each group:
+    0 where a is constant and b is not (a constant ranks nothing: it scores no skill, and
+    the date stays among those every predictor is scored on, so two predictors' means and
+    their paired difference cover the same dates); NaN where b is constant (or the group
+    has one row)."""
     n = _sum(torch.ones_like(a), inv, G)
     ma, mb = _sum(a, inv, G) / n, _sum(b, inv, G) / n
     da, db = a.double() - ma[inv], b.double() - mb[inv]
     cov = _sum(da * db, inv, G)
-    return cov / (_sum(da * da, inv, G) * _sum(db * db, inv, G)).sqrt()
+    va, vb = _sum(da * da, inv, G), _sum(db * db, inv, G)
+    return torch.where((va == 0) & (vb > 0), 0.0, cov / (va * vb).sqrt())
+
+
+def leg_spread(
+    yd: torch.Tensor, top: torch.Tensor, bot: torch.Tensor, inv: torch.Tensor, G: int
+) -> torch.Tensor:
+    """(G,) mean target of the `top` rows minus that of the `bot` rows in each group; 0 where
+    neither leg holds a row (a prediction constant on the date: tied ranks fall in neither
+    decile, and it picks nothing), NaN where only one is empty."""
+    nt, nb = _sum(top.double(), inv, G), _sum(bot.double(), inv, G)
+    yt = _sum(torch.where(top, yd, 0.0), inv, G) / nt
+    yb = _sum(torch.where(bot, yd, 0.0), inv, G) / nb
+    return torch.where((nt == 0) & (nb == 0), 0.0, yt - yb)
 
 
 IR_KEYS = {"ic": "icir", "rank_ic": "rank_icir", "spread": "spread_ir"}
@@ -193,9 +210,7 @@ def panel_metrics(
     n = counts.double()[inv]
     top = rows & (rs > n * (1 - quantile))
     bot = rows & (rs <= n * quantile)
-    yt = _sum(torch.where(top, y.double(), 0.0), inv, G) / _sum(top.double(), inv, G)
-    yb = _sum(torch.where(bot, y.double(), 0.0), inv, G) / _sum(bot.double(), inv, G)
-    spread = (yt - yb)[keep_date]
+    spread = leg_spread(y.double(), top, bot, inv, G)[keep_date]
     _series_stats(spread, "spread", out, se_lag)
     out["sharpe"] = out.pop("spread_ir") * math.sqrt(periods_per_year)
     return out

@@ -120,3 +120,39 @@ def test_no_date_with_enough_securities_gives_nan_not_an_error() -> None:
     m = evaluate(torch.randn(4), torch.randn(4), torch.arange(4), None, "regression", panel=True)
     assert m["dates"].item() == 0 and m["dates_skipped"].item() == 4
     assert math.isnan(m["rank_ic"].item()) and math.isnan(m["sharpe"].item())
+
+
+def test_a_prediction_constant_on_a_date_scores_zero_there() -> None:
+    """A constant ranks nothing: on a date where the prediction is constant its IC, rank IC
+    and spread are 0, not left out, so that two predictors' means cover the same dates and
+    their difference is the mean of their paired daily difference (whose standard error the
+    verdict compares it with). A date with a constant target stays undefined for all."""
+    from models.luck import influence
+    from models.metrics import mean_se
+
+    g = torch.Generator().manual_seed(0)
+    G, S = 40, 30
+    date = torch.arange(G).repeat_interleave(S)
+    y = torch.randn(G * S, generator=g)
+    model = y + 3 * torch.randn(G * S, generator=g)
+    base = y + 3 * torch.randn(G * S, generator=g)
+    base[date < 10] = 0.0  # constant on 10 dates
+    mb = evaluate(base, y, date, None, "regression", panel=True)
+    kept = date >= 10
+    rest = evaluate(base[kept], y[kept], date[kept], None, "regression", panel=True)
+    for key in ("ic", "rank_ic", "spread"):
+        assert float(mb[key]) == pytest.approx(float(rest[key]) * 30 / 40, abs=1e-12), key
+    mm = evaluate(model, y, date, None, "regression", panel=True)
+    va = influence("rank_ic", model, y, date, None, "regression", True)
+    vb = influence("rank_ic", base, y, date, None, "regression", True)
+    assert va is not None and vb is not None
+    assert bool(torch.isfinite(va).all()) and bool(torch.isfinite(vb).all())
+    assert float(vb[:10].abs().max()) == 0.0
+    diff = va - vb
+    assert float(mm["rank_ic"] - mb["rank_ic"]) == pytest.approx(float(diff.mean()), abs=1e-12)
+    assert math.isfinite(float(mean_se(diff)))
+    # a date whose target is constant (a market-wide halt) is scored for no one
+    y2 = y.clone()
+    y2[date == 0] = 0.0
+    v = influence("rank_ic", model, y2, date, None, "regression", True)
+    assert v is not None and bool(torch.isnan(v[0])) and bool(torch.isfinite(v[1:]).all())
