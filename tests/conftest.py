@@ -14,14 +14,19 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample" / "sp500_sample.parquet"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MYSQL_URL = os.environ.get("TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 
-def postgres_available() -> bool:
+def _listening(port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
             return True
     except OSError:
         return False
+
+
+def postgres_available() -> bool:
+    return _listening(5432)
 
 
 def write_panel(
@@ -77,3 +82,11 @@ def pg_url() -> str:
     if not postgres_available():
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
     return PG_URL
+
+
+@pytest.fixture
+def mysql_url() -> str:
+    if not _listening(3306):
+        pytest.skip("MySQL / MariaDB is not reachable on 127.0.0.1:3306")
+    pytest.importorskip("pymysql", reason="PyMySQL is not installed (the [mysql] extra)")
+    return MYSQL_URL

@@ -4,7 +4,7 @@ Optuna's test helper `optuna.testing.storages.StorageSupplier` is pointed at our
 its "sqlite" mode gets the RDB storage `make_storage` builds (`storage_backend(...)`), its
 "cached_sqlite" mode what a study of ours uses (`optuna.storages.get_storage(make_storage(
 ...))`, the same object on the fast path), both on $OPTUNA_SUITE_BACKEND (a fresh SQLite
-file, or a PostgreSQL database emptied for each test); its other modes (in-memory, journal,
+file, or a PostgreSQL or MySQL database emptied for each test); its other modes (in-memory, journal,
 gRPC) are not ours and are deselected. test_with_server.py's `get_storage` gets
 `make_storage` on the same backend.
 
@@ -53,6 +53,18 @@ DEVIATIONS = {
         "as test_heartbeat_experimental_warnings[sqlite]"
     ),
 }
+# MySQL only: tests that compare a trial's start and end times to the microsecond, which
+# Optuna's own RDBStorage stores on MySQL to the second (a DATETIME column): with
+# OPTUNA_RUN_STOCK_STORAGE=1 Optuna's storage fails them alike; whether one fails depends on
+# whether its trials cross a second, so they run as non-strict xfails. That our writes equal
+# Optuna's own on MySQL, times included, is tests/search_tests/test_storage.py::
+# test_study_stored_as_optuna_stores_it_mysql.
+MYSQL_SECONDS = (
+    "test_storages.py::TestStorage::test_create_new_trial[",
+    "test_storages.py::TestStorage::test_create_new_trial_with_template_trial[",
+    "test_storages.py::TestStorage::test_get_trial[",
+    "test_storages.py::TestStorage::test_get_all_trials[",
+)
 
 
 def _fake_redis() -> None:
@@ -67,17 +79,24 @@ def _fake_redis() -> None:
 
 class _Backend:
     """A fresh storage URL per test: a SQLite file in a temporary folder, or one PostgreSQL
-    database of this run (created at start, dropped at the end) emptied before each test."""
+    (MySQL) database of this run (created at start, dropped at the end) emptied before each
+    test."""
 
     def __init__(self) -> None:
         self.folder = tempfile.mkdtemp(prefix="optuna-suite-")
         self.pg_db: str | None = None
-        self.admin = os.environ.get(
-            "OPTUNA_SUITE_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        self.mysql = BACKEND == "mysql"
+        self.admin = (
+            os.environ.get("OPTUNA_SUITE_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
+            if self.mysql
+            else os.environ.get(
+                "OPTUNA_SUITE_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+            )
         )
-        if BACKEND == "postgresql":
+        self.q = "`" if self.mysql else '"'  # how the server quotes a name
+        if BACKEND in ("postgresql", "mysql"):
             self.pg_db = f"optuna_suite_{uuid.uuid4().hex[:12]}"
-            self._admin(f'CREATE DATABASE "{self.pg_db}"')
+            self._admin(f"CREATE DATABASE {self.q}{self.pg_db}{self.q}")
 
     def _admin(self, sql: str) -> None:
         engine = create_engine(self.admin, isolation_level="AUTOCOMMIT")
@@ -92,12 +111,24 @@ class _Backend:
             return f"sqlite:///{self.folder}/{uuid.uuid4().hex}.db"
         url = make_url(self.admin).set(database=self.pg_db).render_as_string(False)
         engine = create_engine(url)
+        keep = ("alembic_version", "version_info")
         try:
             with engine.begin() as con:
+                if self.mysql:  # one table a TRUNCATE, the foreign keys off meanwhile
+                    tables = con.execute(
+                        text(
+                            "SELECT table_name FROM information_schema.tables "
+                            "WHERE table_schema = DATABASE()"
+                        )
+                    ).scalars()
+                    con.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
+                    for t in [t for t in tables if t not in keep]:
+                        con.execute(text(f"TRUNCATE TABLE `{t}`"))
+                    con.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
+                    return url
                 tables = con.execute(
                     text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
                 ).scalars()
-                keep = ("alembic_version", "version_info")
                 names = ", ".join(f'"{t}"' for t in tables if t not in keep)
                 if names:
                     con.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
@@ -108,7 +139,8 @@ class _Backend:
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
         if self.pg_db is not None:
-            self._admin(f'DROP DATABASE IF EXISTS "{self.pg_db}" WITH (FORCE)')
+            force = "" if self.mysql else " WITH (FORCE)"
+            self._admin(f"DROP DATABASE IF EXISTS {self.q}{self.pg_db}{self.q}{force}")
 
 
 _backend: _Backend | None = None
@@ -194,6 +226,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if reason.startswith("as "):
                 reason = deviations[f"{item.path.name}::{reason[3:]}"]
             item.add_marker(pytest.mark.xfail(strict=True, reason="deviation: " + reason))
+        elif BACKEND == "mysql" and any(
+            f"{item.path.name}::{item.nodeid.split('::', 1)[1]}".startswith(m)
+            for m in MYSQL_SECONDS
+        ):
+            item.add_marker(
+                pytest.mark.xfail(strict=False, reason="Optuna stores times to the second on MySQL")
+            )
         kept.append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)

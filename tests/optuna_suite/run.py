@@ -2,6 +2,7 @@
 
     python tests/optuna_suite/run.py                       # SQLite
     python tests/optuna_suite/run.py --backend postgresql  # a fresh database on --pg
+    python tests/optuna_suite/run.py --backend mysql       # a fresh database on --mysql
     OPTUNA_RUN_STOCK_STORAGE=1 python tests/optuna_suite/run.py   # the stock fallback path
 
 The tests are those of the INSTALLED Optuna, from its sdist (`pip download
@@ -10,7 +11,8 @@ never part of the project). The plugin beside this file (optuna_suite_plugin.py)
 Optuna's test helper StorageSupplier (and test_with_server.py's get_storage) at
 `make_storage`; the deliberate deviations are listed there, each with its reason.
 
-Without the sdist (no network, no pip), or without PostgreSQL for its backend, prints one
+Without the sdist (no network, no pip), or without the database server of its backend (or
+PyMySQL for MySQL), prints one
 line saying why and exits 0. Extra arguments go to pytest (e.g. `-k heartbeat`, `-x`).
 """
 
@@ -34,6 +36,7 @@ FILES = (
     "tests/storages_tests/test_with_server.py",
 )
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+MYSQL = "mysql+pymysql://root@127.0.0.1:3306/test"
 
 
 def sdist(version: str) -> tuple[Path | None, str]:
@@ -58,7 +61,8 @@ def _reachable(url: str) -> bool:
 
     u = make_url(url)
     try:
-        with socket.create_connection((u.host or "127.0.0.1", u.port or 5432), timeout=2):
+        port = u.port or (3306 if u.get_backend_name() == "mysql" else 5432)
+        with socket.create_connection((u.host or "127.0.0.1", port), timeout=2):
             return True
     except OSError:
         return False
@@ -85,8 +89,9 @@ def _download(version: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    ap.add_argument("--backend", choices=("sqlite", "postgresql", "mysql"), default="sqlite")
     ap.add_argument("--pg", default=PG, help="a PostgreSQL database to create the test one from")
+    ap.add_argument("--mysql", default=MYSQL, help="a MySQL database to create the test one from")
     args, rest = ap.parse_known_args(argv)
     version = importlib.metadata.version("optuna")
     tree, why = sdist(version)
@@ -94,9 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     if tree is None:
         print(f"optuna-suite: skipped (optuna {version}, {args.backend}, {mode}): {why}")
         return 0
-    if args.backend == "postgresql" and not _reachable(args.pg):
+    server = {"postgresql": args.pg, "mysql": args.mysql}.get(args.backend)
+    if server is not None and not _reachable(server):
         print(
-            f"optuna-suite: skipped (optuna {version}, postgresql, {mode}): {args.pg} unreachable"
+            f"optuna-suite: skipped (optuna {version}, {args.backend}, {mode}): "
+            f"{server} unreachable"
         )
         return 0
     env = dict(os.environ)
@@ -105,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ).rstrip(os.pathsep)
     env["OPTUNA_SUITE_BACKEND"] = args.backend
     env["OPTUNA_SUITE_PG"] = args.pg
+    env["OPTUNA_SUITE_MYSQL"] = args.mysql
     cmd = [sys.executable, "-m", "pytest", "-p", "optuna_suite_plugin", "-p", "no:cacheprovider"]
     cmd += ["-q", "--color=no"]
     cmd += ["-c", str(tree / "pyproject.toml"), "--rootdir", str(tree), *FILES, *rest]

@@ -849,3 +849,50 @@ def test_a_heartbeat_outlasting_the_wait_says_so_and_beats_again(capsys) -> None
     beats.down = False
     beats.record_heartbeat(7)
     assert beats.written == [7]
+
+
+# ------------------------------------------------------------------ MySQL / MariaDB
+
+
+@pytest.fixture
+def fresh_mysql(mysql_url: str) -> Iterator[str]:
+    yield from fresh_database(mysql_url)
+
+
+@pytest.mark.mysql
+def test_fresh_mysql_database_opened_by_many_processes_at_once(fresh_mysql):
+    """Schema creation under the server's named lock: every process of a fresh database
+    gets its study and its trials."""
+    results = _race(fresh_mysql, "race", procs=4, n=5)
+    assert results == ["ok"] * 4
+    study = optuna.load_study(study_name="race", storage=fresh_mysql)
+    assert len(study.trials) == 20
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert_numbers_unique(study)
+
+
+@pytest.mark.mysql
+def test_trial_cap_is_exact_under_contention_mysql(fresh_mysql):
+    """--max-trials on MySQL: the count and the new trial under one named lock (GET_LOCK),
+    so four workers racing for the last places never overshoot."""
+    results = _race(fresh_mysql, "cap", procs=4, n=100, max_trials=23)
+    assert results == ["ok"] * 4
+    study = optuna.load_study(study_name="cap", storage=fresh_mysql)
+    assert len(study.trials) == 23
+    assert_numbers_unique(study)
+
+
+@pytest.mark.mysql
+def test_two_settings_making_one_study_at_once_mysql(fresh_mysql):
+    _two_specs_at_once(fresh_mysql)
+
+
+@fast_only
+@pytest.mark.mysql
+def test_a_retry_keeps_its_place_in_a_capped_study_mysql(fresh_mysql):
+    _retry_keeps_its_place(fresh_mysql)
+
+
+@pytest.mark.mysql
+def test_study_stored_as_optuna_stores_it_mysql(fresh_mysql):
+    _same_study_as_optuna(fresh_mysql)
