@@ -120,16 +120,19 @@ def _refuse_outside(dates: np.ndarray, cfg: DataConfig, v0: int, t0: int, where:
 
 def _start(dates: np.ndarray, when: str | int, key: str, where: str) -> int:
     """Index of the first date >= `when` on the time axis."""
-    if not np.issubdtype(dates.dtype, np.integer) and isinstance(when, int):
-        digits = str(when)
-        try:  # 20240105 is that date, as a date column of eight digits reads
-            if not re.fullmatch(r"\d{8}", digits):
+    digits = str(when).strip()
+    eight = re.fullmatch(r"\d{8}", digits) is not None
+    if not np.issubdtype(dates.dtype, np.integer) and (isinstance(when, int) or eight):
+        try:  # 20240105 (or "20240105") is that date, as a date column of eight digits reads
+            if not eight:
                 raise ValueError(digits)
             when = dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:])).isoformat()
         except ValueError:
             raise DataError(
-                f"{where}[data] {key} = {when}: a number on a date axis (it would read as the "
-                f"year {when}); expected a date string like {_show(dates[0])!r}"
+                f"{where}[data] {key} = {when!r}: "
+                + ("not a date as YYYYMMDD" if eight else "a number on a date axis")
+                + f" (it would read as the year {digits}); expected a date like "
+                f"{_show(dates[0])!r}"
             ) from None
     try:
         if np.issubdtype(dates.dtype, np.integer):

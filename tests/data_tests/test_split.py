@@ -72,12 +72,21 @@ def test_a_start_outside_the_dates_is_named_with_the_file_s_dates():
     span = "the file's dates are 2020-01-01 .. 2020-01-20"
     # eight digits on a date axis are that date, as a date column of them reads
     assert split(val_start=20200115) == split(val_start="2020-01-15")
+    # and so is their text ("20200115" used to read as the year 20,200,115: past every
+    # date, so a test_start so written left no test segment, without a word)
+    assert split(val_start="20200111", test_start="20200116") == split(
+        val_start="2020-01-11", test_start="2020-01-16"
+    )
     with pytest.raises(DataError) as err:
         split(val_start=20201315)  # no month 13: a number, which would read as a year
     assert str(err.value) == (
-        "x.parquet: [data] val_start = 20201315: a number on a date axis (it would read as "
-        "the year 20201315); expected a date string like '2020-01-01'"
+        "x.parquet: [data] val_start = 20201315: not a date as YYYYMMDD (it would read as "
+        "the year 20201315); expected a date like '2020-01-01'"
     )
+    with pytest.raises(DataError, match=r"test_start = '20201315': not a date as YYYYMMDD"):
+        split(test_start="20201315")
+    with pytest.raises(DataError, match=r"val_start = 2020: a number on a date axis"):
+        split(val_start=2020)
     with pytest.raises(DataError) as err:
         split(val_start="2030-01-01")
     assert str(err.value) == (
