@@ -168,11 +168,30 @@ def resolve_columns(
     levels = set(roles.values()) | set(ROLES.values())
     if cfg.features:
         feats: list[str] = []
+        named = {p for p in cfg.features if not _is_glob(p)}
         for pat in cfg.features:
             if _is_glob(pat):
                 hits = [n for n in names if fnmatch.fnmatchcase(n, pat) and n not in used]
                 if not hits:
                     raise DataError(f"{path}: pattern {pat!r} ([data] features) matches no column")
+                # a label matched by a pattern is left out (a leak), unless named as itself
+                ahead = [n for n in hits if looks_like_label(n) and n not in named]
+                if ahead and not for_prediction:
+                    hits = [n for n in hits if n not in ahead]
+                    if not hits:
+                        raise DataError(
+                            f"{path}: pattern {pat!r} ([data] features) matches only "
+                            f"column(s) that look like labels: {ahead[:10]}; name such a "
+                            "column itself (not by a pattern) to use it as a feature"
+                        )
+                    warnings.warn(
+                        f"{path}: pattern {pat!r} ([data] features) matches column(s) "
+                        f"{ahead[:10]}{' ...' if len(ahead) > 10 else ''} that look like labels "
+                        "(a forward-looking name): left out of the features; name such a "
+                        "column itself (not by a pattern) to use it",
+                        DataWarning,
+                        stacklevel=2,
+                    )
             else:
                 if pat in used:
                     key = role_of[pat]

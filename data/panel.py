@@ -21,6 +21,7 @@ from data.checks import (
     drop_constant,
     refuse_no_value,
     training_dates,
+    warn_leaky_features,
     warn_target_size,
 )
 from data.columns import Columns, resolve_columns
@@ -199,6 +200,7 @@ def load_panel(
         train = training_dates(rd.index.dates, cfg)  # one split for both checks
         warn_target_size(rd.path, cfg, train, y)
         values, names = drop_constant(rd.path, train, values, names)
+        warn_leaky_features(rd.path, train, values, names, y)
     elif features is not None:
         want = source_features(cfg.normalize, list(features))
         values, names = _in_order(rd.path, values, names, want)

@@ -120,3 +120,74 @@ def test_a_column_named_like_a_label_is_no_default_feature(tmp_path):
     labels = ["y_5", "resp_1", "responder_6", "nextRet", "ret5_fwd", "Return_5D_Ahead", "target"]
     factors = ["forward_pe", "target_price", "ret_1y", "mkt_cap_y", "dividend_yield", "lead_lag"]
     assert all(map(looks_like_label, labels)) and not any(map(looks_like_label, factors))
+
+
+def test_a_label_matched_by_a_pattern_is_left_out(tmp_path):
+    """A pattern in [data] features (`f*`, `*`) that matches a column named like a label
+    (fwd_ret_3) leaves it out, said in one line naming the pattern and the column; named as
+    itself it is the user's call; a pattern matching only labels is refused."""
+    import warnings as w
+    from dataclasses import replace
+
+    from data.errors import DataError, DataWarning
+
+    rng = np.random.default_rng(2)
+    close = 10 * np.exp(np.cumsum(rng.normal(0, 0.02, (30, 6)), axis=0))
+    cols = {
+        "close": lambda d, s: float(close[d, s]),
+        "f_size": lambda d, s: float(s + 1 + d % 3),
+        "fwd_ret_3": lambda d, s: float(rng.normal()),
+    }
+    path = long_file(tmp_path / "glob.parquet", 30, 6, cols)
+    cfg = DataConfig(
+        path=str(path), id="id", ohlcv_set="basic", val_frac=0.2, test_frac=0.2, features=("*",)
+    )
+    with pytest.warns(
+        DataWarning,
+        match=r"pattern '\*' \(\[data\] features\) matches column\(s\) \['fwd_ret_3'\] that look like labels",
+    ):
+        panel = load_panel(cfg)
+    assert "fwd_ret_3" not in panel.feature_names and "f_size" in panel.feature_names
+    with w.catch_warnings(record=True) as said:
+        w.simplefilter("always")
+        both = load_panel(replace(cfg, features=("f_*", "fwd_ret_3")))  # named: the user's call
+    assert not [x for x in said if "look like labels" in str(x.message)]
+    assert both.feature_names[-2:] == ["f_size", "fwd_ret_3"]
+    with pytest.raises(DataError, match=r"pattern 'fwd\*' \(\[data\] features\) matches only"):
+        load_panel(replace(cfg, features=("fwd*",)))
+
+
+def test_a_feature_that_tracks_the_target_is_warned_about(walk, tmp_path):
+    """The target itself planted as a feature, under a name no rule catches: its per-date
+    correlation with the target on the training dates (about 1) is said before any trial;
+    the honest lagged return is not. On one series, the correlation over the rows."""
+    import warnings as w
+
+    from data.errors import DataWarning
+
+    def cfg(path, feature, **kw):
+        return DataConfig(
+            path=str(path),
+            features=(feature,),
+            horizon=H,
+            ohlcv_set="basic",
+            val_frac=0.25,
+            test_frac=0.0,
+            **({"id": "id"} | kw),
+        )
+
+    with pytest.warns(
+        DataWarning,
+        match=r"feature column 'leak' \(\+\d\.\d\d\) track the target .*mean per-date correlation",
+    ):
+        load_panel(cfg(walk, "leak"))
+    with w.catch_warnings(record=True) as said:
+        w.simplefilter("always")
+        load_panel(cfg(walk, "lagged"))
+    assert not [x for x in said if "track the target" in str(x.message)]
+    import polars as pl
+
+    one = pl.read_parquet(walk).filter(pl.col("id") == pl.col("id").min()).drop("id")
+    one.write_parquet(tmp_path / "one.parquet")
+    with pytest.warns(DataWarning, match=r"'leak' \(\+\d\.\d\d\) track the target .*\(correlation"):
+        load_panel(cfg(tmp_path / "one.parquet", "leak", id=""))
