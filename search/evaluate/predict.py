@@ -124,7 +124,7 @@ def predict_file(
     with torch.inference_mode():
         pred = predictor(torch.as_tensor(ends).to(device)).cpu().numpy()
         beside = {} if booster is None else tree_columns(booster, data, ends, pred)
-    frame = _prediction_frame(cfg, panel, ends, pred, beside)
+    frame = as_in_file(_prediction_frame(cfg, panel, ends, pred, beside), cfg)
     verdicts = dates == "test" and panel.has_target and "eval_time_steps" in ckpt
     if verdicts and judged_on(ckpt, data_path):
         # the rows the verdict scores: E valid dates up to the row, and a label
@@ -259,6 +259,37 @@ def _prediction_frame(
         cols["target"] = pl.Series([None] * len(ends), dtype=pl.Float32)
         cols["target_raw"] = pl.Series([None] * len(ends), dtype=pl.Float32)
     return pl.DataFrame(cols)
+
+
+def as_in_file(frame: pl.DataFrame, cfg: DataConfig) -> pl.DataFrame:
+    """The key columns of `frame` (the panel's: ids as text, times parsed) in the file's
+    own types, so that the predictions join back onto the file's rows: an integer id as
+    that integer, a date column of eight-digit integers (20240105) as them, a date column
+    of text as the text the file holds for that date, a zoned time in its zone. A CSV's id
+    stays text (the file's ids are read as text, leading zeros kept)."""
+    from data.load import parse_time
+
+    schema = scan(cfg.file, [cfg.id] if cfg.id else []).collect_schema()
+    out = []
+    if cfg.id and cfg.id in schema and schema[cfg.id].is_integer():
+        out.append(pl.col(cfg.id).cast(schema[cfg.id]))
+    key = cfg.order or cfg.date
+    given = schema.get(key)
+    have = frame.schema[key]
+    if given is None or cfg.order or given == have:
+        return frame.with_columns(out) if out else frame
+    if given.is_integer():  # eight digits a date, as they were read
+        out.append(pl.col(key).dt.strftime("%Y%m%d").cast(given))
+    elif isinstance(given, pl.Datetime) and given.time_zone is not None:
+        zone = given.time_zone
+        out.append(pl.col(key).dt.replace_time_zone(zone, ambiguous="earliest"))
+    elif given == pl.String:  # the file's own text for each date read
+        raw = scan(cfg.file).select(pl.col(key).unique()).collect().get_column(key)
+        read = pl.DataFrame({key: parse_time(raw, "date", cfg.file), "__raw": raw})
+        read = read.with_columns(pl.col(key).cast(have)).unique(key, keep="first")
+        frame = frame.join(read, on=key, how="left", maintain_order="left")
+        frame = frame.with_columns(pl.col("__raw").alias(key)).drop("__raw")
+    return frame.with_columns(out) if out else frame
 
 
 def prediction_columns(pred: np.ndarray) -> dict[str, np.ndarray]:

@@ -435,3 +435,36 @@ def test_dates_test_without_a_test_segment_says_so(
         "use --dates all or last"
     ]
     assert main([*args, "--dates", "all", "--out", str(folder / "a.csv")]) == 0
+
+
+def test_predictions_join_back_onto_the_file(tmp_path: Path) -> None:
+    """The key columns come back in the file's own types: integer ids as integers, a date
+    column of eight-digit integers as them, one of ISO text as that text; so a user's
+    `file.join(predictions, on=[date, id])` works (it used to fail: String ids, Date dates)."""
+    import search
+
+    url = f"sqlite:///{tmp_path}/j.db"
+    cfg = write_study(
+        tmp_path,
+        "pj",
+        space="[space]\ntime_steps = 3\nnum_layers = 1\n"
+        "hidden_dim = 4\nhead_dim = 0\nbatch_size = 256\nepochs = 1\n",
+    )
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
+    model = tmp_path / "m.pt"
+    assert main(["train", "--study-name", "pj", "--storage", url, "--out", str(model)]) == 0
+    src = pl.read_parquet(SAMPLE)
+    codes = {s: i + 600000 for i, s in enumerate(sorted(src["symbol"].unique()))}
+    as_ints = src.with_columns(
+        pl.col("symbol").replace_strict(codes, return_dtype=pl.Int64),
+        pl.col("date").cast(pl.Date).dt.strftime("%Y%m%d").cast(pl.Int64),
+    )
+    as_text = src.with_columns(pl.col("date").cast(pl.Date).dt.strftime("%Y-%m-%d"))
+    for name, df in (("ints", as_ints), ("text", as_text)):
+        path = tmp_path / f"{name}.parquet"
+        df.write_parquet(path)
+        got = search.predict(model=model, data=path, dates="test")
+        assert got.schema["date"] == df.schema["date"], name
+        assert got.schema["symbol"] == df.schema["symbol"], name
+        joined = df.join(got, on=["date", "symbol"], how="inner")
+        assert len(joined) == len(got) > 0, name
