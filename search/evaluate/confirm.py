@@ -156,7 +156,11 @@ def confirm(
     if log:
         log(f"confirm: scoring trial {winner} and the baselines on the validation and test dates")
     verdict, tree_text = judge(ctx, data, [trained[winner]], tree)
-    study.set_user_attr("verdict", {**verdict, "trials": [winner], "source": "confirm"})
+    mine = {**verdict, "trials": [winner], "source": "confirm"}
+    mine |= {"fit": "final" if final else "search", "model": None if out is None else str(out)}
+    held = study.user_attrs.get("verdict") or {}
+    if final or held.get("fit") != "final":  # a final model's verdict stays the study's
+        study.set_user_attr("verdict", mine)
     record["verdict"] = verdict
     if out is not None:
         best = trained[winner]

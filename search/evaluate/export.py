@@ -108,8 +108,9 @@ def best_record(study: optuna.Study) -> dict[str, Any]:
             head["value"], head["seed_std"] = row["mean"], row["std"]
     if confirmed:
         head["confirm"] = {k: v for k, v in confirmed.items() if k != "verdict"}
-    if study.user_attrs.get("verdict"):
-        head["verdict"] = study.user_attrs["verdict"]
+    for key in ("verdict", "verdict_exact"):  # the final model's; `train --exact`'s
+        if study.user_attrs.get(key):
+            head[key] = study.user_attrs[key]
     if not multi:
         from search.study.luck import study_luck
 

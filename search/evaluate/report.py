@@ -383,6 +383,12 @@ def _verdict_figures(verdict: dict[str, Any]) -> list[Figure]:
         by = {"train": "fitted by train", "confirm": "confirm's winner"}.get(
             str(verdict.get("source"))
         )
+        fit = {"final": "at the final budget", "search": "at the search's budget"}.get(
+            str(verdict.get("fit"))
+        )
+        by = ", ".join(x for x in (by, fit) if x)
+        if verdict.get("model"):
+            by += f" (saved as {verdict['model']})"
         which = f"trial{'s' if len(trials) > 1 else ''} {', '.join(map(str, trials))}"
         summary = f"The model judged here: {which}" + (f", {by}" if by else "") + f".\n{summary}"
     text = f"<p>{html.escape(str(summary))}</p>".replace("\n", "<br>") if summary else ""

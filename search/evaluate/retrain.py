@@ -355,12 +355,16 @@ def train_best(
     rep = trained[0]
     repro = reproduced(rep, exact, same_data, n_seeds, ctx.seeds)
     ckpt = checkpoint(ctx, cfg, fp, panel, data, trained, verdict, final, repro, tree_text)
-    if same_data:
-        study.set_user_attr(
-            "verdict", {**verdict, "trials": ckpt["trial_numbers"], "source": "train"}
-        )
+    if same_data:  # `--exact` checks a trial: its verdict beside the final model's, not over it
+        record = {**verdict, "trials": ckpt["trial_numbers"], "source": "train"}
+        record |= {"fit": "exact" if exact else "final", "model": str(out)}
+        study.set_user_attr(EXACT_VERDICT if exact else "verdict", record)
     save(ckpt, out)
     return ckpt
+
+
+# the study attr of `train --exact`'s verdict (the study's `verdict` is the final model's)
+EXACT_VERDICT = "verdict_exact"
 
 
 def checkpoint(

@@ -65,12 +65,25 @@ def test_a_notebook_runs_confirms_trains_and_predicts(
     assert df["prediction"].is_finite().all()
 
     assert search.verdict(model=model) == ckpt["verdict"]
-    assert search.verdict(study_name="nb", storage=url)["source"] == "train"
+    final = search.verdict(study_name="nb", storage=url)
+    assert final["source"] == "train" and final["fit"] == "final" and final["model"] == str(model)
+    # a reproduction of the trial (`train --exact`) is judged beside the final model, not
+    # over it: the study's verdict stays the final model's
+    exact = tmp_path / "exact.pt"
+    search.train(study_name="nb", storage=url, out=exact, exact=True, device="cpu", tree=False)
+    assert search.verdict(study_name="nb", storage=url) == final
+    study = search.load_study(study_name="nb", storage=url)
+    assert study.user_attrs["verdict_exact"]["fit"] == "exact"
+    assert study.user_attrs["verdict_exact"]["model"] == str(exact)
+    # and a confirm at the search's budget after it leaves it too
+    search.confirm(study_name="nb", storage=url, top=1, seeds=1, device="cpu", tree=False)
+    assert search.verdict(study_name="nb", storage=url) == final
 
     out = tmp_path / "best.json"
     record = search.export(study_name="nb", storage=url, out=out, trials=tmp_path / "t.csv")
     assert json.loads(out.read_text())["trial_number"] == record["trial_number"] == rec["winner"]
     assert record["trials_written"] == 4
+    assert record["verdict"] == final and record["verdict_exact"]["fit"] == "exact"
     assert search.load_study(storage=url).study_name == "nb"  # the storage's only study
 
 
