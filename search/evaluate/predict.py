@@ -119,6 +119,8 @@ def predict_file(
     ends = window_ends(runs, panel.valid, T, segment)
     if len(ends) == 0:
         raise nothing_to_predict(data_path, dates, T, len(axis))
+    if dates == "last":
+        _say_short(cfg, panel, ends)
     predictor = EnsemblePredictor(data, groups)
     booster = checkpoint_tree(ckpt, data_path)
     with torch.inference_mode():
@@ -178,6 +180,39 @@ def _no_tree(source: str, why: str, then: str = "") -> None:
         f"{source}: {why}: no {TREE_COLUMN} and {BLEND_COLUMN} columns{then}",
         DataWarning,
         stacklevel=4,
+    )
+
+
+def _say_short(cfg: DataConfig, panel: Panel, ends: np.ndarray) -> None:
+    """Warn about the securities with a row on the file's last date that get no prediction
+    there (fewer than time_steps consecutive valid dates: a new listing whose features still
+    lack their history, a return from a suspension): a submission would otherwise be short
+    of them without a word."""
+    from data.load import parse_time
+
+    if not cfg.id or not len(panel.dates):
+        return
+    key = cfg.order or cfg.date
+    lf = scan(cfg.file, [cfg.id])
+    raw = lf.select(pl.col(key).unique()).collect().get_column(key)
+    read = raw if cfg.order else parse_time(raw, "date", cfg.file)
+    day = pl.Series(panel.dates[-1:]).cast(read.dtype)  # the panel's last date, as read
+    last = raw.filter(read == day[0])
+    if not len(last):
+        return
+    there = lf.filter(pl.col(key).is_in(last.implode())).select(pl.col(cfg.id).cast(pl.String))
+    have = set(panel.ids[ends % panel.values.shape[1]].tolist())
+    missing = sorted(set(there.collect().get_column(cfg.id).to_list()) - have)
+    if not missing:
+        return
+    n_there = there.unique().collect().height
+    warnings.warn(
+        f"{cfg.path}: {len(missing)} of the {n_there} securities with a row on "
+        f"{panel.date_str(len(panel.dates) - 1)} have no prediction: fewer than their "
+        "time_steps of consecutive valid dates up to it (a new listing, a return from a "
+        f"suspension, features missing), e.g. {missing[:5]}",
+        DataWarning,
+        stacklevel=3,
     )
 
 

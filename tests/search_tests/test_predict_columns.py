@@ -468,3 +468,14 @@ def test_predictions_join_back_onto_the_file(tmp_path: Path) -> None:
         assert got.schema["symbol"] == df.schema["symbol"], name
         joined = df.join(got, on=["date", "symbol"], how="inner")
         assert len(joined) == len(got) > 0, name
+    # a security listed on the last two dates gets no prediction there: said, not silent
+    last = src.filter(pl.col("date") >= src["date"].unique().sort()[-2])
+    listed = pl.concat([src, last.head(2).with_columns(pl.lit("NEW").alias("symbol"))])
+    path = tmp_path / "listed.parquet"
+    listed.write_parquet(path)
+    with pytest.warns(
+        search.DataWarning,
+        match=r"1 of the \d+ securities with a row on \S+ have no prediction: fewer than their time_steps .*'NEW'",
+    ):
+        got = search.predict(model=model, data=path, dates="last")
+    assert "NEW" not in got["symbol"].to_list()
