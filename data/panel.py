@@ -26,7 +26,7 @@ from data.checks import (
 )
 from data.columns import Columns, resolve_columns
 from data.config import DataConfig
-from data.errors import DataError
+from data.errors import DataError, DataWarning
 from data.features import (
     class_target,
     cs_rank,
@@ -443,6 +443,16 @@ def _target(
     )
     raw = y.astype(np.float32) if for_prediction or transformed else None
     if cfg.task == "classification":
+        if cfg.n_classes == 2 and cfg.target_cs != "none" and not for_prediction:
+            warnings.warn(
+                f"{rd.path}: [data] target_cs = {cfg.target_cs!r} is not applied to the 2 "
+                "up/down classes (--task classification): up is a target above 0, the "
+                "market's move included, so the classes bet on the market's direction as "
+                "much as on each security's; set n_classes = 3 or more for per-date quantile "
+                'classes, or target_cs = "none" (--target-cs none) to keep these',
+                DataWarning,
+                stacklevel=3,
+            )
         return class_target(y, cfg.n_classes), raw
     return transform_target(y, cfg.target_cs, cfg.target_winsor, cfg.target_scale), raw
 

@@ -337,6 +337,8 @@ def test_a_given_target_on_rows_without_a_close_is_not_said_to_have_no_value(tmp
 
 
 def test_classification_targets(tmp_path):
+    from data.errors import DataWarning
+
     # 6 securities, target = s - 2.5 + d: up/down and per-date tercile classes
     path = long_file(
         tmp_path / "p.parquet",
@@ -348,6 +350,10 @@ def test_classification_targets(tmp_path):
     assert panel.target[0].tolist() == [0, 0, 0, 1, 1, 1]
     assert panel.target[1].tolist() == [0, 0, 1, 1, 1, 1]
     assert np.isnan(panel.target[2, 5]) and not panel.labelled[2, 5]
+    # a per-date target_cs is not applied to up/down classes: said, not silently dropped
+    with pytest.warns(DataWarning, match=r"target_cs = 'rank' is not applied to the 2 up/down"):
+        ranked, _ = load(path, task="classification", n_classes=2, target_cs="rank")
+    assert ranked.target[1].tolist() == [0, 0, 1, 1, 1, 1]  # the sign of the target
     panel, _ = load(path, task="classification", n_classes=3)
     assert panel.target[0].tolist() == [0, 0, 1, 1, 2, 2]  # the same per date, whatever d
     assert panel.target[1].tolist() == [0, 0, 1, 1, 2, 2]
