@@ -26,7 +26,7 @@ from data.checks import (
 )
 from data.columns import Columns, resolve_columns
 from data.config import DataConfig
-from data.errors import DataError, DataWarning
+from data.errors import DataError, DataWarning, plural
 from data.features import (
     class_target,
     cs_rank,
@@ -435,6 +435,17 @@ def _target(
     else:
         assert close is not None
         y = forward_return(close, ok, cfg.horizon)  # (D, S)
+    if for_prediction and cols.target and rd.infinite.get(cols.target):
+        # a prediction does not need the target: its infinite values are left empty, said
+        n = rd.infinite.pop(cols.target)
+        y[np.isinf(y)] = np.nan
+        warnings.warn(
+            f"{rd.path}: column {cols.target!r} ([data] target) has infinite values in "
+            f"{plural(n, 'row')}: their target and target_raw are left empty (a prediction "
+            "needs no target)",
+            DataWarning,
+            stacklevel=3,
+        )
     refuse_infinite(rd.path, rd.infinite)  # every column read by now: all named at once
     if not for_prediction and not np.isfinite(y).any():
         raise DataError(_no_label(rd, cfg, cols, close, given))

@@ -33,6 +33,29 @@ def test_every_column_with_infinite_values_is_named_at_once(tmp_path: Path) -> N
     assert "'f0'" not in msg
 
 
+def test_an_infinite_target_is_left_empty_when_predicting(tmp_path: Path) -> None:
+    """To predict, the target is not needed: its infinite values are left empty, said in a
+    warning (an infinite feature is still refused)."""
+    from data import DataConfig
+
+    cols = {"f0": f0, "target": lambda d, s: math.inf if (d, s) == (1, 0) else 0.1 * d}
+    path = long_file(tmp_path / "p.parquet", 6, 2, cols)
+    cfg = DataConfig(path=str(path), id="id", target="target", features=("f0",))
+    with pytest.warns(
+        DataWarning, match=r"column 'target' \(\[data\] target\) has infinite values in 1 row"
+    ):
+        panel = load_panel(cfg, for_prediction=True, features=["f0"])
+    assert panel.target_raw is not None and np.isnan(panel.target_raw[1, 0])
+    assert panel.target_raw[2, 0] == pytest.approx(0.2)
+    bad = long_file(tmp_path / "f.parquet", 6, 2, cols | {"f0": lambda d, s: math.inf})
+    with pytest.raises(DataError, match=r"infinite values .* 'f0'"):
+        load_panel(
+            DataConfig(path=str(bad), id="id", target="target", features=("f0",)),
+            for_prediction=True,
+            features=["f0"],
+        )
+
+
 def _returns_file(tmp_path: Path, horizon: int) -> Path:
     """A given target: the sum of the next `horizon` daily returns (iid), 250 dates x 10 ids."""
     r = np.random.default_rng(0).normal(0, 0.01, (250 + horizon, 10))
