@@ -121,6 +121,7 @@ def predict_file(
         raise nothing_to_predict(data_path, dates, T, len(axis))
     if dates == "last":
         _say_short(cfg, panel, ends)
+    _say_thin(cfg, panel, ends, int(ckpt.get("cross_section") or 0))
     predictor = EnsemblePredictor(data, groups)
     booster = checkpoint_tree(ckpt, data_path)
     with torch.inference_mode():
@@ -211,6 +212,34 @@ def _say_short(cfg: DataConfig, panel: Panel, ends: np.ndarray) -> None:
         f"{panel.date_str(len(panel.dates) - 1)} have no prediction: fewer than their "
         "time_steps of consecutive valid dates up to it (a new listing, a return from a "
         f"suspension, features missing), e.g. {missing[:5]}",
+        DataWarning,
+        stacklevel=3,
+    )
+
+
+# a date ranked over fewer than this share of a typical training date's securities is said
+THIN_SHARE = 0.25
+
+
+def _say_thin(cfg: DataConfig, panel: Panel, ends: np.ndarray, trained_on: int) -> None:
+    """Warn about the predicted dates whose cross-section is far thinner than the training
+    dates' (under THIN_SHARE of their median) where features are normalised per date
+    (cs_rank, cs_zscore, cs_rank+level): a feature's rank among 3 securities means other
+    things than among 300, and so does the prediction made of it."""
+    if not trained_on or not cfg.normalize.startswith("cs_"):
+        return
+    S = panel.values.shape[1]
+    days = np.unique(ends // S)
+    counts = panel.valid[days].sum(1)
+    thin = days[counts < THIN_SHARE * trained_on]
+    if not len(thin):
+        return
+    shown = ", ".join(f"{panel.date_str(int(d))} ({int(panel.valid[d].sum())})" for d in thin[:3])
+    warnings.warn(
+        f"{cfg.path}: {plural(len(thin), 'date')} to predict hold far fewer securities than "
+        f"the {trained_on} of a typical training date, e.g. {shown}: the features are ranked "
+        f"per date ([data] normalize = {cfg.normalize!r}), so their values there, and the "
+        "predictions, are not comparable to training's (a partial last date?)",
         DataWarning,
         stacklevel=3,
     )

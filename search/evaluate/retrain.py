@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 from torch import nn
@@ -390,6 +391,9 @@ def checkpoint(
         "data": {**cfg.settings(), "path": cfg.path},
         "eval_time_steps": data.eval_time_steps,
         "feature_names": list(panel.feature_names),
+        # securities on a typical training date, for predict to say when a date it ranks
+        # features over holds far fewer (a per-date normalisation then means other things)
+        "cross_section": _cross_section(panel, data.split.train),
         "scaler": data.scaler.record(),
         "metrics": {seg: verdict[seg]["model"] for seg in ("val", "test") if seg in verdict},
         "verdict": verdict,
@@ -408,6 +412,12 @@ def checkpoint(
     if tree is not None:
         out["tree"] = {"name": TREE_COLUMN, "model": tree}
     return out
+
+
+def _cross_section(panel: Panel, train: range) -> int:
+    """The median number of valid securities on the training dates."""
+    counts = panel.valid[train.start : train.stop].sum(1)
+    return int(np.median(counts)) if len(counts) else 0
 
 
 def save(ckpt: dict[str, Any], out: Path) -> None:

@@ -9,6 +9,7 @@ predictions `predict --dates all` gives it. `stream_file` does exactly that.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ import polars as pl
 import torch
 
 from data import DataError
+from data.errors import DataWarning
 from data.load import collect, parse_time, refuse_duplicates, scan, settle_types
 from data.normalize import Scaler
 from data.panel import time_axis
@@ -25,6 +27,7 @@ from data.prepared import PanelTensors
 from data.rolling import RollingPanel
 from search.evaluate.predict import (
     BLEND_COLUMN,
+    THIN_SHARE,
     checkpoint_nets,
     checkpoint_tree,
     first_date,
@@ -59,6 +62,7 @@ class StreamPredictor:
         self.device = device
         self._ensemble = EnsemblePredictor(self._tensors(), groups)
         self._tree = checkpoint_tree(ckpt, f"the model of study {ckpt.get('study_name')!r}")
+        self._cross_section = int(ckpt.get("cross_section") or 0)
 
     @property
     def columns(self) -> list[str]:
@@ -81,6 +85,17 @@ class StreamPredictor:
         model needs, hold several dates, a date not after the previous one, or an id twice."""
         frame = _polars(rows)
         step = self.rolling.push(frame)
+        cfg = self.rolling.cfg
+        if cfg.normalize.startswith("cs_") and frame.height < THIN_SHARE * self._cross_section:
+            warnings.warn(
+                f"{frame.height} rows for {step.dates[0] if len(step.dates) else 'a date'}, "
+                f"far fewer than the {self._cross_section} securities of a typical training "
+                f"date: the features are ranked per date ([data] normalize = "
+                f"{cfg.normalize!r}), so their values, and the predictions, are not "
+                "comparable to training's (a partial date?)",
+                DataWarning,
+                stacklevel=2,
+            )
         cols: dict[str, Any] = {self.rolling.time: step.dates}
         if self.rolling.id:
             cols[self.rolling.id] = frame.get_column(self.rolling.id)

@@ -479,3 +479,17 @@ def test_predictions_join_back_onto_the_file(tmp_path: Path) -> None:
     ):
         got = search.predict(model=model, data=path, dates="last")
     assert "NEW" not in got["symbol"].to_list()
+    # a last date of 3 securities where training dates held about 40: its per-date ranks
+    # mean other things, said by predict and by the stream
+    days = src["date"].unique().sort()
+    partial = src.filter(
+        (pl.col("date") < days[-1]) | pl.col("symbol").is_in(["AAPL", "MSFT", "XOM"])
+    )
+    path = tmp_path / "partial.parquet"
+    partial.write_parquet(path)
+    thin = r"hold far fewer securities than the \d+ of a typical training date, e\.g\. \S+ \(3\)"
+    with pytest.warns(search.DataWarning, match=thin):
+        search.predict(model=model, data=path, dates="last")
+    stream = search.stream_predictor(model=model)
+    with pytest.warns(search.DataWarning, match=r"3 rows for .* far fewer than the \d+ securities"):
+        stream.predict(partial.filter(pl.col("date") == days[-1]))
