@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -224,16 +224,22 @@ def make_storage(
     raise StorageError(f"cannot open storage {mask(url)!r}: {scrub(lines[0], url)}")
 
 
-def fail_stale(study: optuna.Study) -> None:
+def fail_stale(study: optuna.Study) -> list[int]:
     """Fail the trials of workers that died (no heartbeat within the grace period); the
-    storage's RetryHeartbeatStaleTrialCallback queues each one's params again.
+    storage's RetryHeartbeatStaleTrialCallback queues each one's params again. Returns the
+    numbers of the trials it failed (of those RUNNING before it, the ones now FAIL).
 
     Optuna only checks when a trial starts; every run calls this first, so a study never
     keeps a dead worker's trial RUNNING.
     """
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+    if not running:
+        return []
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    return sorted(t.number for t in failed if t.number in running)
 
 
 def storage_backend(storage: BaseStorage) -> BaseStorage:

@@ -215,6 +215,18 @@ def start_lines(plan: Plan, url: str) -> list[str]:
     ]
 
 
+def stale_line(numbers: list[int], grace_period: int) -> str:
+    """What a run says of the trials it failed at its start: RUNNING, with no heartbeat for
+    over the grace period (their worker was killed, or its machine went away)."""
+    which = plural(len(numbers), "trial") + " " + ", ".join(map(str, numbers[:10]))
+    return (
+        f"stale: {which}{' ...' if len(numbers) > 10 else ''} RUNNING with no heartbeat for "
+        f"over {grace_period}s (a worker killed or cut off): failed, "
+        f"{'their' if len(numbers) > 1 else 'its'} params queued again (up to [storage] "
+        "max_retry times)"
+    )
+
+
 @dataclass
 class Opened:
     """The run's storage (the one this process uses), its study, the dashboard beside it."""
@@ -222,6 +234,7 @@ class Opened:
     storage: Any
     study: optuna.Study
     dashboard: Background | None
+    stale: list[int] = field(default_factory=list)  # trials failed at the start: no heartbeat
 
 
 def open_run(plan: Plan, url: str, *, max_trials: int | None, dashboard: int | None) -> Opened:
@@ -251,12 +264,12 @@ def open_run(plan: Plan, url: str, *, max_trials: int | None, dashboard: int | N
             study_pruner(cfg, plan.data),
         )
         annotate_study(study, cfg, plan.data, plan.fingerprint, plan.device)
-        fail_stale(study)
+        stale = fail_stale(study)
     except BaseException:
         if server is not None:
             server.server_close()
         raise
-    return Opened(storage, study, None if server is None else Background(server))
+    return Opened(storage, study, None if server is None else Background(server), stale)
 
 
 def execute(
@@ -365,6 +378,10 @@ def run(
     for line in said if echo else []:
         say(line)
     opened = open_run(plan, url, max_trials=max_trials, dashboard=dashboard)
+    if opened.stale:
+        said.append(stale_line(opened.stale, cfg.storage.grace_period))
+        if echo:
+            say(said[-1])
     if opened.dashboard is not None:
         said.append(f"dashboard: {opened.dashboard.url} (stops with the search)")
         if echo:

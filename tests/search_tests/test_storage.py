@@ -526,7 +526,7 @@ def _retry_keeps_its_place(url: str) -> None:
         time.sleep(3.5)  # past the grace period
         live = study.ask(space)  # the third place
         storage.record_heartbeat(live._trial_id)
-        fail_stale(study)
+        assert fail_stale(study) == [dead.number]  # the ones it failed, for the run to say
     trials = optuna.load_study(study_name=study.study_name, storage=url).get_trials()
     states = {t.number: t.state for t in trials}
     assert states[dead.number] == TrialState.FAIL and states[live.number] == TrialState.RUNNING

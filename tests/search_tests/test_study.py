@@ -55,6 +55,32 @@ def test_resume_adds_trials(tmp_path: Path, url: str) -> None:
     assert [t.number for t in trials] == [0, 1, 2, 3, 4]
 
 
+def test_a_resume_says_which_dead_workers_trials_it_failed(
+    tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker killed with -9 leaves its trial RUNNING; the next run fails it (its heartbeat
+    stale past the grace period), queues its params again and says so at its start."""
+    import time
+
+    from search.storage.rdb import make_storage
+
+    cfg = write_study(
+        tmp_path, "stale", extra="[storage]\nheartbeat_interval = 1\ngrace_period = 2\n"
+    )
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
+    storage = make_storage(url, heartbeat_interval=1, grace_period=2)
+    dead = storage.create_new_trial(storage.get_study_id_from_name("stale"))  # no beats after
+    number = storage.get_trial_number_from_id(dead)
+    storage.close()
+    time.sleep(3)
+    capsys.readouterr()
+    assert main(["--config", str(cfg), "--storage", url, "--n-trials", "1"]) == 0
+    err = capsys.readouterr().err
+    assert f"stale: 1 trial {number} RUNNING with no heartbeat for over 2s" in err
+    states = {t.number: t.state for t in load(url, "stale").trials}
+    assert states[number] == optuna.trial.TrialState.FAIL
+
+
 def test_mismatched_resume_is_refused(
     tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
