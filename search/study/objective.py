@@ -247,7 +247,7 @@ class Objective:
             # optimizer state, a batch), which must be freed before the cache is emptied.
             oom = f"out of memory: {str(e).strip().splitlines()[0]}"[:500]
         except Interrupted:
-            trial.set_user_attr("fail_reason", "interrupted (SIGINT/SIGTERM)")
+            trial.set_user_attr("fail_reason", interrupted_reason(self.should_stop))
             raise
         except optuna.TrialPruned:
             raise
@@ -407,3 +407,12 @@ def check_data(data: Prepared, cfg: RunConfig) -> None:
             f"across securities, but {e.facts}; use --objective val_loss (or mse) on so few "
             "securities"
         ) from None
+
+
+def interrupted_reason(stop: Callable[[], bool]) -> str:
+    """A trial's fail_reason when its run was stopped: by a signal, or (SIGHUP, a worker's)
+    by the end of the `optuna-run` that started the worker (killed: its trials cannot go on
+    without it)."""
+    if getattr(stop, "signal_name", "") == "SIGHUP":
+        return "interrupted: the optuna-run that started this worker ended (killed?)"
+    return "interrupted (SIGINT/SIGTERM)"
