@@ -23,3 +23,14 @@ def lazy_names(
         return value
 
     return __getattr__
+
+
+def lazy_dir(names: dict[str, str], namespace: dict[str, Any]) -> Callable[[], list[str]]:
+    """The `__dir__` of a package whose `names` load on first use: those names beside the
+    ones already in its `namespace`, so that `dir(package)` and a notebook's completion
+    list the API before any of it is read."""
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(names))
+
+    return __dir__

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from data.lazy import lazy_names
+from data.lazy import lazy_dir, lazy_names
 
 if TYPE_CHECKING:
     from data import ConfigError, DataError
@@ -110,3 +110,4 @@ __all__ = [
 
 if not TYPE_CHECKING:  # mypy reads the imports above; an unknown name stays an error
     __getattr__ = lazy_names(__name__, _LAZY, globals())
+    __dir__ = lazy_dir(_LAZY, globals())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from data.lazy import lazy_names
+from data.lazy import lazy_dir, lazy_names
 
 if TYPE_CHECKING:
     from search.config.load import build_config, load_config
@@ -50,3 +50,4 @@ __all__ = [
 
 if not TYPE_CHECKING:  # mypy reads the imports above; an unknown name stays an error
     __getattr__ = lazy_names(__name__, _LAZY, globals())
+    __dir__ = lazy_dir(_LAZY, globals())

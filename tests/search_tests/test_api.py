@@ -199,3 +199,19 @@ def test_the_first_signal_asks_a_stop_and_the_second_exits_130(tmp_path: Path) -
     )
     assert res.returncode == 130, res.stderr
     assert res.stdout.split() == ["first", "at", "exit"]
+
+
+def test_the_api_is_listed_before_it_is_loaded() -> None:
+    """`dir(search)` (a notebook's completion) lists the whole API, loaded on first use:
+    listing it imports no torch."""
+    code = (
+        "import sys, search, data, search.config as c; "
+        "missing = [n for n in search.__all__ if n not in dir(search)]; "
+        "assert not missing, missing; "
+        "assert 'load_panel' in dir(data) and 'load_config' in dir(c); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", code], check=True)
