@@ -304,7 +304,7 @@ def _check_horizon_fits(cfg: DataConfig, path: Path, n_dates: int) -> None:
     if cfg.horizon < n_dates:
         return
     if n_dates <= 1:  # no horizon fits: the file is too short, whatever --horizon says
-        raise DataError(f"{path}: {too_few_dates(n_dates)}")
+        raise DataError(f"{path}: {too_few_dates(n_dates, cfg.horizon)}")
     than = "exceeds" if cfg.horizon > n_dates else "equals"
     raise DataError(
         f"{path}: [data] horizon (--horizon) = {cfg.horizon} {than} the file's {n_dates} "

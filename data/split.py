@@ -31,12 +31,12 @@ class Split:
         return {k: [r.start, r.stop] for k, r in segments}
 
 
-def too_few_dates(D: int) -> str:
+def too_few_dates(D: int, horizon: int) -> str:
     """Why a file of `D` <= 1 dates is refused whatever its horizon: no setting makes room."""
     return (
         f"the file has {D} date{'s' if D != 1 else ''}: too few to split into training, "
-        "validation and test dates with a purge of 1 date before each later segment ([data] "
-        "horizon); expected a file of many dates"
+        "validation and test dates with a purge before each later segment, whatever [data] "
+        f"horizon is (here {horizon}; even 1 leaves none); expected a file of many dates"
     )
 
 
@@ -46,7 +46,7 @@ def make_split(dates: np.ndarray, cfg: DataConfig) -> Split:
     gap = cfg.horizon + cfg.embargo
     where = f"{cfg.path}: " if cfg.path else ""
     if D <= 1:  # too few for the least purge there is (horizon 1, no embargo)
-        raise DataError(f"{where}{too_few_dates(D)}")
+        raise DataError(f"{where}{too_few_dates(D, cfg.horizon)}")
     if gap >= D:
         raise DataError(
             f"{where}[data] horizon (--horizon) = {cfg.horizon}"

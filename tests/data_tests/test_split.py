@@ -136,8 +136,8 @@ def test_a_file_of_one_date_is_said_to_be_too_short_not_its_horizon_too_long():
         split(DATES[:1])
     assert str(err.value) == (
         "x.parquet: the file has 1 date: too few to split into training, validation and test "
-        "dates with a purge of 1 date before each later segment ([data] horizon); expected a "
-        "file of many dates"
+        "dates with a purge before each later segment, whatever [data] horizon is (here 1; "
+        "even 1 leaves none); expected a file of many dates"
     )
 
 
@@ -157,8 +157,8 @@ def test_a_file_of_one_date_with_a_derived_target_is_said_to_be_too_short(tmp_pa
             load(path, target=None, horizon=horizon)
         assert str(err.value) == (
             f"{path}: the file has 1 date: too few to split into training, validation and "
-            "test dates with a purge of 1 date before each later segment ([data] horizon); "
-            "expected a file of many dates"
+            "test dates with a purge before each later segment, whatever [data] horizon is "
+            f"(here {horizon}; even 1 leaves none); expected a file of many dates"
         )
 
 
