@@ -224,6 +224,21 @@ class Reporter:
             self.timer = threading.Thread(target=self._tick_loop, name="status", daemon=True)
             self.timer.start()
 
+    def start_from(self, study: optuna.Study) -> None:
+        """A resumed study's best trial so far, so the status lines show it before this run
+        completes a trial of its own (one objective only)."""
+        if len(study.directions) != 1:
+            return
+        with self.lock:
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+                v = t.value
+                if (
+                    v is not None
+                    and math.isfinite(v)
+                    and (self.best is None or self.sign * v < self.sign * self.best)
+                ):
+                    self.best, self.best_number = v, t.number
+
     @property
     def says_status(self) -> bool:
         """Status lines go to stderr (not a terminal, not quiet); the log always has them."""

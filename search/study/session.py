@@ -393,6 +393,7 @@ def run(
         say(said[-1])
     append_log(log, said)  # the log holds every line of the run, these first
     reporter = Reporter(total, cfg.study.direction, quiet=quiet or not echo, log=log, echo=echo)
+    reporter.start_from(opened.study)  # a resumed study's best, from the first status line
     try:
         interrupted, errors = execute(
             plan,

@@ -153,6 +153,22 @@ def test_status_before_any_trial_and_without_a_count() -> None:
     ]  # fmt: skip
 
 
+def test_a_resumed_study_shows_its_best_from_the_first_status_line() -> None:
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    for v in (0.1, 0.3, float("nan"), 0.2):
+        study.add_trial(
+            optuna.trial.create_trial(value=v)
+            if v == v
+            else optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL)
+        )
+    r = Reporter(10, "maximize", tty=False, clock=Clock(), every_s=0)
+    r.start_from(study)
+    assert ", best 0.3 (trial 1)," in r.status_line()
+    r.close()
+
+
 def test_a_trial_of_several_objectives_says_each_value_and_no_single_best(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
