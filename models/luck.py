@@ -33,7 +33,15 @@ import numpy as np
 import torch
 
 from data.prepared import Prepared
-from models.metrics import OBJECTIVES, _sum, daily_corr, group_index, group_ranks, leg_spread
+from models.metrics import (
+    OBJECTIVES,
+    _sum,
+    constant_in,
+    daily_corr,
+    group_index,
+    group_ranks,
+    leg_spread,
+)
 from models.train import Member, TrainParams, _padded, predict_members
 
 EULER_GAMMA = 0.5772156649015329
@@ -126,12 +134,13 @@ def daily_values(
     if not panel:  # spread of one series: the sign strategy
         return dates, _sum(torch.sign(s) * yd, inv, G) / counts
     if kind == "pearson":
-        v = daily_corr(s, yd, inv, G)
+        v = daily_corr(s, yd, inv, G, scored=True)
     elif kind == "spearman":
-        v = daily_corr(group_ranks(s, inv, G), group_ranks(yd, inv, G), inv, G)
+        v = daily_corr(group_ranks(s, inv, G), group_ranks(yd, inv, G), inv, G, scored=True)
     else:
         r, n = group_ranks(s, inv, G), counts[inv]
-        v = leg_spread(yd, r > n * (1 - quantile), r <= n * quantile, inv, G)
+        top, bot = r > n * (1 - quantile), r <= n * quantile
+        v = leg_spread(yd, top, bot, inv, G, constant_in(s, inv, G))
     return dates, torch.where(counts >= min_count, v, torch.nan)
 
 

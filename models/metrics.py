@@ -100,30 +100,48 @@ def _sum(v: torch.Tensor, inv: torch.Tensor, G: int) -> torch.Tensor:
     return torch.zeros(G, device=v.device, dtype=torch.float64).index_add_(0, inv, v.double())
 
 
-def daily_corr(a: torch.Tensor, b: torch.Tensor, inv: torch.Tensor, G: int) -> torch.Tensor:
-    """(G,) Pearson correlation of a (the prediction) and b (the target) within each group:
-    0 where a is constant and b is not (a constant ranks nothing: it scores no skill, and
-    the date stays among those every predictor is scored on, so two predictors' means and
-    their paired difference cover the same dates); NaN where b is constant (or the group
-    has one row)."""
+def daily_corr(
+    a: torch.Tensor, b: torch.Tensor, inv: torch.Tensor, G: int, scored: bool = False
+) -> torch.Tensor:
+    """(G,) Pearson correlation of a and b within each group; NaN where one of them is
+    constant (or the group has one row). `scored` (a the prediction, b the target): 0 where a
+    is constant and b is not (a constant ranks nothing: it scores no skill, and the date
+    stays among those every predictor is scored on, so two predictors' means and their
+    paired difference cover the same dates)."""
     n = _sum(torch.ones_like(a), inv, G)
     ma, mb = _sum(a, inv, G) / n, _sum(b, inv, G) / n
     da, db = a.double() - ma[inv], b.double() - mb[inv]
     cov = _sum(da * db, inv, G)
     va, vb = _sum(da * da, inv, G), _sum(db * db, inv, G)
-    return torch.where((va == 0) & (vb > 0), 0.0, cov / (va * vb).sqrt())
+    r = cov / (va * vb).sqrt()
+    return torch.where((va == 0) & (vb > 0), 0.0, r) if scored else r
+
+
+def constant_in(x: torch.Tensor, inv: torch.Tensor, G: int) -> torch.Tensor:
+    """(G,) bool: the groups in which `x` takes one value."""
+    hi = torch.full((G,), -math.inf, dtype=torch.float64, device=x.device)
+    lo = torch.full((G,), math.inf, dtype=torch.float64, device=x.device)
+    xd = x.double()
+    hi = hi.scatter_reduce(0, inv, xd, reduce="amax")
+    lo = lo.scatter_reduce(0, inv, xd, reduce="amin")
+    return hi == lo
 
 
 def leg_spread(
-    yd: torch.Tensor, top: torch.Tensor, bot: torch.Tensor, inv: torch.Tensor, G: int
+    yd: torch.Tensor,
+    top: torch.Tensor,
+    bot: torch.Tensor,
+    inv: torch.Tensor,
+    G: int,
+    constant: torch.Tensor,
 ) -> torch.Tensor:
-    """(G,) mean target of the `top` rows minus that of the `bot` rows in each group; 0 where
-    neither leg holds a row (a prediction constant on the date: tied ranks fall in neither
-    decile, and it picks nothing), NaN where only one is empty."""
+    """(G,) mean target of the `top` rows minus that of the `bot` rows in each group; 0 in
+    the groups where the prediction is `constant` (it picks nothing: scored as no skill);
+    NaN where a leg is empty otherwise (ties filling a whole quantile)."""
     nt, nb = _sum(top.double(), inv, G), _sum(bot.double(), inv, G)
     yt = _sum(torch.where(top, yd, 0.0), inv, G) / nt
     yb = _sum(torch.where(bot, yd, 0.0), inv, G) / nb
-    return torch.where((nt == 0) & (nb == 0), 0.0, yt - yb)
+    return torch.where(constant, 0.0, yt - yb)
 
 
 IR_KEYS = {"ic": "icir", "rank_ic": "rank_icir", "spread": "spread_ir"}
@@ -167,7 +185,7 @@ def mean_ic(
     inv, G = group_index(date)
     if G == 0:
         return _nan(pred)
-    ic = daily_corr(pred, y, inv, G)
+    ic = daily_corr(pred, y, inv, G, scored=True)
     keep = (torch.bincount(inv, minlength=G) >= min_count) & torch.isfinite(ic)
     return ic[keep].mean() if keep.any() else _nan(pred)
 
@@ -202,15 +220,15 @@ def panel_metrics(
     rows = keep_date[inv]
     out["dates"] = keep_date.sum().double()
     out["dates_skipped"] = (~keep_date).sum().double()
-    ic = daily_corr(score, y, inv, G)
+    ic = daily_corr(score, y, inv, G, scored=True)
     rs, ry = group_ranks(score, inv, G), group_ranks(y, inv, G)
-    ric = daily_corr(rs, ry, inv, G)
+    ric = daily_corr(rs, ry, inv, G, scored=True)
     _series_stats(ic[keep_date], "ic", out, se_lag)
     _series_stats(ric[keep_date], "rank_ic", out, se_lag)
     n = counts.double()[inv]
     top = rows & (rs > n * (1 - quantile))
     bot = rows & (rs <= n * quantile)
-    spread = leg_spread(y.double(), top, bot, inv, G)[keep_date]
+    spread = leg_spread(y.double(), top, bot, inv, G, constant_in(score, inv, G))[keep_date]
     _series_stats(spread, "spread", out, se_lag)
     out["sharpe"] = out.pop("spread_ir") * math.sqrt(periods_per_year)
     return out
@@ -221,7 +239,7 @@ def daily_rank_ic(
 ) -> torch.Tensor:
     """(G,) rank IC of each date, NaN on dates with fewer than `min_count` securities."""
     inv, G = group_index(date)
-    ric = daily_corr(group_ranks(score, inv, G), group_ranks(y, inv, G), inv, G)
+    ric = daily_corr(group_ranks(score, inv, G), group_ranks(y, inv, G), inv, G, scored=True)
     counts = torch.bincount(inv, minlength=G)
     return torch.where(counts >= min_count, ric, torch.nan)
 

@@ -156,3 +156,24 @@ def test_a_prediction_constant_on_a_date_scores_zero_there() -> None:
     y2[date == 0] = 0.0
     v = influence("rank_ic", model, y2, date, None, "regression", True)
     assert v is not None and bool(torch.isnan(v[0])) and bool(torch.isfinite(v[1:]).all())
+
+
+def test_only_a_constant_prediction_scores_zero_and_only_against_the_target() -> None:
+    """The 0 of a constant applies to a prediction scored against the target: between two
+    predictions (models.portfolio's rank correlation with the tree) a constant side leaves
+    the date undefined whichever side it is; and a prediction of two values whose ties fill
+    both deciles is not a constant: its spread there stays undefined, not 0."""
+    from models.metrics import daily_corr, group_index
+
+    g = torch.Generator().manual_seed(1)
+    date = torch.arange(4).repeat_interleave(10)
+    a, b = torch.randn(40, generator=g), torch.randn(40, generator=g)
+    a[date == 0] = 1.0
+    inv, G = group_index(date)
+    for x, y in ((a, b), (b, a)):
+        r = daily_corr(x, y, inv, G)
+        assert bool(torch.isnan(r[0])) and bool(torch.isfinite(r[1:]).all())
+    assert float(daily_corr(a, b, inv, G, scored=True)[0]) == 0.0
+    two = (torch.arange(40) % 2).double()  # half the names at each value, every date
+    m = evaluate(two, b, date, None, "regression", panel=True)
+    assert math.isnan(float(m["spread"])) and math.isfinite(float(m["ic"]))
