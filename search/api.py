@@ -281,11 +281,13 @@ def confirm(
     )
 
 
-def model_path(study_name: str) -> Path:
-    """Where `train` writes a study's model by default."""
+def model_path(study_name: str, exact: bool = False) -> Path:
+    """Where `train` writes a study's model by default; with `exact` (a reproduction of the
+    trial at the search's budget) a file of its own, so that it never replaces the final
+    model the study's verdict names."""
     from search.config.paths import study_file
 
-    return Path(study_file(study_name, "model.pt"))
+    return Path(study_file(study_name, "exact-model.pt" if exact else "model.pt"))
 
 
 def train(
@@ -320,7 +322,7 @@ def train(
     study, dev = _stored(study_name, storage, device)
     return train_best(
         study,
-        Path(out) if out is not None else model_path(study_name),
+        Path(out) if out is not None else model_path(study_name, exact),
         dev,
         data,
         seed=seed,

@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
         "--out",
         type=checkpoint_file,
         default=None,
-        help="checkpoint file (default studies/<study>-model.pt)",
+        help="checkpoint file (default studies/<study>-model.pt; --exact: <study>-exact-model.pt)",
     )
     add_storage(p)
     p.add_argument("--data", default=None, help="train on this file instead of the study's")
@@ -63,7 +63,8 @@ def parser() -> argparse.ArgumentParser:
         "--exact",
         action="store_true",
         help="reproduce the trial at the search's budget (its epochs, windows, seeds and "
-        "folds) instead of the final fit of [final]",
+        "folds) instead of the final fit of [final]; its model goes by default to "
+        "studies/NAME-exact-model.pt, its verdict to the study's verdict_exact",
     )
     add_no_tree(p)
     add_quiet(p)
@@ -74,7 +75,7 @@ def handle(args: argparse.Namespace) -> int:
     from search.api import model_path, resolve_device, train
     from search.evaluate.verdict import format_verdict
 
-    out = Path(args.out) if args.out else model_path(args.study_name)
+    out = Path(args.out) if args.out else model_path(args.study_name, args.exact)
     device = resolve_device(args.device)
     t0 = time.perf_counter()
     ckpt = train(

@@ -159,7 +159,8 @@ def confirm(
     mine = {**verdict, "trials": [winner], "source": "confirm"}
     mine |= {"fit": "final" if final else "search", "model": None if out is None else str(out)}
     held = study.user_attrs.get("verdict") or {}
-    if final or held.get("fit") != "final":  # a final model's verdict stays the study's
+    held_fit = held.get("fit") or ("final" if held.get("source") == "train" else None)
+    if final or held_fit != "final":  # a final model's verdict stays the study's
         study.set_user_attr("verdict", mine)
     record["verdict"] = verdict
     if out is not None:

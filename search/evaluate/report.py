@@ -383,9 +383,11 @@ def _verdict_figures(verdict: dict[str, Any]) -> list[Figure]:
         by = {"train": "fitted by train", "confirm": "confirm's winner"}.get(
             str(verdict.get("source"))
         )
-        fit = {"final": "at the final budget", "search": "at the search's budget"}.get(
-            str(verdict.get("fit"))
-        )
+        fit = {
+            "final": "at the final budget",
+            "search": "at the search's budget",
+            "exact": "reproducing the trial at the search's budget",
+        }.get(str(verdict.get("fit")))
         by = ", ".join(x for x in (by, fit) if x)
         if verdict.get("model"):
             by += f" (saved as {verdict['model']})"

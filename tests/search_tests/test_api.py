@@ -69,6 +69,10 @@ def test_a_notebook_runs_confirms_trains_and_predicts(
     assert final["source"] == "train" and final["fit"] == "final" and final["model"] == str(model)
     # a reproduction of the trial (`train --exact`) is judged beside the final model, not
     # over it: the study's verdict stays the final model's
+    # its default file is its own: the final model the verdict names is never replaced
+    from search.api import model_path
+
+    assert model_path("nb", exact=True) != model_path("nb")
     exact = tmp_path / "exact.pt"
     search.train(study_name="nb", storage=url, out=exact, exact=True, device="cpu", tree=False)
     assert search.verdict(study_name="nb", storage=url) == final
