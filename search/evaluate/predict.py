@@ -201,7 +201,10 @@ def _say_short(cfg: DataConfig, panel: Panel, ends: np.ndarray) -> None:
     last = raw.filter(read == day[0])
     if not len(last):
         return
-    there = lf.filter(pl.col(key).is_in(last.implode())).select(pl.col(cfg.id).cast(pl.String))
+    rows = lf.filter(pl.col(key).is_in(last.implode()))
+    if cfg.tradable:  # a suspended security's row (tradable false) is no missing prediction
+        rows = rows.filter(pl.col(cfg.tradable).cast(pl.Boolean).fill_null(False))
+    there = rows.select(pl.col(cfg.id).cast(pl.String)).drop_nulls()
     have = set(panel.ids[ends % panel.values.shape[1]].tolist())
     missing = sorted(set(there.collect().get_column(cfg.id).to_list()) - have)
     if not missing:
@@ -217,13 +220,14 @@ def _say_short(cfg: DataConfig, panel: Panel, ends: np.ndarray) -> None:
     )
 
 
-# a date ranked over fewer than this share of a typical training date's securities is said
+# a date ranked over fewer than this share of a thin training date's securities (the 5th
+# percentile of the training dates') is said
 THIN_SHARE = 0.25
 
 
 def _say_thin(cfg: DataConfig, panel: Panel, ends: np.ndarray, trained_on: int) -> None:
     """Warn about the predicted dates whose cross-section is far thinner than the training
-    dates' (under THIN_SHARE of their median) where features are normalised per date
+    dates' (under THIN_SHARE of their 5th percentile) where features are normalised per date
     (cs_rank, cs_zscore, cs_rank+level): a feature's rank among 3 securities means other
     things than among 300, and so does the prediction made of it."""
     if not trained_on or not cfg.normalize.startswith("cs_"):
@@ -237,7 +241,8 @@ def _say_thin(cfg: DataConfig, panel: Panel, ends: np.ndarray, trained_on: int) 
     shown = ", ".join(f"{panel.date_str(int(d))} ({int(panel.valid[d].sum())})" for d in thin[:3])
     warnings.warn(
         f"{cfg.path}: {plural(len(thin), 'date')} to predict hold far fewer securities than "
-        f"the {trained_on} of a typical training date, e.g. {shown}: the features are ranked "
+        f"the training dates (95% of them held {trained_on} or more), e.g. {shown}: the "
+        "features are ranked "
         f"per date ([data] normalize = {cfg.normalize!r}), so their values there, and the "
         "predictions, are not comparable to training's (a partial last date?)",
         DataWarning,
@@ -348,11 +353,25 @@ def as_in_file(frame: pl.DataFrame, cfg: DataConfig) -> pl.DataFrame:
         zone = given.time_zone
         out.append(pl.col(key).dt.replace_time_zone(zone, ambiguous="earliest"))
     elif given == pl.String:  # the file's own text for each date read
-        raw = scan(cfg.file).select(pl.col(key).unique()).collect().get_column(key)
+        raw = scan(cfg.file).select(pl.col(key).unique()).collect().get_column(key).sort()
         read = pl.DataFrame({key: parse_time(raw, "date", cfg.file), "__raw": raw})
-        read = read.with_columns(pl.col(key).cast(have)).unique(key, keep="first")
-        frame = frame.join(read, on=key, how="left", maintain_order="left")
-        frame = frame.with_columns(pl.col("__raw").alias(key)).drop("__raw")
+        read = read.with_columns(pl.col(key).cast(have))
+        forms = read.group_by(key).agg(pl.col("__raw").first(), pl.len().alias("__n"))
+        if (forms["__n"] > 1).any():  # one date written two ways: the first in text order
+            twice = forms.filter(pl.col("__n") > 1).get_column(key).head(1).to_list()
+            warnings.warn(
+                f"{cfg.path}: column {key!r} writes some dates in more than one way (e.g. "
+                f"{twice[0]}): the predictions give each the first of its forms",
+                DataWarning,
+                stacklevel=3,
+            )
+        frame = (
+            frame.with_row_index("__row")
+            .join(forms.drop("__n"), on=key, how="left")
+            .sort("__row")
+            .with_columns(pl.col("__raw").alias(key))
+            .drop("__raw", "__row")
+        )
     return frame.with_columns(out) if out else frame
 
 

@@ -391,8 +391,9 @@ def checkpoint(
         "data": {**cfg.settings(), "path": cfg.path},
         "eval_time_steps": data.eval_time_steps,
         "feature_names": list(panel.feature_names),
-        # securities on a typical training date, for predict to say when a date it ranks
-        # features over holds far fewer (a per-date normalisation then means other things)
+        # securities on a thin training date (the 5th percentile over the training dates),
+        # for predict to say when a date it ranks features over holds far fewer (a per-date
+        # normalisation then means other things); a growing universe's early dates pass
         "cross_section": _cross_section(panel, data.split.train),
         "scaler": data.scaler.record(),
         "metrics": {seg: verdict[seg]["model"] for seg in ("val", "test") if seg in verdict},
@@ -415,9 +416,9 @@ def checkpoint(
 
 
 def _cross_section(panel: Panel, train: range) -> int:
-    """The median number of valid securities on the training dates."""
+    """The 5th percentile over the training dates of their valid securities."""
     counts = panel.valid[train.start : train.stop].sum(1)
-    return int(np.median(counts)) if len(counts) else 0
+    return int(np.percentile(counts, 5)) if len(counts) else 0
 
 
 def save(ckpt: dict[str, Any], out: Path) -> None:

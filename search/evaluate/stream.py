@@ -63,6 +63,7 @@ class StreamPredictor:
         self._ensemble = EnsemblePredictor(self._tensors(), groups)
         self._tree = checkpoint_tree(ckpt, f"the model of study {ckpt.get('study_name')!r}")
         self._cross_section = int(ckpt.get("cross_section") or 0)
+        self._said_thin = False
 
     @property
     def columns(self) -> list[str]:
@@ -86,13 +87,15 @@ class StreamPredictor:
         frame = _polars(rows)
         step = self.rolling.push(frame)
         cfg = self.rolling.cfg
-        if cfg.normalize.startswith("cs_") and frame.height < THIN_SHARE * self._cross_section:
+        thin = frame.height < THIN_SHARE * self._cross_section
+        if cfg.normalize.startswith("cs_") and thin and not self._said_thin:
+            self._said_thin = True  # once per predictor: a live loop is not flooded
             warnings.warn(
                 f"{frame.height} rows for {step.dates[0] if len(step.dates) else 'a date'}, "
-                f"far fewer than the {self._cross_section} securities of a typical training "
-                f"date: the features are ranked per date ([data] normalize = "
-                f"{cfg.normalize!r}), so their values, and the predictions, are not "
-                "comparable to training's (a partial date?)",
+                f"far fewer securities than the training dates (95% of them held "
+                f"{self._cross_section} or more): the features are ranked per date ([data] "
+                f"normalize = {cfg.normalize!r}), so their values, and the predictions, are "
+                "not comparable to training's (a partial date?); said once",
                 DataWarning,
                 stacklevel=2,
             )
