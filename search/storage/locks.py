@@ -5,6 +5,7 @@ SQLite file, a PostgreSQL advisory lock or a MySQL named lock; SQLite's connecti
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -64,9 +65,12 @@ def _pg_lock(engine: Engine, key: int) -> Iterator[None]:
 @contextlib.contextmanager
 def _mysql_lock(engine: Engine, key: int) -> Iterator[None]:
     """A MySQL / MariaDB named lock (GET_LOCK) held for the block; a lock of the session, so
-    a worker that dies holding it frees it with its connection."""
-    name = f"optuna-run:{LOCK_CLASS}:{key}"
-    with engine.connect() as con:
+    a worker that dies holding it frees it with its connection. Its name holds the database's
+    (named locks are server-wide, PostgreSQL's advisory locks per database). Taken on a
+    connection of its own (no pool): a lock that a failed release left behind dies with it."""
+    solo, digest = _mysql_locker(engine)
+    name = f"optuna-run:{LOCK_CLASS}:{digest}:{key}"  # under MySQL's 64 characters
+    with solo.connect() as con:  # closed at the end: the lock cannot outlive the block
         # a year, as long as PostgreSQL's lock waits (MariaDB takes no negative "forever")
         got = con.execute(text("SELECT GET_LOCK(:n, 31536000)"), {"n": name}).scalar()
         if got != 1:  # pragma: no cover - 0 or NULL: not granted (a year out, killed)
@@ -74,8 +78,22 @@ def _mysql_lock(engine: Engine, key: int) -> Iterator[None]:
         try:
             yield
         finally:
-            con.rollback()
             con.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": name})
+
+
+_MYSQL_LOCKERS: dict[str, tuple[Engine, str]] = {}
+
+
+def _mysql_locker(engine: Engine) -> tuple[Engine, str]:
+    """For `engine`'s database: an engine without a pool (each lock on a connection that is
+    closed after it) and a digest of the database's name, made once per process."""
+    url = engine.url.render_as_string(hide_password=False)
+    if url not in _MYSQL_LOCKERS:
+        solo = create_engine(engine.url, poolclass=NullPool)
+        with solo.connect() as probe:
+            db = str(probe.execute(text("SELECT DATABASE()")).scalar() or "")
+        _MYSQL_LOCKERS[url] = (solo, hashlib.sha1(db.encode()).hexdigest()[:16])
+    return _MYSQL_LOCKERS[url]
 
 
 def _server_lock(engine: Engine, key: int) -> contextlib.AbstractContextManager[None]:
