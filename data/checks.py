@@ -85,59 +85,66 @@ def drop_constant(
 
 # a feature whose correlation with the target on the training dates is this strong (mean
 # over dates of the per-date correlation on a panel, over the training rows on a series or a
-# handful of securities) is said to be a likely leak: real factors score well under 0.1
-LEAK_CORR = 0.3
+# handful of securities) is said to be a likely leak: honest predictors of returns score well
+# under 0.1 (a persistent target, volatility or volume, can reach it honestly)
+LEAK_CORR = 0.5
+LEAK_DATES = 100  # training dates read for it at most, evenly spaced
 
 
 def warn_leaky_features(
     path: Path, train: range | None, values: np.ndarray, names: list[str], y: np.ndarray
 ) -> None:
-    """Warn about the features that track the target far more closely than any honest
-    factor does (|correlation| >= LEAK_CORR on the training dates): a later value or another
-    horizon's label taken in as a feature (a glob, `--features '*'`) makes every trial, and
-    the verdict, score a leak. Computed in blocks of dates: no second (D, S, F) array."""
+    """Warn about the features that track the target far more closely than an honest
+    predictor of returns does (|correlation| >= LEAK_CORR on the training dates): a later
+    value or another horizon's label taken in as a feature (a pattern, `--features '*'`)
+    makes every trial, and the verdict, score a leak. Reads at most LEAK_DATES training
+    dates, one at a time: no copy of the (D, S, F) panel."""
     if train is None or not len(train) or not names:
         return
     D, S, F = values.shape
-    per_date = S >= 5
+    step = max(1, len(train) // LEAK_DATES)
+    days = range(train.start, train.stop, step)
     total, count = np.zeros(F), np.zeros(F)
-    pooled = np.zeros((5, F))  # sums of x, y, xx, yy, xy over the rows (one series)
-    for d0 in range(train.start, train.stop, 16):
-        x = values[d0 : min(d0 + 16, train.stop)].astype(np.float64)  # (b, S, F)
-        t = np.broadcast_to(y[d0 : d0 + x.shape[0], :, None], x.shape).astype(np.float64)
-        ok = np.isfinite(x) & np.isfinite(t)
-        x, t = np.where(ok, x, 0.0), np.where(ok, t, 0.0)
-        if not per_date:
-            pooled += np.stack([v.sum((0, 1)) for v in (x, t, x * x, t * t, x * t)])
-            count += ok.sum((0, 1))
+    pooled = np.zeros((5, F))  # sums of x, t, xx, tt, xt over the rows (a series)
+    for d in days:
+        t = y[d].astype(np.float64)  # (S,)
+        x = values[d].astype(np.float64)  # (S, F)
+        ok = np.isfinite(x) & np.isfinite(t)[:, None]
+        x, tt = np.where(ok, x, 0.0), np.where(ok, t[:, None], 0.0)
+        if S < 5:  # too few securities for a per-date correlation: over the rows
+            pooled += np.stack(
+                [x.sum(0), tt.sum(0), (x * x).sum(0), (tt * tt).sum(0), (x * tt).sum(0)]
+            )
+            count += ok.sum(0)
             continue
-        n = ok.sum(1)  # (b, F)
+        n = ok.sum(0)  # (F,)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mx, mt = x.sum(1) / n, t.sum(1) / n
-            dx, dt_ = (x - mx[:, None]) * ok, (t - mt[:, None]) * ok
-            r = (dx * dt_).sum(1) / np.sqrt((dx * dx).sum(1) * (dt_ * dt_).sum(1))
+            dx = (x - x.sum(0) / n) * ok
+            dt = (tt - tt.sum(0) / n) * ok
+            r = (dx * dt).sum(0) / np.sqrt((dx * dx).sum(0) * (dt * dt).sum(0))
         use = (n >= 5) & np.isfinite(r)
-        total += np.where(use, r, 0.0).sum(0)
-        count += use.sum(0)
+        total += np.where(use, r, 0.0)
+        count += use
     with np.errstate(invalid="ignore", divide="ignore"):
-        if per_date:
-            corr = total / count
+        if S >= 5:
+            corr = np.where(count >= 3, total / count, np.nan)
         else:
             sx, st, sxx, stt, sxt = pooled
             cov = sxt - sx * st / count
             corr = cov / np.sqrt((sxx - sx * sx / count) * (stt - st * st / count))
-    corr = np.where(count >= (3 if per_date else 10), corr, np.nan)
+            corr = np.where(count >= 10, corr, np.nan)
     leaky = [(names[j], corr[j]) for j in range(F) if abs(corr[j]) >= LEAK_CORR]
     if not leaky:
         return
-    how = "mean per-date correlation" if per_date else "correlation"
+    how = "mean per-date correlation" if S >= 5 else "correlation"
     shown = ", ".join(f"{n!r} ({c:+.2f})" for n, c in leaky[:10])
     warnings.warn(
         f"{path}: feature column{'s' if len(leaky) > 1 else ''} {shown}"
         f"{' ...' if len(leaky) > 10 else ''} track the target on the training dates ({how} "
-        f"with it; real factors score well under 0.1): likely a label or a later value taken "
-        "in as a feature (a leak: every trial and the verdict would score it); check [data] "
-        "features (--features)",
+        f"with it; honest predictors of returns score well under 0.1): likely a label or a "
+        "later value taken in as a feature (a leak: every trial and the verdict would score "
+        "it); check [data] features (--features); a persistent target (volatility, volume) "
+        "can be tracked this closely honestly",
         DataWarning,
         stacklevel=3,
     )
