@@ -215,6 +215,35 @@ def start_lines(plan: Plan, url: str) -> list[str]:
     ]
 
 
+def same_reading(study: optuna.Study, cfg: Any, data: Any, fingerprint: str) -> None:
+    """Refuse to resume a study whose file and settings (the same fingerprint) now resolve
+    to other features or another split than when it was made (a later version reads them
+    otherwise, e.g. a label a pattern matched is now left out): its new trials would solve
+    another problem than its old ones."""
+    from search.study.create import IncompatibleStudy
+    from search.study.notes import data_summary
+
+    old = study.user_attrs.get("data")
+    if not isinstance(old, dict) or old.get("fingerprint") != fingerprint:
+        return
+    new = data_summary(cfg, data, fingerprint)
+    dates = {k: (v.get("first"), v.get("last")) for k, v in (old.get("split") or {}).items()}
+    now = {k: (v.get("first"), v.get("last")) for k, v in new["split"].items()}
+    what = []
+    if old.get("features") is not None and old["features"] != new["features"]:
+        gone = [f for f in old["features"] if f not in new["features"]]
+        added = [f for f in new["features"] if f not in old["features"]]
+        what.append(f"features (now without {gone[:5]}, with {added[:5]})")
+    if dates and dates != now:
+        what.append(f"the split (made with {dates}, now {now})")
+    if what:
+        raise IncompatibleStudy(
+            f"study {study.study_name!r}: this file and these settings now resolve to other "
+            f"{' and '.join(what)} than when the study was made: its new trials would not be "
+            "comparable with its old ones; choose another --study-name"
+        )
+
+
 def stale_line(numbers: list[int], grace_period: int) -> str:
     """What a run says of the trials it failed at its start: RUNNING, with no heartbeat for
     over the grace period (their worker was killed, or its machine went away)."""
@@ -263,6 +292,7 @@ def open_run(plan: Plan, url: str, *, max_trials: int | None, dashboard: int | N
             make_sampler(cfg),
             study_pruner(cfg, plan.data),
         )
+        same_reading(study, cfg, plan.data, plan.fingerprint)
         annotate_study(study, cfg, plan.data, plan.fingerprint, plan.device)
         stale = fail_stale(study)
     except BaseException:

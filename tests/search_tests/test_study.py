@@ -81,6 +81,24 @@ def test_a_resume_says_which_dead_workers_trials_it_failed(
     assert states[number] == optuna.trial.TrialState.FAIL
 
 
+def test_a_study_read_otherwise_by_a_later_version_is_not_resumed(
+    tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same file and settings resolving to other features than when the study was made
+    (as an earlier version let a pattern take in a label): refused, not mixed."""
+    cfg = write_study(tmp_path, "reread")
+    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
+    study = load(url, "reread")
+    data = dict(study.user_attrs["data"])
+    data["features"] = [*data["features"], "fwd_ret_5"]  # what the study was made with
+    study.set_user_attr("data", data)
+    capsys.readouterr()
+    assert main(["--config", str(cfg), "--storage", url, "--n-trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "now resolve to other features (now without ['fwd_ret_5'], with [])" in err
+    assert len(load(url, "reread").trials) == 1
+
+
 def test_mismatched_resume_is_refused(
     tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
