@@ -162,8 +162,8 @@ def _sqlite_file(url: str) -> str | None:
 
 
 EXPECTED_URL = (
-    "expected sqlite:///FILE, postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE or "
-    "grpc://HOST:PORT (`optuna-run proxy`)"
+    "expected sqlite:///FILE, postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE, "
+    "mysql+pymysql://USER:PASSWORD@HOST:PORT/DATABASE or grpc://HOST:PORT (`optuna-run proxy`)"
 )
 
 
