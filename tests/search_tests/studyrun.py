@@ -200,32 +200,19 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def fresh_database(pg_url: str) -> Iterator[str]:
-    """A new, empty PostgreSQL (or MySQL) database on the test server; dropped afterwards."""
+def fresh_database(url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL (or MySQL) database on the test server of `url`; dropped
+    afterwards."""
     name = f"optuna_t_{uuid.uuid4().hex[:12]}"
-    if make_url(pg_url).get_backend_name() == "mysql":
-        yield from _fresh_mysql(pg_url, name)
-        return
-    admin = create_engine(
-        make_url(pg_url).set(database="postgres"), isolation_level="AUTOCOMMIT", pool_pre_ping=True
-    )
+    mysql = make_url(url).get_backend_name() == "mysql"
+    q, force = ("`", "") if mysql else ('"', " WITH (FORCE)")  # how each server says it
+    admin_url = make_url(url) if mysql else make_url(url).set(database="postgres")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
         with admin.connect() as con:
-            con.execute(text(f'CREATE DATABASE "{name}"'))
-        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as con:
-            con.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def _fresh_mysql(url: str, name: str) -> Iterator[str]:
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as con:
-            con.execute(text(f"CREATE DATABASE `{name}`"))
+            con.execute(text(f"CREATE DATABASE {q}{name}{q}"))
         yield make_url(url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as con:
-            con.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+            con.execute(text(f"DROP DATABASE IF EXISTS {q}{name}{q}{force}"))
         admin.dispose()

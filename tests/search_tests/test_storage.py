@@ -248,8 +248,9 @@ def fresh_pg(pg_url: str) -> Iterator[str]:
     yield from fresh_database(pg_url)
 
 
-def test_fresh_sqlite_file_opened_by_many_processes_at_once(tmp_path):
-    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+def _many_open_a_fresh_database(url: str) -> None:
+    """4 processes open a fresh database at one instant and run 5 trials each: all of them
+    succeed, 20 trials complete, numbered once each."""
     results = _race(url, "race", procs=4, n=5)
     assert results == ["ok"] * 4
     study = optuna.load_study(study_name="race", storage=url)
@@ -258,14 +259,23 @@ def test_fresh_sqlite_file_opened_by_many_processes_at_once(tmp_path):
     assert_numbers_unique(study)
 
 
+def _cap_is_exact(url: str) -> None:
+    """4 processes racing for a cap of 23 trials (--max-trials): exactly 23."""
+    results = _race(url, "cap", procs=4, n=100, max_trials=23)
+    assert results == ["ok"] * 4
+    study = optuna.load_study(study_name="cap", storage=url)
+    assert len(study.trials) == 23
+    assert_numbers_unique(study)
+
+
+def test_fresh_sqlite_file_opened_by_many_processes_at_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    _many_open_a_fresh_database(url)
+
+
 @pytest.mark.postgres
 def test_fresh_postgres_database_opened_by_many_processes_at_once(fresh_pg):
-    results = _race(fresh_pg, "race", procs=4, n=5)
-    assert results == ["ok"] * 4
-    study = optuna.load_study(study_name="race", storage=fresh_pg)
-    assert len(study.trials) == 20
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    assert_numbers_unique(study)
+    _many_open_a_fresh_database(fresh_pg)
 
 
 def _open_spec(url: str, data: str, barrier: Any, q: Any) -> None:
@@ -320,20 +330,12 @@ def test_two_settings_making_one_study_at_once_postgres(fresh_pg):
 
 def test_trial_cap_is_exact_under_contention_sqlite(tmp_path):
     url = f"sqlite:///{tmp_path / 'cap.db'}"
-    results = _race(url, "cap", procs=4, n=100, max_trials=23)
-    assert results == ["ok"] * 4
-    study = optuna.load_study(study_name="cap", storage=url)
-    assert len(study.trials) == 23
-    assert_numbers_unique(study)
+    _cap_is_exact(url)
 
 
 @pytest.mark.postgres
 def test_trial_cap_is_exact_under_contention_postgres(fresh_pg):
-    results = _race(fresh_pg, "cap", procs=4, n=100, max_trials=23)
-    assert results == ["ok"] * 4
-    study = optuna.load_study(study_name="cap", storage=fresh_pg)
-    assert len(study.trials) == 23
-    assert_numbers_unique(study)
+    _cap_is_exact(fresh_pg)
 
 
 # ------------------------------------------------------------------ the password is never written
@@ -863,23 +865,14 @@ def fresh_mysql(mysql_url: str) -> Iterator[str]:
 def test_fresh_mysql_database_opened_by_many_processes_at_once(fresh_mysql):
     """Schema creation under the server's named lock: every process of a fresh database
     gets its study and its trials."""
-    results = _race(fresh_mysql, "race", procs=4, n=5)
-    assert results == ["ok"] * 4
-    study = optuna.load_study(study_name="race", storage=fresh_mysql)
-    assert len(study.trials) == 20
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    assert_numbers_unique(study)
+    _many_open_a_fresh_database(fresh_mysql)
 
 
 @pytest.mark.mysql
 def test_trial_cap_is_exact_under_contention_mysql(fresh_mysql):
     """--max-trials on MySQL: the count and the new trial under one named lock (GET_LOCK),
     so four workers racing for the last places never overshoot."""
-    results = _race(fresh_mysql, "cap", procs=4, n=100, max_trials=23)
-    assert results == ["ok"] * 4
-    study = optuna.load_study(study_name="cap", storage=fresh_mysql)
-    assert len(study.trials) == 23
-    assert_numbers_unique(study)
+    _cap_is_exact(fresh_mysql)
 
 
 @pytest.mark.mysql
