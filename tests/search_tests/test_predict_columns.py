@@ -14,19 +14,25 @@ from tests.conftest import SAMPLE
 from tests.search_tests.helpers import run_cli, write_study
 
 
-def test_predict_takes_column_flags_and_writes_the_raw_target(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    url = f"sqlite:///{tmp_path}/r.db"
+def trained_model(tmp_path: Path, name: str) -> Path:
+    """A one-trial study of a tiny network on the bundled sample, trained: its checkpoint."""
+    url = f"sqlite:///{tmp_path}/{name}.db"
     cfg = write_study(
         tmp_path,
-        "pc",
+        name,
         space="[space]\ntime_steps = 3\nnum_layers = 1\n"
         "hidden_dim = 4\nhead_dim = 0\nbatch_size = 256\nepochs = 1\n",
     )
     assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
     model = tmp_path / "m.pt"
-    assert main(["train", "--study-name", "pc", "--storage", url, "--out", str(model)]) == 0
+    assert main(["train", "--study-name", name, "--storage", url, "--out", str(model)]) == 0
+    return model
+
+
+def test_predict_takes_column_flags_and_writes_the_raw_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = trained_model(tmp_path, "pc")
     other = tmp_path / "renamed.parquet"
     pl.read_parquet(SAMPLE).rename({"date": "day", "symbol": "ticker"}).write_parquet(other)
     out = tmp_path / "p.csv"
@@ -443,16 +449,7 @@ def test_predictions_join_back_onto_the_file(tmp_path: Path) -> None:
     `file.join(predictions, on=[date, id])` works (it used to fail: String ids, Date dates)."""
     import search
 
-    url = f"sqlite:///{tmp_path}/j.db"
-    cfg = write_study(
-        tmp_path,
-        "pj",
-        space="[space]\ntime_steps = 3\nnum_layers = 1\n"
-        "hidden_dim = 4\nhead_dim = 0\nbatch_size = 256\nepochs = 1\n",
-    )
-    assert run_cli("--config", str(cfg), "--storage", url, "--n-trials", "1") == 0
-    model = tmp_path / "m.pt"
-    assert main(["train", "--study-name", "pj", "--storage", url, "--out", str(model)]) == 0
+    model = trained_model(tmp_path, "pj")
     src = pl.read_parquet(SAMPLE)
     codes = {s: i + 600000 for i, s in enumerate(sorted(src["symbol"].unique()))}
     as_ints = src.with_columns(
