@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -119,15 +121,16 @@ def predict_file(
     ends = window_ends(runs, panel.valid, T, segment)
     if len(ends) == 0:
         raise nothing_to_predict(data_path, dates, T, len(axis))
+    forms = functools.cache(lambda: date_forms(cfg))  # read once, by whichever needs it
     if dates == "last":
-        _say_short(cfg, panel, ends)
+        _say_short(cfg, panel, ends, forms)
     _say_thin(cfg, panel, ends, int(ckpt.get("cross_section") or 0))
     predictor = EnsemblePredictor(data, groups)
     booster = checkpoint_tree(ckpt, data_path)
     with torch.inference_mode():
         pred = predictor(torch.as_tensor(ends).to(device)).cpu().numpy()
         beside = {} if booster is None else tree_columns(booster, data, ends, pred)
-    frame = as_in_file(_prediction_frame(cfg, panel, ends, pred, beside), cfg)
+    frame = as_in_file(_prediction_frame(cfg, panel, ends, pred, beside), cfg, forms)
     verdicts = dates == "test" and panel.has_target and "eval_time_steps" in ckpt
     if verdicts and judged_on(ckpt, data_path):
         # the rows the verdict scores: E valid dates up to the row, and a label
@@ -184,21 +187,31 @@ def _no_tree(source: str, why: str, then: str = "") -> None:
     )
 
 
-def _say_short(cfg: DataConfig, panel: Panel, ends: np.ndarray) -> None:
+def date_forms(cfg: DataConfig) -> pl.DataFrame:
+    """The file's time column as written (`raw`, each distinct value once, in text order)
+    beside its values as read (`read`: parsed; an `order` column as it is)."""
+    from data.load import parse_time
+
+    key = cfg.order or cfg.date
+    raw = scan(cfg.file).select(pl.col(key).unique()).collect().get_column(key).sort()
+    read = raw if cfg.order else parse_time(raw, "date", cfg.file)
+    return pl.DataFrame({"read": read, "raw": raw})
+
+
+def _say_short(
+    cfg: DataConfig, panel: Panel, ends: np.ndarray, forms: Callable[[], pl.DataFrame]
+) -> None:
     """Warn about the securities with a row on the file's last date that get no prediction
     there (fewer than time_steps consecutive valid dates: a new listing whose features still
     lack their history, a return from a suspension): a submission would otherwise be short
     of them without a word."""
-    from data.load import parse_time
-
     if not cfg.id or not len(panel.dates):
         return
     key = cfg.order or cfg.date
     lf = scan(cfg.file, [cfg.id])
-    raw = lf.select(pl.col(key).unique()).collect().get_column(key)
-    read = raw if cfg.order else parse_time(raw, "date", cfg.file)
-    day = pl.Series(panel.dates[-1:]).cast(read.dtype)  # the panel's last date, as read
-    last = raw.filter(read == day[0])
+    read = forms()
+    day = pl.Series(panel.dates[-1:]).cast(read.schema["read"])  # the last date, as read
+    last = read.filter(pl.col("read") == day[0]).get_column("raw")
     if not len(last):
         return
     rows = lf.filter(pl.col(key).is_in(last.implode()))
@@ -239,14 +252,23 @@ def _say_thin(cfg: DataConfig, panel: Panel, ends: np.ndarray, trained_on: int) 
     if not len(thin):
         return
     shown = ", ".join(f"{panel.date_str(int(d))} ({int(panel.valid[d].sum())})" for d in thin[:3])
-    warnings.warn(
+    warn_thin(
         f"{cfg.path}: {plural(len(thin), 'date')} to predict hold far fewer securities than "
-        f"the training dates (95% of them held {trained_on} or more), e.g. {shown}: the "
-        "features are ranked "
-        f"per date ([data] normalize = {cfg.normalize!r}), so their values there, and the "
-        "predictions, are not comparable to training's (a partial last date?)",
+        f"the training dates (95% of them held {trained_on} or more), e.g. {shown}",
+        cfg.normalize,
+        stacklevel=4,
+    )
+
+
+def warn_thin(what: str, normalize: str, stacklevel: int, then: str = "") -> None:
+    """The DataWarning of `what` (dates far thinner than the training dates'), the same from
+    `predict` and from the stream."""
+    warnings.warn(
+        f"{what}: the features are ranked per date ([data] normalize = {normalize!r}), so "
+        "their values there, and the predictions, are not comparable to training's (a "
+        f"partial last date?){then}",
         DataWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
 
 
@@ -330,14 +352,15 @@ def _prediction_frame(
     return pl.DataFrame(cols)
 
 
-def as_in_file(frame: pl.DataFrame, cfg: DataConfig) -> pl.DataFrame:
+def as_in_file(
+    frame: pl.DataFrame, cfg: DataConfig, forms: Callable[[], pl.DataFrame] | None = None
+) -> pl.DataFrame:
     """The key columns of `frame` (the panel's: ids as text, times parsed) in the file's
     own types, so that the predictions join back onto the file's rows: an integer id as
     that integer, a date column of eight-digit integers (20240105) as them, a date column
     of text as the text the file holds for that date, a zoned time in its zone. A CSV's id
-    stays text (the file's ids are read as text, leading zeros kept)."""
-    from data.load import parse_time
-
+    stays text (the file's ids are read as text, leading zeros kept). `forms`: the file's
+    `date_forms`, where the caller has them."""
     schema = scan(cfg.file, [cfg.id] if cfg.id else []).collect_schema()
     out = []
     if cfg.id and cfg.id in schema and schema[cfg.id].is_integer():
@@ -353,12 +376,11 @@ def as_in_file(frame: pl.DataFrame, cfg: DataConfig) -> pl.DataFrame:
         zone = given.time_zone
         out.append(pl.col(key).dt.replace_time_zone(zone, ambiguous="earliest"))
     elif given == pl.String:  # the file's own text for each date read
-        raw = scan(cfg.file).select(pl.col(key).unique()).collect().get_column(key).sort()
-        read = pl.DataFrame({key: parse_time(raw, "date", cfg.file), "__raw": raw})
-        read = read.with_columns(pl.col(key).cast(have))
-        forms = read.group_by(key).agg(pl.col("__raw").first(), pl.len().alias("__n"))
-        if (forms["__n"] > 1).any():  # one date written two ways: the first in text order
-            twice = forms.filter(pl.col("__n") > 1).get_column(key).head(1).to_list()
+        read = (forms or (lambda: date_forms(cfg)))()
+        read = read.select(pl.col("read").cast(have).alias(key), pl.col("raw").alias("__raw"))
+        firsts = read.group_by(key).agg(pl.col("__raw").first(), pl.len().alias("__n"))
+        if (firsts["__n"] > 1).any():  # one date written two ways: the first in text order
+            twice = firsts.filter(pl.col("__n") > 1).get_column(key).head(1).to_list()
             warnings.warn(
                 f"{cfg.path}: column {key!r} writes some dates in more than one way (e.g. "
                 f"{twice[0]}): the predictions give each the first of its forms",
@@ -367,7 +389,7 @@ def as_in_file(frame: pl.DataFrame, cfg: DataConfig) -> pl.DataFrame:
             )
         frame = (
             frame.with_row_index("__row")
-            .join(forms.drop("__n"), on=key, how="left")
+            .join(firsts.drop("__n"), on=key, how="left")
             .sort("__row")
             .with_columns(pl.col("__raw").alias(key))
             .drop("__raw", "__row")

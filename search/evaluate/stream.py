@@ -9,7 +9,6 @@ predictions `predict --dates all` gives it. `stream_file` does exactly that.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,6 @@ import polars as pl
 import torch
 
 from data import DataError
-from data.errors import DataWarning
 from data.load import collect, parse_time, refuse_duplicates, scan, settle_types
 from data.normalize import Scaler
 from data.panel import time_axis
@@ -34,6 +32,7 @@ from search.evaluate.predict import (
     nothing_to_predict,
     prediction_columns,
     tree_columns,
+    warn_thin,
 )
 from search.evaluate.retrain import TREE_COLUMN, EnsemblePredictor, data_config
 
@@ -90,14 +89,13 @@ class StreamPredictor:
         thin = frame.height < THIN_SHARE * self._cross_section
         if cfg.normalize.startswith("cs_") and thin and not self._said_thin:
             self._said_thin = True  # once per predictor: a live loop is not flooded
-            warnings.warn(
+            warn_thin(
                 f"{frame.height} rows for {step.dates[0] if len(step.dates) else 'a date'}, "
                 f"far fewer securities than the training dates (95% of them held "
-                f"{self._cross_section} or more): the features are ranked per date ([data] "
-                f"normalize = {cfg.normalize!r}), so their values, and the predictions, are "
-                "not comparable to training's (a partial date?); said once",
-                DataWarning,
-                stacklevel=2,
+                f"{self._cross_section} or more)",
+                cfg.normalize,
+                stacklevel=3,
+                then="; said once",
             )
         cols: dict[str, Any] = {self.rolling.time: step.dates}
         if self.rolling.id:
